@@ -1,0 +1,373 @@
+//! The handle users hold: accepts messages without blocking and controls the lifecycle.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::Sender;
+use serde_json::Value;
+use trackway_protocol::{
+    Alias, EncodeOptions, Group, Identify, MAX_MESSAGE_BYTES, Message, Page, Screen, Track,
+    ValidationError, encode_message, validate,
+};
+
+use crate::budget::Budget;
+use crate::config::{Builder, ConfigError, Validated};
+use crate::ledger::{Ledger, Queued};
+use crate::outcome::{DropReason, FlushReport};
+use crate::sender::{BatchSender, SenderChannels};
+use crate::stats::Stats;
+use crate::worker::{Channels, Control, Reply, Worker};
+
+/// Why a call did not accept a message. Nothing was queued; the refusal is counted in
+/// [`Analytics::stats`] under the matching [`DropReason`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnqueueError {
+    /// The message breaks the API's rules; fix the call.
+    #[error("invalid message: {0}")]
+    Invalid(#[from] ValidationError),
+    /// The encoded message is over the API's 32 KB limit; send less data in it.
+    #[error("message is {size} bytes encoded, over the {limit}-byte limit")]
+    TooLarge {
+        /// Its encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The memory budget is full, typically because the server has been unreachable; the
+    /// message can be retried later or dropped.
+    #[error("the client's {budget}-byte memory budget is full")]
+    BudgetFull {
+        /// The configured budget.
+        budget: u64,
+    },
+    /// The client was shut down.
+    #[error("the client is shut down")]
+    Closed,
+}
+
+impl EnqueueError {
+    /// The reason this refusal is counted under.
+    pub fn reason(&self) -> DropReason {
+        match self {
+            EnqueueError::Invalid(_) => DropReason::Invalid,
+            EnqueueError::TooLarge { .. } => DropReason::TooLarge,
+            EnqueueError::BudgetFull { .. } => DropReason::BudgetFull,
+            EnqueueError::Closed => DropReason::Closed,
+        }
+    }
+}
+
+/// A Tracking API client. Cheap to clone (one `Arc`); every clone feeds the same queue.
+///
+/// See the [crate documentation](crate) for the quickstart and the lifecycle.
+#[derive(Clone)]
+pub struct Analytics {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Analytics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Analytics").field("stats", &self.stats()).finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    ledger: Arc<Ledger>,
+    data: Sender<Queued>,
+    control: Sender<Control>,
+    encode: EncodeOptions,
+    drop_timeout: Duration,
+}
+
+thread_local! {
+    /// Per-thread scratch space for encoding, so a call allocates only the final message.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
+}
+
+impl Analytics {
+    /// A client for `write_key` with the defaults: Oregon host, batches of up to 250 messages
+    /// or 500 KB sent at least every second, a 16 MiB memory budget, gzip, 10 retries with
+    /// jittered backoff. See [`Builder`] for each.
+    pub fn new(write_key: impl Into<String>) -> Result<Analytics, ConfigError> {
+        Analytics::builder(write_key).build()
+    }
+
+    /// A builder to change the defaults.
+    pub fn builder(write_key: impl Into<String>) -> Builder {
+        Builder::new(write_key)
+    }
+
+    pub(crate) fn start(config: Validated) -> Result<Analytics, ConfigError> {
+        let ledger = Arc::new(Ledger::new(
+            Budget::new(config.max_queue_bytes, config.overflow),
+            config.observer.clone(),
+        ));
+        let (data_tx, data_rx) = crossbeam_channel::unbounded();
+        let (control_tx, control_rx) = crossbeam_channel::unbounded();
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        // Rendezvous: the worker hands over a batch only when the sender is idle anyway.
+        let (batch_tx, batch_rx) = crossbeam_channel::bounded(1);
+        let (cancel_tx, cancel_rx) = crossbeam_channel::bounded(0);
+        let sender = BatchSender::new(
+            &config,
+            Arc::clone(&ledger),
+            SenderChannels { batches: batch_rx, done: done_tx, cancel: cancel_rx },
+        );
+        let worker = Worker::new(
+            &config,
+            Arc::clone(&ledger),
+            Channels {
+                data: data_rx,
+                control: control_rx,
+                done: done_rx,
+                to_sender: batch_tx,
+                cancel: cancel_tx,
+            },
+        );
+        let spawn_error = |e: std::io::Error| ConfigError::Spawn(e.to_string());
+        std::thread::Builder::new()
+            .name("trackway-sender".into())
+            .spawn(move || sender.run())
+            .map_err(spawn_error)?;
+        std::thread::Builder::new()
+            .name("trackway-worker".into())
+            .spawn(move || worker.run())
+            .map_err(spawn_error)?;
+        let library = ("trackway", env!("CARGO_PKG_VERSION"));
+        let encode = EncodeOptions::new(Some(library), config.default_context);
+        tracing::debug!(
+            write_key = %crate::config::mask_write_key(&config.write_key),
+            url = %config.batch_url,
+            "trackway: client started"
+        );
+        Ok(Analytics {
+            inner: Arc::new(Inner {
+                ledger,
+                data: data_tx,
+                control: control_tx,
+                encode,
+                drop_timeout: config.drop_timeout,
+            }),
+        })
+    }
+
+    /// Records who a user is: `identify(user_id, traits)`.
+    pub fn identify(&self, user_id: impl Into<String>, traits: Value) -> Result<(), EnqueueError> {
+        self.enqueue(Identify::new().user_id(user_id).traits(traits))
+    }
+
+    /// Records what a user did: `track(user_id, event, properties)`.
+    pub fn track(
+        &self,
+        user_id: impl Into<String>,
+        event: impl Into<String>,
+        properties: Value,
+    ) -> Result<(), EnqueueError> {
+        self.enqueue(Track::new(event).user_id(user_id).properties(properties))
+    }
+
+    /// Records a page view: `page(user_id, name, properties)`.
+    pub fn page(
+        &self,
+        user_id: impl Into<String>,
+        name: impl Into<String>,
+        properties: Value,
+    ) -> Result<(), EnqueueError> {
+        self.enqueue(Page::new().user_id(user_id).name(name).properties(properties))
+    }
+
+    /// Records a screen view: `screen(user_id, name, properties)`.
+    pub fn screen(
+        &self,
+        user_id: impl Into<String>,
+        name: impl Into<String>,
+        properties: Value,
+    ) -> Result<(), EnqueueError> {
+        self.enqueue(Screen::new().user_id(user_id).name(name).properties(properties))
+    }
+
+    /// Ties a user to a group: `group(user_id, group_id, traits)`.
+    pub fn group(
+        &self,
+        user_id: impl Into<String>,
+        group_id: impl Into<String>,
+        traits: Value,
+    ) -> Result<(), EnqueueError> {
+        self.enqueue(Group::new(group_id).user_id(user_id).traits(traits))
+    }
+
+    /// Merges identities: `alias(user_id, previous_id)`.
+    pub fn alias(
+        &self,
+        user_id: impl Into<String>,
+        previous_id: impl Into<String>,
+    ) -> Result<(), EnqueueError> {
+        self.enqueue(Alias::new(user_id, previous_id))
+    }
+
+    /// Accepts any message: one of the six types built with every option, or a
+    /// [`trackway_protocol::Custom`] of any type.
+    ///
+    /// Returns at once without I/O. Fills in a UUID `messageId` and the current `timestamp`
+    /// unless given, and adds `context.library`. On success the message will be delivered or
+    /// its fate reported (see [`crate::Observer`] and [`Analytics::stats`]).
+    pub fn enqueue(&self, message: impl Into<Message>) -> Result<(), EnqueueError> {
+        let result = self.try_enqueue(message.into());
+        if let Err(error) = &result {
+            self.inner.ledger.counters.dropped(error.reason(), 1);
+            tracing::debug!("trackway: message refused: {error}");
+        }
+        result
+    }
+
+    fn try_enqueue(&self, mut message: Message) -> Result<(), EnqueueError> {
+        let inner = &*self.inner;
+        if inner.ledger.is_closed() {
+            return Err(EnqueueError::Closed);
+        }
+        validate(&message)?;
+        fill_defaults(&mut message);
+        let queued = SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            let id = encode_message(&message, &inner.encode, scratch).unwrap_or(0..0);
+            if scratch.len() > MAX_MESSAGE_BYTES {
+                return Err(EnqueueError::TooLarge { size: scratch.len(), limit: MAX_MESSAGE_BYTES });
+            }
+            Ok(Queued { bytes: scratch.as_slice().into(), id })
+        })?;
+        let cost = queued.cost();
+        if !inner.ledger.budget.acquire(cost) {
+            return Err(EnqueueError::BudgetFull { budget: inner.ledger.budget.limit() });
+        }
+        // Counted before the send so the worker can never settle a message not yet counted.
+        inner.ledger.counters.enqueued();
+        if inner.data.send(queued).is_err() {
+            // Unreachable while this handle lives (it keeps the worker's channel open).
+            inner.ledger.budget.release(cost);
+            inner.ledger.counters.dropped(DropReason::Closed, 1);
+            return Err(EnqueueError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Sends everything accepted so far and waits until it has an outcome or `timeout`
+    /// passes; returns what happened meanwhile. Blocks the calling thread: in async code use
+    /// [`Analytics::flush_async`].
+    pub fn flush(&self, timeout: Duration) -> FlushReport {
+        self.inner.request_blocking(timeout, false)
+    }
+
+    /// [`Analytics::flush`] without blocking a thread. The future needs no particular runtime
+    /// and resolves by the deadline.
+    pub fn flush_async(&self, timeout: Duration) -> impl Future<Output = FlushReport> + Send + 'static {
+        self.inner.request_async(timeout, false)
+    }
+
+    /// Flushes, then stops: what is still queued at the deadline is dropped (and reported),
+    /// and later calls return [`EnqueueError::Closed`]. Idempotent.
+    pub fn shutdown(&self, timeout: Duration) -> FlushReport {
+        self.inner.request_blocking(timeout, true)
+    }
+
+    /// [`Analytics::shutdown`] without blocking a thread.
+    pub fn shutdown_async(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = FlushReport> + Send + 'static {
+        self.inner.request_async(timeout, true)
+    }
+
+    /// The counters since the client was built.
+    pub fn stats(&self) -> Stats {
+        self.inner.ledger.stats()
+    }
+}
+
+/// Gives the message a `messageId` and `timestamp` when it has none.
+fn fill_defaults(message: &mut Message) {
+    let keeps_raw_timestamp = match message {
+        Message::Custom(custom) => custom.fields.contains_key("timestamp"),
+        _ => false,
+    };
+    let common = message.common_mut();
+    if common.message_id.is_none() {
+        let uuid = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+        common.message_id = Some(uuid.hyphenated().to_string());
+    }
+    if common.timestamp.is_none() && !keeps_raw_timestamp {
+        common.timestamp = Some(SystemTime::now());
+    }
+}
+
+impl Inner {
+    fn control(&self, timeout: Duration, shutdown: bool, reply: Reply) -> bool {
+        if shutdown {
+            self.ledger.closed.store(true, Ordering::Release);
+        }
+        let deadline = Instant::now() + timeout;
+        let start = self.ledger.stats();
+        let request = if shutdown {
+            Control::Shutdown { deadline, reply, start }
+        } else {
+            Control::Flush { deadline, reply, start }
+        };
+        self.control.send(request).is_ok()
+    }
+
+    fn request_blocking(&self, timeout: Duration, shutdown: bool) -> FlushReport {
+        let start = self.ledger.stats();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.control(timeout, shutdown, Reply::Blocking(tx)) {
+            // The worker answers by the deadline; the margin covers scheduling delays only.
+            if let Ok(report) = rx.recv_timeout(timeout + REPLY_MARGIN) {
+                return report;
+            }
+        }
+        fallback_report(&self.ledger, &start)
+    }
+
+    fn request_async(
+        &self,
+        timeout: Duration,
+        shutdown: bool,
+    ) -> impl Future<Output = FlushReport> + Send + 'static {
+        let start = self.ledger.stats();
+        let ledger = Arc::clone(&self.ledger);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        let sent = self.control(timeout, shutdown, Reply::Async(tx));
+        async move {
+            match rx.await {
+                Ok(report) if sent => report,
+                _ => fallback_report(&ledger, &start),
+            }
+        }
+    }
+}
+
+/// Extra time a blocked caller allows the worker beyond the deadline before reporting from
+/// the counters itself (only if the worker thread died).
+const REPLY_MARGIN: Duration = Duration::from_millis(250);
+
+/// A report built from the counters, when the worker could not answer.
+fn fallback_report(ledger: &Ledger, start: &Stats) -> FlushReport {
+    let now = ledger.stats();
+    now.report_since(start, now.pending() == 0)
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.ledger.is_closed() {
+            return;
+        }
+        let report = self.request_blocking(self.drop_timeout, true);
+        if report.is_clean() {
+            tracing::debug!("trackway: client dropped: {report}");
+        } else {
+            tracing::warn!("trackway: client dropped: {report}");
+        }
+    }
+}

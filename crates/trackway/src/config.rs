@@ -1,0 +1,456 @@
+//! Everything configurable, with named defaults and the reason for each.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use trackway_protocol::{MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, envelope_overhead};
+
+use crate::budget::{Overflow, PER_MESSAGE_OVERHEAD};
+use crate::client::Analytics;
+use crate::outcome::Observer;
+use crate::retry::RetryPolicy;
+use crate::transport::Transport;
+use crate::transport::ProxySetting;
+
+/// Segment's Oregon (US) endpoint, the default host.
+pub const OREGON_HOST: &str = "https://api.segment.io";
+
+/// Segment's Dublin (EU) endpoint. EU workspaces must use it: events sent to Oregon are
+/// accepted and never appear.
+pub const DUBLIN_HOST: &str = "https://events.eu1.segmentapis.com";
+
+/// Default [`Builder::flush_at`]: analytics-java's and analytics-go's batch size. Large enough
+/// to amortise a request over many events, small enough (≈ 75 KB of typical events) that one
+/// lost request is a small loss.
+pub const DEFAULT_FLUSH_AT: usize = 250;
+
+/// Default [`Builder::max_batch_bytes`]: the API's own request limit; the envelope is counted.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = MAX_REQUEST_BYTES;
+
+/// Default [`Builder::flush_interval`]: a quiet service still sees its events within about a
+/// second, at a cost of at most one request per second. No timer runs while nothing is queued.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Default [`Builder::max_queue_bytes`]: 16 MiB holds about 40,000 typical events, minutes of
+/// outage for a busy service, while staying a small fraction of a server's memory.
+pub const DEFAULT_MAX_QUEUE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Default [`Builder::request_timeout`]: long enough for a 500 KB body over a slow link, short
+/// enough that a hung server costs a retry, not the process.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default [`Builder::drop_timeout`]: how long dropping the last handle may spend delivering
+/// what is queued. Bounded so that a dead network never hangs process exit.
+pub const DEFAULT_DROP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// gzip level used when [`Builder::gzip`] is on: level 1 gets most of the size win (JSON
+/// events compress 6-8x) at a fraction of the CPU of the default level 6.
+pub const GZIP_LEVEL: u32 = 1;
+
+/// A Segment region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Region {
+    /// Oregon, US: [`OREGON_HOST`].
+    Oregon,
+    /// Dublin, EU: [`DUBLIN_HOST`].
+    Dublin,
+}
+
+impl Region {
+    /// The region's API endpoint.
+    pub fn host(self) -> &'static str {
+        match self {
+            Region::Oregon => OREGON_HOST,
+            Region::Dublin => DUBLIN_HOST,
+        }
+    }
+}
+
+/// A setting that [`Builder::build`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The write key is empty.
+    #[error("the write key is empty")]
+    EmptyWriteKey,
+    /// The host is neither a region name nor an http(s) URL.
+    #[error("host {host:?} is not \"oregon\", \"dublin\" or an http(s) URL: {reason}")]
+    InvalidHost {
+        /// The host as given.
+        host: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A numeric setting is out of range.
+    #[error("{setting} must be {expected}")]
+    OutOfRange {
+        /// The builder method.
+        setting: &'static str,
+        /// The allowed range.
+        expected: String,
+    },
+    /// The default context is not a JSON object.
+    #[error("the default context must be a JSON object")]
+    ContextNotAnObject,
+    /// The proxy URL is invalid.
+    #[error("{0}")]
+    Proxy(String),
+    /// The background threads could not be started.
+    #[error("could not start the background thread: {0}")]
+    Spawn(String),
+}
+
+/// Configures an [`Analytics`] client. Every setting has a production-ready default.
+#[must_use]
+pub struct Builder {
+    pub(crate) write_key: String,
+    pub(crate) host: String,
+    pub(crate) flush_at: usize,
+    pub(crate) max_batch_bytes: usize,
+    pub(crate) flush_interval: Duration,
+    pub(crate) max_queue_bytes: usize,
+    pub(crate) overflow: Overflow,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) request_timeout: Duration,
+    pub(crate) gzip: bool,
+    pub(crate) default_context: Value,
+    pub(crate) proxy: ProxySetting,
+    pub(crate) transport: Option<Arc<dyn Transport>>,
+    pub(crate) observer: Option<Arc<dyn Observer>>,
+    pub(crate) drop_timeout: Duration,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("write_key", &mask_write_key(&self.write_key))
+            .field("host", &self.host)
+            .field("flush_at", &self.flush_at)
+            .field("max_batch_bytes", &self.max_batch_bytes)
+            .field("flush_interval", &self.flush_interval)
+            .field("max_queue_bytes", &self.max_queue_bytes)
+            .field("overflow", &self.overflow)
+            .field("retry", &self.retry)
+            .field("request_timeout", &self.request_timeout)
+            .field("gzip", &self.gzip)
+            .field("proxy", &self.proxy)
+            .field("custom_transport", &self.transport.is_some())
+            .field("observer", &self.observer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The write key as it may appear in logs and errors: its first four characters and its length.
+pub fn mask_write_key(key: &str) -> String {
+    let shown: String = key.chars().take(4).collect();
+    format!("{shown}… ({} chars)", key.chars().count())
+}
+
+impl Builder {
+    pub(crate) fn new(write_key: impl Into<String>) -> Builder {
+        Builder {
+            write_key: write_key.into(),
+            host: OREGON_HOST.to_owned(),
+            flush_at: DEFAULT_FLUSH_AT,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
+            max_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,
+            overflow: Overflow::Reject,
+            retry: RetryPolicy::default(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            gzip: true,
+            default_context: Value::Null,
+            proxy: ProxySetting::FromEnv,
+            transport: None,
+            observer: None,
+            drop_timeout: DEFAULT_DROP_TIMEOUT,
+        }
+    }
+
+    /// Where to send: `"oregon"` (the default), `"dublin"`, or the base URL of any server that
+    /// speaks the Tracking API (`http://localhost:8080`, a RudderStack data plane, a proxy).
+    /// The client posts to `<host>/v1/batch`.
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = host.into();
+        self
+    }
+
+    /// Sends to a Segment region.
+    pub fn region(mut self, region: Region) -> Self {
+        self.host = region.host().to_owned();
+        self
+    }
+
+    /// Sends a batch as soon as this many messages are queued (1 to 2500).
+    pub fn flush_at(mut self, messages: usize) -> Self {
+        self.flush_at = messages;
+        self
+    }
+
+    /// Largest request body, envelope included, before compression.
+    pub fn max_batch_bytes(mut self, bytes: usize) -> Self {
+        self.max_batch_bytes = bytes;
+        self
+    }
+
+    /// Sends what is queued once the oldest message has waited this long.
+    pub fn flush_interval(mut self, interval: Duration) -> Self {
+        self.flush_interval = interval;
+        self
+    }
+
+    /// The memory budget: bytes of messages held at once, queued, in flight or waiting to
+    /// retry. Each message costs its encoded size plus a small constant.
+    pub fn max_queue_bytes(mut self, bytes: usize) -> Self {
+        self.max_queue_bytes = bytes;
+        self
+    }
+
+    /// What a call does when the budget is full: reject at once (the default) or wait.
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// Retries after the first attempt, not counting waits the server asked for.
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.retry.max_retries = retries;
+        self
+    }
+
+    /// Exponential backoff: first ceiling `base`, doubling up to `cap`.
+    pub fn backoff(mut self, base: Duration, cap: Duration) -> Self {
+        self.retry.backoff_base = base;
+        self.retry.backoff_cap = cap;
+        self
+    }
+
+    /// Whether each backoff is drawn at random below its ceiling (on by default).
+    pub fn jitter(mut self, jitter: bool) -> Self {
+        self.retry.jitter = jitter;
+        self
+    }
+
+    /// Total time one batch may be retried before its messages are dropped.
+    pub fn max_retry_duration(mut self, limit: Duration) -> Self {
+        self.retry.max_retry_duration = limit;
+        self
+    }
+
+    /// The whole retry policy at once.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Time limit of one request, connect to last byte (default transport only).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Compress request bodies with gzip (on by default; Segment and our collector accept it).
+    pub fn gzip(mut self, gzip: bool) -> Self {
+        self.gzip = gzip;
+        self
+    }
+
+    /// Context keys added to every message that does not set them itself (a JSON object).
+    pub fn default_context(mut self, context: Value) -> Self {
+        self.default_context = context;
+        self
+    }
+
+    /// Send through this proxy (`http://user:pass@host:port` or `socks5://host:port`).
+    /// Without this, `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` are honoured.
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.proxy = ProxySetting::Url(url.into());
+        self
+    }
+
+    /// Ignore proxy environment variables and connect directly.
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy = ProxySetting::Direct;
+        self
+    }
+
+    /// Use your own HTTP stack (or [`crate::testing::Recorder`]) instead of the built-in one.
+    pub fn transport(mut self, transport: impl Transport) -> Self {
+        self.transport = Some(Arc::new(transport));
+        self
+    }
+
+    /// Receive the outcome of every accepted message.
+    pub fn observer(mut self, observer: impl Observer) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// How long dropping the last handle may spend delivering what is queued.
+    pub fn drop_timeout(mut self, timeout: Duration) -> Self {
+        self.drop_timeout = timeout;
+        self
+    }
+
+    /// Checks the settings and starts the client's background threads.
+    pub fn build(self) -> Result<Analytics, ConfigError> {
+        Analytics::start(self.validate()?)
+    }
+
+    fn validate(self) -> Result<Validated, ConfigError> {
+        if self.write_key.is_empty() {
+            return Err(ConfigError::EmptyWriteKey);
+        }
+        let batch_url = batch_url(&self.host)?;
+        let range = |setting: &'static str, ok: bool, expected: String| {
+            if ok { Ok(()) } else { Err(ConfigError::OutOfRange { setting, expected }) }
+        };
+        range(
+            "flush_at",
+            (1..=MAX_BATCH_MESSAGES).contains(&self.flush_at),
+            format!("between 1 and {MAX_BATCH_MESSAGES}"),
+        )?;
+        let smallest_batch = MAX_MESSAGE_BYTES + envelope_overhead(&self.write_key);
+        range(
+            "max_batch_bytes",
+            (smallest_batch..=MAX_REQUEST_BYTES).contains(&self.max_batch_bytes),
+            format!("between {smallest_batch} and {MAX_REQUEST_BYTES}"),
+        )?;
+        let smallest_budget = MAX_MESSAGE_BYTES + PER_MESSAGE_OVERHEAD;
+        range(
+            "max_queue_bytes",
+            self.max_queue_bytes >= smallest_budget,
+            format!("at least {smallest_budget}"),
+        )?;
+        let positive = |setting, d: Duration| range(setting, !d.is_zero(), "above zero".into());
+        positive("flush_interval", self.flush_interval)?;
+        positive("request_timeout", self.request_timeout)?;
+        range(
+            "backoff",
+            self.retry.backoff_base <= self.retry.backoff_cap,
+            "a base no larger than its cap".into(),
+        )?;
+        let default_context = match self.default_context {
+            Value::Null => Map::new(),
+            Value::Object(map) => map,
+            _ => return Err(ConfigError::ContextNotAnObject),
+        };
+        let transport = match self.transport {
+            Some(transport) => transport,
+            None => Arc::new(
+                crate::transport::HttpTransport::new(self.request_timeout, &self.proxy)
+                    .map_err(ConfigError::Proxy)?,
+            ),
+        };
+        Ok(Validated {
+            write_key: self.write_key,
+            batch_url,
+            flush_at: self.flush_at,
+            max_batch_bytes: self.max_batch_bytes,
+            flush_interval: self.flush_interval,
+            max_queue_bytes: self.max_queue_bytes as u64,
+            overflow: self.overflow,
+            retry: self.retry,
+            gzip: self.gzip,
+            default_context,
+            transport,
+            observer: self.observer,
+            drop_timeout: self.drop_timeout,
+        })
+    }
+}
+
+/// Settings that passed [`Builder::build`]'s checks.
+pub(crate) struct Validated {
+    pub(crate) write_key: String,
+    pub(crate) batch_url: String,
+    pub(crate) flush_at: usize,
+    pub(crate) max_batch_bytes: usize,
+    pub(crate) flush_interval: Duration,
+    pub(crate) max_queue_bytes: u64,
+    pub(crate) overflow: Overflow,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) gzip: bool,
+    pub(crate) default_context: Map<String, Value>,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) observer: Option<Arc<dyn Observer>>,
+    pub(crate) drop_timeout: Duration,
+}
+
+/// `<host>/v1/batch` for a region name or a base URL.
+fn batch_url(host: &str) -> Result<String, ConfigError> {
+    let base = match host.trim().to_ascii_lowercase().as_str() {
+        "oregon" | "us" => OREGON_HOST.to_owned(),
+        "dublin" | "eu" => DUBLIN_HOST.to_owned(),
+        _ => {
+            let invalid = |reason| ConfigError::InvalidHost { host: host.to_owned(), reason };
+            let rest = host
+                .strip_prefix("https://")
+                .or_else(|| host.strip_prefix("http://"))
+                .ok_or_else(|| invalid("it must start with http:// or https://"))?;
+            let authority = rest.split('/').next().unwrap_or_default();
+            if authority.is_empty() || authority.contains(char::is_whitespace) {
+                return Err(invalid("it has no host name"));
+            }
+            if host.contains(['?', '#']) {
+                return Err(invalid("it must not have a query or fragment"));
+            }
+            host.trim_end_matches('/').to_owned()
+        }
+    };
+    Ok(format!("{base}/v1/batch"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_resolve_to_batch_urls() {
+        assert_eq!(batch_url("oregon").as_deref(), Ok("https://api.segment.io/v1/batch"));
+        assert_eq!(
+            batch_url("Dublin").as_deref(),
+            Ok("https://events.eu1.segmentapis.com/v1/batch")
+        );
+        assert_eq!(
+            batch_url("http://127.0.0.1:8080/").as_deref(),
+            Ok("http://127.0.0.1:8080/v1/batch")
+        );
+        assert_eq!(
+            batch_url("https://proxy.example/segment").as_deref(),
+            Ok("https://proxy.example/segment/v1/batch")
+        );
+        for bad in ["", "api.segment.io", "ftp://x", "http://", "http://h?x=1"] {
+            assert!(matches!(batch_url(bad), Err(ConfigError::InvalidHost { .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn build_rejects_out_of_range_settings() {
+        let check = |builder: Builder, setting: &str| match builder.build() {
+            Err(ConfigError::OutOfRange { setting: s, .. }) => assert_eq!(s, setting),
+            other => panic!("{setting}: {:?}", other.map(|_| ())),
+        };
+        check(Builder::new("k").flush_at(0), "flush_at");
+        check(Builder::new("k").flush_at(2501), "flush_at");
+        check(Builder::new("k").max_batch_bytes(1000), "max_batch_bytes");
+        check(Builder::new("k").max_queue_bytes(10), "max_queue_bytes");
+        check(Builder::new("k").flush_interval(Duration::ZERO), "flush_interval");
+        check(Builder::new("k").backoff(Duration::from_secs(2), Duration::from_secs(1)), "backoff");
+        assert_eq!(Builder::new("").build().err(), Some(ConfigError::EmptyWriteKey));
+        assert_eq!(
+            Builder::new("k").default_context(serde_json::json!([1])).build().err(),
+            Some(ConfigError::ContextNotAnObject)
+        );
+    }
+
+    #[test]
+    fn debug_output_masks_the_write_key() {
+        let shown = format!("{:?}", Builder::new("sk_live_abcdefghijklmnop"));
+        assert!(!shown.contains("abcdefghijklmnop"), "{shown}");
+        assert!(shown.contains("sk_l… (24 chars)"), "{shown}");
+    }
+}

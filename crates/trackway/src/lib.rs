@@ -1,0 +1,81 @@
+//! Product analytics for Rust: record what your users do and send it, in batches, to Segment
+//! or any server that speaks its Tracking API (our `trackway-collector`, RudderStack, a proxy).
+//!
+//! # Quickstart
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use serde_json::json;
+//! use trackway::{Analytics, Track};
+//!
+//! let analytics = Analytics::new("YOUR_WRITE_KEY")?; // once, at startup; clone it freely
+//! analytics.identify("user-id", json!({"email": "ada@example.com"}))?;
+//! analytics.track("user-id", "Signed Up", json!({"plan": "trial"}))?;
+//! analytics.enqueue(
+//!     Track::new("Order Completed")
+//!         .anonymous_id("anon-7")
+//!         .properties(json!({"revenue": 42.5}))
+//!         .integration("Mixpanel", false),
+//! )?;
+//! let report = analytics.shutdown(Duration::from_secs(5)); // at exit: deliver, then stop
+//! assert!(report.is_clean(), "{report}");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # What a call does
+//!
+//! [`Analytics::track`] and its siblings validate the message, give it a UUID `messageId` and
+//! a `timestamp` unless you set them, encode it, and hand it to a background thread. They never
+//! block, never do I/O and need no async runtime, so they are safe in request handlers,
+//! async tasks and signal-free hot loops alike. A call that cannot accept a message says why
+//! with an [`EnqueueError`] (invalid, over 32 KB, memory budget full, client closed); nothing
+//! is dropped silently.
+//!
+//! # Lifecycle
+//!
+//! - A worker thread batches messages by count, bytes and age ([`Builder::flush_at`],
+//!   [`Builder::max_batch_bytes`], [`Builder::flush_interval`]); a sender thread posts each
+//!   batch gzipped to `<host>/v1/batch`, retrying transient failures with jittered backoff and
+//!   obeying `Retry-After`. Messages arrive in the order they were accepted.
+//! - Every accepted message ends delivered, rejected by the server, or dropped with a
+//!   [`DropReason`]; see [`Analytics::stats`] and [`Observer`].
+//! - Everything queued, in flight or waiting to retry counts against one memory budget
+//!   ([`Builder::max_queue_bytes`]), so an outage cannot grow the process without bound.
+//! - [`Analytics::flush`] waits until what was accepted before it has an outcome or its
+//!   deadline passes, and returns a [`FlushReport`]; [`Analytics::shutdown`] does the same and
+//!   then stops. Both have async twins that need no particular runtime.
+//! - Dropping the last handle runs a shutdown bounded by [`Builder::drop_timeout`] (5 s by
+//!   default): queued events are delivered when the server is reachable, and process exit is
+//!   never held longer than that. In async code prefer an explicit
+//!   `shutdown_async(...).await`, since the drop blocks its thread for up to that long.
+//! - An idle client runs no timers and uses no CPU.
+//!
+//! # Testing your code
+//!
+//! [`testing::Recorder`] is a transport that records what would have been sent.
+
+mod budget;
+mod client;
+mod config;
+mod ledger;
+mod outcome;
+pub mod retry;
+mod sender;
+mod stats;
+pub mod testing;
+pub mod transport;
+mod worker;
+
+pub use budget::Overflow;
+pub use client::{Analytics, EnqueueError};
+pub use config::{
+    Builder, ConfigError, DEFAULT_DROP_TIMEOUT, DEFAULT_FLUSH_AT, DEFAULT_FLUSH_INTERVAL,
+    DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_QUEUE_BYTES, DEFAULT_REQUEST_TIMEOUT, DUBLIN_HOST,
+    GZIP_LEVEL, OREGON_HOST, Region, mask_write_key,
+};
+pub use outcome::{DropCounts, DropReason, FlushReport, Observer, Outcome};
+pub use retry::RetryPolicy;
+pub use stats::Stats;
+pub use trackway_protocol::{
+    Alias, Common, Custom, Group, Identify, Kind, Message, Page, Screen, Track, ValidationError,
+};

@@ -1,0 +1,177 @@
+//! What became of each message, and of each flush: every message the client accepts ends in
+//! exactly one [`Outcome`], and every message it refuses is counted with a [`DropReason`].
+
+use std::fmt;
+
+/// Why a message was dropped instead of delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Refused at the call: the message broke the API's rules.
+    Invalid,
+    /// Refused at the call: the encoded message was over 32 KB.
+    TooLarge,
+    /// Refused at the call: the memory budget was full.
+    BudgetFull,
+    /// Refused at the call: the client was shut down.
+    Closed,
+    /// Accepted, then given up after the configured number of retries.
+    RetriesExhausted,
+    /// Accepted, then given up because retrying its batch took longer than allowed.
+    RetryWindowExceeded,
+    /// Accepted, but still undelivered when a shutdown's deadline passed.
+    Shutdown,
+}
+
+impl DropReason {
+    /// Every reason, in a fixed order (the order of [`DropCounts`]).
+    pub const ALL: [DropReason; 7] = [
+        DropReason::Invalid,
+        DropReason::TooLarge,
+        DropReason::BudgetFull,
+        DropReason::Closed,
+        DropReason::RetriesExhausted,
+        DropReason::RetryWindowExceeded,
+        DropReason::Shutdown,
+    ];
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A short lower-case name, for logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Invalid => "invalid",
+            DropReason::TooLarge => "too_large",
+            DropReason::BudgetFull => "budget_full",
+            DropReason::Closed => "closed",
+            DropReason::RetriesExhausted => "retries_exhausted",
+            DropReason::RetryWindowExceeded => "retry_window_exceeded",
+            DropReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Counts of dropped messages, one per [`DropReason`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropCounts([u64; DropReason::ALL.len()]);
+
+impl DropCounts {
+    /// How many were dropped for `reason`.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0[reason.index()]
+    }
+
+    /// All drops, whatever the reason.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// `(reason, count)` for every reason with a non-zero count.
+    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.into_iter().map(|r| (r, self.get(r))).filter(|(_, n)| *n > 0)
+    }
+
+    pub(crate) fn from_array(counts: [u64; DropReason::ALL.len()]) -> DropCounts {
+        DropCounts(counts)
+    }
+
+    pub(crate) fn saturating_sub(&self, earlier: &DropCounts) -> DropCounts {
+        DropCounts(std::array::from_fn(|i| self.0[i].saturating_sub(earlier.0[i])))
+    }
+}
+
+impl fmt::Display for DropCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for (reason, count) in self.iter() {
+            write!(f, "{}{reason}={count}", if first { "" } else { ", " })?;
+            first = false;
+        }
+        if first {
+            f.write_str("none")?;
+        }
+        Ok(())
+    }
+}
+
+/// The final outcome of one accepted message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome<'a> {
+    /// The server acknowledged it (2xx).
+    Delivered,
+    /// The server refused it for good (a 4xx other than the retryable ones). When a 400 or 413
+    /// refuses a batch, the client splits it until the refusal names single messages, so a
+    /// `Rejected` message really is one the server will not take.
+    Rejected {
+        /// The HTTP status.
+        status: u16,
+        /// The status and the start of the server's explanation.
+        reason: &'a str,
+    },
+    /// The client gave up on it.
+    Dropped {
+        /// Why.
+        reason: DropReason,
+        /// The last error seen, if any.
+        detail: &'a str,
+    },
+}
+
+/// Receives the outcome of every accepted message. Install one with
+/// [`crate::Builder::observer`].
+///
+/// Called on the client's background threads: return quickly, and do not call
+/// [`crate::Analytics::flush`] from here.
+pub trait Observer: Send + Sync + 'static {
+    /// `message_id` has reached `outcome`.
+    fn on_outcome(&self, message_id: &str, outcome: &Outcome<'_>);
+}
+
+/// What a [`crate::Analytics::flush`] or [`crate::Analytics::shutdown`] saw happen.
+///
+/// Counts cover the messages that reached an outcome while the call ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[must_use = "the report says whether everything was delivered"]
+pub struct FlushReport {
+    /// Messages the server acknowledged.
+    pub delivered: u64,
+    /// Messages the server refused for good.
+    pub rejected: u64,
+    /// Messages dropped, by reason (including those refused at the call during the flush).
+    pub dropped: DropCounts,
+    /// Accepted messages with no outcome yet when the call returned.
+    pub pending: u64,
+    /// Every message accepted before the call reached an outcome before it returned. `false`
+    /// means the deadline passed first.
+    pub completed: bool,
+}
+
+impl FlushReport {
+    /// True when everything was delivered: completed, nothing refused or dropped.
+    pub fn is_clean(&self) -> bool {
+        self.completed && self.rejected == 0 && self.dropped.total() == 0 && self.pending == 0
+    }
+}
+
+impl fmt::Display for FlushReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} delivered, {} rejected, dropped: {}, {} pending{}",
+            self.delivered,
+            self.rejected,
+            self.dropped,
+            self.pending,
+            if self.completed { "" } else { " (deadline passed)" }
+        )
+    }
+}

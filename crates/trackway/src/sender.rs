@@ -1,0 +1,221 @@
+//! The sender thread: delivers one batch at a time, retrying and splitting as needed.
+//!
+//! For each batch it writes a fresh envelope per attempt (a new `sentAt`, the same message
+//! bytes and so the same messageIds), gzips it, and asks the [`Transport`]. The outcome of each
+//! attempt goes through [`retry::decide`]:
+//!
+//! - transient failures wait (the server's `Retry-After`, or jittered exponential backoff) and
+//!   try again, until the retry count or the retry window runs out;
+//! - a 400 or 413 on a batch of several messages splits it in halves and sends each, so one bad
+//!   message cannot sink its neighbours: only the messages the server refuses on their own are
+//!   reported as rejected;
+//! - anything else is final.
+//!
+//! Waits are spent in `recv_timeout` on the cancel channel, so a shutdown deadline interrupts
+//! them at once.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use trackway_protocol::write_batch;
+
+use crate::config::{GZIP_LEVEL, Validated};
+use crate::ledger::{Ledger, Queued};
+use crate::outcome::{DropReason, Outcome};
+use crate::retry::{self, Decision, RetryPolicy};
+use crate::transport::{Request, Transport};
+
+/// How one part of a batch ended.
+enum Settlement {
+    Delivered,
+    Rejected { status: u16, reason: String, splittable: bool },
+    Dropped { reason: DropReason, detail: String },
+}
+
+pub(crate) struct BatchSender {
+    ledger: Arc<Ledger>,
+    transport: Arc<dyn Transport>,
+    policy: RetryPolicy,
+    url: String,
+    write_key: String,
+    /// Headers sent on every attempt: content type, auth, user agent, encoding.
+    headers: Vec<(&'static str, String)>,
+    gzip: bool,
+    batches: Receiver<Vec<Queued>>,
+    done: Sender<u64>,
+    cancel: Receiver<()>,
+    body: Vec<u8>,
+    compressed: Vec<u8>,
+}
+
+pub(crate) struct SenderChannels {
+    pub(crate) batches: Receiver<Vec<Queued>>,
+    pub(crate) done: Sender<u64>,
+    pub(crate) cancel: Receiver<()>,
+}
+
+impl BatchSender {
+    pub(crate) fn new(config: &Validated, ledger: Arc<Ledger>, channels: SenderChannels) -> Self {
+        use base64::Engine;
+        let credentials =
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:", config.write_key));
+        let mut headers = vec![
+            ("content-type", "application/json".to_owned()),
+            ("authorization", format!("Basic {credentials}")),
+            ("user-agent", format!("trackway/{}", env!("CARGO_PKG_VERSION"))),
+        ];
+        if config.gzip {
+            headers.push(("content-encoding", "gzip".to_owned()));
+        }
+        BatchSender {
+            ledger,
+            transport: Arc::clone(&config.transport),
+            policy: config.retry.clone(),
+            url: config.batch_url.clone(),
+            write_key: config.write_key.clone(),
+            headers,
+            gzip: config.gzip,
+            batches: channels.batches,
+            done: channels.done,
+            cancel: channels.cancel,
+            body: Vec::new(),
+            compressed: Vec::new(),
+        }
+    }
+
+    /// Delivers batches until the worker goes away.
+    pub(crate) fn run(mut self) {
+        while let Ok(batch) = self.batches.recv() {
+            let count = batch.len() as u64;
+            self.deliver(batch);
+            if self.done.send(count).is_err() {
+                break;
+            }
+        }
+    }
+
+    fn deliver(&mut self, batch: Vec<Queued>) {
+        let mut parts = VecDeque::from([batch]);
+        while let Some(mut part) = parts.pop_front() {
+            match self.send_with_retries(&part) {
+                Settlement::Rejected { splittable: true, status, reason } if part.len() > 1 => {
+                    tracing::warn!(
+                        status,
+                        messages = part.len(),
+                        "trackway: server refused a batch ({reason}); splitting it to find the \
+                         messages at fault"
+                    );
+                    let right = part.split_off(part.len() / 2);
+                    parts.push_front(right);
+                    parts.push_front(part);
+                }
+                Settlement::Delivered => {
+                    tracing::debug!(messages = part.len(), "trackway: batch delivered");
+                    self.ledger.settle(&part, &Outcome::Delivered);
+                }
+                Settlement::Rejected { status, reason, .. } => {
+                    tracing::error!(
+                        status,
+                        messages = part.len(),
+                        "trackway: server rejected messages for good: {reason}"
+                    );
+                    self.ledger.settle(&part, &Outcome::Rejected { status, reason: &reason });
+                }
+                Settlement::Dropped { reason, detail } => {
+                    tracing::error!(
+                        messages = part.len(),
+                        %reason,
+                        "trackway: dropped messages: {detail}"
+                    );
+                    self.ledger.settle(&part, &Outcome::Dropped { reason, detail: &detail });
+                }
+            }
+        }
+    }
+
+    fn send_with_retries(&mut self, part: &[Queued]) -> Settlement {
+        let started = Instant::now();
+        let mut attempts = 0_u32;
+        let mut retries = 0_u32;
+        loop {
+            if self.cancelled() {
+                return Settlement::Dropped {
+                    reason: DropReason::Shutdown,
+                    detail: "shutdown deadline passed while retrying".into(),
+                };
+            }
+            let result = self.attempt(part, attempts);
+            attempts += 1;
+            let now = SystemTime::now();
+            let (wait, reason) = match retry::decide(&result, now) {
+                Decision::Delivered => return Settlement::Delivered,
+                Decision::Reject { status, reason, splittable } => {
+                    return Settlement::Rejected { status, reason, splittable };
+                }
+                Decision::Retry { after: Some(wait), reason } => (wait, reason),
+                Decision::Retry { after: None, reason } => {
+                    retries += 1;
+                    if retries > self.policy.max_retries {
+                        return Settlement::Dropped {
+                            reason: DropReason::RetriesExhausted,
+                            detail: format!("gave up after {attempts} attempts: {reason}"),
+                        };
+                    }
+                    (self.policy.backoff(retries, fastrand::f64()), reason)
+                }
+            };
+            if started.elapsed() + wait > self.policy.max_retry_duration {
+                return Settlement::Dropped {
+                    reason: DropReason::RetryWindowExceeded,
+                    detail: format!("retry window of {:?} ran out: {reason}", self.policy.max_retry_duration),
+                };
+            }
+            tracing::warn!(
+                attempt = attempts,
+                wait_ms = wait.as_millis() as u64,
+                messages = part.len(),
+                "trackway: request failed, will retry: {reason}"
+            );
+            self.ledger.counters.retried();
+            match self.cancel.recv_timeout(wait) {
+                Err(RecvTimeoutError::Timeout) => {}
+                // Disconnected: a shutdown deadline passed. (Nothing is ever sent on it.)
+                _ => continue,
+            }
+        }
+    }
+
+    /// One HTTP request for `part`, with a `sentAt` of now.
+    fn attempt(
+        &mut self,
+        part: &[Queued],
+        previous_attempts: u32,
+    ) -> Result<crate::transport::Response, crate::transport::TransportError> {
+        self.body.clear();
+        write_batch(part.iter().map(|m| &*m.bytes), SystemTime::now(), &self.write_key, &mut self.body);
+        let body = if self.gzip {
+            self.compressed.clear();
+            let mut encoder = GzEncoder::new(&mut self.compressed, Compression::new(GZIP_LEVEL));
+            // Writing into a Vec cannot fail.
+            let _ = encoder.write_all(&self.body);
+            let _ = encoder.finish();
+            &self.compressed
+        } else {
+            &self.body
+        };
+        let mut headers = self.headers.clone();
+        if previous_attempts > 0 {
+            headers.push(("x-retry-count", previous_attempts.to_string()));
+        }
+        self.transport.send(&Request { url: &self.url, headers: &headers, body })
+    }
+
+    fn cancelled(&self) -> bool {
+        matches!(self.cancel.try_recv(), Err(TryRecvError::Disconnected))
+    }
+}

@@ -1,0 +1,94 @@
+//! Counters shared by the callers, the worker and the sender; read with
+//! [`crate::Analytics::stats`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::outcome::{DropCounts, DropReason, FlushReport};
+
+/// A snapshot of the client's counters since it was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages accepted by a call.
+    pub enqueued: u64,
+    /// Messages the server acknowledged.
+    pub delivered: u64,
+    /// Retried requests (each retry of a batch counts once).
+    pub retried: u64,
+    /// Messages the server refused for good.
+    pub rejected: u64,
+    /// Messages dropped, by reason, whether refused at the call or given up later.
+    pub dropped: DropCounts,
+    /// Bytes held now: queued, in flight and waiting to retry, counted against the budget.
+    pub bytes_queued: u64,
+}
+
+impl Stats {
+    /// Accepted messages with no outcome yet.
+    pub fn pending(&self) -> u64 {
+        let accepted_drops: u64 = [
+            DropReason::RetriesExhausted,
+            DropReason::RetryWindowExceeded,
+            DropReason::Shutdown,
+        ]
+        .into_iter()
+        .map(|r| self.dropped.get(r))
+        .sum();
+        self.enqueued.saturating_sub(self.delivered + self.rejected + accepted_drops)
+    }
+
+    /// The report of what happened between `earlier` and `self`.
+    pub(crate) fn report_since(&self, earlier: &Stats, completed: bool) -> FlushReport {
+        FlushReport {
+            delivered: self.delivered.saturating_sub(earlier.delivered),
+            rejected: self.rejected.saturating_sub(earlier.rejected),
+            dropped: self.dropped.saturating_sub(&earlier.dropped),
+            pending: self.pending(),
+            completed,
+        }
+    }
+}
+
+/// The live counters.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    enqueued: AtomicU64,
+    delivered: AtomicU64,
+    retried: AtomicU64,
+    rejected: AtomicU64,
+    dropped: [AtomicU64; DropReason::ALL.len()],
+}
+
+impl Counters {
+    pub(crate) fn enqueued(&self) {
+        self.enqueued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn delivered(&self, n: u64) {
+        self.delivered.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn retried(&self) {
+        self.retried.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn rejected(&self, n: u64) {
+        self.rejected.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dropped(&self, reason: DropReason, n: u64) {
+        self.dropped[reason.index()].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, bytes_queued: u64) -> Stats {
+        Stats {
+            enqueued: self.enqueued.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            dropped: DropCounts::from_array(std::array::from_fn(|i| {
+                self.dropped[i].load(Ordering::Relaxed)
+            })),
+            bytes_queued,
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! The default transport: ureq, a small blocking HTTP client, with rustls for TLS.
+
+use std::io::Read;
+use std::time::Duration;
+
+use super::{Request, Response, Transport, TransportError, TransportErrorKind};
+
+/// Most bytes of a response body kept for error reports.
+const MAX_RESPONSE_BODY: u64 = 4096;
+
+/// How the transport finds a proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) enum ProxySetting {
+    /// `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`, as curl reads them.
+    #[default]
+    FromEnv,
+    /// Connect directly, whatever the environment says.
+    Direct,
+    /// This proxy URL (`http://user:pass@host:port`, `socks5://host:port`).
+    Url(String),
+}
+
+/// HTTP/1.1 over a pooled, kept-alive connection.
+#[derive(Debug, Clone)]
+pub struct HttpTransport {
+    agent: ureq::Agent,
+}
+
+impl HttpTransport {
+    /// A transport whose requests time out after `timeout` (connect to last body byte).
+    pub(crate) fn new(timeout: Duration, proxy: &ProxySetting) -> Result<HttpTransport, String> {
+        let proxy = match proxy {
+            ProxySetting::FromEnv => ureq::Proxy::try_from_env(),
+            ProxySetting::Direct => None,
+            ProxySetting::Url(url) => {
+                Some(ureq::Proxy::new(url).map_err(|e| format!("invalid proxy url: {e}"))?)
+            }
+        };
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .max_redirects_will_error(false)
+            .proxy(proxy)
+            .build();
+        Ok(HttpTransport { agent: config.into() })
+    }
+}
+
+impl Transport for HttpTransport {
+    fn send(&self, request: &Request<'_>) -> Result<Response, TransportError> {
+        let mut builder = self.agent.post(request.url);
+        for (name, value) in request.headers {
+            builder = builder.header(*name, value);
+        }
+        let response = builder.send(request.body).map_err(map_error)?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut body = String::new();
+        // The body only feeds error reports; a failure to read it changes nothing.
+        let _ = response
+            .into_body()
+            .into_reader()
+            .take(MAX_RESPONSE_BODY)
+            .read_to_string(&mut body);
+        Ok(Response { status, retry_after, body })
+    }
+}
+
+fn map_error(error: ureq::Error) -> TransportError {
+    let kind = match &error {
+        ureq::Error::Timeout(_) => TransportErrorKind::Timeout,
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound | ureq::Error::Tls(_) => {
+            TransportErrorKind::Connect
+        }
+        ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            TransportErrorKind::Connect
+        }
+        ureq::Error::Io(_) | ureq::Error::Protocol(_) => TransportErrorKind::Io,
+        _ => TransportErrorKind::Other,
+    };
+    TransportError::new(kind, error.to_string())
+}

@@ -1,0 +1,89 @@
+//! The client's one I/O seam: something that POSTs a request body and returns the status.
+//!
+//! [`HttpTransport`] (ureq over rustls, proxy variables honoured) is the default; implement
+//! [`Transport`] to use your own HTTP stack, and use [`crate::testing::Recorder`] in tests.
+//! The transport runs on the client's own sender thread, so a blocking implementation is right.
+
+mod http;
+
+pub use http::HttpTransport;
+pub(crate) use http::ProxySetting;
+
+/// One HTTP request the client wants made.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// The full URL, such as `https://api.segment.io/v1/batch`.
+    pub url: &'a str,
+    /// Headers to send, names in lower case: `content-type`, `authorization`, `user-agent`,
+    /// and when they apply `content-encoding` and `x-retry-count`.
+    pub headers: &'a [(&'static str, String)],
+    /// The body, already gzip-compressed when `content-encoding` says so.
+    pub body: &'a [u8],
+}
+
+impl Request<'_> {
+    /// The value of header `name` (lower case), if set.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the server answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The HTTP status code.
+    pub status: u16,
+    /// The `Retry-After` header, verbatim.
+    pub retry_after: Option<String>,
+    /// The start of the body (a transport may truncate it), for error reports.
+    pub body: String,
+}
+
+/// The request did not produce a response; always retried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct TransportError {
+    /// What kind of failure.
+    pub kind: TransportErrorKind,
+    /// Details, for logs.
+    pub message: String,
+}
+
+impl TransportError {
+    /// A failure of `kind` described by `message`.
+    pub fn new(kind: TransportErrorKind, message: impl Into<String>) -> TransportError {
+        TransportError { kind, message: message.into() }
+    }
+}
+
+/// Kinds of [`TransportError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportErrorKind {
+    /// Could not connect (refused, DNS, TLS handshake).
+    Connect,
+    /// No complete answer within the request timeout.
+    Timeout,
+    /// The connection failed mid-request or mid-response.
+    Io,
+    /// Anything else.
+    Other,
+}
+
+impl std::fmt::Display for TransportErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TransportErrorKind::Connect => "connect failed",
+            TransportErrorKind::Timeout => "timed out",
+            TransportErrorKind::Io => "connection failed",
+            TransportErrorKind::Other => "request failed",
+        })
+    }
+}
+
+/// Sends requests. Called from the client's sender thread, one request at a time.
+pub trait Transport: Send + Sync + 'static {
+    /// Makes `request` and returns the server's answer, or why there was none. Enforce a
+    /// timeout: the client waits as long as this call takes.
+    fn send(&self, request: &Request<'_>) -> Result<Response, TransportError>;
+}

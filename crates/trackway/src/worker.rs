@@ -1,0 +1,295 @@
+//! The worker thread: turns the stream of accepted messages into batches and answers flushes.
+//!
+//! ```text
+//!  callers ──data──▶ ┌────────┐ ──batch──▶ ┌────────┐ ──HTTP──▶ server
+//!  flush/shutdown ──▶│ worker │            │ sender │
+//!     ◀──report───── └────────┘ ◀──done─── └────────┘
+//! ```
+//!
+//! Invariants:
+//! - The worker never does I/O and never blocks on anything but its own channels, so a flush
+//!   or shutdown is always answered by its deadline, even while the sender is stuck in a
+//!   request.
+//! - One batch is with the sender at a time, and batches leave in arrival order, so messages
+//!   reach the server in the order they were accepted (an identify is never overtaken by the
+//!   track that follows it).
+//! - Control messages travel on their own channel, so a flush never queues behind data.
+//! - While nothing is queued and nobody waits, the worker sleeps in `select` with no timeout:
+//!   an idle client costs no CPU.
+//! - A flush is complete when every message received before it has an outcome. Batches are
+//!   settled whole and in order, so "settled count ≥ received count at the flush" says exactly
+//!   that.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, never, select};
+use trackway_protocol::envelope_overhead;
+
+use crate::config::Validated;
+use crate::ledger::{Ledger, Queued};
+use crate::outcome::{DropReason, FlushReport, Outcome};
+use crate::stats::Stats;
+
+/// A request from a handle to the worker.
+pub(crate) enum Control {
+    /// Deliver everything queued so far, and report by `deadline`.
+    Flush { deadline: Instant, reply: Reply, start: Stats },
+    /// Like `Flush`, then drop what is left and stop sending.
+    Shutdown { deadline: Instant, reply: Reply, start: Stats },
+}
+
+/// Where a flush report goes: a blocked thread or a future.
+pub(crate) enum Reply {
+    Blocking(Sender<FlushReport>),
+    Async(futures_channel::oneshot::Sender<FlushReport>),
+}
+
+impl Reply {
+    fn send(self, report: FlushReport) {
+        // The caller may have stopped waiting (its own deadline, or a dropped future).
+        match self {
+            Reply::Blocking(tx) => drop(tx.send(report)),
+            Reply::Async(tx) => drop(tx.send(report)),
+        }
+    }
+}
+
+struct Waiter {
+    /// Settled count that completes this flush.
+    target: u64,
+    deadline: Instant,
+    reply: Reply,
+    start: Stats,
+    shutdown: bool,
+}
+
+/// Batch limits, from the configuration.
+struct Limits {
+    flush_at: usize,
+    /// Bytes of messages (commas included) that fit in one request beside the envelope.
+    batch_bytes: usize,
+    flush_interval: Duration,
+}
+
+pub(crate) struct Worker {
+    limits: Limits,
+    ledger: Arc<Ledger>,
+    data: Receiver<Queued>,
+    control: Receiver<Control>,
+    done: Receiver<u64>,
+    to_sender: Sender<Vec<Queued>>,
+    /// Dropped to tell the sender to abandon retries (shutdown deadline).
+    cancel: Option<Sender<()>>,
+    queue: VecDeque<Queued>,
+    queue_bytes: usize,
+    /// When the oldest message not yet handed to the sender arrived.
+    batch_started: Option<Instant>,
+    sender_busy: bool,
+    received: u64,
+    settled: u64,
+    waiters: Vec<Waiter>,
+    shut_down: bool,
+}
+
+pub(crate) struct Channels {
+    pub(crate) data: Receiver<Queued>,
+    pub(crate) control: Receiver<Control>,
+    pub(crate) done: Receiver<u64>,
+    pub(crate) to_sender: Sender<Vec<Queued>>,
+    pub(crate) cancel: Sender<()>,
+}
+
+impl Worker {
+    pub(crate) fn new(config: &Validated, ledger: Arc<Ledger>, channels: Channels) -> Worker {
+        Worker {
+            limits: Limits {
+                flush_at: config.flush_at,
+                batch_bytes: config.max_batch_bytes - envelope_overhead(&config.write_key),
+                flush_interval: config.flush_interval,
+            },
+            ledger,
+            data: channels.data,
+            control: channels.control,
+            done: channels.done,
+            to_sender: channels.to_sender,
+            cancel: Some(channels.cancel),
+            queue: VecDeque::new(),
+            queue_bytes: 0,
+            batch_started: None,
+            sender_busy: false,
+            received: 0,
+            settled: 0,
+            waiters: Vec::new(),
+            shut_down: false,
+        }
+    }
+
+    /// Runs until every handle is gone.
+    pub(crate) fn run(mut self) {
+        // Local clones, so that the select below does not borrow `self`.
+        let data = self.data.clone();
+        let done = self.done.clone();
+        let mut control = self.control.clone();
+        loop {
+            self.dispatch();
+            self.answer_waiters(Instant::now());
+            let timeout = self.next_wakeup().map(|at| at.saturating_duration_since(Instant::now()));
+            let timer = timeout.map_or_else(never, crossbeam_channel::after);
+            select! {
+                recv(data) -> message => match message {
+                    Ok(message) => {
+                        self.accept(message);
+                        self.drain_data();
+                    }
+                    Err(_) => break,
+                },
+                recv(control) -> request => match request {
+                    Ok(request) => self.handle_control(request),
+                    Err(_) => control = never(),
+                },
+                recv(done) -> settled => {
+                    self.settled += settled.unwrap_or(0);
+                    self.sender_busy = false;
+                }
+                recv(timer) -> _ => {}
+            }
+        }
+        // Every handle is gone; the last one already ran a shutdown. Account for stragglers.
+        self.shut_down = true;
+        self.drop_queue(DropReason::Shutdown, "client dropped");
+        let now = Instant::now();
+        for waiter in std::mem::take(&mut self.waiters) {
+            self.answer(waiter, now);
+        }
+    }
+
+    fn drain_data(&mut self) {
+        while let Ok(message) = self.data.try_recv() {
+            self.accept(message);
+        }
+    }
+
+    fn accept(&mut self, message: Queued) {
+        self.received += 1;
+        if self.shut_down {
+            self.settled += 1;
+            self.ledger.settle(
+                std::slice::from_ref(&message),
+                &Outcome::Dropped { reason: DropReason::Shutdown, detail: "client shut down" },
+            );
+            return;
+        }
+        self.queue_bytes += message.bytes.len() + 1;
+        self.queue.push_back(message);
+        self.batch_started.get_or_insert_with(Instant::now);
+    }
+
+    fn handle_control(&mut self, request: Control) {
+        // Everything sent before the request is in the data channel now: take it first so
+        // the flush covers it.
+        self.drain_data();
+        let (deadline, reply, start, shutdown) = match request {
+            Control::Flush { deadline, reply, start } => (deadline, reply, start, false),
+            Control::Shutdown { deadline, reply, start } => (deadline, reply, start, true),
+        };
+        self.waiters.push(Waiter { target: self.received, deadline, reply, start, shutdown });
+    }
+
+    /// Hands the next batch to the sender if it is idle and a batch is due.
+    fn dispatch(&mut self) {
+        if self.sender_busy || self.queue.is_empty() || self.shut_down {
+            return;
+        }
+        let due = !self.waiters.is_empty()
+            || self.queue.len() >= self.limits.flush_at
+            || self.queue_bytes >= self.limits.batch_bytes
+            || self.batch_started.is_some_and(|t| t.elapsed() >= self.limits.flush_interval);
+        if !due {
+            return;
+        }
+        let mut batch = Vec::with_capacity(self.queue.len().min(self.limits.flush_at));
+        let mut bytes = 0;
+        while let Some(next) = self.queue.front() {
+            let size = next.bytes.len() + 1;
+            let full = batch.len() >= self.limits.flush_at
+                || (!batch.is_empty() && bytes + size > self.limits.batch_bytes);
+            if full {
+                break;
+            }
+            bytes += size;
+            batch.extend(self.queue.pop_front());
+        }
+        self.queue_bytes -= bytes;
+        self.batch_started = if self.queue.is_empty() { None } else { Some(Instant::now()) };
+        match self.to_sender.send(batch) {
+            Ok(()) => self.sender_busy = true,
+            Err(lost) => {
+                // The sender thread is gone (it panicked in user transport code).
+                self.settled += lost.0.len() as u64;
+                self.ledger.settle(
+                    &lost.0,
+                    &Outcome::Dropped { reason: DropReason::Shutdown, detail: "sender thread died" },
+                );
+            }
+        }
+    }
+
+    /// Answers every flush that is complete or out of time.
+    fn answer_waiters(&mut self, now: Instant) {
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|w| self.settled >= w.target || now >= w.deadline);
+        self.waiters = waiting;
+        for waiter in ready {
+            self.answer(waiter, now);
+        }
+    }
+
+    fn answer(&mut self, waiter: Waiter, now: Instant) {
+        let completed = self.settled >= waiter.target;
+        if waiter.shutdown && !self.shut_down {
+            self.shut_down = true;
+            // Abandon retries in the sender; a request already on the wire still finishes.
+            self.cancel = None;
+            self.drop_queue(DropReason::Shutdown, "shutdown deadline passed");
+        }
+        let report = self.ledger.stats().report_since(&waiter.start, completed);
+        if !completed {
+            tracing::warn!(
+                pending = report.pending,
+                late_ms = now.saturating_duration_since(waiter.deadline).as_millis() as u64,
+                "trackway: {} deadline passed before every message was sent: {report}",
+                if waiter.shutdown { "shutdown" } else { "flush" }
+            );
+        }
+        waiter.reply.send(report);
+    }
+
+    fn drop_queue(&mut self, reason: DropReason, detail: &str) {
+        if self.queue.is_empty() {
+            return;
+        }
+        let dropped: Vec<Queued> = self.queue.drain(..).collect();
+        self.queue_bytes = 0;
+        self.batch_started = None;
+        self.settled += dropped.len() as u64;
+        self.ledger.settle(&dropped, &Outcome::Dropped { reason, detail });
+    }
+
+    /// The next instant the worker must wake up without a message: a batch's age limit or a
+    /// flush deadline. `None` when idle.
+    fn next_wakeup(&self) -> Option<Instant> {
+        let batch_due = if self.sender_busy || self.shut_down {
+            None
+        } else {
+            self.batch_started.map(|t| t + self.limits.flush_interval)
+        };
+        let deadline = self.waiters.iter().map(|w| w.deadline).min();
+        match (batch_due, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
