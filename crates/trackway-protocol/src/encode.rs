@@ -30,13 +30,22 @@ pub struct EncodeOptions {
 impl EncodeOptions {
     /// Adds `context.library = {"name": name, "version": version}` to messages that do not
     /// already name a library, and `default_context`'s keys to messages that lack them.
-    pub fn new(library: Option<(&str, &str)>, default_context: Map<String, Value>) -> EncodeOptions {
+    pub fn new(
+        library: Option<(&str, &str)>,
+        default_context: Map<String, Value>,
+    ) -> EncodeOptions {
         let library = library.map(|(name, version)| {
             let mut bytes = Vec::new();
-            write_json(&mut bytes, &serde_json::json!({ "name": name, "version": version }));
+            write_json(
+                &mut bytes,
+                &serde_json::json!({ "name": name, "version": version }),
+            );
             bytes
         });
-        EncodeOptions { library, default_context }
+        EncodeOptions {
+            library,
+            default_context,
+        }
     }
 }
 

@@ -189,7 +189,10 @@ pub struct Track {
 impl Track {
     /// A track of `event`; set `user_id` or `anonymous_id`.
     pub fn new(event: impl Into<String>) -> Track {
-        Track { event: event.into(), ..Track::default() }
+        Track {
+            event: event.into(),
+            ..Track::default()
+        }
     }
 
     /// Sets `properties`, which must be a JSON object.
@@ -271,7 +274,10 @@ pub struct Group {
 impl Group {
     /// A group message for `group_id`; set `user_id` or `anonymous_id`.
     pub fn new(group_id: impl Into<String>) -> Group {
-        Group { group_id: group_id.into(), ..Group::default() }
+        Group {
+            group_id: group_id.into(),
+            ..Group::default()
+        }
     }
 
     /// Sets `traits`, which must be a JSON object.
@@ -294,7 +300,10 @@ impl Alias {
     /// Aliases `previous_id` to `user_id`.
     pub fn new(user_id: impl Into<String>, previous_id: impl Into<String>) -> Alias {
         Alias {
-            common: Common { user_id: Some(user_id.into()), ..Common::default() },
+            common: Common {
+                user_id: Some(user_id.into()),
+                ..Common::default()
+            },
             previous_id: previous_id.into(),
         }
     }
@@ -318,7 +327,11 @@ pub struct Custom {
 impl Custom {
     /// A message of type `kind` with no fields yet.
     pub fn new(kind: impl AsRef<str>) -> Custom {
-        Custom { common: Common::default(), kind: Kind::from_wire(kind.as_ref()), fields: Map::new() }
+        Custom {
+            common: Common::default(),
+            kind: Kind::from_wire(kind.as_ref()),
+            fields: Map::new(),
+        }
     }
 
     /// Sets one field. Common fields (`userId`, `context`, ...) belong in their own methods.
@@ -405,16 +418,17 @@ impl Message {
             Some(Value::String(kind)) if !kind.is_empty() => Kind::from_wire(&kind),
             _ => return Err(crate::ValidationError::MissingType),
         };
-        let mut take_string = |name: &'static str| -> Result<Option<String>, crate::ValidationError> {
-            match fields.remove(name) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s)),
-                Some(other) => Err(crate::ValidationError::NotAString {
-                    field: name,
-                    found: crate::validate::json_type_name(&other),
-                }),
-            }
-        };
+        let mut take_string =
+            |name: &'static str| -> Result<Option<String>, crate::ValidationError> {
+                match fields.remove(name) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(Value::String(s)) => Ok(Some(s)),
+                    Some(other) => Err(crate::ValidationError::NotAString {
+                        field: name,
+                        found: crate::validate::json_type_name(&other),
+                    }),
+                }
+            };
         let user_id = take_string("userId")?;
         let anonymous_id = take_string("anonymousId")?;
         let message_id = take_string("messageId")?;
@@ -432,8 +446,18 @@ impl Message {
                 });
             }
         };
-        let common =
-            Common { user_id, anonymous_id, context, integrations, timestamp: None, message_id };
-        Ok(Message::Custom(Custom { common, kind, fields }))
+        let common = Common {
+            user_id,
+            anonymous_id,
+            context,
+            integrations,
+            timestamp: None,
+            message_id,
+        };
+        Ok(Message::Custom(Custom {
+            common,
+            kind,
+            fields,
+        }))
     }
 }

@@ -73,7 +73,11 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let shifted_month = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -102,7 +106,10 @@ mod tests {
         for day in 0..146_097 {
             let current = civil_from_days(day);
             let next_expected = if current.2 == 1 {
-                assert!(current.1 == previous.1 % 12 + 1, "{previous:?} -> {current:?}");
+                assert!(
+                    current.1 == previous.1 % 12 + 1,
+                    "{previous:?} -> {current:?}"
+                );
                 current
             } else {
                 (previous.0, previous.1, previous.2 + 1)

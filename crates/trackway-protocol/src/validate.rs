@@ -91,7 +91,10 @@ pub fn validate(message: &Message) -> Result<(), ValidationError> {
                 match field(name) {
                     Value::Null => Err(missing(&kind, name)),
                     Value::String(s) => require_text(&kind, name, Some(s)),
-                    other => Err(ValidationError::NotAString { field: name, found: json_type_name(other) }),
+                    other => Err(ValidationError::NotAString {
+                        field: name,
+                        found: json_type_name(other),
+                    }),
                 }
             };
             match &kind {
@@ -134,11 +137,17 @@ fn require_identity(kind: &Kind, common: &Common) -> Result<(), ValidationError>
     if present(&common.user_id) || present(&common.anonymous_id) {
         Ok(())
     } else {
-        Err(ValidationError::MissingIdentity { kind: kind.to_string() })
+        Err(ValidationError::MissingIdentity {
+            kind: kind.to_string(),
+        })
     }
 }
 
-fn require_text(kind: &Kind, field: &'static str, value: Option<&str>) -> Result<(), ValidationError> {
+fn require_text(
+    kind: &Kind,
+    field: &'static str,
+    value: Option<&str>,
+) -> Result<(), ValidationError> {
     match value {
         Some(text) if !text.is_empty() => Ok(()),
         _ => Err(missing(kind, field)),
@@ -146,13 +155,19 @@ fn require_text(kind: &Kind, field: &'static str, value: Option<&str>) -> Result
 }
 
 fn missing(kind: &Kind, field: &'static str) -> ValidationError {
-    ValidationError::MissingField { kind: kind.to_string(), field }
+    ValidationError::MissingField {
+        kind: kind.to_string(),
+        field,
+    }
 }
 
 fn optional_object(field: &'static str, value: &Value) -> Result<(), ValidationError> {
     match value {
         Value::Null | Value::Object(_) => Ok(()),
-        other => Err(ValidationError::NotAnObject { field, found: json_type_name(other) }),
+        other => Err(ValidationError::NotAnObject {
+            field,
+            found: json_type_name(other),
+        }),
     }
 }
 

@@ -58,7 +58,9 @@ impl Budget {
         if self.try_acquire(cost) {
             return true;
         }
-        let Overflow::Wait(patience) = self.overflow else { return false };
+        let Overflow::Wait(patience) = self.overflow else {
+            return false;
+        };
         let deadline = Instant::now() + patience;
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());

@@ -71,7 +71,9 @@ pub struct Analytics {
 
 impl std::fmt::Debug for Analytics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Analytics").field("stats", &self.stats()).finish_non_exhaustive()
+        f.debug_struct("Analytics")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
     }
 }
 
@@ -115,7 +117,11 @@ impl Analytics {
         let sender = BatchSender::new(
             &config,
             Arc::clone(&ledger),
-            SenderChannels { batches: batch_rx, done: done_tx, cancel: cancel_rx },
+            SenderChannels {
+                batches: batch_rx,
+                done: done_tx,
+                cancel: cancel_rx,
+            },
         );
         let worker = Worker::new(
             &config,
@@ -177,7 +183,12 @@ impl Analytics {
         name: impl Into<String>,
         properties: Value,
     ) -> Result<(), EnqueueError> {
-        self.enqueue(Page::new().user_id(user_id).name(name).properties(properties))
+        self.enqueue(
+            Page::new()
+                .user_id(user_id)
+                .name(name)
+                .properties(properties),
+        )
     }
 
     /// Records a screen view: `screen(user_id, name, properties)`.
@@ -187,7 +198,12 @@ impl Analytics {
         name: impl Into<String>,
         properties: Value,
     ) -> Result<(), EnqueueError> {
-        self.enqueue(Screen::new().user_id(user_id).name(name).properties(properties))
+        self.enqueue(
+            Screen::new()
+                .user_id(user_id)
+                .name(name)
+                .properties(properties),
+        )
     }
 
     /// Ties a user to a group: `group(user_id, group_id, traits)`.
@@ -235,13 +251,21 @@ impl Analytics {
             scratch.clear();
             let id = encode_message(&message, &inner.encode, scratch).unwrap_or(0..0);
             if scratch.len() > MAX_MESSAGE_BYTES {
-                return Err(EnqueueError::TooLarge { size: scratch.len(), limit: MAX_MESSAGE_BYTES });
+                return Err(EnqueueError::TooLarge {
+                    size: scratch.len(),
+                    limit: MAX_MESSAGE_BYTES,
+                });
             }
-            Ok(Queued { bytes: scratch.as_slice().into(), id })
+            Ok(Queued {
+                bytes: scratch.as_slice().into(),
+                id,
+            })
         })?;
         let cost = queued.cost();
         if !inner.ledger.budget.acquire(cost) {
-            return Err(EnqueueError::BudgetFull { budget: inner.ledger.budget.limit() });
+            return Err(EnqueueError::BudgetFull {
+                budget: inner.ledger.budget.limit(),
+            });
         }
         // Counted before the send so the worker can never settle a message not yet counted.
         inner.ledger.counters.enqueued();
@@ -263,7 +287,10 @@ impl Analytics {
 
     /// [`Analytics::flush`] without blocking a thread. The future needs no particular runtime
     /// and resolves by the deadline.
-    pub fn flush_async(&self, timeout: Duration) -> impl Future<Output = FlushReport> + Send + 'static {
+    pub fn flush_async(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = FlushReport> + Send + 'static {
         self.inner.request_async(timeout, false)
     }
 
@@ -311,9 +338,17 @@ impl Inner {
         let deadline = Instant::now() + timeout;
         let start = self.ledger.stats();
         let request = if shutdown {
-            Control::Shutdown { deadline, reply, start }
+            Control::Shutdown {
+                deadline,
+                reply,
+                start,
+            }
         } else {
-            Control::Flush { deadline, reply, start }
+            Control::Flush {
+                deadline,
+                reply,
+                start,
+            }
         };
         self.control.send(request).is_ok()
     }

@@ -5,14 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use trackway_protocol::{MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, envelope_overhead};
+use trackway_protocol::{
+    MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, envelope_overhead,
+};
 
 use crate::budget::{Overflow, PER_MESSAGE_OVERHEAD};
 use crate::client::Analytics;
 use crate::outcome::Observer;
 use crate::retry::RetryPolicy;
-use crate::transport::Transport;
 use crate::transport::ProxySetting;
+use crate::transport::Transport;
 
 /// Segment's Oregon (US) endpoint, the default host.
 pub const OREGON_HOST: &str = "https://api.segment.io";
@@ -306,7 +308,11 @@ impl Builder {
         }
         let batch_url = batch_url(&self.host)?;
         let range = |setting: &'static str, ok: bool, expected: String| {
-            if ok { Ok(()) } else { Err(ConfigError::OutOfRange { setting, expected }) }
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::OutOfRange { setting, expected })
+            }
         };
         range(
             "flush_at",
@@ -386,7 +392,10 @@ fn batch_url(host: &str) -> Result<String, ConfigError> {
         "oregon" | "us" => OREGON_HOST.to_owned(),
         "dublin" | "eu" => DUBLIN_HOST.to_owned(),
         _ => {
-            let invalid = |reason| ConfigError::InvalidHost { host: host.to_owned(), reason };
+            let invalid = |reason| ConfigError::InvalidHost {
+                host: host.to_owned(),
+                reason,
+            };
             let rest = host
                 .strip_prefix("https://")
                 .or_else(|| host.strip_prefix("http://"))
@@ -410,7 +419,10 @@ mod tests {
 
     #[test]
     fn hosts_resolve_to_batch_urls() {
-        assert_eq!(batch_url("oregon").as_deref(), Ok("https://api.segment.io/v1/batch"));
+        assert_eq!(
+            batch_url("oregon").as_deref(),
+            Ok("https://api.segment.io/v1/batch")
+        );
         assert_eq!(
             batch_url("Dublin").as_deref(),
             Ok("https://events.eu1.segmentapis.com/v1/batch")
@@ -424,7 +436,10 @@ mod tests {
             Ok("https://proxy.example/segment/v1/batch")
         );
         for bad in ["", "api.segment.io", "ftp://x", "http://", "http://h?x=1"] {
-            assert!(matches!(batch_url(bad), Err(ConfigError::InvalidHost { .. })), "{bad}");
+            assert!(
+                matches!(batch_url(bad), Err(ConfigError::InvalidHost { .. })),
+                "{bad}"
+            );
         }
     }
 
@@ -438,11 +453,23 @@ mod tests {
         check(Builder::new("k").flush_at(2501), "flush_at");
         check(Builder::new("k").max_batch_bytes(1000), "max_batch_bytes");
         check(Builder::new("k").max_queue_bytes(10), "max_queue_bytes");
-        check(Builder::new("k").flush_interval(Duration::ZERO), "flush_interval");
-        check(Builder::new("k").backoff(Duration::from_secs(2), Duration::from_secs(1)), "backoff");
-        assert_eq!(Builder::new("").build().err(), Some(ConfigError::EmptyWriteKey));
+        check(
+            Builder::new("k").flush_interval(Duration::ZERO),
+            "flush_interval",
+        );
+        check(
+            Builder::new("k").backoff(Duration::from_secs(2), Duration::from_secs(1)),
+            "backoff",
+        );
         assert_eq!(
-            Builder::new("k").default_context(serde_json::json!([1])).build().err(),
+            Builder::new("").build().err(),
+            Some(ConfigError::EmptyWriteKey)
+        );
+        assert_eq!(
+            Builder::new("k")
+                .default_context(serde_json::json!([1]))
+                .build()
+                .err(),
             Some(ConfigError::ContextNotAnObject)
         );
     }

@@ -41,7 +41,12 @@ pub(crate) struct Ledger {
 
 impl Ledger {
     pub(crate) fn new(budget: Budget, observer: Option<Arc<dyn Observer>>) -> Ledger {
-        Ledger { counters: Counters::default(), budget, closed: AtomicBool::new(false), observer }
+        Ledger {
+            counters: Counters::default(),
+            budget,
+            closed: AtomicBool::new(false),
+            observer,
+        }
     }
 
     pub(crate) fn stats(&self) -> Stats {

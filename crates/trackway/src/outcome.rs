@@ -76,7 +76,10 @@ impl DropCounts {
 
     /// `(reason, count)` for every reason with a non-zero count.
     pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
-        DropReason::ALL.into_iter().map(|r| (r, self.get(r))).filter(|(_, n)| *n > 0)
+        DropReason::ALL
+            .into_iter()
+            .map(|r| (r, self.get(r)))
+            .filter(|(_, n)| *n > 0)
     }
 
     pub(crate) fn from_array(counts: [u64; DropReason::ALL.len()]) -> DropCounts {
@@ -84,7 +87,9 @@ impl DropCounts {
     }
 
     pub(crate) fn saturating_sub(&self, earlier: &DropCounts) -> DropCounts {
-        DropCounts(std::array::from_fn(|i| self.0[i].saturating_sub(earlier.0[i])))
+        DropCounts(std::array::from_fn(|i| {
+            self.0[i].saturating_sub(earlier.0[i])
+        }))
     }
 }
 
@@ -171,7 +176,11 @@ impl fmt::Display for FlushReport {
             self.rejected,
             self.dropped,
             self.pending,
-            if self.completed { "" } else { " (deadline passed)" }
+            if self.completed {
+                ""
+            } else {
+                " (deadline passed)"
+            }
         )
     }
 }

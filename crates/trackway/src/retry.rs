@@ -64,8 +64,15 @@ impl RetryPolicy {
     /// `unit` in `[0, 1)`.
     pub fn backoff(&self, retry: u32, unit: f64) -> Duration {
         let exponent = retry.saturating_sub(1).min(31);
-        let ceiling = self.backoff_base.saturating_mul(1 << exponent).min(self.backoff_cap);
-        if self.jitter { ceiling.mul_f64(unit.clamp(0.0, 1.0)) } else { ceiling }
+        let ceiling = self
+            .backoff_base
+            .saturating_mul(1 << exponent)
+            .min(self.backoff_cap);
+        if self.jitter {
+            ceiling.mul_f64(unit.clamp(0.0, 1.0))
+        } else {
+            ceiling
+        }
     }
 }
 
@@ -97,7 +104,12 @@ pub enum Decision {
 pub fn decide(result: &Result<Response, TransportError>, now: SystemTime) -> Decision {
     let response = match result {
         Ok(response) => response,
-        Err(error) => return Decision::Retry { after: None, reason: error.to_string() },
+        Err(error) => {
+            return Decision::Retry {
+                after: None,
+                reason: error.to_string(),
+            };
+        }
     };
     let status = response.status;
     let reason = || {
@@ -111,16 +123,34 @@ pub fn decide(result: &Result<Response, TransportError>, now: SystemTime) -> Dec
     match status {
         200..=299 => Decision::Delivered,
         408 | 410 | 429 | 460 => Decision::Retry {
-            after: response.retry_after.as_deref().and_then(|v| parse_retry_after(v, now)),
+            after: response
+                .retry_after
+                .as_deref()
+                .and_then(|v| parse_retry_after(v, now)),
             reason: reason(),
         },
-        501 | 505 | 511 => Decision::Reject { status, reason: reason(), splittable: false },
+        501 | 505 | 511 => Decision::Reject {
+            status,
+            reason: reason(),
+            splittable: false,
+        },
         500..=599 => Decision::Retry {
-            after: response.retry_after.as_deref().and_then(|v| parse_retry_after(v, now)),
+            after: response
+                .retry_after
+                .as_deref()
+                .and_then(|v| parse_retry_after(v, now)),
             reason: reason(),
         },
-        400 | 413 => Decision::Reject { status, reason: reason(), splittable: true },
-        _ => Decision::Reject { status, reason: reason(), splittable: false },
+        400 | 413 => Decision::Reject {
+            status,
+            reason: reason(),
+            splittable: true,
+        },
+        _ => Decision::Reject {
+            status,
+            reason: reason(),
+            splittable: false,
+        },
     }
 }
 
@@ -143,7 +173,11 @@ mod tests {
     use crate::transport::TransportErrorKind;
 
     fn status(code: u16) -> Result<Response, TransportError> {
-        Ok(Response { status: code, retry_after: None, body: String::new() })
+        Ok(Response {
+            status: code,
+            retry_after: None,
+            body: String::new(),
+        })
     }
 
     #[test]
@@ -153,19 +187,37 @@ mod tests {
             assert_eq!(decide(&status(code), now), Decision::Delivered);
         }
         for code in [408, 410, 429, 460, 500, 502, 503, 504, 599] {
-            assert!(matches!(decide(&status(code), now), Decision::Retry { .. }), "{code}");
+            assert!(
+                matches!(decide(&status(code), now), Decision::Retry { .. }),
+                "{code}"
+            );
         }
         for code in [400, 413] {
-            assert!(matches!(decide(&status(code), now), Decision::Reject { splittable: true, .. }));
+            assert!(matches!(
+                decide(&status(code), now),
+                Decision::Reject {
+                    splittable: true,
+                    ..
+                }
+            ));
         }
         for code in [301, 401, 403, 404, 422, 501, 505, 511] {
             assert!(
-                matches!(decide(&status(code), now), Decision::Reject { splittable: false, .. }),
+                matches!(
+                    decide(&status(code), now),
+                    Decision::Reject {
+                        splittable: false,
+                        ..
+                    }
+                ),
                 "{code}"
             );
         }
         let refused = Err(TransportError::new(TransportErrorKind::Connect, "refused"));
-        assert!(matches!(decide(&refused, now), Decision::Retry { after: None, .. }));
+        assert!(matches!(
+            decide(&refused, now),
+            Decision::Retry { after: None, .. }
+        ));
     }
 
     #[test]
@@ -175,11 +227,18 @@ mod tests {
         assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after("86400", now), Some(MAX_RETRY_AFTER));
         let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
         let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
         assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
-        let response = Ok(Response { status: 429, retry_after: Some("3".into()), body: String::new() });
+        let response = Ok(Response {
+            status: 429,
+            retry_after: Some("3".into()),
+            body: String::new(),
+        });
         assert!(matches!(
             decide(&response, now),
             Decision::Retry { after: Some(d), .. } if d == Duration::from_secs(3)
@@ -194,9 +253,14 @@ mod tests {
             jitter: false,
             ..RetryPolicy::default()
         };
-        let waits: Vec<u128> = (1..=6).map(|n| policy.backoff(n, 0.5).as_millis()).collect();
+        let waits: Vec<u128> = (1..=6)
+            .map(|n| policy.backoff(n, 0.5).as_millis())
+            .collect();
         assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
-        let jittered = RetryPolicy { jitter: true, ..policy };
+        let jittered = RetryPolicy {
+            jitter: true,
+            ..policy
+        };
         assert_eq!(jittered.backoff(3, 0.0), Duration::ZERO);
         assert_eq!(jittered.backoff(3, 0.5), Duration::from_millis(200));
         assert!(jittered.backoff(40, 0.999) <= Duration::from_secs(1));

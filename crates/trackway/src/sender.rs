@@ -33,8 +33,15 @@ use crate::transport::{Request, Transport};
 /// How one part of a batch ended.
 enum Settlement {
     Delivered,
-    Rejected { status: u16, reason: String, splittable: bool },
-    Dropped { reason: DropReason, detail: String },
+    Rejected {
+        status: u16,
+        reason: String,
+        splittable: bool,
+    },
+    Dropped {
+        reason: DropReason,
+        detail: String,
+    },
 }
 
 pub(crate) struct BatchSender {
@@ -67,7 +74,10 @@ impl BatchSender {
         let mut headers = vec![
             ("content-type", "application/json".to_owned()),
             ("authorization", format!("Basic {credentials}")),
-            ("user-agent", format!("trackway/{}", env!("CARGO_PKG_VERSION"))),
+            (
+                "user-agent",
+                format!("trackway/{}", env!("CARGO_PKG_VERSION")),
+            ),
         ];
         if config.gzip {
             headers.push(("content-encoding", "gzip".to_owned()));
@@ -103,7 +113,11 @@ impl BatchSender {
         let mut parts = VecDeque::from([batch]);
         while let Some(mut part) = parts.pop_front() {
             match self.send_with_retries(&part) {
-                Settlement::Rejected { splittable: true, status, reason } if part.len() > 1 => {
+                Settlement::Rejected {
+                    splittable: true,
+                    status,
+                    reason,
+                } if part.len() > 1 => {
                     tracing::warn!(
                         status,
                         messages = part.len(),
@@ -124,7 +138,13 @@ impl BatchSender {
                         messages = part.len(),
                         "trackway: server rejected messages for good: {reason}"
                     );
-                    self.ledger.settle(&part, &Outcome::Rejected { status, reason: &reason });
+                    self.ledger.settle(
+                        &part,
+                        &Outcome::Rejected {
+                            status,
+                            reason: &reason,
+                        },
+                    );
                 }
                 Settlement::Dropped { reason, detail } => {
                     tracing::error!(
@@ -132,7 +152,13 @@ impl BatchSender {
                         %reason,
                         "trackway: dropped messages: {detail}"
                     );
-                    self.ledger.settle(&part, &Outcome::Dropped { reason, detail: &detail });
+                    self.ledger.settle(
+                        &part,
+                        &Outcome::Dropped {
+                            reason,
+                            detail: &detail,
+                        },
+                    );
                 }
             }
         }
@@ -154,11 +180,25 @@ impl BatchSender {
             let now = SystemTime::now();
             let (wait, reason) = match retry::decide(&result, now) {
                 Decision::Delivered => return Settlement::Delivered,
-                Decision::Reject { status, reason, splittable } => {
-                    return Settlement::Rejected { status, reason, splittable };
+                Decision::Reject {
+                    status,
+                    reason,
+                    splittable,
+                } => {
+                    return Settlement::Rejected {
+                        status,
+                        reason,
+                        splittable,
+                    };
                 }
-                Decision::Retry { after: Some(wait), reason } => (wait, reason),
-                Decision::Retry { after: None, reason } => {
+                Decision::Retry {
+                    after: Some(wait),
+                    reason,
+                } => (wait, reason),
+                Decision::Retry {
+                    after: None,
+                    reason,
+                } => {
                     retries += 1;
                     if retries > self.policy.max_retries {
                         return Settlement::Dropped {
@@ -172,7 +212,10 @@ impl BatchSender {
             if started.elapsed() + wait > self.policy.max_retry_duration {
                 return Settlement::Dropped {
                     reason: DropReason::RetryWindowExceeded,
-                    detail: format!("retry window of {:?} ran out: {reason}", self.policy.max_retry_duration),
+                    detail: format!(
+                        "retry window of {:?} ran out: {reason}",
+                        self.policy.max_retry_duration
+                    ),
                 };
             }
             tracing::warn!(
@@ -197,7 +240,12 @@ impl BatchSender {
         previous_attempts: u32,
     ) -> Result<crate::transport::Response, crate::transport::TransportError> {
         self.body.clear();
-        write_batch(part.iter().map(|m| &*m.bytes), SystemTime::now(), &self.write_key, &mut self.body);
+        write_batch(
+            part.iter().map(|m| &*m.bytes),
+            SystemTime::now(),
+            &self.write_key,
+            &mut self.body,
+        );
         let body = if self.gzip {
             self.compressed.clear();
             let mut encoder = GzEncoder::new(&mut self.compressed, Compression::new(GZIP_LEVEL));
@@ -212,7 +260,11 @@ impl BatchSender {
         if previous_attempts > 0 {
             headers.push(("x-retry-count", previous_attempts.to_string()));
         }
-        self.transport.send(&Request { url: &self.url, headers: &headers, body })
+        self.transport.send(&Request {
+            url: &self.url,
+            headers: &headers,
+            body,
+        })
     }
 
     fn cancelled(&self) -> bool {

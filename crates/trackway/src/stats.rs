@@ -33,7 +33,8 @@ impl Stats {
         .into_iter()
         .map(|r| self.dropped.get(r))
         .sum();
-        self.enqueued.saturating_sub(self.delivered + self.rejected + accepted_drops)
+        self.enqueued
+            .saturating_sub(self.delivered + self.rejected + accepted_drops)
     }
 
     /// The report of what happened between `earlier` and `self`.

@@ -48,7 +48,10 @@ impl Recorder {
 
     /// Every request so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.requests.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Every message of every request so far, in order.
@@ -64,7 +67,10 @@ impl Recorder {
 
     /// Forgets everything recorded.
     pub fn clear(&self) {
-        self.requests.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }
 
@@ -80,13 +86,23 @@ impl Transport for Recorder {
         }
         let body = serde_json::from_slice(&raw)
             .map_err(|e| TransportError::new(TransportErrorKind::Other, e.to_string()))?;
-        let headers =
-            request.headers.iter().map(|(n, v)| ((*n).to_owned(), v.clone())).collect();
-        self.requests.lock().unwrap_or_else(|e| e.into_inner()).push(RecordedRequest {
-            url: request.url.to_owned(),
-            headers,
-            body,
-        });
-        Ok(Response { status: 200, retry_after: None, body: r#"{"success":true}"#.into() })
+        let headers = request
+            .headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), v.clone()))
+            .collect();
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(RecordedRequest {
+                url: request.url.to_owned(),
+                headers,
+                body,
+            });
+        Ok(Response {
+            status: 200,
+            retry_after: None,
+            body: r#"{"success":true}"#.into(),
+        })
     }
 }

@@ -35,9 +35,17 @@ use crate::stats::Stats;
 /// A request from a handle to the worker.
 pub(crate) enum Control {
     /// Deliver everything queued so far, and report by `deadline`.
-    Flush { deadline: Instant, reply: Reply, start: Stats },
+    Flush {
+        deadline: Instant,
+        reply: Reply,
+        start: Stats,
+    },
     /// Like `Flush`, then drop what is left and stop sending.
-    Shutdown { deadline: Instant, reply: Reply, start: Stats },
+    Shutdown {
+        deadline: Instant,
+        reply: Reply,
+        start: Stats,
+    },
 }
 
 /// Where a flush report goes: a blocked thread or a future.
@@ -135,7 +143,9 @@ impl Worker {
         loop {
             self.dispatch();
             self.answer_waiters(Instant::now());
-            let timeout = self.next_wakeup().map(|at| at.saturating_duration_since(Instant::now()));
+            let timeout = self
+                .next_wakeup()
+                .map(|at| at.saturating_duration_since(Instant::now()));
             let timer = timeout.map_or_else(never, crossbeam_channel::after);
             select! {
                 recv(data) -> message => match message {
@@ -177,7 +187,10 @@ impl Worker {
             self.settled += 1;
             self.ledger.settle(
                 std::slice::from_ref(&message),
-                &Outcome::Dropped { reason: DropReason::Shutdown, detail: "client shut down" },
+                &Outcome::Dropped {
+                    reason: DropReason::Shutdown,
+                    detail: "client shut down",
+                },
             );
             return;
         }
@@ -191,10 +204,24 @@ impl Worker {
         // the flush covers it.
         self.drain_data();
         let (deadline, reply, start, shutdown) = match request {
-            Control::Flush { deadline, reply, start } => (deadline, reply, start, false),
-            Control::Shutdown { deadline, reply, start } => (deadline, reply, start, true),
+            Control::Flush {
+                deadline,
+                reply,
+                start,
+            } => (deadline, reply, start, false),
+            Control::Shutdown {
+                deadline,
+                reply,
+                start,
+            } => (deadline, reply, start, true),
         };
-        self.waiters.push(Waiter { target: self.received, deadline, reply, start, shutdown });
+        self.waiters.push(Waiter {
+            target: self.received,
+            deadline,
+            reply,
+            start,
+            shutdown,
+        });
     }
 
     /// Hands the next batch to the sender if it is idle and a batch is due.
@@ -205,7 +232,9 @@ impl Worker {
         let due = !self.waiters.is_empty()
             || self.queue.len() >= self.limits.flush_at
             || self.queue_bytes >= self.limits.batch_bytes
-            || self.batch_started.is_some_and(|t| t.elapsed() >= self.limits.flush_interval);
+            || self
+                .batch_started
+                .is_some_and(|t| t.elapsed() >= self.limits.flush_interval);
         if !due {
             return;
         }
@@ -222,7 +251,11 @@ impl Worker {
             batch.extend(self.queue.pop_front());
         }
         self.queue_bytes -= bytes;
-        self.batch_started = if self.queue.is_empty() { None } else { Some(Instant::now()) };
+        self.batch_started = if self.queue.is_empty() {
+            None
+        } else {
+            Some(Instant::now())
+        };
         match self.to_sender.send(batch) {
             Ok(()) => self.sender_busy = true,
             Err(lost) => {
@@ -230,7 +263,10 @@ impl Worker {
                 self.settled += lost.0.len() as u64;
                 self.ledger.settle(
                     &lost.0,
-                    &Outcome::Dropped { reason: DropReason::Shutdown, detail: "sender thread died" },
+                    &Outcome::Dropped {
+                        reason: DropReason::Shutdown,
+                        detail: "sender thread died",
+                    },
                 );
             }
         }
@@ -275,7 +311,8 @@ impl Worker {
         self.queue_bytes = 0;
         self.batch_started = None;
         self.settled += dropped.len() as u64;
-        self.ledger.settle(&dropped, &Outcome::Dropped { reason, detail });
+        self.ledger
+            .settle(&dropped, &Outcome::Dropped { reason, detail });
     }
 
     /// The next instant the worker must wake up without a message: a batch's age limit or a

@@ -43,7 +43,9 @@ impl HttpTransport {
             .max_redirects_will_error(false)
             .proxy(proxy)
             .build();
-        Ok(HttpTransport { agent: config.into() })
+        Ok(HttpTransport {
+            agent: config.into(),
+        })
     }
 }
 
@@ -60,14 +62,22 @@ impl Transport for HttpTransport {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let mut body = String::new();
-        // The body only feeds error reports; a failure to read it changes nothing.
-        let _ = response
+        let mut body = Vec::new();
+        // A response cut off mid-body is no acknowledgement: the server may not have finished
+        // committing, so the batch is retried (the server deduplicates by messageId).
+        response
             .into_body()
             .into_reader()
             .take(MAX_RESPONSE_BODY)
-            .read_to_string(&mut body);
-        Ok(Response { status, retry_after, body })
+            .read_to_end(&mut body)
+            .map_err(|e| {
+                TransportError::new(TransportErrorKind::Io, format!("response cut off: {e}"))
+            })?;
+        Ok(Response {
+            status,
+            retry_after,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
     }
 }
 

@@ -24,7 +24,10 @@ pub struct Request<'a> {
 impl Request<'_> {
     /// The value of header `name` (lower case), if set.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -52,7 +55,10 @@ pub struct TransportError {
 impl TransportError {
     /// A failure of `kind` described by `message`.
     pub fn new(kind: TransportErrorKind, message: impl Into<String>) -> TransportError {
-        TransportError { kind, message: message.into() }
+        TransportError {
+            kind,
+            message: message.into(),
+        }
     }
 }
 

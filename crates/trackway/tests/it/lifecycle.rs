@@ -1,0 +1,155 @@
+//! Flush, shutdown and drop: deadlines hold, reports are honest, nothing hangs.
+
+use std::time::Duration;
+
+use serde_json::json;
+use trackway::{DropReason, EnqueueError};
+use trackway_testkit::{FakeApi, Reply};
+
+use crate::support::{GENEROUS, client_for};
+
+/// A server that accepts connections and never answers.
+fn hanging_api() -> FakeApi {
+    let api = FakeApi::start();
+    api.set_rule(|_| Some(Reply::Hang(Duration::from_secs(60))));
+    api
+}
+
+#[test]
+fn flush_returns_at_its_deadline_while_the_server_hangs() {
+    let api = hanging_api();
+    let analytics = client_for(&api)
+        .request_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        analytics.track("u1", "Stuck", json!({})).unwrap();
+    }
+    let report = analytics.flush(Duration::from_millis(200));
+    assert!(!report.completed);
+    assert_eq!((report.delivered, report.pending), (0, 3), "{report}");
+    // The client still works after a timed-out flush.
+    analytics.track("u1", "Later", json!({})).unwrap();
+}
+
+#[test]
+fn shutdown_returns_at_its_deadline_and_closes_the_client() {
+    let api = hanging_api();
+    let analytics = client_for(&api)
+        .request_timeout(Duration::from_secs(60))
+        .flush_at(2)
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        analytics.track("u1", "Stuck", json!({})).unwrap();
+    }
+    let report = analytics.shutdown(Duration::from_millis(200));
+    assert!(!report.completed);
+    // The first batch is on the wire (outcome unknown); the rest were dropped, and said so.
+    assert_eq!(report.pending, 2, "{report}");
+    assert_eq!(report.dropped.get(DropReason::Shutdown), 3, "{report}");
+    assert_eq!(
+        analytics.track("u1", "Too late", json!({})),
+        Err(EnqueueError::Closed)
+    );
+    assert_eq!(analytics.stats().dropped.get(DropReason::Closed), 1);
+    // Idempotent: a second shutdown returns at once with the same picture.
+    let again = analytics.shutdown(Duration::from_millis(50));
+    assert_eq!(again.pending, 2);
+    drop(analytics); // must not block on the hung request
+}
+
+#[test]
+fn dropping_the_last_handle_delivers_what_was_queued() {
+    let api = FakeApi::start();
+    let analytics = client_for(&api)
+        .flush_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let clone = analytics.clone();
+    for n in 0..20 {
+        clone.track("u1", "Queued", json!({"n": n})).unwrap();
+    }
+    drop(clone);
+    assert!(api.requests().is_empty(), "still queued: a clone is alive");
+    drop(analytics);
+    assert_eq!(api.accepted_messages().len(), 20);
+}
+
+#[test]
+fn dropping_with_a_dead_server_is_bounded_by_the_drop_timeout() {
+    let api = hanging_api();
+    let analytics = client_for(&api)
+        .request_timeout(Duration::from_secs(60))
+        .drop_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    analytics.track("u1", "Stuck", json!({})).unwrap();
+    drop(analytics); // returns: the test would hang otherwise
+}
+
+#[test]
+fn async_flush_and_shutdown_need_no_particular_runtime() {
+    let api = FakeApi::start();
+    let analytics = client_for(&api).build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        analytics.track("u1", "Async", json!({})).unwrap();
+        let report = analytics.flush_async(GENEROUS).await;
+        assert!(report.is_clean(), "{report}");
+        analytics.track("u1", "Async", json!({})).unwrap();
+        let report = analytics.shutdown_async(GENEROUS).await;
+        assert_eq!(report.delivered, 1);
+    });
+    assert_eq!(api.accepted_messages().len(), 2);
+}
+
+#[test]
+fn async_flush_resolves_at_its_deadline_while_the_server_hangs() {
+    let api = hanging_api();
+    let analytics = client_for(&api)
+        .request_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    analytics.track("u1", "Stuck", json!({})).unwrap();
+    // A bare executor with no timer: the deadline is kept by the client's worker.
+    let report = futures_lite_block_on(analytics.flush_async(Duration::from_millis(100)));
+    assert!(!report.completed);
+    assert_eq!(report.pending, 1);
+    let report = futures_lite_block_on(analytics.shutdown_async(Duration::from_millis(100)));
+    assert_eq!(report.pending, 1, "{report}");
+}
+
+/// Polls a future to completion on this thread, parking between wake-ups.
+fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn flush_with_nothing_queued_is_complete_at_once() {
+    let api = FakeApi::start();
+    let analytics = client_for(&api).build().unwrap();
+    let report = analytics.flush(GENEROUS);
+    assert!(report.is_clean());
+    assert_eq!(report.delivered, 0);
+    assert!(api.requests().is_empty());
+}

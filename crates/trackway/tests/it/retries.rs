@@ -1,0 +1,253 @@
+//! Transient failures are retried until delivered; final ones are reported, not retried.
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+use trackway::{DropReason, Track};
+use trackway_testkit::{FakeApi, Received, Reply};
+
+use crate::support::{GENEROUS, Outcomes, client_for, ids};
+
+/// Sends five messages through two failed attempts answered with `failure`, then success, and
+/// checks every message arrives once, with the retry headers and fresh `sentAt`s.
+fn survives(failure: Reply, request_timeout: Duration) {
+    survives_both(failure.clone(), failure, request_timeout);
+}
+
+fn survives_both(failure: Reply, second: Reply, request_timeout: Duration) {
+    let api = FakeApi::start();
+    api.push_replies([failure.clone(), second]);
+    let analytics = client_for(&api)
+        .request_timeout(request_timeout)
+        .build()
+        .unwrap();
+    for n in 0..5 {
+        analytics.track("u1", "Retried", json!({"n": n})).unwrap();
+    }
+    let report = analytics.flush(GENEROUS);
+    assert!(report.is_clean(), "{failure:?}: {report}");
+    assert_eq!(report.delivered, 5);
+
+    let requests = api.requests();
+    assert_eq!(
+        requests.len(),
+        3,
+        "{failure:?}: two failures and one success"
+    );
+    let attempts: Vec<Vec<String>> = requests.iter().map(|r| ids(&r.messages())).collect();
+    assert!(
+        attempts.iter().all(|a| *a == attempts[0]),
+        "same messageIds on every attempt"
+    );
+    let delivered = ids(&api.accepted_messages());
+    assert_eq!(delivered, attempts[0]);
+    assert_eq!(
+        delivered.iter().collect::<HashSet<_>>().len(),
+        5,
+        "each accepted once"
+    );
+    let retry_counts: Vec<Option<&str>> =
+        requests.iter().map(|r| r.header("x-retry-count")).collect();
+    assert_eq!(retry_counts, [None, Some("1"), Some("2")]);
+    let sent_at: HashSet<String> = requests.iter().map(sent_at).collect();
+    assert_eq!(
+        sent_at.len(),
+        3,
+        "sentAt is stamped per attempt: {sent_at:?}"
+    );
+    assert_eq!(analytics.stats().retried, 2);
+}
+
+fn sent_at(request: &Received) -> String {
+    request
+        .json
+        .as_ref()
+        .map(|b| b["sentAt"].to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn server_errors_are_retried() {
+    for status in [500, 502, 503, 504] {
+        survives(Reply::Status(status), Duration::from_secs(5));
+    }
+}
+
+#[test]
+fn request_timeout_408_and_460_are_retried() {
+    survives(Reply::Status(408), Duration::from_secs(5));
+    survives(Reply::Status(460), Duration::from_secs(5));
+}
+
+#[test]
+fn rate_limits_with_retry_after_seconds_are_obeyed() {
+    survives(Reply::RetryAfter(429, "1".into()), Duration::from_secs(5));
+}
+
+#[test]
+fn rate_limits_with_retry_after_date_are_obeyed() {
+    // Dates have whole-second resolution: the second one lies a second past the first, so the
+    // attempts are apart in time and their sentAt differ.
+    let at = |s| httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(s));
+    survives_both(
+        Reply::RetryAfter(429, at(1)),
+        Reply::RetryAfter(429, at(2)),
+        Duration::from_secs(5),
+    );
+}
+
+#[test]
+fn a_server_that_hangs_past_the_timeout_is_retried() {
+    survives(
+        Reply::Hang(Duration::from_secs(3)),
+        Duration::from_millis(300),
+    );
+}
+
+#[test]
+fn a_connection_closed_mid_response_is_retried() {
+    survives(Reply::CloseMidResponse, Duration::from_secs(5));
+}
+
+#[test]
+fn retry_after_does_not_spend_the_retry_budget() {
+    let api = FakeApi::start();
+    api.push_replies([
+        Reply::RetryAfter(429, "0".into()),
+        Reply::RetryAfter(503, "0".into()),
+    ]);
+    let analytics = client_for(&api).max_retries(0).build().unwrap();
+    analytics.track("u1", "Patient", json!({})).unwrap();
+    let report = analytics.flush(GENEROUS);
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(api.requests().len(), 3);
+}
+
+#[test]
+fn connection_refused_until_the_server_comes_up() {
+    // Reserve a port, then free it so connections to it are refused.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let analytics = trackway::Analytics::builder(crate::support::WRITE_KEY)
+        .host(format!("http://127.0.0.1:{port}"))
+        .backoff(Duration::from_millis(5), Duration::from_millis(50))
+        .max_retries(1000)
+        .no_proxy()
+        .build()
+        .unwrap();
+    for n in 0..3 {
+        analytics.track("u1", "Early", json!({"n": n})).unwrap();
+    }
+    let _ = analytics.flush(Duration::from_millis(1));
+    let mut waited = 0;
+    while analytics.stats().retried < 3 {
+        assert!(waited < 2000, "the client should keep retrying");
+        std::thread::sleep(Duration::from_millis(5));
+        waited += 1;
+    }
+    let api = FakeApi::start_on(port);
+    let report = analytics.flush(GENEROUS);
+    assert!(report.completed, "{report}");
+    assert_eq!(analytics.stats().delivered, 3);
+    assert_eq!(api.accepted_messages().len(), 3);
+}
+
+#[test]
+fn a_400_is_split_until_only_the_bad_message_is_rejected() {
+    let api = FakeApi::start();
+    api.set_rule(|request| {
+        let poisoned = request
+            .messages()
+            .iter()
+            .any(|m| m["properties"]["poison"] == Value::Bool(true));
+        poisoned.then_some(Reply::Status(400))
+    });
+    let outcomes = Outcomes::default();
+    let analytics = client_for(&api).observer(outcomes.clone()).build().unwrap();
+    for n in 0..10 {
+        analytics
+            .enqueue(
+                Track::new("Mixed")
+                    .user_id("u")
+                    .message_id(format!("m{n}"))
+                    .properties(json!({"poison": n == 6})),
+            )
+            .unwrap();
+    }
+    let report = analytics.flush(GENEROUS);
+    assert!(report.completed);
+    assert_eq!((report.delivered, report.rejected), (9, 1), "{report}");
+    let delivered = ids(&api.accepted_messages());
+    let expected: Vec<String> = (0..10)
+        .filter(|n| *n != 6)
+        .map(|n| format!("m{n}"))
+        .collect();
+    assert_eq!(delivered, expected, "the valid ones, in order, once each");
+    assert_eq!(outcomes.get("m6").as_deref(), Some("rejected 400"));
+    assert_eq!(outcomes.get("m5").as_deref(), Some("delivered"));
+    assert_eq!(outcomes.len(), 10);
+    assert_eq!(analytics.stats().retried, 0, "a 400 is never retried as is");
+}
+
+#[test]
+fn a_401_is_final_reported_and_not_retried() {
+    let api = FakeApi::start();
+    api.set_rule(|_| Some(Reply::Status(401)));
+    let outcomes = Outcomes::default();
+    let analytics = client_for(&api).observer(outcomes.clone()).build().unwrap();
+    for _ in 0..4 {
+        analytics.track("u1", "Unauthorised", json!({})).unwrap();
+    }
+    let report = analytics.flush(GENEROUS);
+    assert_eq!(report.rejected, 4, "{report}");
+    assert_eq!(api.requests().len(), 1);
+    let stats = analytics.stats();
+    assert_eq!((stats.retried, stats.rejected, stats.delivered), (0, 4, 0));
+    assert_eq!(outcomes.len(), 4);
+}
+
+#[test]
+fn retries_run_out_and_the_drop_is_counted() {
+    let api = FakeApi::start();
+    api.set_rule(|_| Some(Reply::Status(500)));
+    let outcomes = Outcomes::default();
+    let analytics = client_for(&api)
+        .max_retries(2)
+        .observer(outcomes.clone())
+        .build()
+        .unwrap();
+    analytics.track("u1", "Doomed", json!({})).unwrap();
+    let report = analytics.flush(GENEROUS);
+    assert!(report.completed);
+    assert_eq!(
+        report.dropped.get(DropReason::RetriesExhausted),
+        1,
+        "{report}"
+    );
+    assert_eq!(api.requests().len(), 3, "one attempt and two retries");
+    assert_eq!(analytics.stats().retried, 2);
+    assert_eq!(outcomes.len(), 1);
+}
+
+#[test]
+fn the_retry_window_caps_total_time() {
+    let api = FakeApi::start();
+    api.set_rule(|_| Some(Reply::RetryAfter(503, "1".into())));
+    let analytics = client_for(&api)
+        .max_retry_duration(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    analytics.track("u1", "Late", json!({})).unwrap();
+    let report = analytics.flush(GENEROUS);
+    assert_eq!(
+        report.dropped.get(DropReason::RetryWindowExceeded),
+        1,
+        "{report}"
+    );
+    assert_eq!(api.requests().len(), 1);
+}
