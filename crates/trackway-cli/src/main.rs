@@ -1,1 +1,69 @@
-fn main() {}
+//! `trackway`: send one event from a shell (Segment's cross-library test contract).
+//!
+//! Arguments are parsed by clap into a validated command; every failure becomes a
+//! [`Failure`] and is mapped to an exit code here, in one place: 0 success, 1 the work failed
+//! (a server refused, the deadline passed), 2 the command line was wrong and nothing was sent.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod send;
+
+/// Product analytics for Rust: the Trackway command line.
+#[derive(Debug, Parser)]
+#[command(name = "trackway", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Send one message and wait until the server acknowledges it.
+    Send(send::SendArgs),
+}
+
+/// Why a command failed, and so its exit code.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The command line was wrong; nothing was sent. Exit code 2.
+    Usage(String),
+    /// The work could not be done. Exit code 1.
+    Failed(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Send(args) => send::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            report(&message);
+            ExitCode::from(2)
+        }
+        Err(Failure::Failed(message)) => {
+            report(&message);
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[expect(clippy::print_stderr, reason = "the command's one line of diagnosis")]
+fn report(message: &str) {
+    eprintln!("trackway: {message}");
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG`; silent by default so that a failing command
+/// prints exactly one line.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

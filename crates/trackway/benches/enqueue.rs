@@ -1,1 +1,88 @@
-fn main() {}
+//! The caller's cost of one call: validate, stamp, encode, reserve budget, enqueue.
+//!
+//! The client sends to a null transport that acknowledges at once, so the worker and sender
+//! threads run as they would against a fast server (and share the machine's cores with the
+//! callers, as they would in production). Run: `cargo bench -p trackway --bench enqueue`.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use divan::Bencher;
+use serde_json::json;
+use trackway::transport::{Request, Response, Transport, TransportError};
+use trackway::{Analytics, Track};
+
+fn main() {
+    divan::main();
+}
+
+/// Acknowledges every request without reading it.
+struct NullSink;
+
+impl Transport for NullSink {
+    fn send(&self, _: &Request<'_>) -> Result<Response, TransportError> {
+        Ok(Response {
+            status: 200,
+            retry_after: None,
+            body: String::new(),
+        })
+    }
+}
+
+/// One client for all benches, with a budget large enough that no call is refused.
+static CLIENT: LazyLock<Analytics> = LazyLock::new(|| {
+    Analytics::builder("bench-write-key")
+        .transport(NullSink)
+        .max_queue_bytes(1 << 30)
+        .build()
+        .expect("client")
+});
+
+/// `track(user, event, json!({...3 properties}))`, building the properties included: what a
+/// caller's line of code costs.
+#[divan::bench(threads = [1, 2], sample_count = 200, sample_size = 500)]
+fn track_three_properties() {
+    let result = CLIENT.track(
+        divan::black_box("user-1234"),
+        "Order Completed",
+        json!({"revenue": 42.5, "currency": "EUR", "items": 3}),
+    );
+    debug_assert!(result.is_ok());
+    divan::black_box(result).ok();
+}
+
+/// `enqueue` of a prebuilt track with three properties: the client's share alone.
+#[divan::bench(threads = [1, 2], sample_count = 200, sample_size = 500)]
+fn enqueue_prebuilt(bencher: Bencher) {
+    bencher
+        .with_inputs(|| {
+            Track::new("Order Completed")
+                .user_id("user-1234")
+                .properties(json!({"revenue": 42.5, "currency": "EUR", "items": 3}))
+        })
+        .bench_values(|message| divan::black_box(CLIENT.enqueue(message)).ok());
+}
+
+/// Keeps the sender busy-free between benches: drain what the previous one queued.
+#[divan::bench]
+fn flush_between() {
+    let _ = CLIENT.flush(Duration::from_secs(10));
+}
+
+/// The floor, for ratios in the same run: copy a 285-byte message into a fresh allocation and
+/// push it into a crossbeam channel that a consumer drains every millisecond.
+#[divan::bench(threads = [1, 2], sample_count = 200, sample_size = 500)]
+fn baseline_channel_push() {
+    static CHANNEL: LazyLock<crossbeam_channel::Sender<Box<[u8]>>> = LazyLock::new(|| {
+        let (tx, rx) = crossbeam_channel::unbounded::<Box<[u8]>>();
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(1));
+                while rx.try_recv().is_ok() {}
+            }
+        });
+        tx
+    });
+    let message = divan::black_box([b'x'; 285]);
+    CHANNEL.send(Box::from(&message[..])).ok();
+}

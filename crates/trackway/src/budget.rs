@@ -53,24 +53,25 @@ impl Budget {
         self.used.load(Ordering::Relaxed)
     }
 
-    /// Reserves `cost` bytes, waiting for room if so configured. False if there is none.
-    pub(crate) fn acquire(&self, cost: u64) -> bool {
-        if self.try_acquire(cost) {
-            return true;
+    /// Reserves `cost` bytes, waiting for room if so configured. Returns the bytes in use
+    /// before the reservation, or `None` if there is no room.
+    pub(crate) fn acquire(&self, cost: u64) -> Option<u64> {
+        if let Some(before) = self.try_acquire(cost) {
+            return Some(before);
         }
         let Overflow::Wait(patience) = self.overflow else {
-            return false;
+            return None;
         };
         let deadline = Instant::now() + patience;
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let acquired = loop {
-            if self.try_acquire(cost) {
-                break true;
+            if let Some(before) = self.try_acquire(cost) {
+                break Some(before);
             }
             let now = Instant::now();
             if now >= deadline {
-                break false;
+                break None;
             }
             guard = match self.room.wait_timeout(guard, deadline - now) {
                 Ok((guard, _)) => guard,
@@ -82,13 +83,13 @@ impl Budget {
         acquired
     }
 
-    fn try_acquire(&self, cost: u64) -> bool {
+    fn try_acquire(&self, cost: u64) -> Option<u64> {
         let before = self.used.fetch_add(cost, Ordering::AcqRel);
         if before + cost <= self.limit {
-            return true;
+            return Some(before);
         }
         self.used.fetch_sub(cost, Ordering::AcqRel);
-        false
+        None
     }
 
     pub(crate) fn release(&self, cost: u64) {

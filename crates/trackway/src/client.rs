@@ -19,7 +19,7 @@ use crate::ledger::{Ledger, Queued};
 use crate::outcome::{DropReason, FlushReport};
 use crate::sender::{BatchSender, SenderChannels};
 use crate::stats::Stats;
-use crate::worker::{Channels, Control, Reply, Worker};
+use crate::worker::{Channels, Control, Doorbell, Reply, Worker};
 
 /// Why a call did not accept a message. Nothing was queued; the refusal is counted in
 /// [`Analytics::stats`] under the matching [`DropReason`].
@@ -80,6 +80,7 @@ impl std::fmt::Debug for Analytics {
 struct Inner {
     ledger: Arc<Ledger>,
     data: Sender<Queued>,
+    doorbell: Arc<Doorbell>,
     control: Sender<Control>,
     encode: EncodeOptions,
     drop_timeout: Duration,
@@ -114,6 +115,7 @@ impl Analytics {
         // Rendezvous: the worker hands over a batch only when the sender is idle anyway.
         let (batch_tx, batch_rx) = crossbeam_channel::bounded(1);
         let (cancel_tx, cancel_rx) = crossbeam_channel::bounded(0);
+        let (bell_tx, bell_rx) = crossbeam_channel::bounded(1);
         let sender = BatchSender::new(
             &config,
             Arc::clone(&ledger),
@@ -123,11 +125,13 @@ impl Analytics {
                 cancel: cancel_rx,
             },
         );
-        let worker = Worker::new(
+        let (worker, doorbell) = Worker::new(
             &config,
             Arc::clone(&ledger),
+            bell_tx,
             Channels {
                 data: data_rx,
+                bell: bell_rx,
                 control: control_rx,
                 done: done_rx,
                 to_sender: batch_tx,
@@ -154,6 +158,7 @@ impl Analytics {
             inner: Arc::new(Inner {
                 ledger,
                 data: data_tx,
+                doorbell,
                 control: control_tx,
                 encode,
                 drop_timeout: config.drop_timeout,
@@ -262,11 +267,11 @@ impl Analytics {
             })
         })?;
         let cost = queued.cost();
-        if !inner.ledger.budget.acquire(cost) {
+        let Some(used_before) = inner.ledger.budget.acquire(cost) else {
             return Err(EnqueueError::BudgetFull {
                 budget: inner.ledger.budget.limit(),
             });
-        }
+        };
         // Counted before the send so the worker can never settle a message not yet counted.
         inner.ledger.counters.enqueued();
         if inner.data.send(queued).is_err() {
@@ -275,6 +280,7 @@ impl Analytics {
             inner.ledger.counters.dropped(DropReason::Closed, 1);
             return Err(EnqueueError::Closed);
         }
+        inner.doorbell.sent(used_before, cost);
         Ok(())
     }
 

@@ -16,12 +16,18 @@
 //! - Control messages travel on their own channel, so a flush never queues behind data.
 //! - While nothing is queued and nobody waits, the worker sleeps in `select` with no timeout:
 //!   an idle client costs no CPU.
+//! - The worker does not sleep on the data channel itself, or every call would pay for waking
+//!   it (a futex syscall, microseconds). Callers ring the [`Doorbell`] instead, and only when
+//!   the worker has a reason to look: the first message after it last emptied the channel
+//!   (which starts the batch's age timer), and each time a batch's worth of messages or bytes
+//!   has piled up. Everything else is picked up when the worker next drains.
 //! - A flush is complete when every message received before it has an outcome. Batches are
 //!   settled whole and in order, so "settled count ≥ received count at the flush" says exactly
 //!   that.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, never, select};
@@ -64,6 +70,40 @@ impl Reply {
     }
 }
 
+/// How callers wake the worker without paying for a wake-up on every message.
+///
+/// `unclaimed` counts messages sent but not yet drained: callers add one *after* sending, the
+/// worker subtracts what it drained. A caller whose add takes it from 0 to 1 knows the worker
+/// had drained everything before; if the worker has no batch timer running (`armed` is false)
+/// nothing would ever make it look, so the caller rings. The worker clears `armed` before its
+/// last drain and drains again while the count is still positive (a message sent after its
+/// last look). With sequentially consistent operations on both, either the caller sees
+/// `armed == false` and rings, or the worker's subtraction sees the caller's addition and
+/// drains the message: no message is left in the channel with the worker asleep and no timer
+/// set.
+pub(crate) struct Doorbell {
+    unclaimed: AtomicI64,
+    armed: AtomicBool,
+    bell: Sender<()>,
+    flush_at: i64,
+    batch_bytes: u64,
+}
+
+impl Doorbell {
+    /// Called after a message of `cost` bytes was sent; `used_before` is the budget's use
+    /// before it was reserved.
+    pub(crate) fn sent(&self, used_before: u64, cost: u64) {
+        let unclaimed = self.unclaimed.fetch_add(1, Ordering::SeqCst) + 1;
+        let batch_of_bytes =
+            (used_before + cost) / self.batch_bytes > used_before / self.batch_bytes;
+        let starts_a_batch = unclaimed == 1 && !self.armed.load(Ordering::SeqCst);
+        if starts_a_batch || unclaimed % self.flush_at == 0 || batch_of_bytes {
+            // Full means a ring is already pending: the worker will look.
+            let _ = self.bell.try_send(());
+        }
+    }
+}
+
 struct Waiter {
     /// Settled count that completes this flush.
     target: u64,
@@ -85,6 +125,8 @@ pub(crate) struct Worker {
     limits: Limits,
     ledger: Arc<Ledger>,
     data: Receiver<Queued>,
+    doorbell: Arc<Doorbell>,
+    bell: Receiver<()>,
     control: Receiver<Control>,
     done: Receiver<u64>,
     to_sender: Sender<Vec<Queued>>,
@@ -103,6 +145,7 @@ pub(crate) struct Worker {
 
 pub(crate) struct Channels {
     pub(crate) data: Receiver<Queued>,
+    pub(crate) bell: Receiver<()>,
     pub(crate) control: Receiver<Control>,
     pub(crate) done: Receiver<u64>,
     pub(crate) to_sender: Sender<Vec<Queued>>,
@@ -110,14 +153,30 @@ pub(crate) struct Channels {
 }
 
 impl Worker {
-    pub(crate) fn new(config: &Validated, ledger: Arc<Ledger>, channels: Channels) -> Worker {
-        Worker {
-            limits: Limits {
-                flush_at: config.flush_at,
-                batch_bytes: config.max_batch_bytes - envelope_overhead(&config.write_key),
-                flush_interval: config.flush_interval,
-            },
+    /// The worker, and the doorbell its callers ring (see [`Doorbell`]).
+    pub(crate) fn new(
+        config: &Validated,
+        ledger: Arc<Ledger>,
+        bell: Sender<()>,
+        channels: Channels,
+    ) -> (Worker, Arc<Doorbell>) {
+        let limits = Limits {
+            flush_at: config.flush_at,
+            batch_bytes: config.max_batch_bytes - envelope_overhead(&config.write_key),
+            flush_interval: config.flush_interval,
+        };
+        let doorbell = Arc::new(Doorbell {
+            unclaimed: AtomicI64::new(0),
+            armed: AtomicBool::new(false),
+            bell,
+            flush_at: limits.flush_at as i64,
+            batch_bytes: limits.batch_bytes as u64,
+        });
+        let worker = Worker {
+            limits,
             ledger,
+            doorbell: Arc::clone(&doorbell),
+            bell: channels.bell,
             data: channels.data,
             control: channels.control,
             done: channels.done,
@@ -131,16 +190,18 @@ impl Worker {
             settled: 0,
             waiters: Vec::new(),
             shut_down: false,
-        }
+        };
+        (worker, doorbell)
     }
 
     /// Runs until every handle is gone.
     pub(crate) fn run(mut self) {
         // Local clones, so that the select below does not borrow `self`.
-        let data = self.data.clone();
+        let bell = self.bell.clone();
         let done = self.done.clone();
-        let mut control = self.control.clone();
+        let control = self.control.clone();
         loop {
+            self.drain_data();
             self.dispatch();
             self.answer_waiters(Instant::now());
             let timeout = self
@@ -148,16 +209,11 @@ impl Worker {
                 .map(|at| at.saturating_duration_since(Instant::now()));
             let timer = timeout.map_or_else(never, crossbeam_channel::after);
             select! {
-                recv(data) -> message => match message {
-                    Ok(message) => {
-                        self.accept(message);
-                        self.drain_data();
-                    }
-                    Err(_) => break,
-                },
+                recv(bell) -> _ => {}
                 recv(control) -> request => match request {
                     Ok(request) => self.handle_control(request),
-                    Err(_) => control = never(),
+                    // Every handle is gone (the handles own both the data and control senders).
+                    Err(_) => break,
                 },
                 recv(done) -> settled => {
                     self.settled += settled.unwrap_or(0);
@@ -168,6 +224,7 @@ impl Worker {
         }
         // Every handle is gone; the last one already ran a shutdown. Account for stragglers.
         self.shut_down = true;
+        self.drain_data();
         self.drop_queue(DropReason::Shutdown, "client dropped");
         let now = Instant::now();
         for waiter in std::mem::take(&mut self.waiters) {
@@ -175,9 +232,22 @@ impl Worker {
         }
     }
 
+    /// Takes every message sent so far (see [`Doorbell`] for why it loops).
     fn drain_data(&mut self) {
-        while let Ok(message) = self.data.try_recv() {
-            self.accept(message);
+        // Armed while the worker is sure to look again without a ring: a batch is building
+        // (its age timer runs) or the sender is busy (its report wakes the worker).
+        let armed = self.batch_started.is_some() || self.sender_busy;
+        self.doorbell.armed.store(armed, Ordering::SeqCst);
+        loop {
+            let mut drained = 0;
+            while let Ok(message) = self.data.try_recv() {
+                self.accept(message);
+                drained += 1;
+            }
+            let left = self.doorbell.unclaimed.fetch_sub(drained, Ordering::SeqCst) - drained;
+            if left <= 0 {
+                return;
+            }
         }
     }
 

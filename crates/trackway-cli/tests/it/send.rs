@@ -1,0 +1,279 @@
+//! `trackway send` under Segment's cross-library end-to-end contract.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{Value, json};
+use trackway_testkit::{FakeApi, Reply, basic_auth_write_key};
+
+const WRITE_KEY: &str = "e2e-write-key";
+
+fn trackway() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_trackway"));
+    command.env_remove("RUST_LOG").env("NO_PROXY", "*");
+    command
+}
+
+fn fixtures() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/e2e");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("fixtures/e2e")
+        .flat_map(|dir| std::fs::read_dir(dir.unwrap().path()).unwrap())
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A fixture with its `{{id}}` placeholders filled with a fresh id.
+fn load(path: &Path) -> Value {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let id = format!(
+        "e2e-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let text = std::fs::read_to_string(path)
+        .unwrap()
+        .replace("{{id}}", &id);
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The contract's flags for one fixture message.
+fn flags(message: &Value, host: &str) -> Vec<String> {
+    let mut flags = vec![format!("--writeKey={WRITE_KEY}"), format!("--host={host}")];
+    for (key, value) in message.as_object().unwrap() {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        flags.push(format!("--{key}={text}"));
+    }
+    flags
+}
+
+/// The contract's comparison: ignore ids and times set by libraries and servers,
+/// `context.library`, and empty objects.
+fn comparable(message: &Value) -> Value {
+    let mut message = message.clone();
+    let top = message.as_object_mut().unwrap();
+    for key in [
+        "messageId",
+        "timestamp",
+        "sentAt",
+        "receivedAt",
+        "originalTimestamp",
+    ] {
+        top.remove(key);
+    }
+    if let Some(Value::Object(context)) = top.get_mut("context") {
+        context.remove("library");
+    }
+    strip_empty_objects(&mut message);
+    message
+}
+
+fn strip_empty_objects(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.values_mut().for_each(strip_empty_objects);
+            map.retain(|_, v| !matches!(v, Value::Object(m) if m.is_empty()));
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_empty_objects),
+        _ => {}
+    }
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn every_e2e_fixture_arrives_intact() {
+    let files = fixtures();
+    assert_eq!(files.len(), 11, "the tester's 11 fixtures");
+    for path in files {
+        let api = FakeApi::start();
+        let message = load(&path);
+        let output = trackway()
+            .arg("send")
+            .args(flags(&message, &api.url()))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            path.display(),
+            stderr(&output)
+        );
+        assert!(
+            output.stderr.is_empty(),
+            "{}: quiet on success",
+            path.display()
+        );
+
+        let requests = api.requests();
+        assert_eq!(requests.len(), 1, "{}", path.display());
+        let request = &requests[0];
+        assert_eq!(
+            request
+                .header("authorization")
+                .and_then(basic_auth_write_key)
+                .as_deref(),
+            Some(WRITE_KEY)
+        );
+        let arrived = request.messages();
+        assert_eq!(arrived.len(), 1);
+        assert_eq!(
+            comparable(&arrived[0]),
+            comparable(&message),
+            "{}",
+            path.display()
+        );
+        assert_eq!(arrived[0]["context"]["library"]["name"], "trackway");
+        assert!(arrived[0]["messageId"].is_string());
+    }
+}
+
+#[test]
+fn invalid_json_in_a_flag_is_a_usage_error_and_sends_nothing() {
+    let api = FakeApi::start();
+    let output = trackway()
+        .args([
+            "send",
+            "--type=track",
+            "--writeKey=k",
+            "--userId=u",
+            "--event=E",
+        ])
+        .arg("--properties={not json")
+        .arg(format!("--host={}", api.url()))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("--properties is not valid JSON"), "{text}");
+    assert!(api.requests().is_empty());
+}
+
+#[test]
+fn a_missing_required_flag_is_a_usage_error() {
+    let api = FakeApi::start();
+    for (args, named) in [
+        (vec!["--type=track", "--userId=u"], "--event"),
+        (vec!["--type=group", "--userId=u"], "--groupId"),
+        (vec!["--type=alias", "--userId=u"], "--previousId"),
+        (vec!["--type=identify"], "userId or an anonymousId"),
+    ] {
+        let output = trackway()
+            .arg("send")
+            .args(&args)
+            .arg("--writeKey=k")
+            .arg(format!("--host={}", api.url()))
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let text = stderr(&output);
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains(named), "{args:?}: {text}");
+    }
+    let no_key = trackway()
+        .args(["send", "--type=track", "--event=E", "--userId=u"])
+        .output()
+        .unwrap();
+    assert_eq!(no_key.status.code(), Some(2));
+    assert!(stderr(&no_key).contains("--writeKey"));
+    assert!(api.requests().is_empty());
+}
+
+#[test]
+fn an_oversized_message_is_a_usage_error() {
+    let api = FakeApi::start();
+    let properties = json!({"blob": "x".repeat(40 * 1024)}).to_string();
+    let output = trackway()
+        .args([
+            "send",
+            "--type=track",
+            "--writeKey=k",
+            "--userId=u",
+            "--event=E",
+        ])
+        .arg(format!("--properties={properties}"))
+        .arg(format!("--host={}", api.url()))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("over the 32768-byte limit"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(api.requests().is_empty());
+}
+
+#[test]
+fn a_rejection_exits_1_with_the_servers_reason() {
+    let api = FakeApi::start();
+    api.set_rule(|_| Some(Reply::Status(401)));
+    let output = trackway()
+        .args(["send", "--type=identify", "--writeKey=wrong", "--userId=u"])
+        .arg(format!("--host={}", api.url()))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("rejected") && text.contains("401"), "{text}");
+    assert_eq!(api.requests().len(), 1, "a 401 is not retried");
+}
+
+#[test]
+fn an_unreachable_server_exits_1_at_the_timeout() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = trackway()
+        .args([
+            "send",
+            "--type=track",
+            "--writeKey=k",
+            "--userId=u",
+            "--event=E",
+            "--timeout=1s",
+        ])
+        .arg(format!("--host=http://127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        !text.contains("e2e-write-key") && !text.contains("--writeKey=k"),
+        "{text}"
+    );
+}
+
+#[test]
+fn retries_then_succeeds() {
+    let api = FakeApi::start();
+    api.push_replies([Reply::Status(503)]);
+    let output = trackway()
+        .args([
+            "send",
+            "--type=track",
+            "--writeKey=k",
+            "--userId=u",
+            "--event=E",
+        ])
+        .arg(format!("--host={}", api.url()))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(api.requests().len(), 2);
+    assert_eq!(api.accepted_messages().len(), 1);
+}
