@@ -8,6 +8,8 @@
 //! TRACKWAY_WRITE_KEY=... TRACKWAY_HOST=http://127.0.0.1:8080 cargo run -p trackway --example quickstart
 //! ```
 
+#![expect(clippy::print_stdout, reason = "an example shows what it sent")]
+
 use std::time::Duration;
 
 use serde_json::json;
@@ -20,10 +22,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(key) => Analytics::builder(key)
             .host(std::env::var("TRACKWAY_HOST").unwrap_or_else(|_| trackway::OREGON_HOST.into()))
             .build()?,
-        Err(_) => Analytics::builder("test-mode").transport(recorder.clone()).build()?,
+        Err(_) => Analytics::builder("test-mode")
+            .transport(recorder.clone())
+            .build()?,
     };
 
-    analytics.identify("user-42", json!({"email": "ada@example.com", "plan": "trial"}))?;
+    analytics.identify(
+        "user-42",
+        json!({"email": "ada@example.com", "plan": "trial"}),
+    )?;
     analytics.track("user-42", "Signed Up", json!({"plan": "trial"}))?;
     analytics.enqueue(
         Track::new("Order Completed")

@@ -1,5 +1,8 @@
 //! Integration tests of the `trackway` binary against a scripted fake of the Tracking API.
 
-#![expect(clippy::unwrap_used, reason = "a test fails loudly at the first surprise")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test fails loudly at the first surprise"
+)]
 
 mod send;

@@ -1,7 +1,10 @@
 //! Integration tests of the `trackway` client against a scripted fake of the Tracking API on a
 //! loopback port.
 
-#![expect(clippy::unwrap_used, reason = "a test fails loudly at the first surprise")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test fails loudly at the first surprise"
+)]
 
 mod batching;
 mod lifecycle;
