@@ -56,6 +56,8 @@ pub struct Received {
     pub json: Option<Value>,
     /// What the fake answered.
     pub reply: Reply,
+    /// The client's address: requests on one kept-alive connection share it.
+    pub peer: SocketAddr,
 }
 
 impl Received {
@@ -187,12 +189,15 @@ impl Drop for FakeApi {
 }
 
 fn serve_connection(stream: TcpStream, state: &State) {
+    let Ok(peer) = stream.peer_addr() else {
+        return;
+    };
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
     let mut reader = BufReader::new(stream);
     loop {
-        let Some(mut received) = read_request(&mut reader) else {
+        let Some(mut received) = read_request(&mut reader, peer) else {
             return;
         };
         let reply = lock(&state.script).pop_front().unwrap_or_else(|| {
@@ -253,7 +258,7 @@ fn record(state: &State, received: Received) {
 }
 
 /// Reads one request; `None` at end of stream or on anything malformed.
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Received> {
+fn read_request(reader: &mut BufReader<TcpStream>, peer: SocketAddr) -> Option<Received> {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let before = head.len();
@@ -305,6 +310,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Received> {
         raw_body,
         json,
         reply: Reply::Ok,
+        peer,
     })
 }
 

@@ -153,3 +153,44 @@ fn flush_with_nothing_queued_is_complete_at_once() {
     assert_eq!(report.delivered, 0);
     assert!(api.requests().is_empty());
 }
+
+/// Wake-ups so far of this process's threads named `name`: the sum of their voluntary and
+/// involuntary context switches.
+#[cfg(target_os = "linux")]
+fn wakeups_of_threads(name: &str) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let path = task.unwrap().path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
+        total += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    total
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn an_idle_client_sleeps() {
+    let api = FakeApi::start();
+    let analytics = client_for(&api)
+        .flush_interval(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    analytics.track("u1", "Once", json!({})).unwrap();
+    assert!(analytics.flush(GENEROUS).is_clean());
+    let threads = ["trackway-worker", "trackway-sender"];
+    let before: u64 = threads.iter().map(|t| wakeups_of_threads(t)).sum();
+    assert!(before > 0, "the background threads exist and have run");
+    // A timer ticking at the 1 ms flush interval would wake the worker hundreds of times
+    // here; a parked worker never wakes.
+    std::thread::sleep(Duration::from_millis(500));
+    let after: u64 = threads.iter().map(|t| wakeups_of_threads(t)).sum();
+    assert_eq!(before, after, "background threads woke up while idle");
+}

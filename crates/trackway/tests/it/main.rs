@@ -9,6 +9,7 @@
 mod batching;
 mod lifecycle;
 mod limits;
+mod logging;
 mod retries;
 mod support;
 mod wire;

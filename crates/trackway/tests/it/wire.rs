@@ -286,3 +286,18 @@ fn test_mode_records_without_a_network() {
         "https://api.segment.io/v1/batch"
     );
 }
+
+#[test]
+fn requests_reuse_one_connection() {
+    let api = FakeApi::start();
+    let analytics = client_for(&api).build().unwrap();
+    for n in 0..3 {
+        analytics
+            .track("u1", "Kept Alive", json!({"n": n}))
+            .unwrap();
+        assert!(analytics.flush(GENEROUS).is_clean());
+    }
+    let peers: Vec<_> = api.requests().iter().map(|r| r.peer).collect();
+    assert_eq!(peers.len(), 3);
+    assert!(peers.iter().all(|p| *p == peers[0]), "{peers:?}");
+}
