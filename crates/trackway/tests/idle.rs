@@ -1,0 +1,56 @@
+//! An idle client never wakes up.
+//!
+//! A binary of its own, apart from `tests/it`: it counts the wake-ups of every `trackway-*`
+//! thread in the process, so no other test's client may run beside it.
+
+#![cfg(target_os = "linux")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test fails loudly at the first surprise"
+)]
+
+use std::time::Duration;
+
+use serde_json::json;
+use trackway_testkit::FakeApi;
+
+/// Wake-ups so far of this process's threads named `name`: the sum of their voluntary and
+/// involuntary context switches.
+fn wakeups_of_threads(name: &str) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let path = task.unwrap().path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
+        total += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    total
+}
+
+#[test]
+fn an_idle_client_sleeps() {
+    let api = FakeApi::start();
+    let analytics = trackway::Analytics::builder("idle-key")
+        .host(api.url())
+        .no_proxy()
+        .flush_interval(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    analytics.track("u1", "Once", json!({})).unwrap();
+    assert!(analytics.flush(Duration::from_secs(30)).is_clean());
+    let threads = ["trackway-worker", "trackway-sender"];
+    let before: u64 = threads.iter().map(|t| wakeups_of_threads(t)).sum();
+    assert!(before > 0, "the background threads exist and have run");
+    // A timer ticking at the 1 ms flush interval would wake the worker hundreds of times
+    // here; a parked worker never wakes.
+    std::thread::sleep(Duration::from_millis(500));
+    let after: u64 = threads.iter().map(|t| wakeups_of_threads(t)).sum();
+    assert_eq!(before, after, "background threads woke up while idle");
+}
