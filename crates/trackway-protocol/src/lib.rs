@@ -33,4 +33,4 @@ pub use encode::{EncodeOptions, encode_message, envelope_overhead, write_batch};
 pub use limits::{MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, MESSAGE_ID_CHAR_LIMIT};
 pub use message::{Alias, Common, Custom, Group, Identify, Kind, Message, Page, Screen, Track};
 pub use time::{format_timestamp, write_timestamp};
-pub use validate::{ValidationError, validate};
+pub use validate::{ValidationError, validate, validate_json};

@@ -3,7 +3,7 @@
 //! The client runs these before accepting a message and the collector runs the same function
 //! on what it receives, so both sides agree on what "valid" means.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::limits::MESSAGE_ID_CHAR_LIMIT;
 use crate::message::{Common, Kind, Message};
@@ -85,46 +85,89 @@ pub fn validate(message: &Message) -> Result<(), ValidationError> {
             require_text(&kind, "userId", common.user_id.as_deref())?;
             require_text(&kind, "previousId", Some(&m.previous_id))
         }
-        Message::Custom(m) => {
-            let field = |name: &'static str| m.fields.get(name).unwrap_or(&Value::Null);
-            let text = |name: &'static str| -> Result<(), ValidationError> {
-                match field(name) {
-                    Value::Null => Err(missing(&kind, name)),
-                    Value::String(s) => require_text(&kind, name, Some(s)),
-                    other => Err(ValidationError::NotAString {
-                        field: name,
-                        found: json_type_name(other),
-                    }),
-                }
-            };
-            match &kind {
-                Kind::Other(name) if name.is_empty() => Err(ValidationError::MissingType),
-                Kind::Other(_) => Ok(()),
-                Kind::Alias => {
-                    require_text(&kind, "userId", common.user_id.as_deref())?;
-                    text("previousId")
-                }
-                standard => {
-                    require_identity(standard, common)?;
-                    match standard {
-                        Kind::Track => text("event")?,
-                        Kind::Group => text("groupId")?,
-                        _ => {}
-                    }
-                    optional_object("properties", field("properties"))?;
-                    optional_object("traits", field("traits"))
-                }
+        Message::Custom(m) => validate_fields(
+            &kind,
+            common.user_id.as_deref(),
+            common.anonymous_id.as_deref(),
+            |name| m.fields.get(name).unwrap_or(&Value::Null),
+        ),
+    }
+}
+
+/// Checks one message as it arrived on the wire, without converting it: the collector's path.
+/// Returns its kind.
+pub fn validate_json(message: &Map<String, Value>) -> Result<Kind, ValidationError> {
+    let kind = match message.get("type") {
+        Some(Value::String(kind)) if !kind.is_empty() => Kind::from_wire(kind),
+        _ => return Err(ValidationError::MissingType),
+    };
+    let id = |name: &'static str| -> Result<Option<&str>, ValidationError> {
+        match message.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(ValidationError::NotAString { field: name, found: json_type_name(other) }),
+        }
+    };
+    let user_id = id("userId")?;
+    let anonymous_id = id("anonymousId")?;
+    if let Some(message_id) = id("messageId")? {
+        check_message_id(message_id)?;
+    }
+    if let Some(context) = message.get("context") {
+        optional_object("context", context)?;
+    }
+    if let Some(integrations) = message.get("integrations") {
+        optional_object("integrations", integrations)?;
+    }
+    validate_fields(&kind, user_id, anonymous_id, |name| message.get(name).unwrap_or(&Value::Null))?;
+    Ok(kind)
+}
+
+/// The rules of each type, over fields looked up by wire name.
+fn validate_fields<'a>(
+    kind: &Kind,
+    user_id: Option<&str>,
+    anonymous_id: Option<&str>,
+    field: impl Fn(&'static str) -> &'a Value,
+) -> Result<(), ValidationError> {
+    let text = |name: &'static str| -> Result<(), ValidationError> {
+        match field(name) {
+            Value::Null => Err(missing(kind, name)),
+            Value::String(s) => require_text(kind, name, Some(s)),
+            other => Err(ValidationError::NotAString { field: name, found: json_type_name(other) }),
+        }
+    };
+    match kind {
+        Kind::Other(name) if name.is_empty() => Err(ValidationError::MissingType),
+        Kind::Other(_) => Ok(()),
+        Kind::Alias => {
+            require_text(kind, "userId", user_id)?;
+            text("previousId")
+        }
+        standard => {
+            require_identity_ids(standard, user_id, anonymous_id)?;
+            match standard {
+                Kind::Track => text("event")?,
+                Kind::Group => text("groupId")?,
+                _ => {}
             }
+            optional_object("properties", field("properties"))?;
+            optional_object("traits", field("traits"))
         }
     }
 }
 
+fn check_message_id(id: &str) -> Result<(), ValidationError> {
+    let chars = id.chars().count();
+    if chars == 0 || chars >= MESSAGE_ID_CHAR_LIMIT {
+        return Err(ValidationError::BadMessageId { chars });
+    }
+    Ok(())
+}
+
 fn check_common(common: &Common) -> Result<(), ValidationError> {
     if let Some(id) = &common.message_id {
-        let chars = id.chars().count();
-        if chars == 0 || chars >= MESSAGE_ID_CHAR_LIMIT {
-            return Err(ValidationError::BadMessageId { chars });
-        }
+        check_message_id(id)?;
     }
     if let Some(context) = &common.context {
         optional_object("context", context)?;
@@ -133,8 +176,16 @@ fn check_common(common: &Common) -> Result<(), ValidationError> {
 }
 
 fn require_identity(kind: &Kind, common: &Common) -> Result<(), ValidationError> {
-    let present = |id: &Option<String>| id.as_deref().is_some_and(|s| !s.is_empty());
-    if present(&common.user_id) || present(&common.anonymous_id) {
+    require_identity_ids(kind, common.user_id.as_deref(), common.anonymous_id.as_deref())
+}
+
+fn require_identity_ids(
+    kind: &Kind,
+    user_id: Option<&str>,
+    anonymous_id: Option<&str>,
+) -> Result<(), ValidationError> {
+    let present = |id: Option<&str>| id.is_some_and(|s| !s.is_empty());
+    if present(user_id) || present(anonymous_id) {
         Ok(())
     } else {
         Err(ValidationError::MissingIdentity {
@@ -180,5 +231,64 @@ pub(crate) fn json_type_name(value: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn check(value: Value) -> Result<Kind, ValidationError> {
+        validate_json(value.as_object().expect("an object"))
+    }
+
+    #[test]
+    fn wire_messages_follow_each_types_rules() {
+        assert_eq!(check(json!({"type": "track", "userId": "u", "event": "E"})), Ok(Kind::Track));
+        assert_eq!(check(json!({"type": "identify", "anonymousId": "a", "userId": null})), Ok(Kind::Identify));
+        assert_eq!(check(json!({"type": "alias", "userId": "u", "previousId": "p"})), Ok(Kind::Alias));
+        assert_eq!(
+            check(json!({"type": "future", "x": 1})),
+            Ok(Kind::Other("future".into())),
+            "unknown types pass through"
+        );
+        let cases = [
+            (json!({"userId": "u"}), ValidationError::MissingType),
+            (json!({"type": "track", "userId": "u"}), missing(&Kind::Track, "event")),
+            (json!({"type": "track", "event": "E"}), ValidationError::MissingIdentity { kind: "track".into() }),
+            (json!({"type": "group", "userId": "u"}), missing(&Kind::Group, "groupId")),
+            (json!({"type": "alias", "previousId": "p"}), missing(&Kind::Alias, "userId")),
+            (json!({"type": "alias", "userId": "u"}), missing(&Kind::Alias, "previousId")),
+            (
+                json!({"type": "track", "userId": 7, "event": "E"}),
+                ValidationError::NotAString { field: "userId", found: "a number" },
+            ),
+            (
+                json!({"type": "page", "userId": "u", "properties": "x"}),
+                ValidationError::NotAnObject { field: "properties", found: "a string" },
+            ),
+            (
+                json!({"type": "page", "userId": "u", "context": []}),
+                ValidationError::NotAnObject { field: "context", found: "an array" },
+            ),
+            (
+                json!({"type": "page", "userId": "u", "messageId": "m".repeat(100)}),
+                ValidationError::BadMessageId { chars: 100 },
+            ),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(check(message.clone()), Err(expected), "{message}");
+        }
+    }
+
+    #[test]
+    fn typed_and_wire_validation_agree() {
+        let message = Message::from_json(json!({"type": "group", "userId": "u"})).expect("parses");
+        assert_eq!(validate(&message), Err(missing(&Kind::Group, "groupId")));
+        let message = Message::from_json(json!({"type": "track", "anonymousId": "a", "event": "E"}))
+            .expect("parses");
+        assert_eq!(validate(&message), Ok(()));
     }
 }

@@ -1,0 +1,127 @@
+//! The admin API: read what arrived. Every route needs `Authorization: Bearer <admin token>`.
+//!
+//! - `GET /api/events?limit=&type=&userId=&event=&before=`: `{"events": [...]}`, newest first.
+//!   Each event is the message as stored (with `receivedAt`, `originalTimestamp`, ...) plus a
+//!   `_trackway` object: `seq` (for `before=` paging), `source`, and `rejected` (the reason)
+//!   for messages that failed validation.
+//! - `GET /api/stream`: the same objects as server-sent events, live, as they are stored.
+//! - `GET /api/stats`: counts per source, type and status.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Query, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::{Stream, StreamExt as _};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use crate::error::ApiError;
+use crate::server::AppState;
+use crate::storage::{self, StoredEvent};
+
+/// Default and largest `limit` of `/api/events`.
+pub const DEFAULT_EVENTS_LIMIT: usize = 100;
+/// Largest `limit` of `/api/events`.
+pub const MAX_EVENTS_LIMIT: usize = 10_000;
+/// Interval of SSE keep-alive comments, which keep proxies from closing an idle stream.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Refuses requests without the admin token.
+pub(crate) async fn require_token(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(token) if constant_time_eq::constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) => {
+            next.run(request).await
+        }
+        _ => ApiError::AdminUnauthorized.into_response(),
+    }
+}
+
+/// Query parameters of `/api/events`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct EventsParams {
+    limit: Option<usize>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    #[serde(rename = "userId")]
+    user_id: Option<String>,
+    event: Option<String>,
+    before: Option<i64>,
+}
+
+pub(crate) async fn events(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<EventsParams>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = params.limit.unwrap_or(DEFAULT_EVENTS_LIMIT);
+    if limit == 0 || limit > MAX_EVENTS_LIMIT {
+        return Err(ApiError::bad(format!("limit must be between 1 and {MAX_EVENTS_LIMIT}")));
+    }
+    let query = storage::Query {
+        limit,
+        kind: params.kind,
+        user_id: params.user_id,
+        label: params.event,
+        before: params.before,
+    };
+    let stored = state.store.query(query).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    let events: Vec<Value> = stored.iter().map(presentable).collect();
+    Ok(Json(json!({ "events": events })))
+}
+
+/// A stored event as the admin API shows it.
+pub(crate) fn presentable(event: &StoredEvent) -> Value {
+    let mut message = match serde_json::from_str::<Value>(&event.body) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    };
+    let mut meta = json!({"seq": event.seq, "source": &*event.source});
+    if let Some(reason) = &event.rejected {
+        meta["rejected"] = json!(reason);
+    }
+    message.insert("_trackway".into(), meta);
+    Value::Object(message)
+}
+
+pub(crate) async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let counts = state.store.counts();
+    let total: u64 = counts.iter().map(|c| c.count).sum();
+    Json(json!({"total": total, "counts": counts}))
+}
+
+pub(crate) async fn stream(
+    State(state): State<Arc<AppState>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let mut shutdown = state.shutdown.clone();
+    let events = BroadcastStream::new(state.store.subscribe())
+        .map(|item| {
+            Ok(match item {
+                Ok(event) => Event::default().event("event").data(presentable(&event).to_string()),
+                Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                    Event::default().event("lagged").data(json!({"missed": missed}).to_string())
+                }
+            })
+        })
+        // End the stream when the server shuts down, so graceful shutdown is not held open.
+        .take_until(Box::pin(async move {
+            let _ = shutdown.wait_for(|stopping| *stopping).await;
+        }));
+    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}

@@ -1,0 +1,158 @@
+//! The collector's configuration: where to store, which sources (and their write keys) to
+//! accept, the admin token.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::storage::sqlite::DEFAULT_DEDUP_WINDOW;
+
+/// A source: one application or service sending events, with its write keys.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// A name unique among sources, shown in the debugger and the admin API.
+    pub name: String,
+    /// Keys that authenticate as this source (several, to rotate keys without downtime).
+    pub write_keys: Vec<String>,
+}
+
+/// Everything the collector needs to run.
+#[derive(Clone)]
+pub struct Config {
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// Accepted sources.
+    pub sources: Vec<Source>,
+    /// Token of the admin API and the debugger (`Authorization: Bearer <token>`).
+    pub admin_token: String,
+    /// Same source and messageId within this window: stored once.
+    pub dedup_window: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sources: Vec<(&str, usize)> =
+            self.sources.iter().map(|s| (s.name.as_str(), s.write_keys.len())).collect();
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("sources (name, keys)", &sources)
+            .field("admin_token", &"<redacted>")
+            .field("dedup_window", &self.dedup_window)
+            .finish()
+    }
+}
+
+/// A configuration the collector cannot run with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read {path}: {error}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: String,
+    },
+    /// The config file is not valid.
+    #[error("{path}: {error}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line.
+        error: String,
+    },
+    /// No source, so no write key would be accepted.
+    #[error("no source is configured: give --write-key or a config file with [[source]] entries")]
+    NoSources,
+    /// A source is misconfigured.
+    #[error("source {source_name:?}: {problem}")]
+    Source {
+        /// The source.
+        source_name: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The admin token is too short to be a secret.
+    #[error("the admin token must be at least {MIN_ADMIN_TOKEN} characters")]
+    WeakAdminToken,
+}
+
+/// Shortest admin token accepted.
+pub const MIN_ADMIN_TOKEN: usize = 16;
+
+/// The config file's shape.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    source: Vec<Source>,
+}
+
+impl Config {
+    /// A configuration with the default dedup window.
+    pub fn new(data_dir: impl Into<PathBuf>, sources: Vec<Source>, admin_token: String) -> Config {
+        Config { data_dir: data_dir.into(), sources, admin_token, dedup_window: DEFAULT_DEDUP_WINDOW }
+    }
+
+    /// Reads the `[[source]]` entries of a TOML file:
+    ///
+    /// ```toml
+    /// [[source]]
+    /// name = "web"
+    /// write_keys = ["wk_live_..."]
+    /// ```
+    pub fn sources_from_file(path: &Path) -> Result<Vec<Source>, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.to_owned(), error: e.to_string() })?;
+        let file: File = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), error: e.to_string() })?;
+        Ok(file.source)
+    }
+
+    /// Checks the configuration and indexes write keys to source names.
+    pub(crate) fn key_index(&self) -> Result<HashMap<String, Arc<str>>, ConfigError> {
+        if self.admin_token.chars().count() < MIN_ADMIN_TOKEN {
+            return Err(ConfigError::WeakAdminToken);
+        }
+        if self.sources.is_empty() {
+            return Err(ConfigError::NoSources);
+        }
+        let mut keys = HashMap::new();
+        let mut names = std::collections::HashSet::new();
+        for source in &self.sources {
+            let problem = |problem: &str| ConfigError::Source {
+                source_name: source.name.clone(),
+                problem: problem.to_owned(),
+            };
+            if source.name.trim().is_empty() {
+                return Err(problem("the name is empty"));
+            }
+            if !names.insert(source.name.as_str()) {
+                return Err(problem("the name is used twice"));
+            }
+            if source.write_keys.is_empty() {
+                return Err(problem("it has no write key"));
+            }
+            let name: Arc<str> = Arc::from(source.name.as_str());
+            for key in &source.write_keys {
+                if key.is_empty() || key.contains(':') {
+                    return Err(problem("a write key is empty or contains ':'"));
+                }
+                if keys.insert(key.clone(), Arc::clone(&name)).is_some() {
+                    return Err(problem("a write key is also used by another source"));
+                }
+            }
+        }
+        Ok(keys)
+    }
+}
+
+/// A fresh random admin token: 32 hex characters, 128 bits.
+pub fn generate_admin_token() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}

@@ -1,0 +1,26 @@
+//! The debugger page: events arriving live, in the browser, served by the binary itself.
+//!
+//! The page is static: it holds no data and no token. It reads the admin token from the URL
+//! fragment (`/#token=...`, which browsers never send to servers) or asks for it, keeps it in
+//! `sessionStorage`, and calls the admin API with it. Every string from a payload reaches the
+//! page through `textContent`, never as HTML.
+
+use axum::http::header;
+use axum::response::IntoResponse;
+
+const PAGE: &str = include_str!("debugger.html");
+
+pub(crate) async fn page() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // No inline script or style from anywhere else; the page talks to this server only.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        PAGE,
+    )
+}

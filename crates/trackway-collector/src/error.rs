@@ -1,0 +1,68 @@
+//! Every HTTP error the collector returns, mapped to a status and a JSON body in one place.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Seconds a client should wait after a 503 before retrying.
+pub const RETRY_AFTER_SECONDS: u32 = 5;
+
+/// A request the collector refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ApiError {
+    /// No write key, or one no source has: 401.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// The request is malformed or over a limit: 400, naming the problem and where.
+    #[error("{message}")]
+    BadRequest {
+        /// What is wrong.
+        message: String,
+        /// Index of the message at fault in the batch, if one is.
+        index: Option<usize>,
+        /// Wire name of the field at fault, if one is.
+        field: Option<&'static str>,
+    },
+    /// The admin token is missing or wrong: 401.
+    #[error("a valid admin token is required (Authorization: Bearer <token>)")]
+    AdminUnauthorized,
+    /// The store cannot take writes: 503 with Retry-After.
+    #[error("the event store is unavailable; retry later")]
+    Unavailable,
+    /// Something that should not fail did: 500.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 400 naming the problem only.
+    pub(crate) fn bad(message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest { message: message.into(), index: None, field: None }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::Unauthorized(_) | ApiError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let mut body = json!({"success": false, "error": self.to_string()});
+        if let ApiError::BadRequest { index, field, .. } = &self {
+            if let Some(index) = index {
+                body["index"] = json!(index);
+            }
+            if let Some(field) = field {
+                body["field"] = json!(field);
+            }
+        }
+        let mut response = (status, Json(body)).into_response();
+        if matches!(self, ApiError::Unavailable) {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        response
+    }
+}

@@ -1,0 +1,412 @@
+//! The Tracking API endpoints: `POST /v1/{identify,track,page,screen,group,alias}`,
+//! `/v1/batch` and `/v1/import`.
+//!
+//! One request goes through these steps, and answers 200 only after the last:
+//!
+//! 1. read the body, at most [`MAX_REQUEST_BYTES`] (400 past that);
+//! 2. authenticate: Basic auth, or the body's `writeKey` (401 for an unknown key);
+//! 3. gunzip if `Content-Encoding: gzip`, capped at the same size (a gzip bomb is a 400 after
+//!    at most that much output);
+//! 4. parse: a batch's messages are kept as raw JSON first, so each one's size is checked
+//!    against [`MAX_MESSAGE_BYTES`] exactly as sent, and the count against
+//!    [`MAX_BATCH_MESSAGES`] (400 naming the message index);
+//! 5. per message: merge the batch's `context` and `integrations` (the message's keys win),
+//!    set `receivedAt`, keep the client's time as `originalTimestamp`, correct `timestamp` by
+//!    the clock skew `sentAt - receivedAt`, assign a missing `messageId`, drop any `writeKey`;
+//! 6. validate each message (`trackway_protocol::validate_json`): invalid ones are stored as
+//!    rejected with their reason and listed in the response, never dropped silently;
+//! 7. append to the store, durably; a store failure is a 503 with `Retry-After`.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, header};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+use trackway_protocol::{
+    MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, ValidationError, validate_json,
+    write_timestamp,
+};
+
+use crate::error::ApiError;
+use crate::server::AppState;
+use crate::storage::NewEvent;
+
+/// A batch body, with its messages still raw.
+#[derive(Deserialize)]
+struct RawBatch<'a> {
+    #[serde(borrow)]
+    batch: Vec<&'a RawValue>,
+    #[serde(default, rename = "sentAt")]
+    sent_at: Option<Value>,
+    #[serde(default)]
+    context: Option<Value>,
+    #[serde(default)]
+    integrations: Option<Value>,
+    #[serde(default, rename = "writeKey")]
+    write_key: Option<String>,
+}
+
+/// The single-message endpoints' paths, which name the type.
+const SINGLE_TYPES: [&str; 6] = ["identify", "track", "page", "screen", "group", "alias"];
+
+/// `POST /v1/batch` and `POST /v1/import`.
+pub(crate) async fn batch(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let raw = read_body(&state, &headers, body).await?;
+    let parsed: RawBatch<'_> = serde_json::from_slice(&raw.bytes).map_err(|e| {
+        ApiError::bad(format!("body must be a JSON object with a `batch` array: {e}"))
+    })?;
+    let source = authenticate(&state, raw.basic_key.as_deref(), parsed.write_key.as_deref())?;
+    if parsed.batch.len() > MAX_BATCH_MESSAGES {
+        return Err(ApiError::bad(format!(
+            "batch has {} messages; the limit is {MAX_BATCH_MESSAGES}",
+            parsed.batch.len()
+        )));
+    }
+    let mut messages = Vec::with_capacity(parsed.batch.len());
+    for (index, message) in parsed.batch.iter().enumerate() {
+        messages.push(parse_message(message.get(), index)?);
+    }
+    let envelope = Envelope {
+        sent_at: parsed.sent_at.as_ref(),
+        context: object(parsed.context.as_ref(), "context")?,
+        integrations: object(parsed.integrations.as_ref(), "integrations")?,
+    };
+    store(&state, source, messages, &envelope).await
+}
+
+/// `POST /v1/{type}`: one message whose type the path names.
+pub(crate) async fn single(
+    State(state): State<Arc<AppState>>,
+    Path(kind): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    if !SINGLE_TYPES.contains(&kind.as_str()) {
+        return Err(ApiError::bad(format!("unknown endpoint /v1/{kind}")));
+    }
+    let raw = read_body(&state, &headers, body).await?;
+    let text = std::str::from_utf8(&raw.bytes)
+        .map_err(|_| ApiError::bad("body is not valid UTF-8"))?;
+    let mut message = parse_message(text, 0)?;
+    let body_key = match message.remove("writeKey") {
+        Some(Value::String(key)) => Some(key),
+        _ => None,
+    };
+    let source = authenticate(&state, raw.basic_key.as_deref(), body_key.as_deref())?;
+    message.insert("type".into(), Value::String(kind));
+    let sent_at = message.get("sentAt").cloned();
+    let envelope = Envelope { sent_at: sent_at.as_ref(), context: None, integrations: None };
+    store(&state, source, vec![message], &envelope).await
+}
+
+/// The body, decompressed, and the Basic-auth write key if the request had one.
+struct RawBody {
+    bytes: Vec<u8>,
+    basic_key: Option<String>,
+}
+
+async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<RawBody, ApiError> {
+    let basic_key = basic_auth_key(headers);
+    // A request with a wrong Basic key is refused before its body is read or decompressed.
+    if let Some(key) = &basic_key {
+        if !state.keys.contains_key(key) {
+            return Err(ApiError::Unauthorized("unknown write key"));
+        }
+    }
+    let compressed = axum::body::to_bytes(body, MAX_REQUEST_BYTES)
+        .await
+        .map_err(|_| ApiError::bad(format!("request body is over {MAX_REQUEST_BYTES} bytes")))?;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let bytes = match encoding.as_deref() {
+        None | Some("" | "identity") => compressed.to_vec(),
+        Some("gzip") => gunzip_capped(&compressed)?,
+        Some(other) => {
+            return Err(ApiError::bad(format!("unsupported content-encoding {other:?}; use gzip")));
+        }
+    };
+    Ok(RawBody { bytes, basic_key })
+}
+
+/// Decompresses at most [`MAX_REQUEST_BYTES`]; more is an error, whatever the ratio.
+fn gunzip_capped(compressed: &Bytes) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::with_capacity(compressed.len() * 4);
+    let limit = MAX_REQUEST_BYTES as u64 + 1;
+    flate2::read::GzDecoder::new(compressed.as_ref())
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(|e| ApiError::bad(format!("body is not valid gzip: {e}")))?;
+    if out.len() > MAX_REQUEST_BYTES {
+        return Err(ApiError::bad(format!(
+            "decompressed body is over {MAX_REQUEST_BYTES} bytes"
+        )));
+    }
+    Ok(out)
+}
+
+/// The write key of an `Authorization: Basic base64(key:)` header.
+fn basic_auth_key(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, credentials) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(credentials.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    // "key:" (the password part is empty, and ignored if not).
+    Some(text.split_once(':').map_or(text.as_str(), |(key, _)| key).to_owned())
+}
+
+fn authenticate(
+    state: &AppState,
+    basic_key: Option<&str>,
+    body_key: Option<&str>,
+) -> Result<Arc<str>, ApiError> {
+    let key = basic_key.or(body_key).ok_or(ApiError::Unauthorized(
+        "no write key: send Basic auth or a writeKey in the body",
+    ))?;
+    state.keys.get(key).cloned().ok_or(ApiError::Unauthorized("unknown write key"))
+}
+
+/// One raw message as an object, its size checked.
+fn parse_message(raw: &str, index: usize) -> Result<Map<String, Value>, ApiError> {
+    if raw.len() > MAX_MESSAGE_BYTES {
+        return Err(ApiError::BadRequest {
+            message: format!(
+                "message {index} is {} bytes; the limit is {MAX_MESSAGE_BYTES}",
+                raw.len()
+            ),
+            index: Some(index),
+            field: None,
+        });
+    }
+    match serde_json::from_str(raw) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::BadRequest {
+            message: format!("message {index} is not a JSON object"),
+            index: Some(index),
+            field: None,
+        }),
+        Err(e) => Err(ApiError::bad(format!("message {index} is not valid JSON: {e}"))),
+    }
+}
+
+fn object<'a>(value: Option<&'a Value>, field: &'static str) -> Result<Option<&'a Map<String, Value>>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => Ok(Some(map)),
+        Some(_) => Err(ApiError::BadRequest {
+            message: format!("the batch's `{field}` must be a JSON object"),
+            index: None,
+            field: Some(field),
+        }),
+    }
+}
+
+/// What a batch adds to each of its messages.
+struct Envelope<'a> {
+    sent_at: Option<&'a Value>,
+    context: Option<&'a Map<String, Value>>,
+    integrations: Option<&'a Map<String, Value>>,
+}
+
+async fn store(
+    state: &AppState,
+    source: Arc<str>,
+    messages: Vec<Map<String, Value>>,
+    envelope: &Envelope<'_>,
+) -> Result<Json<Value>, ApiError> {
+    let received = SystemTime::now();
+    let mut rejected = Vec::new();
+    let mut events = Vec::with_capacity(messages.len());
+    for (index, mut message) in messages.into_iter().enumerate() {
+        enrich(&mut message, envelope, received);
+        let verdict = validate_json(&message);
+        if let Err(error) = &verdict {
+            rejected.push(json!({
+                "index": index,
+                "messageId": message.get("messageId"),
+                "reason": error.to_string(),
+            }));
+        }
+        events.push(new_event(&source, message, received, verdict.err()));
+    }
+    let appended = state.store.append(events).await.map_err(|e| {
+        tracing::error!("ingest: {e}");
+        ApiError::Unavailable
+    })?;
+    let mut body = json!({"success": true});
+    if appended.duplicates > 0 {
+        body["duplicates"] = json!(appended.duplicates);
+    }
+    if !rejected.is_empty() {
+        body["rejected"] = Value::Array(rejected);
+    }
+    Ok(Json(body))
+}
+
+/// Applies step 5 of the module doc to one message.
+fn enrich(message: &mut Map<String, Value>, envelope: &Envelope<'_>, received: SystemTime) {
+    message.remove("writeKey");
+    for (field, batch_value) in [("context", envelope.context), ("integrations", envelope.integrations)] {
+        let Some(batch_value) = batch_value else { continue };
+        match message.get_mut(field) {
+            Some(Value::Object(own)) => {
+                for (key, value) in batch_value {
+                    if !own.contains_key(key) {
+                        own.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+            None | Some(Value::Null) => {
+                message.insert(field.to_owned(), Value::Object(batch_value.clone()));
+            }
+            // Not an object: left for validation to reject.
+            Some(_) => {}
+        }
+    }
+    if !matches!(message.get("messageId"), Some(Value::String(_))) {
+        let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+        message.insert("messageId".into(), Value::String(id.hyphenated().to_string()));
+    }
+    let received_ms = millis(received);
+    let sent_at = envelope.sent_at.or(message.get("sentAt")).and_then(parse_time);
+    if let Some(Value::String(sent)) = envelope.sent_at {
+        message.entry("sentAt").or_insert_with(|| Value::String(sent.clone()));
+    }
+    let original = message.get("timestamp").cloned();
+    let corrected = match (original.as_ref().and_then(parse_time), sent_at) {
+        (Some(original_ms), Some(sent_ms)) => received_ms - (sent_ms - original_ms),
+        (Some(original_ms), None) => original_ms,
+        (None, _) => received_ms,
+    };
+    if let Some(original) = original {
+        message.insert("originalTimestamp".into(), original);
+    }
+    message.insert("timestamp".into(), Value::String(format_millis(corrected)));
+    message.insert("receivedAt".into(), Value::String(format_millis(received_ms)));
+}
+
+fn new_event(
+    source: &Arc<str>,
+    message: Map<String, Value>,
+    received: SystemTime,
+    error: Option<ValidationError>,
+) -> NewEvent {
+    let text = |name: &str| message.get(name).and_then(Value::as_str).map(str::to_owned);
+    NewEvent {
+        source: Arc::clone(source),
+        message_id: text("messageId").unwrap_or_default(),
+        kind: text("type").unwrap_or_default(),
+        user_id: text("userId"),
+        anonymous_id: text("anonymousId"),
+        label: text("event").or_else(|| text("name")),
+        received_at: millis(received),
+        rejected: error.map(|e| e.to_string()),
+        body: Value::Object(message).to_string(),
+    }
+}
+
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn format_millis(ms: i64) -> String {
+    let at = if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    };
+    let mut out = Vec::with_capacity(24);
+    write_timestamp(at, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Milliseconds since the epoch of an ISO-8601 time: RFC 3339, or with a `+0000` offset
+/// (older analytics-java).
+fn parse_time(value: &Value) -> Option<i64> {
+    let text = value.as_str()?;
+    chrono::DateTime::parse_from_rfc3339(text)
+        .or_else(|_| chrono::DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z"))
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enriched(message: Value, envelope: &Envelope<'_>, received_ms: u64) -> Value {
+        let mut map = message.as_object().cloned().expect("object");
+        enrich(&mut map, envelope, UNIX_EPOCH + Duration::from_millis(received_ms));
+        Value::Object(map)
+    }
+
+    #[test]
+    fn timestamps_are_corrected_by_the_clock_skew() {
+        // The client's clock is 10 s fast: it says it sent at 00:00:20, the server got it at
+        // 00:00:10; the event happened 5 s before sending, so at 00:00:05 server time.
+        let sent_at = json!("1970-01-01T00:00:20.000Z");
+        let envelope = Envelope { sent_at: Some(&sent_at), context: None, integrations: None };
+        let message = json!({"type": "track", "timestamp": "1970-01-01T00:00:15.000Z", "writeKey": "secret"});
+        let out = enriched(message, &envelope, 10_000);
+        assert_eq!(out["timestamp"], "1970-01-01T00:00:05.000Z");
+        assert_eq!(out["originalTimestamp"], "1970-01-01T00:00:15.000Z");
+        assert_eq!(out["receivedAt"], "1970-01-01T00:00:10.000Z");
+        assert_eq!(out["sentAt"], "1970-01-01T00:00:20.000Z");
+        assert!(out.get("writeKey").is_none(), "write keys are never stored");
+        assert_eq!(out["messageId"].as_str().map(str::len), Some(36), "assigned");
+    }
+
+    #[test]
+    fn missing_or_odd_timestamps() {
+        let none = Envelope { sent_at: None, context: None, integrations: None };
+        let out = enriched(json!({"type": "track"}), &none, 1_000);
+        assert_eq!(out["timestamp"], "1970-01-01T00:00:01.000Z");
+        assert!(out.get("originalTimestamp").is_none());
+        let java = enriched(json!({"timestamp": "2021-10-27T10:00:00.000+0000"}), &none, 0);
+        assert_eq!(java["timestamp"], "2021-10-27T10:00:00.000Z");
+        let offset = enriched(json!({"timestamp": "2021-10-27T12:00:00+02:00"}), &none, 0);
+        assert_eq!(offset["timestamp"], "2021-10-27T10:00:00.000Z");
+    }
+
+    #[test]
+    fn batch_context_and_integrations_merge_under_the_messages_own() {
+        let context = json!({"ip": "1.1.1.1", "locale": "en"});
+        let integrations = json!({"All": false});
+        let envelope = Envelope {
+            sent_at: None,
+            context: context.as_object(),
+            integrations: integrations.as_object(),
+        };
+        let out = enriched(json!({"context": {"locale": "fr"}}), &envelope, 0);
+        assert_eq!(out["context"], json!({"locale": "fr", "ip": "1.1.1.1"}));
+        assert_eq!(out["integrations"], json!({"All": false}));
+    }
+
+    #[test]
+    fn basic_auth_keys_are_read_with_or_without_the_colon() {
+        let mut headers = HeaderMap::new();
+        let encode = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        for (credentials, key) in [("abc:", "abc"), ("abc", "abc"), ("abc:ignored", "abc")] {
+            let value = format!("Basic {}", encode(credentials));
+            headers.insert(header::AUTHORIZATION, value.parse().expect("header"));
+            assert_eq!(basic_auth_key(&headers).as_deref(), Some(key));
+        }
+        headers.insert(header::AUTHORIZATION, "Bearer xyz".parse().expect("header"));
+        assert_eq!(basic_auth_key(&headers), None);
+    }
+}

@@ -1,0 +1,40 @@
+//! `trackway-collector`: a server for the Segment Tracking API. Every official Segment
+//! library (and `trackway`) can point at it unchanged.
+//!
+//! - Authenticates write keys (one or more per source), validates exactly as the API
+//!   documents, and answers 200 only once the events are durably committed to an embedded
+//!   SQLite store (WAL, `synchronous=FULL`, group commit).
+//! - Deduplicates by messageId per source within 24 hours.
+//! - Shows arriving events live: an admin API (`/api/events`, `/api/stream`, `/api/stats`)
+//!   and a debugger page at `/`.
+//!
+//! ```no_run
+//! use trackway_collector::{Config, Source, serve};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::new(
+//!     "./trackway-data",
+//!     vec![Source { name: "web".into(), write_keys: vec!["wk_web_123".into()] }],
+//!     "an-admin-token-of-16+-chars".into(),
+//! );
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! serve(listener, config, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Tests run the real server the same way, on port 0.
+
+mod admin;
+pub mod config;
+mod debugger;
+mod error;
+mod ingest;
+mod server;
+pub mod storage;
+
+pub use config::{Config, ConfigError, Source, generate_admin_token};
+pub use admin::{DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT};
+pub use error::RETRY_AFTER_SECONDS;
+pub use server::{
+    BODY_TIMEOUT, Collector, CollectorError, HEADER_TIMEOUT, MAX_HEAD_BYTES, SHUTDOWN_GRACE, serve,
+};

@@ -1,0 +1,155 @@
+//! The HTTP server: the router, and a connection loop with limits, timeouts and graceful
+//! shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_http::timeout::RequestBodyTimeoutLayer;
+
+use crate::config::{Config, ConfigError};
+use crate::storage::sqlite::SqliteStore;
+use crate::storage::{Store, StoreError};
+use crate::{admin, debugger, ingest};
+
+/// A client must send its request headers within this long (slowloris).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client must send its whole body within this long once headers are in.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request head (request line and headers) accepted.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// How long shutdown waits for in-flight requests before closing their connections.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// State shared by every handler.
+pub(crate) struct AppState {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) keys: HashMap<String, Arc<str>>,
+    pub(crate) admin_token: String,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+/// Why the collector could not start or run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CollectorError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The listener failed.
+    #[error("listener failed: {0}")]
+    Listen(std::io::Error),
+}
+
+/// A collector: its configuration checked and its store open, ready to serve.
+pub struct Collector {
+    state: Arc<AppState>,
+    stop: watch::Sender<bool>,
+}
+
+impl Collector {
+    /// Checks `config` and opens the embedded SQLite store in its data directory.
+    pub fn open(config: &Config) -> Result<Collector, CollectorError> {
+        let store = SqliteStore::open(&config.data_dir, config.dedup_window)?;
+        Collector::with_store(config, Arc::new(store))
+    }
+
+    /// Like [`Collector::open`] with any [`Store`].
+    pub fn with_store(config: &Config, store: Arc<dyn Store>) -> Result<Collector, CollectorError> {
+        let keys = config.key_index()?;
+        let (stop, shutdown) = watch::channel(false);
+        let state = Arc::new(AppState {
+            store,
+            keys,
+            admin_token: config.admin_token.clone(),
+            shutdown,
+        });
+        Ok(Collector { state, stop })
+    }
+
+    /// The router: the Tracking API, the admin API, the debugger and `/healthz`.
+    pub fn router(&self) -> Router {
+        let state = Arc::clone(&self.state);
+        let admin = Router::new()
+            .route("/api/events", get(admin::events))
+            .route("/api/stats", get(admin::stats))
+            .route("/api/stream", get(admin::stream))
+            .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), admin::require_token));
+        Router::new()
+            .route("/v1/batch", post(ingest::batch))
+            .route("/v1/import", post(ingest::batch))
+            .route("/v1/{kind}", post(ingest::single))
+            .route("/healthz", get(|| async { (StatusCode::OK, "ok") }))
+            .route("/", get(debugger::page))
+            .merge(admin)
+            .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
+            .with_state(state)
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then stops accepting, lets in-flight
+    /// requests finish (and their events commit) for up to [`SHUTDOWN_GRACE`], and returns.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), CollectorError> {
+        let service = TowerToHyperService::new(self.router());
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .max_buf_size(MAX_HEAD_BYTES);
+        let graceful = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, _) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    // Out of file descriptors and the like: wait and carry on.
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let connection = http.serve_connection(TokioIo::new(stream), service.clone());
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                // Client errors (resets, timeouts) end the connection; nothing to report.
+                let _ = connection.await;
+            });
+        }
+        drop(listener);
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = self.stop.send(true);
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+                tracing::warn!("shutdown grace period over; closing remaining connections");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Opens the collector for `config` and serves on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), CollectorError> {
+    Collector::open(&config)?.serve(listener, shutdown).await
+}

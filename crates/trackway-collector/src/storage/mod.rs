@@ -1,0 +1,113 @@
+//! Where acknowledged events live: the storage seam and its records.
+//!
+//! The ingest path hands a request's events to [`Store::append`] and answers 200 only after
+//! it returns `Ok`: by then the events are durable. The embedded implementation is
+//! [`sqlite::SqliteStore`]; tests plug failing or in-memory stores in through the same trait.
+
+pub mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+/// An event on its way into the store.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// The source (by name) whose write key sent it.
+    pub source: Arc<str>,
+    /// Its `messageId` (assigned by the server when the client sent none).
+    pub message_id: String,
+    /// Its `type`.
+    pub kind: String,
+    /// `userId`, for filtering.
+    pub user_id: Option<String>,
+    /// `anonymousId`, for filtering.
+    pub anonymous_id: Option<String>,
+    /// `event` (track) or `name` (page, screen), for filtering and display.
+    pub label: Option<String>,
+    /// Server time of arrival, milliseconds since the Unix epoch.
+    pub received_at: i64,
+    /// Why the message was refused, for messages stored as rejected.
+    pub rejected: Option<String>,
+    /// The message as stored, JSON.
+    pub body: String,
+}
+
+/// An event as the store holds it.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Arrival order, unique, increasing.
+    pub seq: i64,
+    /// The source's name.
+    pub source: Arc<str>,
+    /// Its `type`.
+    pub kind: String,
+    /// Server time of arrival, milliseconds since the Unix epoch.
+    pub received_at: i64,
+    /// Why it was refused, if it was.
+    pub rejected: Option<String>,
+    /// The message, JSON.
+    pub body: String,
+}
+
+/// What [`Store::append`] did with one request's events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// Newly stored.
+    pub stored: usize,
+    /// Skipped: the same messageId from the same source was stored within the window.
+    pub duplicates: usize,
+}
+
+/// A filter over stored events, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// At most this many.
+    pub limit: usize,
+    /// Only this `type`.
+    pub kind: Option<String>,
+    /// Only events whose `userId` or `anonymousId` is this.
+    pub user_id: Option<String>,
+    /// Only events whose `event` or `name` is this.
+    pub label: Option<String>,
+    /// Only events older than this `seq` (paging).
+    pub before: Option<i64>,
+}
+
+/// Counts per source, type and status.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Count {
+    /// The source's name.
+    pub source: String,
+    /// The `type`.
+    pub kind: String,
+    /// Stored as rejected.
+    pub rejected: bool,
+    /// How many.
+    pub count: u64,
+}
+
+/// The store failed; the request is answered 503 and the client retries.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("store unavailable: {0}")]
+pub struct StoreError(pub String);
+
+/// A boxed future, to keep [`Store`] object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Durable event storage.
+pub trait Store: Send + Sync + 'static {
+    /// Stores `events` durably, skipping duplicates; resolves once they are committed.
+    fn append(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Appended, StoreError>>;
+
+    /// Events matching `query`, newest first.
+    fn query(&self, query: Query) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
+
+    /// Counts per source, type and status.
+    fn counts(&self) -> Vec<Count>;
+
+    /// A receiver of every event stored from now on, in order.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<StoredEvent>>;
+}

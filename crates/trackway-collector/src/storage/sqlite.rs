@@ -1,0 +1,311 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`.
+//!
+//! ```text
+//!  ingest tasks ──(events, reply)──▶ writer thread ──▶ BEGIN; INSERT…; COMMIT (fsync)
+//!                ◀────── Appended ───┘        └──▶ broadcast to live subscribers
+//!  admin reads ──▶ reader connection (WAL: readers never block the writer)
+//! ```
+//!
+//! Group commit: the writer takes the first waiting request, then every request queued behind
+//! it (up to [`MAX_GROUP_EVENTS`]), and commits them in one transaction: one fsync for many
+//! requests, so throughput grows with concurrency instead of collapsing to one fsync each.
+//!
+//! Deduplication: an event is skipped when the same source stored the same messageId within
+//! the dedup window (24 hours, as Segment). The writer is the only writer, so the check and
+//! the insert cannot race.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{broadcast, oneshot};
+
+use super::{Appended, BoxFuture, Count, NewEvent, Query, Store, StoreError, StoredEvent};
+
+/// Most events committed in one transaction; bounds the latency one commit adds.
+pub const MAX_GROUP_EVENTS: usize = 20_000;
+
+/// Default deduplication window, Segment's.
+pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Requests waiting for the writer before ingest is pushed back on (bounded memory).
+const WRITE_QUEUE: usize = 1024;
+
+/// Live subscribers may lag this many events before they miss some.
+const LIVE_BUFFER: usize = 4096;
+
+/// The database file's name inside the data directory.
+pub const DATABASE_FILE: &str = "events.sqlite3";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq          INTEGER PRIMARY KEY,
+    source       TEXT    NOT NULL,
+    message_id   TEXT    NOT NULL,
+    type         TEXT    NOT NULL,
+    user_id      TEXT,
+    anonymous_id TEXT,
+    label        TEXT,
+    received_at  INTEGER NOT NULL,
+    rejected     TEXT,
+    body         TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_dedup ON events (source, message_id, received_at);
+CREATE INDEX IF NOT EXISTS events_type ON events (type, seq);
+CREATE INDEX IF NOT EXISTS events_user ON events (user_id, seq);
+CREATE INDEX IF NOT EXISTS events_anonymous ON events (anonymous_id, seq);
+CREATE INDEX IF NOT EXISTS events_label ON events (label, seq);
+";
+
+struct WriteRequest {
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+type Counts = BTreeMap<(String, String, bool), u64>;
+
+/// SQLite-backed [`Store`].
+pub struct SqliteStore {
+    writes: tokio::sync::mpsc::Sender<WriteRequest>,
+    reader: Arc<Mutex<Connection>>,
+    counts: Arc<Mutex<Counts>>,
+    live: broadcast::Sender<Arc<StoredEvent>>,
+}
+
+fn sql_error(e: rusqlite::Error) -> StoreError {
+    StoreError(e.to_string())
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(sql_error)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(sql_error)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(sql_error)?;
+    // FULL: every commit fsyncs the WAL, so an acknowledged event survives power loss.
+    conn.pragma_update(None, "synchronous", "FULL").map_err(sql_error)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `data_dir` and starts its writer thread.
+    pub fn open(data_dir: &Path, dedup_window: Duration) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError(format!("cannot create {}: {e}", data_dir.display())))?;
+        let path = data_dir.join(DATABASE_FILE);
+        let writer = open_connection(&path)?;
+        writer.execute_batch(SCHEMA).map_err(sql_error)?;
+        let reader = open_connection(&path)?;
+        let counts = Arc::new(Mutex::new(load_counts(&reader)?));
+        let (live, _) = broadcast::channel(LIVE_BUFFER);
+        let (writes, requests) = tokio::sync::mpsc::channel(WRITE_QUEUE);
+        let thread = Writer {
+            conn: writer,
+            requests,
+            counts: Arc::clone(&counts),
+            live: live.clone(),
+            dedup_window_ms: dedup_window.as_millis() as i64,
+        };
+        std::thread::Builder::new()
+            .name("trackway-store".into())
+            .spawn(move || thread.run())
+            .map_err(|e| StoreError(format!("cannot start the writer: {e}")))?;
+        Ok(SqliteStore { writes, reader: Arc::new(Mutex::new(reader)), counts, live })
+    }
+}
+
+fn load_counts(conn: &Connection) -> Result<Counts, StoreError> {
+    let mut statement = conn
+        .prepare("SELECT source, type, rejected IS NOT NULL, COUNT(*) FROM events GROUP BY 1, 2, 3")
+        .map_err(sql_error)?;
+    let rows = statement
+        .query_map([], |row| Ok(((row.get(0)?, row.get(1)?, row.get(2)?), row.get::<_, i64>(3)? as u64)))
+        .map_err(sql_error)?;
+    rows.collect::<Result<Counts, _>>().map_err(sql_error)
+}
+
+impl Store for SqliteStore {
+    fn append(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            self.writes
+                .send(WriteRequest { events, reply })
+                .await
+                .map_err(|_| StoreError("the writer stopped".into()))?;
+            answer.await.map_err(|_| StoreError("the writer stopped".into()))?
+        })
+    }
+
+    fn query(&self, query: Query) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        let reader = Arc::clone(&self.reader);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = reader.lock().unwrap_or_else(|e| e.into_inner());
+                run_query(&conn, &query)
+            })
+            .await
+            .map_err(|e| StoreError(e.to_string()))?
+        })
+    }
+
+    fn counts(&self) -> Vec<Count> {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts
+            .iter()
+            .map(|((source, kind, rejected), count)| Count {
+                source: source.clone(),
+                kind: kind.clone(),
+                rejected: *rejected,
+                count: *count,
+            })
+            .collect()
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
+        self.live.subscribe()
+    }
+}
+
+fn run_query(conn: &Connection, query: &Query) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT seq, source, type, received_at, rejected, body FROM events
+             WHERE (?1 IS NULL OR type = ?1)
+               AND (?2 IS NULL OR user_id = ?2 OR anonymous_id = ?2)
+               AND (?3 IS NULL OR label = ?3)
+               AND (?4 IS NULL OR seq < ?4)
+             ORDER BY seq DESC LIMIT ?5",
+        )
+        .map_err(sql_error)?;
+    let rows = statement
+        .query_map(
+            params![query.kind, query.user_id, query.label, query.before, query.limit as i64],
+            |row| {
+                Ok(StoredEvent {
+                    seq: row.get(0)?,
+                    source: Arc::from(row.get::<_, String>(1)?),
+                    kind: row.get(2)?,
+                    received_at: row.get(3)?,
+                    rejected: row.get(4)?,
+                    body: row.get(5)?,
+                })
+            },
+        )
+        .map_err(sql_error)?;
+    rows.collect::<Result<_, _>>().map_err(sql_error)
+}
+
+struct Writer {
+    conn: Connection,
+    requests: tokio::sync::mpsc::Receiver<WriteRequest>,
+    counts: Arc<Mutex<Counts>>,
+    live: broadcast::Sender<Arc<StoredEvent>>,
+    dedup_window_ms: i64,
+}
+
+impl Writer {
+    /// Commits groups of requests until every handle to the store is gone.
+    fn run(mut self) {
+        while let Some(first) = self.requests.blocking_recv() {
+            let mut group = vec![first];
+            let mut events = group[0].events.len();
+            while events < MAX_GROUP_EVENTS {
+                let Ok(next) = self.requests.try_recv() else { break };
+                events += next.events.len();
+                group.push(next);
+            }
+            match self.commit(&group) {
+                Ok((results, stored)) => {
+                    for (request, result) in group.into_iter().zip(results) {
+                        let _ = request.reply.send(Ok(result));
+                    }
+                    self.publish(stored);
+                }
+                Err(error) => {
+                    tracing::error!("store: commit failed, answering 503: {error}");
+                    for request in group {
+                        let _ = request.reply.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One transaction for the whole group.
+    fn commit(
+        &mut self,
+        group: &[WriteRequest],
+    ) -> Result<(Vec<Appended>, Vec<StoredEvent>), StoreError> {
+        let transaction = self.conn.transaction().map_err(sql_error)?;
+        let mut results = Vec::with_capacity(group.len());
+        let mut stored = Vec::new();
+        {
+            let mut seen = transaction
+                .prepare_cached(
+                    "SELECT 1 FROM events WHERE source = ?1 AND message_id = ?2 AND received_at > ?3 LIMIT 1",
+                )
+                .map_err(sql_error)?;
+            let mut insert = transaction
+                .prepare_cached(
+                    "INSERT INTO events (source, message_id, type, user_id, anonymous_id, label,
+                                         received_at, rejected, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .map_err(sql_error)?;
+            for request in group {
+                let mut appended = Appended::default();
+                for event in &request.events {
+                    let horizon = event.received_at - self.dedup_window_ms;
+                    let duplicate = seen
+                        .query_row(params![&*event.source, event.message_id, horizon], |_| Ok(()))
+                        .optional()
+                        .map_err(sql_error)?
+                        .is_some();
+                    if duplicate {
+                        appended.duplicates += 1;
+                        continue;
+                    }
+                    insert
+                        .execute(params![
+                            &*event.source,
+                            event.message_id,
+                            event.kind,
+                            event.user_id,
+                            event.anonymous_id,
+                            event.label,
+                            event.received_at,
+                            event.rejected,
+                            event.body,
+                        ])
+                        .map_err(sql_error)?;
+                    appended.stored += 1;
+                    stored.push(StoredEvent {
+                        seq: transaction.last_insert_rowid(),
+                        source: Arc::clone(&event.source),
+                        kind: event.kind.clone(),
+                        received_at: event.received_at,
+                        rejected: event.rejected.clone(),
+                        body: event.body.clone(),
+                    });
+                }
+                results.push(appended);
+            }
+        }
+        transaction.commit().map_err(sql_error)?;
+        Ok((results, stored))
+    }
+
+    fn publish(&self, stored: Vec<StoredEvent>) {
+        {
+            let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+            for event in &stored {
+                let key = (event.source.to_string(), event.kind.clone(), event.rejected.is_some());
+                *counts.entry(key).or_default() += 1;
+            }
+        }
+        for event in stored {
+            // No subscriber is fine.
+            let _ = self.live.send(Arc::new(event));
+        }
+    }
+}
