@@ -1,4 +1,5 @@
-//! `trackway`: send one event from a shell (Segment's cross-library test contract).
+//! `trackway`: send one event from a shell (Segment's cross-library test contract), run the
+//! collector, or run the demo.
 //!
 //! Arguments are parsed by clap into a validated command; every failure becomes a
 //! [`Failure`] and is mapped to an exit code here, in one place: 0 success, 1 the work failed
@@ -8,7 +9,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod samples;
 mod send;
+mod serve;
 
 /// Product analytics for Rust: the Trackway command line.
 #[derive(Debug, Parser)]
@@ -21,7 +24,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Send one message and wait until the server acknowledges it.
-    Send(send::SendArgs),
+    Send(Box<send::SendArgs>),
+    /// Run the collector: a Tracking API server with an embedded store and a live debugger.
+    Serve(serve::ServeArgs),
+    /// Run the collector and send it realistic sample events through the trackway library.
+    Demo(serve::DemoArgs),
 }
 
 /// Why a command failed, and so its exit code.
@@ -35,9 +42,14 @@ pub(crate) enum Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(match cli.command {
+        Command::Send(_) => "off",
+        Command::Serve(_) | Command::Demo(_) => "warn",
+    });
     let result = match cli.command {
-        Command::Send(args) => send::run(args),
+        Command::Send(args) => send::run(*args),
+        Command::Serve(args) => serve::serve(args),
+        Command::Demo(args) => serve::demo(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -57,11 +69,11 @@ fn report(message: &str) {
     eprintln!("trackway: {message}");
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG`; silent by default so that a failing command
-/// prints exactly one line.
-fn init_logging() {
+/// Logs go to stderr, filtered by `RUST_LOG`. `send` is silent by default so that a failing
+/// command prints exactly one line; the server commands log warnings and errors.
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -47,7 +47,12 @@ pub(crate) async fn require_token(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match presented {
-        Some(token) if constant_time_eq::constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) => {
+        Some(token)
+            if constant_time_eq::constant_time_eq(
+                token.as_bytes(),
+                state.admin_token.as_bytes(),
+            ) =>
+        {
             next.run(request).await
         }
         _ => ApiError::AdminUnauthorized.into_response(),
@@ -72,7 +77,9 @@ pub(crate) async fn events(
 ) -> Result<Json<Value>, ApiError> {
     let limit = params.limit.unwrap_or(DEFAULT_EVENTS_LIMIT);
     if limit == 0 || limit > MAX_EVENTS_LIMIT {
-        return Err(ApiError::bad(format!("limit must be between 1 and {MAX_EVENTS_LIMIT}")));
+        return Err(ApiError::bad(format!(
+            "limit must be between 1 and {MAX_EVENTS_LIMIT}"
+        )));
     }
     let query = storage::Query {
         limit,
@@ -81,7 +88,11 @@ pub(crate) async fn events(
         label: params.event,
         before: params.before,
     };
-    let stored = state.store.query(query).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    let stored = state
+        .store
+        .query(query)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     let events: Vec<Value> = stored.iter().map(presentable).collect();
     Ok(Json(json!({ "events": events })))
 }
@@ -113,10 +124,12 @@ pub(crate) async fn stream(
     let events = BroadcastStream::new(state.store.subscribe())
         .map(|item| {
             Ok(match item {
-                Ok(event) => Event::default().event("event").data(presentable(&event).to_string()),
-                Err(BroadcastStreamRecvError::Lagged(missed)) => {
-                    Event::default().event("lagged").data(json!({"missed": missed}).to_string())
-                }
+                Ok(event) => Event::default()
+                    .event("event")
+                    .data(presentable(&event).to_string()),
+                Err(BroadcastStreamRecvError::Lagged(missed)) => Event::default()
+                    .event("lagged")
+                    .data(json!({"missed": missed}).to_string()),
             })
         })
         // End the stream when the server shuts down, so graceful shutdown is not held open.

@@ -35,8 +35,11 @@ pub struct Config {
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let sources: Vec<(&str, usize)> =
-            self.sources.iter().map(|s| (s.name.as_str(), s.write_keys.len())).collect();
+        let sources: Vec<(&str, usize)> = self
+            .sources
+            .iter()
+            .map(|s| (s.name.as_str(), s.write_keys.len()))
+            .collect();
         f.debug_struct("Config")
             .field("data_dir", &self.data_dir)
             .field("sources (name, keys)", &sources)
@@ -96,7 +99,12 @@ struct File {
 impl Config {
     /// A configuration with the default dedup window.
     pub fn new(data_dir: impl Into<PathBuf>, sources: Vec<Source>, admin_token: String) -> Config {
-        Config { data_dir: data_dir.into(), sources, admin_token, dedup_window: DEFAULT_DEDUP_WINDOW }
+        Config {
+            data_dir: data_dir.into(),
+            sources,
+            admin_token,
+            dedup_window: DEFAULT_DEDUP_WINDOW,
+        }
     }
 
     /// Reads the `[[source]]` entries of a TOML file:
@@ -107,10 +115,14 @@ impl Config {
     /// write_keys = ["wk_live_..."]
     /// ```
     pub fn sources_from_file(path: &Path) -> Result<Vec<Source>, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Read { path: path.to_owned(), error: e.to_string() })?;
-        let file: File = toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.to_owned(), error: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            error: e.to_string(),
+        })?;
+        let file: File = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            error: e.to_string(),
+        })?;
         Ok(file.source)
     }
 

@@ -38,7 +38,11 @@ pub(crate) enum ApiError {
 impl ApiError {
     /// A 400 naming the problem only.
     pub(crate) fn bad(message: impl Into<String>) -> ApiError {
-        ApiError::BadRequest { message: message.into(), index: None, field: None }
+        ApiError::BadRequest {
+            message: message.into(),
+            index: None,
+            field: None,
+        }
     }
 }
 
@@ -61,7 +65,9 @@ impl IntoResponse for ApiError {
         }
         let mut response = (status, Json(body)).into_response();
         if matches!(self, ApiError::Unavailable) {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         }
         response
     }

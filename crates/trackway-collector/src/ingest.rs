@@ -64,9 +64,15 @@ pub(crate) async fn batch(
 ) -> Result<Json<Value>, ApiError> {
     let raw = read_body(&state, &headers, body).await?;
     let parsed: RawBatch<'_> = serde_json::from_slice(&raw.bytes).map_err(|e| {
-        ApiError::bad(format!("body must be a JSON object with a `batch` array: {e}"))
+        ApiError::bad(format!(
+            "body must be a JSON object with a `batch` array: {e}"
+        ))
     })?;
-    let source = authenticate(&state, raw.basic_key.as_deref(), parsed.write_key.as_deref())?;
+    let source = authenticate(
+        &state,
+        raw.basic_key.as_deref(),
+        parsed.write_key.as_deref(),
+    )?;
     if parsed.batch.len() > MAX_BATCH_MESSAGES {
         return Err(ApiError::bad(format!(
             "batch has {} messages; the limit is {MAX_BATCH_MESSAGES}",
@@ -96,8 +102,8 @@ pub(crate) async fn single(
         return Err(ApiError::bad(format!("unknown endpoint /v1/{kind}")));
     }
     let raw = read_body(&state, &headers, body).await?;
-    let text = std::str::from_utf8(&raw.bytes)
-        .map_err(|_| ApiError::bad("body is not valid UTF-8"))?;
+    let text =
+        std::str::from_utf8(&raw.bytes).map_err(|_| ApiError::bad("body is not valid UTF-8"))?;
     let mut message = parse_message(text, 0)?;
     let body_key = match message.remove("writeKey") {
         Some(Value::String(key)) => Some(key),
@@ -106,7 +112,11 @@ pub(crate) async fn single(
     let source = authenticate(&state, raw.basic_key.as_deref(), body_key.as_deref())?;
     message.insert("type".into(), Value::String(kind));
     let sent_at = message.get("sentAt").cloned();
-    let envelope = Envelope { sent_at: sent_at.as_ref(), context: None, integrations: None };
+    let envelope = Envelope {
+        sent_at: sent_at.as_ref(),
+        context: None,
+        integrations: None,
+    };
     store(&state, source, vec![message], &envelope).await
 }
 
@@ -119,10 +129,10 @@ struct RawBody {
 async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<RawBody, ApiError> {
     let basic_key = basic_auth_key(headers);
     // A request with a wrong Basic key is refused before its body is read or decompressed.
-    if let Some(key) = &basic_key {
-        if !state.keys.contains_key(key) {
-            return Err(ApiError::Unauthorized("unknown write key"));
-        }
+    if let Some(key) = &basic_key
+        && !state.keys.contains_key(key)
+    {
+        return Err(ApiError::Unauthorized("unknown write key"));
     }
     let compressed = axum::body::to_bytes(body, MAX_REQUEST_BYTES)
         .await
@@ -135,7 +145,9 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
         None | Some("" | "identity") => compressed.to_vec(),
         Some("gzip") => gunzip_capped(&compressed)?,
         Some(other) => {
-            return Err(ApiError::bad(format!("unsupported content-encoding {other:?}; use gzip")));
+            return Err(ApiError::bad(format!(
+                "unsupported content-encoding {other:?}; use gzip"
+            )));
         }
     };
     Ok(RawBody { bytes, basic_key })
@@ -164,10 +176,16 @@ fn basic_auth_key(headers: &HeaderMap) -> Option<String> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(credentials.trim()).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(credentials.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     // "key:" (the password part is empty, and ignored if not).
-    Some(text.split_once(':').map_or(text.as_str(), |(key, _)| key).to_owned())
+    Some(
+        text.split_once(':')
+            .map_or(text.as_str(), |(key, _)| key)
+            .to_owned(),
+    )
 }
 
 fn authenticate(
@@ -178,7 +196,11 @@ fn authenticate(
     let key = basic_key.or(body_key).ok_or(ApiError::Unauthorized(
         "no write key: send Basic auth or a writeKey in the body",
     ))?;
-    state.keys.get(key).cloned().ok_or(ApiError::Unauthorized("unknown write key"))
+    state
+        .keys
+        .get(key)
+        .cloned()
+        .ok_or(ApiError::Unauthorized("unknown write key"))
 }
 
 /// One raw message as an object, its size checked.
@@ -200,11 +222,16 @@ fn parse_message(raw: &str, index: usize) -> Result<Map<String, Value>, ApiError
             index: Some(index),
             field: None,
         }),
-        Err(e) => Err(ApiError::bad(format!("message {index} is not valid JSON: {e}"))),
+        Err(e) => Err(ApiError::bad(format!(
+            "message {index} is not valid JSON: {e}"
+        ))),
     }
 }
 
-fn object<'a>(value: Option<&'a Value>, field: &'static str) -> Result<Option<&'a Map<String, Value>>, ApiError> {
+fn object<'a>(
+    value: Option<&'a Value>,
+    field: &'static str,
+) -> Result<Option<&'a Map<String, Value>>, ApiError> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(map)) => Ok(Some(map)),
@@ -261,8 +288,13 @@ async fn store(
 /// Applies step 5 of the module doc to one message.
 fn enrich(message: &mut Map<String, Value>, envelope: &Envelope<'_>, received: SystemTime) {
     message.remove("writeKey");
-    for (field, batch_value) in [("context", envelope.context), ("integrations", envelope.integrations)] {
-        let Some(batch_value) = batch_value else { continue };
+    for (field, batch_value) in [
+        ("context", envelope.context),
+        ("integrations", envelope.integrations),
+    ] {
+        let Some(batch_value) = batch_value else {
+            continue;
+        };
         match message.get_mut(field) {
             Some(Value::Object(own)) => {
                 for (key, value) in batch_value {
@@ -280,12 +312,20 @@ fn enrich(message: &mut Map<String, Value>, envelope: &Envelope<'_>, received: S
     }
     if !matches!(message.get("messageId"), Some(Value::String(_))) {
         let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
-        message.insert("messageId".into(), Value::String(id.hyphenated().to_string()));
+        message.insert(
+            "messageId".into(),
+            Value::String(id.hyphenated().to_string()),
+        );
     }
     let received_ms = millis(received);
-    let sent_at = envelope.sent_at.or(message.get("sentAt")).and_then(parse_time);
+    let sent_at = envelope
+        .sent_at
+        .or(message.get("sentAt"))
+        .and_then(parse_time);
     if let Some(Value::String(sent)) = envelope.sent_at {
-        message.entry("sentAt").or_insert_with(|| Value::String(sent.clone()));
+        message
+            .entry("sentAt")
+            .or_insert_with(|| Value::String(sent.clone()));
     }
     let original = message.get("timestamp").cloned();
     let corrected = match (original.as_ref().and_then(parse_time), sent_at) {
@@ -297,7 +337,10 @@ fn enrich(message: &mut Map<String, Value>, envelope: &Envelope<'_>, received: S
         message.insert("originalTimestamp".into(), original);
     }
     message.insert("timestamp".into(), Value::String(format_millis(corrected)));
-    message.insert("receivedAt".into(), Value::String(format_millis(received_ms)));
+    message.insert(
+        "receivedAt".into(),
+        Value::String(format_millis(received_ms)),
+    );
 }
 
 fn new_event(
@@ -321,7 +364,8 @@ fn new_event(
 }
 
 fn millis(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn format_millis(ms: i64) -> String {
@@ -351,7 +395,11 @@ mod tests {
 
     fn enriched(message: Value, envelope: &Envelope<'_>, received_ms: u64) -> Value {
         let mut map = message.as_object().cloned().expect("object");
-        enrich(&mut map, envelope, UNIX_EPOCH + Duration::from_millis(received_ms));
+        enrich(
+            &mut map,
+            envelope,
+            UNIX_EPOCH + Duration::from_millis(received_ms),
+        );
         Value::Object(map)
     }
 
@@ -360,24 +408,41 @@ mod tests {
         // The client's clock is 10 s fast: it says it sent at 00:00:20, the server got it at
         // 00:00:10; the event happened 5 s before sending, so at 00:00:05 server time.
         let sent_at = json!("1970-01-01T00:00:20.000Z");
-        let envelope = Envelope { sent_at: Some(&sent_at), context: None, integrations: None };
-        let message = json!({"type": "track", "timestamp": "1970-01-01T00:00:15.000Z", "writeKey": "secret"});
+        let envelope = Envelope {
+            sent_at: Some(&sent_at),
+            context: None,
+            integrations: None,
+        };
+        let message =
+            json!({"type": "track", "timestamp": "1970-01-01T00:00:15.000Z", "writeKey": "secret"});
         let out = enriched(message, &envelope, 10_000);
         assert_eq!(out["timestamp"], "1970-01-01T00:00:05.000Z");
         assert_eq!(out["originalTimestamp"], "1970-01-01T00:00:15.000Z");
         assert_eq!(out["receivedAt"], "1970-01-01T00:00:10.000Z");
         assert_eq!(out["sentAt"], "1970-01-01T00:00:20.000Z");
         assert!(out.get("writeKey").is_none(), "write keys are never stored");
-        assert_eq!(out["messageId"].as_str().map(str::len), Some(36), "assigned");
+        assert_eq!(
+            out["messageId"].as_str().map(str::len),
+            Some(36),
+            "assigned"
+        );
     }
 
     #[test]
     fn missing_or_odd_timestamps() {
-        let none = Envelope { sent_at: None, context: None, integrations: None };
+        let none = Envelope {
+            sent_at: None,
+            context: None,
+            integrations: None,
+        };
         let out = enriched(json!({"type": "track"}), &none, 1_000);
         assert_eq!(out["timestamp"], "1970-01-01T00:00:01.000Z");
         assert!(out.get("originalTimestamp").is_none());
-        let java = enriched(json!({"timestamp": "2021-10-27T10:00:00.000+0000"}), &none, 0);
+        let java = enriched(
+            json!({"timestamp": "2021-10-27T10:00:00.000+0000"}),
+            &none,
+            0,
+        );
         assert_eq!(java["timestamp"], "2021-10-27T10:00:00.000Z");
         let offset = enriched(json!({"timestamp": "2021-10-27T12:00:00+02:00"}), &none, 0);
         assert_eq!(offset["timestamp"], "2021-10-27T10:00:00.000Z");

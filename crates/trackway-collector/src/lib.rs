@@ -32,8 +32,8 @@ mod ingest;
 mod server;
 pub mod storage;
 
-pub use config::{Config, ConfigError, Source, generate_admin_token};
 pub use admin::{DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT};
+pub use config::{Config, ConfigError, Source, generate_admin_token};
 pub use error::RETRY_AFTER_SECONDS;
 pub use server::{
     BODY_TIMEOUT, Collector, CollectorError, HEADER_TIMEOUT, MAX_HEAD_BYTES, SHUTDOWN_GRACE, serve,

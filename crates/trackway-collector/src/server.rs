@@ -86,7 +86,10 @@ impl Collector {
             .route("/api/events", get(admin::events))
             .route("/api/stats", get(admin::stats))
             .route("/api/stream", get(admin::stream))
-            .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), admin::require_token));
+            .route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&state),
+                admin::require_token,
+            ));
         Router::new()
             .route("/v1/batch", post(ingest::batch))
             .route("/v1/import", post(ingest::batch))

@@ -105,7 +105,10 @@ pub fn validate_json(message: &Map<String, Value>) -> Result<Kind, ValidationErr
         match message.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(ValidationError::NotAString { field: name, found: json_type_name(other) }),
+            Some(other) => Err(ValidationError::NotAString {
+                field: name,
+                found: json_type_name(other),
+            }),
         }
     };
     let user_id = id("userId")?;
@@ -119,7 +122,9 @@ pub fn validate_json(message: &Map<String, Value>) -> Result<Kind, ValidationErr
     if let Some(integrations) = message.get("integrations") {
         optional_object("integrations", integrations)?;
     }
-    validate_fields(&kind, user_id, anonymous_id, |name| message.get(name).unwrap_or(&Value::Null))?;
+    validate_fields(&kind, user_id, anonymous_id, |name| {
+        message.get(name).unwrap_or(&Value::Null)
+    })?;
     Ok(kind)
 }
 
@@ -134,7 +139,10 @@ fn validate_fields<'a>(
         match field(name) {
             Value::Null => Err(missing(kind, name)),
             Value::String(s) => require_text(kind, name, Some(s)),
-            other => Err(ValidationError::NotAString { field: name, found: json_type_name(other) }),
+            other => Err(ValidationError::NotAString {
+                field: name,
+                found: json_type_name(other),
+            }),
         }
     };
     match kind {
@@ -176,7 +184,11 @@ fn check_common(common: &Common) -> Result<(), ValidationError> {
 }
 
 fn require_identity(kind: &Kind, common: &Common) -> Result<(), ValidationError> {
-    require_identity_ids(kind, common.user_id.as_deref(), common.anonymous_id.as_deref())
+    require_identity_ids(
+        kind,
+        common.user_id.as_deref(),
+        common.anonymous_id.as_deref(),
+    )
 }
 
 fn require_identity_ids(
@@ -246,9 +258,18 @@ mod tests {
 
     #[test]
     fn wire_messages_follow_each_types_rules() {
-        assert_eq!(check(json!({"type": "track", "userId": "u", "event": "E"})), Ok(Kind::Track));
-        assert_eq!(check(json!({"type": "identify", "anonymousId": "a", "userId": null})), Ok(Kind::Identify));
-        assert_eq!(check(json!({"type": "alias", "userId": "u", "previousId": "p"})), Ok(Kind::Alias));
+        assert_eq!(
+            check(json!({"type": "track", "userId": "u", "event": "E"})),
+            Ok(Kind::Track)
+        );
+        assert_eq!(
+            check(json!({"type": "identify", "anonymousId": "a", "userId": null})),
+            Ok(Kind::Identify)
+        );
+        assert_eq!(
+            check(json!({"type": "alias", "userId": "u", "previousId": "p"})),
+            Ok(Kind::Alias)
+        );
         assert_eq!(
             check(json!({"type": "future", "x": 1})),
             Ok(Kind::Other("future".into())),
@@ -256,22 +277,48 @@ mod tests {
         );
         let cases = [
             (json!({"userId": "u"}), ValidationError::MissingType),
-            (json!({"type": "track", "userId": "u"}), missing(&Kind::Track, "event")),
-            (json!({"type": "track", "event": "E"}), ValidationError::MissingIdentity { kind: "track".into() }),
-            (json!({"type": "group", "userId": "u"}), missing(&Kind::Group, "groupId")),
-            (json!({"type": "alias", "previousId": "p"}), missing(&Kind::Alias, "userId")),
-            (json!({"type": "alias", "userId": "u"}), missing(&Kind::Alias, "previousId")),
+            (
+                json!({"type": "track", "userId": "u"}),
+                missing(&Kind::Track, "event"),
+            ),
+            (
+                json!({"type": "track", "event": "E"}),
+                ValidationError::MissingIdentity {
+                    kind: "track".into(),
+                },
+            ),
+            (
+                json!({"type": "group", "userId": "u"}),
+                missing(&Kind::Group, "groupId"),
+            ),
+            (
+                json!({"type": "alias", "previousId": "p"}),
+                missing(&Kind::Alias, "userId"),
+            ),
+            (
+                json!({"type": "alias", "userId": "u"}),
+                missing(&Kind::Alias, "previousId"),
+            ),
             (
                 json!({"type": "track", "userId": 7, "event": "E"}),
-                ValidationError::NotAString { field: "userId", found: "a number" },
+                ValidationError::NotAString {
+                    field: "userId",
+                    found: "a number",
+                },
             ),
             (
                 json!({"type": "page", "userId": "u", "properties": "x"}),
-                ValidationError::NotAnObject { field: "properties", found: "a string" },
+                ValidationError::NotAnObject {
+                    field: "properties",
+                    found: "a string",
+                },
             ),
             (
                 json!({"type": "page", "userId": "u", "context": []}),
-                ValidationError::NotAnObject { field: "context", found: "an array" },
+                ValidationError::NotAnObject {
+                    field: "context",
+                    found: "an array",
+                },
             ),
             (
                 json!({"type": "page", "userId": "u", "messageId": "m".repeat(100)}),
@@ -287,8 +334,9 @@ mod tests {
     fn typed_and_wire_validation_agree() {
         let message = Message::from_json(json!({"type": "group", "userId": "u"})).expect("parses");
         assert_eq!(validate(&message), Err(missing(&Kind::Group, "groupId")));
-        let message = Message::from_json(json!({"type": "track", "anonymousId": "a", "event": "E"}))
-            .expect("parses");
+        let message =
+            Message::from_json(json!({"type": "track", "anonymousId": "a", "event": "E"}))
+                .expect("parses");
         assert_eq!(validate(&message), Ok(()));
     }
 }

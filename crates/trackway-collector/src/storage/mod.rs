@@ -82,6 +82,7 @@ pub struct Count {
     /// The source's name.
     pub source: String,
     /// The `type`.
+    #[serde(rename = "type")]
     pub kind: String,
     /// Stored as rejected.
     pub rejected: bool,

@@ -80,10 +80,13 @@ fn sql_error(e: rusqlite::Error) -> StoreError {
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(sql_error)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(sql_error)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(sql_error)?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(sql_error)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(sql_error)?;
     // FULL: every commit fsyncs the WAL, so an acknowledged event survives power loss.
-    conn.pragma_update(None, "synchronous", "FULL").map_err(sql_error)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sql_error)?;
     Ok(conn)
 }
 
@@ -110,7 +113,12 @@ impl SqliteStore {
             .name("trackway-store".into())
             .spawn(move || thread.run())
             .map_err(|e| StoreError(format!("cannot start the writer: {e}")))?;
-        Ok(SqliteStore { writes, reader: Arc::new(Mutex::new(reader)), counts, live })
+        Ok(SqliteStore {
+            writes,
+            reader: Arc::new(Mutex::new(reader)),
+            counts,
+            live,
+        })
     }
 }
 
@@ -119,7 +127,12 @@ fn load_counts(conn: &Connection) -> Result<Counts, StoreError> {
         .prepare("SELECT source, type, rejected IS NOT NULL, COUNT(*) FROM events GROUP BY 1, 2, 3")
         .map_err(sql_error)?;
     let rows = statement
-        .query_map([], |row| Ok(((row.get(0)?, row.get(1)?, row.get(2)?), row.get::<_, i64>(3)? as u64)))
+        .query_map([], |row| {
+            Ok((
+                (row.get(0)?, row.get(1)?, row.get(2)?),
+                row.get::<_, i64>(3)? as u64,
+            ))
+        })
         .map_err(sql_error)?;
     rows.collect::<Result<Counts, _>>().map_err(sql_error)
 }
@@ -132,7 +145,9 @@ impl Store for SqliteStore {
                 .send(WriteRequest { events, reply })
                 .await
                 .map_err(|_| StoreError("the writer stopped".into()))?;
-            answer.await.map_err(|_| StoreError("the writer stopped".into()))?
+            answer
+                .await
+                .map_err(|_| StoreError("the writer stopped".into()))?
         })
     }
 
@@ -179,7 +194,13 @@ fn run_query(conn: &Connection, query: &Query) -> Result<Vec<StoredEvent>, Store
         .map_err(sql_error)?;
     let rows = statement
         .query_map(
-            params![query.kind, query.user_id, query.label, query.before, query.limit as i64],
+            params![
+                query.kind,
+                query.user_id,
+                query.label,
+                query.before,
+                query.limit as i64
+            ],
             |row| {
                 Ok(StoredEvent {
                     seq: row.get(0)?,
@@ -210,7 +231,9 @@ impl Writer {
             let mut group = vec![first];
             let mut events = group[0].events.len();
             while events < MAX_GROUP_EVENTS {
-                let Ok(next) = self.requests.try_recv() else { break };
+                let Ok(next) = self.requests.try_recv() else {
+                    break;
+                };
                 events += next.events.len();
                 group.push(next);
             }
@@ -257,7 +280,9 @@ impl Writer {
                 for event in &request.events {
                     let horizon = event.received_at - self.dedup_window_ms;
                     let duplicate = seen
-                        .query_row(params![&*event.source, event.message_id, horizon], |_| Ok(()))
+                        .query_row(params![&*event.source, event.message_id, horizon], |_| {
+                            Ok(())
+                        })
                         .optional()
                         .map_err(sql_error)?
                         .is_some();
@@ -299,7 +324,11 @@ impl Writer {
         {
             let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
             for event in &stored {
-                let key = (event.source.to_string(), event.kind.clone(), event.rejected.is_some());
+                let key = (
+                    event.source.to_string(),
+                    event.kind.clone(),
+                    event.rejected.is_some(),
+                );
                 *counts.entry(key).or_default() += 1;
             }
         }

@@ -1,0 +1,194 @@
+//! `trackway serve` (the collector) and `trackway demo` (the collector plus sample traffic).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use trackway::{Analytics, Message};
+use trackway_collector::{Collector, Config, Source, generate_admin_token};
+
+use crate::{Failure, samples};
+
+/// Name of the source made from `--write-key` flags.
+const FLAG_SOURCE: &str = "default";
+
+/// Flags of `trackway serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory of the embedded event store (created if missing).
+    #[arg(long, default_value = "./trackway-data")]
+    data_dir: PathBuf,
+    /// A write key to accept (source "default"); repeat for several.
+    #[arg(long = "write-key")]
+    write_keys: Vec<String>,
+    /// A TOML file of sources: [[source]] name = "web", write_keys = ["..."].
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Token of the admin API and debugger; generated and printed when absent.
+    #[arg(long, env = "TRACKWAY_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+}
+
+/// Flags of `trackway demo`.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory of the embedded event store.
+    #[arg(long, default_value = "./trackway-data")]
+    data_dir: PathBuf,
+    /// Sample events sent per second after the first burst (0: only the burst).
+    #[arg(long, default_value_t = 1.0)]
+    rate: f64,
+}
+
+/// The demo's write key: it is a local demo, not a secret.
+const DEMO_WRITE_KEY: &str = "demo-write-key";
+
+pub(crate) fn serve(args: ServeArgs) -> Result<(), Failure> {
+    let mut sources = match &args.config {
+        Some(path) => Config::sources_from_file(path).map_err(|e| Failure::Usage(e.to_string()))?,
+        None => Vec::new(),
+    };
+    if !args.write_keys.is_empty() {
+        sources.push(Source {
+            name: FLAG_SOURCE.into(),
+            write_keys: args.write_keys.clone(),
+        });
+    }
+    let config = config(args.data_dir, sources, args.admin_token);
+    runtime()?.block_on(async move {
+        let (collector, listener) = open(&config, args.listen).await?;
+        announce(listener.local_addr().unwrap_or(args.listen), &config);
+        collector
+            .serve(listener, stop_signal())
+            .await
+            .map_err(|e| Failure::Failed(e.to_string()))
+    })
+}
+
+pub(crate) fn demo(args: DemoArgs) -> Result<(), Failure> {
+    let sources = vec![Source {
+        name: "demo".into(),
+        write_keys: vec![DEMO_WRITE_KEY.into()],
+    }];
+    let config = config(args.data_dir, sources, None);
+    runtime()?.block_on(async move {
+        let (collector, listener) = open(&config, args.listen).await?;
+        let addr = listener.local_addr().unwrap_or(args.listen);
+        announce(addr, &config);
+        let analytics = Analytics::builder(DEMO_WRITE_KEY)
+            .host(format!("http://{addr}"))
+            .no_proxy()
+            .build()
+            .map_err(|e| Failure::Failed(e.to_string()))?;
+        let rate = args.rate;
+        let traffic = std::thread::spawn(move || send_samples(&analytics, rate));
+        let result = collector.serve(listener, stop_signal()).await;
+        drop(traffic);
+        result.map_err(|e| Failure::Failed(e.to_string()))
+    })
+}
+
+/// Sends every sample once, then one every `1/rate` seconds, until the process ends.
+fn send_samples(analytics: &Analytics, rate: f64) {
+    let mut rng = fastrand::Rng::new();
+    let templates: Vec<&str> = samples::templates().collect();
+    let mut send = |template: &str| {
+        let Ok(value) = samples::fill(template, &mut rng) else {
+            return;
+        };
+        if let Ok(message) = Message::from_json(value)
+            && let Err(e) = analytics.enqueue(message)
+        {
+            report(&format!("demo: sample refused: {e}"));
+        }
+    };
+    templates.iter().for_each(|t| send(t));
+    let report_burst = analytics.flush(Duration::from_secs(10));
+    report(&format!(
+        "demo: sent {} sample events: {report_burst}",
+        templates.len()
+    ));
+    if rate <= 0.0 {
+        return;
+    }
+    let pause = Duration::from_secs_f64(1.0 / rate);
+    let mut next = 0;
+    loop {
+        std::thread::sleep(pause);
+        send(templates[next % templates.len()]);
+        next += 1;
+    }
+}
+
+fn config(data_dir: PathBuf, sources: Vec<Source>, admin_token: Option<String>) -> Config {
+    Config::new(
+        data_dir,
+        sources,
+        admin_token.unwrap_or_else(generate_admin_token),
+    )
+}
+
+async fn open(
+    config: &Config,
+    listen: SocketAddr,
+) -> Result<(Collector, tokio::net::TcpListener), Failure> {
+    let collector = Collector::open(config).map_err(|e| Failure::Usage(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Failure::Failed(format!("cannot listen on {listen}: {e}")))?;
+    Ok((collector, listener))
+}
+
+#[expect(
+    clippy::print_stdout,
+    reason = "the command tells its operator where to look"
+)]
+fn announce(addr: SocketAddr, config: &Config) {
+    let sources: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+    println!("trackway collector listening on http://{addr}");
+    println!("  store:    {}", config.data_dir.display());
+    println!("  sources:  {}", sources.join(", "));
+    println!("  debugger: http://{addr}/#token={}", config.admin_token);
+}
+
+#[expect(clippy::print_stderr, reason = "the demo reports its traffic")]
+fn report(line: &str) {
+    eprintln!("{line}");
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("trackway-collector")
+        .build()
+        .map_err(|e| Failure::Failed(format!("cannot start the runtime: {e}")))
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+async fn stop_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,147 @@
+//! The admin API: the token, the filters, the live stream.
+
+use std::io::{BufRead, BufReader};
+
+use serde_json::{Value, json};
+
+use crate::support::{ADMIN_TOKEN, TestServer, WRITE_KEY, agent, basic, post};
+
+fn seed(server: &TestServer) {
+    let body = json!({"batch": [
+        {"type": "identify", "userId": "alice", "traits": {"plan": "pro"}, "messageId": "m1"},
+        {"type": "track", "userId": "alice", "event": "Signed Up", "messageId": "m2"},
+        {"type": "track", "anonymousId": "anon-bob", "event": "Viewed", "messageId": "m3"},
+        {"type": "page", "userId": "carol", "name": "Pricing", "messageId": "m4"},
+        {"type": "track", "userId": "carol", "messageId": "m5"}
+    ]});
+    let (status, _) = post(
+        &server.url,
+        "/v1/batch",
+        &[("authorization", &basic(WRITE_KEY))],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200);
+}
+
+fn ids(events: &[Value]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn the_admin_api_needs_the_token_and_healthz_does_not() {
+    let server = TestServer::start();
+    for token in [
+        None,
+        Some("Bearer wrong-token-wrong-token"),
+        Some("Basic abc"),
+    ] {
+        let mut request = agent().get(format!("{}/api/events", server.url));
+        if let Some(token) = token {
+            request = request.header("authorization", token);
+        }
+        let response = request.call().unwrap();
+        assert_eq!(response.status().as_u16(), 401, "{token:?}");
+    }
+    let health = agent()
+        .get(format!("{}/healthz", server.url))
+        .call()
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    let page = agent().get(format!("{}/", server.url)).call().unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.into_body().read_to_string().unwrap();
+    assert!(html.contains("Trackway debugger"));
+    assert!(
+        !html.contains(ADMIN_TOKEN),
+        "the page itself carries no secret"
+    );
+}
+
+#[test]
+fn events_are_filtered_newest_first_and_paged() {
+    let server = TestServer::start();
+    seed(&server);
+    assert_eq!(ids(&server.events("")), ["m5", "m4", "m3", "m2", "m1"]);
+    assert_eq!(ids(&server.events("type=track")), ["m5", "m3", "m2"]);
+    assert_eq!(ids(&server.events("userId=alice")), ["m2", "m1"]);
+    assert_eq!(
+        ids(&server.events("userId=anon-bob")),
+        ["m3"],
+        "anonymous ids match too"
+    );
+    assert_eq!(
+        ids(&server.events("event=Pricing")),
+        ["m4"],
+        "page names match event="
+    );
+    let (_, first_page) = server.admin("/api/events?limit=2");
+    let page: Vec<Value> = first_page["events"].as_array().unwrap().clone();
+    assert_eq!(ids(&page), ["m5", "m4"]);
+    let before = page[1]["_trackway"]["seq"].as_i64().unwrap();
+    assert_eq!(
+        ids(&server.events(&format!("before={before}"))),
+        ["m3", "m2", "m1"]
+    );
+    let rejected = &server.events("")[0];
+    assert_eq!(
+        rejected["_trackway"]["rejected"],
+        "track message needs a non-empty `event`"
+    );
+    assert_eq!(rejected["_trackway"]["source"], "web");
+    for bad in ["limit=0", "limit=10001"] {
+        let (status, body) = server.admin(&format!("/api/events?{bad}"));
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+}
+
+#[test]
+fn stats_count_per_source_type_and_status() {
+    let server = TestServer::start();
+    seed(&server);
+    let (status, stats) = server.admin("/api/stats");
+    assert_eq!(status, 200);
+    assert_eq!(stats["total"], 5);
+    let counts = stats["counts"].as_array().unwrap();
+    let find = |kind: &str, rejected: bool| {
+        counts
+            .iter()
+            .find(|c| c["type"] == kind && c["rejected"] == rejected && c["source"] == "web")
+            .map(|c| c["count"].as_u64().unwrap())
+    };
+    assert_eq!(find("track", false), Some(2));
+    assert_eq!(find("track", true), Some(1));
+    assert_eq!(find("identify", false), Some(1));
+    assert_eq!(find("page", false), Some(1));
+}
+
+#[test]
+fn the_stream_delivers_events_as_they_are_stored() {
+    let server = TestServer::start();
+    let response = agent()
+        .get(format!("{}/api/stream", server.url))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .call()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    let mut lines = BufReader::new(response.into_body().into_reader()).lines();
+    seed(&server);
+    let mut received = Vec::new();
+    while received.len() < 5 {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(data) = line.strip_prefix("data: ") {
+            let event: Value = serde_json::from_str(data).unwrap();
+            received.push(event["messageId"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(received, ["m1", "m2", "m3", "m4", "m5"], "in arrival order");
+}

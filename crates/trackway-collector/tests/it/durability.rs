@@ -1,0 +1,145 @@
+//! Acknowledged means stored: across restarts, retries, concurrency, and store failures.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::json;
+use trackway_collector::storage::{
+    Appended, BoxFuture, Count, NewEvent, Query, Store, StoreError, StoredEvent,
+};
+
+use crate::support::{TestServer, WRITE_KEY, basic, post};
+
+fn batch(prefix: &str, n: usize) -> Vec<u8> {
+    let messages: Vec<_> = (0..n)
+        .map(|i| json!({"type": "track", "userId": "u", "event": "E", "messageId": format!("{prefix}-{i}")}))
+        .collect();
+    json!({"batch": messages}).to_string().into_bytes()
+}
+
+#[test]
+fn a_restart_keeps_every_acknowledged_event() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start_in(temp.path());
+    for round in 0..5 {
+        let (status, _) = post(
+            &server.url,
+            "/v1/batch",
+            &[("authorization", &basic(WRITE_KEY))],
+            &batch(&format!("r{round}"), 100),
+        );
+        assert_eq!(status, 200);
+    }
+    server.stop();
+    let server = TestServer::start_in(temp.path());
+    let events = server.events("");
+    assert_eq!(events.len(), 500);
+    let (_, stats) = server.admin("/api/stats");
+    assert_eq!(
+        stats["total"], 500,
+        "counts are rebuilt from the store: {stats}"
+    );
+}
+
+#[test]
+fn a_resent_batch_is_stored_once() {
+    let server = TestServer::start();
+    let body = batch("dup", 10);
+    let auth = basic(WRITE_KEY);
+    let (first_status, first) = post(&server.url, "/v1/batch", &[("authorization", &auth)], &body);
+    let (second_status, second) =
+        post(&server.url, "/v1/batch", &[("authorization", &auth)], &body);
+    assert_eq!((first_status, second_status), (200, 200));
+    assert!(first.get("duplicates").is_none());
+    assert_eq!(second["duplicates"], 10);
+    assert_eq!(server.events("").len(), 10);
+}
+
+#[test]
+fn the_same_message_id_from_another_source_is_not_a_duplicate() {
+    let server = TestServer::start();
+    let body = batch("shared", 3);
+    post(
+        &server.url,
+        "/v1/batch",
+        &[("authorization", &basic(WRITE_KEY))],
+        &body,
+    );
+    post(
+        &server.url,
+        "/v1/batch",
+        &[("authorization", &basic(crate::support::OTHER_KEY))],
+        &body,
+    );
+    assert_eq!(server.events("").len(), 6);
+}
+
+#[test]
+fn many_concurrent_clients_each_event_stored_once() {
+    let server = TestServer::start();
+    std::thread::scope(|scope| {
+        for client in 0..8 {
+            let url = server.url.clone();
+            scope.spawn(move || {
+                let auth = basic(WRITE_KEY);
+                for round in 0..20 {
+                    let body = batch(&format!("c{client}-r{round}"), 50);
+                    let (status, answer) =
+                        post(&url, "/v1/batch", &[("authorization", &auth)], &body);
+                    assert_eq!(status, 200, "{answer}");
+                }
+            });
+        }
+    });
+    let events = server.events("");
+    assert_eq!(events.len(), 8 * 20 * 50);
+    let ids: HashSet<&str> = events
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 8000);
+    let seqs: HashSet<i64> = events
+        .iter()
+        .map(|e| e["_trackway"]["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs.len(), 8000);
+}
+
+/// A store whose disk is full.
+struct FullDisk;
+
+impl Store for FullDisk {
+    fn append(&self, _: Vec<NewEvent>) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        Box::pin(async { Err(StoreError("database or disk is full".into())) })
+    }
+    fn query(&self, _: Query) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn counts(&self) -> Vec<Count> {
+        Vec::new()
+    }
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<StoredEvent>> {
+        tokio::sync::broadcast::channel(1).1
+    }
+}
+
+#[test]
+fn a_store_that_cannot_write_answers_503_with_retry_after_never_200() {
+    let server = TestServer::with_store(Arc::new(FullDisk));
+    let response = crate::support::agent()
+        .post(format!("{}/v1/batch", server.url))
+        .header("authorization", basic(WRITE_KEY))
+        .send(&batch("full", 2)[..])
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some(trackway_collector::RETRY_AFTER_SECONDS.to_string().as_str())
+    );
+    let body: serde_json::Value =
+        serde_json::from_str(&response.into_body().read_to_string().unwrap()).unwrap();
+    assert_eq!(body["success"], false);
+}

@@ -1,0 +1,62 @@
+//! The `trackway` client to the collector to the admin API, byte for byte.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::{Map, Value, json};
+use trackway::{Analytics, Identify, Message, Track};
+use trackway_protocol::{EncodeOptions, encode_message};
+
+use crate::support::{TestServer, WRITE_KEY};
+
+#[test]
+fn what_the_client_sends_is_what_the_admin_api_returns() {
+    let server = TestServer::start();
+    let analytics = Analytics::builder(WRITE_KEY)
+        .host(&server.url)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let at = UNIX_EPOCH + Duration::from_millis(1_790_000_000_123);
+    let messages: Vec<Message> = vec![
+        Track::new("Order Completed")
+            .user_id("user-é-1")
+            .properties(json!({"revenue": 42.5, "items": [{"sku": "A\"1", "qty": 2}], "note": "line\nbreak"}))
+            .context(json!({"ip": "203.0.113.7"}))
+            .integration("Mixpanel", false)
+            .message_id("e2e-1")
+            .timestamp(at)
+            .into(),
+        Identify::new()
+            .anonymous_id("anon-9")
+            .traits(json!({"zeta": 1, "alpha": {"nested": [true, null, 1.5e-7]}}))
+            .message_id("e2e-2")
+            .timestamp(at)
+            .into(),
+    ];
+    for message in &messages {
+        analytics.enqueue(message.clone()).unwrap();
+    }
+    let report = analytics.shutdown(Duration::from_secs(30));
+    assert!(report.is_clean(), "{report}");
+
+    let library = ("trackway", env!("CARGO_PKG_VERSION"));
+    let options = EncodeOptions::new(Some(library), Map::new());
+    let stored = server.events("");
+    for (message, event) in messages.iter().zip(stored.iter().rev()) {
+        let mut sent = Vec::new();
+        encode_message(message, &options, &mut sent);
+        // Undo what the server adds: its own fields, and the skew-corrected timestamp
+        // (the client's is kept as originalTimestamp).
+        let mut event = event.as_object().unwrap().clone();
+        let original = event.remove("originalTimestamp").unwrap();
+        event.insert("timestamp".into(), original);
+        for server_field in ["receivedAt", "sentAt", "_trackway"] {
+            event.remove(server_field);
+        }
+        assert_eq!(
+            Value::Object(event).to_string(),
+            String::from_utf8(sent).unwrap(),
+            "byte for byte, key order included"
+        );
+    }
+}

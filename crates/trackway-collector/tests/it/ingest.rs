@@ -1,0 +1,325 @@
+//! What each official library sends is accepted; every refusal says why.
+
+use serde_json::{Value, json};
+
+use crate::support::{OTHER_KEY, TestServer, WRITE_KEY, basic, gzip, post};
+
+fn track(id: &str) -> Value {
+    json!({"type": "track", "userId": "u1", "event": "Signed Up", "messageId": id,
+           "properties": {"plan": "trial"}, "timestamp": "2026-01-01T00:00:00.000Z"})
+}
+
+fn batch_body(messages: Vec<Value>) -> Vec<u8> {
+    json!({"batch": messages, "sentAt": "2026-01-01T00:00:01.000Z"})
+        .to_string()
+        .into_bytes()
+}
+
+#[test]
+fn each_official_librarys_request_shape_is_accepted() {
+    let server = TestServer::start();
+    let url = &server.url;
+    // analytics-go: Basic auth only, /v1/batch.
+    let go = post(
+        url,
+        "/v1/batch",
+        &[("authorization", &basic(WRITE_KEY))],
+        &batch_body(vec![track("go-1")]),
+    );
+    // analytics-java 3.5.x: writeKey in the body only, /v1/import.
+    let java_body = json!({"batch": [track("java-1")], "writeKey": WRITE_KEY, "sentAt": "2026-01-01T00:00:01.000Z"});
+    let java = post(url, "/v1/import", &[], java_body.to_string().as_bytes());
+    // analytics-node: both.
+    let node_body = json!({"batch": [track("node-1")], "writeKey": WRITE_KEY});
+    let node = post(
+        url,
+        "/v1/batch",
+        &[("authorization", &basic(WRITE_KEY))],
+        node_body.to_string().as_bytes(),
+    );
+    // analytics-python: gzip.
+    let python = post(
+        url,
+        "/v1/batch",
+        &[
+            ("authorization", &basic(WRITE_KEY)),
+            ("content-encoding", "gzip"),
+        ],
+        &gzip(&batch_body(vec![track("python-1")])),
+    );
+    // The single-message endpoints, type from the path.
+    let single = post(
+        url,
+        "/v1/identify",
+        &[("authorization", &basic(OTHER_KEY))],
+        json!({"userId": "u1", "traits": {"a": 1}, "messageId": "single-1"})
+            .to_string()
+            .as_bytes(),
+    );
+    for (name, (status, body)) in [
+        ("go", go),
+        ("java", java),
+        ("node", node),
+        ("python", python),
+        ("single", single),
+    ] {
+        assert_eq!(status, 200, "{name}: {body}");
+        assert_eq!(body, json!({"success": true}), "{name}");
+    }
+    let events = server.events("");
+    let mut ids: Vec<&str> = events
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["go-1", "java-1", "node-1", "python-1", "single-1"]);
+    let single = events
+        .iter()
+        .find(|e| e["messageId"] == "single-1")
+        .unwrap();
+    assert_eq!(single["type"], "identify");
+    assert_eq!(single["_trackway"]["source"], "jobs");
+    for event in &events {
+        assert!(
+            event.get("writeKey").is_none(),
+            "write keys are never stored: {event}"
+        );
+    }
+}
+
+#[test]
+fn server_fields_are_set_and_batch_fields_merged() {
+    let server = TestServer::start();
+    let body = json!({
+        "batch": [
+            {"type": "track", "userId": "u", "event": "E", "timestamp": "2026-01-01T00:00:00.000Z",
+             "context": {"locale": "fr"}},
+            {"type": "page", "anonymousId": "a", "name": "Home"}
+        ],
+        "sentAt": "2026-01-01T00:00:10.000Z",
+        "context": {"locale": "en", "ip": "203.0.113.9"},
+        "integrations": {"All": false, "Webhook": true}
+    });
+    let (status, _) = post(
+        &server.url,
+        "/v1/batch",
+        &[("authorization", &basic(WRITE_KEY))],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200);
+    let events = server.events("");
+    let track = events.iter().find(|e| e["type"] == "track").unwrap();
+    assert_eq!(
+        track["context"],
+        json!({"locale": "fr", "ip": "203.0.113.9"})
+    );
+    assert_eq!(
+        track["integrations"],
+        json!({"All": false, "Webhook": true})
+    );
+    assert_eq!(track["originalTimestamp"], "2026-01-01T00:00:00.000Z");
+    assert_eq!(track["sentAt"], "2026-01-01T00:00:10.000Z");
+    // The event happened 10 s before sending: timestamp = receivedAt - 10 s.
+    let received = track["receivedAt"].as_str().unwrap();
+    let parse = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_millis()
+    };
+    assert_eq!(
+        parse(received) - parse(track["timestamp"].as_str().unwrap()),
+        10_000
+    );
+    let page = events.iter().find(|e| e["type"] == "page").unwrap();
+    assert_eq!(
+        page["messageId"].as_str().map(str::len),
+        Some(36),
+        "a messageId is assigned"
+    );
+}
+
+#[test]
+fn unknown_or_missing_write_keys_are_401() {
+    let server = TestServer::start();
+    let body = batch_body(vec![track("x")]);
+    let cases = [
+        post(
+            &server.url,
+            "/v1/batch",
+            &[("authorization", &basic("nope"))],
+            &body,
+        ),
+        post(&server.url, "/v1/batch", &[], &body),
+        post(
+            &server.url,
+            "/v1/batch",
+            &[],
+            json!({"batch": [], "writeKey": "nope"})
+                .to_string()
+                .as_bytes(),
+        ),
+    ];
+    for (status, answer) in cases {
+        assert_eq!(status, 401, "{answer}");
+        assert_eq!(answer["success"], false);
+        assert!(
+            answer["error"].as_str().unwrap().contains("write key"),
+            "{answer}"
+        );
+    }
+    assert!(server.events("").is_empty());
+}
+
+/// POSTs with a valid key and returns the 400's error text.
+fn refused(server: &TestServer, headers: &[(&str, &str)], body: &[u8]) -> Value {
+    let auth = basic(WRITE_KEY);
+    let mut all = vec![("authorization", auth.as_str())];
+    all.extend_from_slice(headers);
+    let (status, answer) = post(&server.url, "/v1/batch", &all, body);
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["success"], false);
+    answer
+}
+
+#[test]
+fn malformed_and_oversized_requests_are_400_naming_the_problem() {
+    let server = TestServer::start();
+    let error = |answer: Value| answer["error"].as_str().unwrap().to_owned();
+
+    assert!(
+        error(refused(&server, &[], b"not json"))
+            .contains("must be a JSON object with a `batch` array")
+    );
+    assert!(error(refused(&server, &[], b"{\"batch\": [")).contains("batch"));
+    assert!(error(refused(&server, &[], b"{\"batch\": {}}")).contains("`batch` array"));
+    assert!(error(refused(&server, &[], &[0xff, 0xfe, 0x00])).contains("JSON"));
+
+    let big = json!({"type": "track", "userId": "u", "event": "E", "properties": {"x": "y".repeat(33 * 1024)}});
+    let answer = refused(&server, &[], &batch_body(vec![track("ok"), big]));
+    assert_eq!(answer["index"], 1);
+    assert!(error(answer).contains("message 1 is"), "names the message");
+
+    let many: Vec<Value> = (0..2501)
+        .map(|n| json!({"type": "track", "userId": "u", "event": format!("{n}")}))
+        .collect();
+    assert!(
+        error(refused(&server, &[], &batch_body(many)))
+            .contains("2501 messages; the limit is 2500")
+    );
+
+    let huge = vec![b' '; 600 * 1024];
+    assert!(error(refused(&server, &[], &huge)).contains("over 512000 bytes"));
+
+    let not_object = batch_body(vec![json!([1, 2])]);
+    assert_eq!(refused(&server, &[], &not_object)["index"], 0);
+
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let deep_batch = format!(
+        "{{\"batch\": [{{\"type\":\"track\",\"userId\":\"u\",\"event\":\"E\",\"properties\":{{\"x\":{deep}}}}}]}}"
+    );
+    // Over 32 KB as one message; nested that deep it is refused either way.
+    refused(&server, &[], deep_batch.as_bytes());
+    let deep_small = format!(
+        "{{\"batch\": [{{\"x\":{}{}}}]}}",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    assert!(error(refused(&server, &[], deep_small.as_bytes())).contains("not valid JSON"));
+
+    assert!(server.events("").is_empty(), "nothing was stored");
+}
+
+#[test]
+fn gzip_bombs_and_broken_gzip_are_refused_with_bounded_work() {
+    let server = TestServer::start();
+    // 50 MB of zeros compresses to ~50 KB: decompression stops at the 500 KB cap.
+    let bomb = {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(&vec![0u8; 50 * 1024 * 1024]).unwrap();
+        encoder.finish().unwrap()
+    };
+    assert!(bomb.len() < 100 * 1024);
+    let answer = refused(&server, &[("content-encoding", "gzip")], &bomb);
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("decompressed body is over"),
+        "{answer}"
+    );
+
+    let valid = gzip(&batch_body(vec![track("t")]));
+    let truncated = &valid[..valid.len() / 2];
+    let answer = refused(&server, &[("content-encoding", "gzip")], truncated);
+    assert!(
+        answer["error"].as_str().unwrap().contains("not valid gzip"),
+        "{answer}"
+    );
+
+    let answer = refused(
+        &server,
+        &[("content-encoding", "br")],
+        &batch_body(vec![track("t")]),
+    );
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("unsupported content-encoding")
+    );
+    assert!(server.events("").is_empty());
+}
+
+#[test]
+fn invalid_messages_in_a_batch_are_stored_as_rejected_and_listed() {
+    let server = TestServer::start();
+    let body = batch_body(vec![
+        track("good-1"),
+        json!({"type": "track", "event": "No Identity", "messageId": "bad-1"}),
+        json!({"type": "track", "userId": "u", "messageId": "bad-2"}),
+        json!({"type": "group", "userId": "u", "messageId": "bad-3"}),
+        track("good-2"),
+    ]);
+    let (status, answer) = post(
+        &server.url,
+        "/v1/batch",
+        &[("authorization", &basic(WRITE_KEY))],
+        &body,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(answer["success"], true);
+    let rejected = answer["rejected"].as_array().unwrap();
+    let summary: Vec<(u64, &str)> = rejected
+        .iter()
+        .map(|r| {
+            (
+                r["index"].as_u64().unwrap(),
+                r["messageId"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(summary, [(1, "bad-1"), (2, "bad-2"), (3, "bad-3")]);
+    assert_eq!(
+        rejected[0]["reason"],
+        "track message needs a userId or an anonymousId"
+    );
+    assert_eq!(
+        rejected[1]["reason"],
+        "track message needs a non-empty `event`"
+    );
+    assert_eq!(
+        rejected[2]["reason"],
+        "group message needs a non-empty `groupId`"
+    );
+
+    let events = server.events("");
+    assert_eq!(events.len(), 5, "rejected ones are kept, not dropped");
+    let bad = events.iter().find(|e| e["messageId"] == "bad-2").unwrap();
+    assert_eq!(
+        bad["_trackway"]["rejected"],
+        "track message needs a non-empty `event`"
+    );
+    let good = events.iter().find(|e| e["messageId"] == "good-1").unwrap();
+    assert!(good["_trackway"].get("rejected").is_none());
+}

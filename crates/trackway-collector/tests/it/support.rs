@@ -1,0 +1,169 @@
+//! A collector running on port 0 in its own runtime, and a small HTTP client.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::oneshot;
+use trackway_collector::storage::Store;
+use trackway_collector::{Collector, Config, Source};
+
+pub(crate) const WRITE_KEY: &str = "wk-test-0123456789";
+pub(crate) const OTHER_KEY: &str = "wk-other-0123456789";
+pub(crate) const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
+
+/// A running collector; stops (gracefully) when dropped.
+pub(crate) struct TestServer {
+    pub(crate) url: String,
+    _temp: Option<tempfile::TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+pub(crate) fn config(data_dir: &Path) -> Config {
+    Config::new(
+        data_dir,
+        vec![
+            Source {
+                name: "web".into(),
+                write_keys: vec![WRITE_KEY.into()],
+            },
+            Source {
+                name: "jobs".into(),
+                write_keys: vec![OTHER_KEY.into()],
+            },
+        ],
+        ADMIN_TOKEN.into(),
+    )
+}
+
+impl TestServer {
+    /// A collector on a fresh temporary store.
+    pub(crate) fn start() -> TestServer {
+        let temp = tempfile::tempdir().unwrap();
+        let mut server = TestServer::start_in(temp.path());
+        server._temp = Some(temp);
+        server
+    }
+
+    /// A collector on the store in `data_dir`.
+    pub(crate) fn start_in(data_dir: &Path) -> TestServer {
+        let collector = Collector::open(&config(data_dir)).unwrap();
+        TestServer::run(collector)
+    }
+
+    /// A collector on any store.
+    pub(crate) fn with_store(store: Arc<dyn Store>) -> TestServer {
+        let collector = Collector::with_store(&config(Path::new("unused")), store).unwrap();
+        TestServer::run(collector)
+    }
+
+    fn run(collector: Collector) -> TestServer {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (ready, address) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                ready.send(listener.local_addr().unwrap()).unwrap();
+                collector
+                    .serve(listener, async {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        let addr = address.recv().unwrap();
+        TestServer {
+            url: format!("http://{addr}"),
+            _temp: None,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the server and waits until it has shut down.
+    pub(crate) fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+
+    /// Every stored event, newest first, from the admin API.
+    pub(crate) fn events(&self, query: &str) -> Vec<Value> {
+        let (status, body) = self.admin(&format!("/api/events?limit=10000&{query}"));
+        assert_eq!(status, 200, "{body}");
+        body["events"].as_array().unwrap().clone()
+    }
+
+    /// GET an admin path with the token.
+    pub(crate) fn admin(&self, path: &str) -> (u16, Value) {
+        let response = agent()
+            .get(format!("{}{path}", self.url))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .call()
+            .unwrap();
+        read(response)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub(crate) fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .proxy(None)
+        .build()
+        .into()
+}
+
+fn read(response: ureq::http::Response<ureq::Body>) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.into_body().read_to_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// `Basic base64(key:)`.
+pub(crate) fn basic(key: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))
+    )
+}
+
+/// POSTs `body` to `path` with `headers`; returns the status and the JSON answer.
+pub(crate) fn post(url: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
+    let mut request = agent()
+        .post(format!("{url}{path}"))
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    read(request.send(body).unwrap())
+}
+
+pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
