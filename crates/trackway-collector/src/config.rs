@@ -31,7 +31,18 @@ pub struct Config {
     pub admin_token: String,
     /// Same source and messageId within this window: stored once.
     pub dedup_window: Duration,
+    /// A client must send its request headers within this long (slowloris).
+    pub header_timeout: Duration,
+    /// A client must send its whole body within this long once headers are in.
+    pub body_timeout: Duration,
 }
+
+/// Default [`Config::header_timeout`]: generous for any real client, short enough that idle
+/// half-open connections cannot pile up.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default [`Config::body_timeout`]: 500 KB over a slow mobile link fits easily.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -45,6 +56,8 @@ impl std::fmt::Debug for Config {
             .field("sources (name, keys)", &sources)
             .field("admin_token", &"<redacted>")
             .field("dedup_window", &self.dedup_window)
+            .field("header_timeout", &self.header_timeout)
+            .field("body_timeout", &self.body_timeout)
             .finish()
     }
 }
@@ -97,13 +110,15 @@ struct File {
 }
 
 impl Config {
-    /// A configuration with the default dedup window.
+    /// A configuration with the default dedup window and timeouts.
     pub fn new(data_dir: impl Into<PathBuf>, sources: Vec<Source>, admin_token: String) -> Config {
         Config {
             data_dir: data_dir.into(),
             sources,
             admin_token,
             dedup_window: DEFAULT_DEDUP_WINDOW,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
         }
     }
 

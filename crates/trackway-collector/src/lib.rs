@@ -33,8 +33,8 @@ mod server;
 pub mod storage;
 
 pub use admin::{DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT};
-pub use config::{Config, ConfigError, Source, generate_admin_token};
-pub use error::RETRY_AFTER_SECONDS;
-pub use server::{
-    BODY_TIMEOUT, Collector, CollectorError, HEADER_TIMEOUT, MAX_HEAD_BYTES, SHUTDOWN_GRACE, serve,
+pub use config::{
+    Config, ConfigError, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, Source, generate_admin_token,
 };
+pub use error::RETRY_AFTER_SECONDS;
+pub use server::{Collector, CollectorError, MAX_HEAD_BYTES, SHUTDOWN_GRACE, serve};

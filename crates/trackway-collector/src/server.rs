@@ -21,10 +21,6 @@ use crate::storage::sqlite::SqliteStore;
 use crate::storage::{Store, StoreError};
 use crate::{admin, debugger, ingest};
 
-/// A client must send its request headers within this long (slowloris).
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// A client must send its whole body within this long once headers are in.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest request head (request line and headers) accepted.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How long shutdown waits for in-flight requests before closing their connections.
@@ -36,6 +32,8 @@ pub(crate) struct AppState {
     pub(crate) keys: HashMap<String, Arc<str>>,
     pub(crate) admin_token: String,
     pub(crate) shutdown: watch::Receiver<bool>,
+    header_timeout: Duration,
+    body_timeout: Duration,
 }
 
 /// Why the collector could not start or run.
@@ -75,6 +73,8 @@ impl Collector {
             keys,
             admin_token: config.admin_token.clone(),
             shutdown,
+            header_timeout: config.header_timeout,
+            body_timeout: config.body_timeout,
         });
         Ok(Collector { state, stop })
     }
@@ -97,7 +97,7 @@ impl Collector {
             .route("/healthz", get(|| async { (StatusCode::OK, "ok") }))
             .route("/", get(debugger::page))
             .merge(admin)
-            .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
+            .layer(RequestBodyTimeoutLayer::new(self.state.body_timeout))
             .with_state(state)
     }
 
@@ -111,7 +111,7 @@ impl Collector {
         let service = TowerToHyperService::new(self.router());
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
+            .header_read_timeout(self.state.header_timeout)
             .max_buf_size(MAX_HEAD_BYTES);
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);

@@ -6,3 +6,4 @@
 )]
 
 mod send;
+mod serve;

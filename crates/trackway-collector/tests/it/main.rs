@@ -9,4 +9,5 @@ mod admin;
 mod durability;
 mod end_to_end;
 mod ingest;
+mod slow_clients;
 mod support;

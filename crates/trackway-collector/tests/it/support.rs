@@ -23,8 +23,11 @@ pub(crate) struct TestServer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Header and body time limits in tests: short, so slow-client tests finish quickly.
+pub(crate) const TEST_TIMEOUT: Duration = Duration::from_millis(300);
+
 pub(crate) fn config(data_dir: &Path) -> Config {
-    Config::new(
+    let mut config = Config::new(
         data_dir,
         vec![
             Source {
@@ -37,7 +40,10 @@ pub(crate) fn config(data_dir: &Path) -> Config {
             },
         ],
         ADMIN_TOKEN.into(),
-    )
+    );
+    config.header_timeout = TEST_TIMEOUT;
+    config.body_timeout = TEST_TIMEOUT;
+    config
 }
 
 impl TestServer {

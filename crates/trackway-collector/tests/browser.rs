@@ -1,0 +1,81 @@
+//! The debugger page in a real headless Chromium, driven by playwright-core.
+//!
+//! Needs Debian's `chromium` and `npm ci` in `tests/browser/`; `scripts/test` (the README's
+//! test command) installs both. A binary of its own so that its one slow setup runs once.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::json;
+use trackway_collector::{Collector, Config, Source};
+
+const WRITE_KEY: &str = "wk-browser-0123456789";
+const ADMIN_TOKEN: &str = "browser-admin-token-0123456789";
+
+#[test]
+fn the_debugger_shows_events_live_and_safely() {
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed: run scripts/test, or `npm ci` in {}",
+        browser_dir.display()
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "no Chromium at {chromium}: run scripts/test (installs Debian's chromium) or set CHROMIUM"
+    );
+
+    let temp = tempfile::tempdir().unwrap();
+    let config = Config::new(
+        temp.path(),
+        vec![Source {
+            name: "web".into(),
+            write_keys: vec![WRITE_KEY.into()],
+        }],
+        ADMIN_TOKEN.into(),
+    );
+    let collector = Collector::open(&config).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(collector.serve(listener, async {
+        let _ = stopped.await;
+    }));
+
+    let seed = json!({"writeKey": WRITE_KEY, "batch": [
+        {"type": "identify", "userId": "ada", "traits": {"email": "ada@example.com"}},
+        {"type": "track", "userId": "ada", "event": "Order Completed", "properties": {"revenue": 42.5}},
+        {"type": "track", "userId": "<b>mallory</b>", "event": "<img src=x onerror=window.__xss=1;alert(1)>",
+         "properties": {"x": "</script><script>window.__xss=2</script>"}},
+        {"type": "track", "userId": "no-event"}
+    ]});
+    let response = ureq::post(format!("{url}/v1/batch"))
+        .send(seed.to_string().as_bytes())
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debugger.png");
+    let output = Command::new("node")
+        .arg(browser_dir.join("debugger.mjs"))
+        .args([&url, ADMIN_TOKEN, WRITE_KEY])
+        .arg(&screenshot)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .unwrap();
+    let _ = stop.send(());
+    runtime.block_on(server).unwrap().unwrap();
+    assert!(
+        output.status.success(),
+        "browser checks failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -1,0 +1,89 @@
+//! Slow and oversized clients are cut off; the server stays up.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::support::{TestServer, WRITE_KEY, basic, post};
+
+/// Writes `request` raw and returns everything the server answers before closing.
+fn exchange(server: &TestServer, request: &[u8]) -> String {
+    let address = server.url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).unwrap();
+    // A safety net only: the server must close long before this.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // The server may refuse and close before reading everything: that is an answer too.
+    let _ = stream.write_all(request);
+    let mut answer = Vec::new();
+    match stream.read_to_end(&mut answer) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the server kept a stalled connection open: {e}"),
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn still_serves(server: &TestServer) {
+    let body = br#"{"batch":[{"type":"track","userId":"u","event":"E"}]}"#;
+    assert_eq!(
+        post(
+            &server.url,
+            "/v1/batch",
+            &[("authorization", &basic(WRITE_KEY))],
+            body
+        )
+        .0,
+        200
+    );
+}
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let server = TestServer::start();
+    let answer = exchange(
+        &server,
+        b"POST /v1/batch HTTP/1.1\r\nhost: x\r\ncontent-type: app",
+    );
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    still_serves(&server);
+}
+
+#[test]
+fn a_client_that_stalls_mid_body_is_disconnected() {
+    let server = TestServer::start();
+    let head = format!(
+        "POST /v1/batch HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\ncontent-length: 1000\r\n\r\n{{\"batch\":[",
+        basic(WRITE_KEY)
+    );
+    let answer = exchange(&server, head.as_bytes());
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+        "{answer}"
+    );
+    still_serves(&server);
+    assert!(
+        server.events("").len() == 1,
+        "the stalled request stored nothing"
+    );
+}
+
+#[test]
+fn huge_headers_are_refused() {
+    let server = TestServer::start();
+    let request = format!(
+        "POST /v1/batch HTTP/1.1\r\nhost: x\r\nx-padding: {}\r\n\r\n",
+        "a".repeat(200 * 1024)
+    );
+    let answer = exchange(&server, request.as_bytes());
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+    still_serves(&server);
+}
