@@ -8,7 +8,9 @@ use clap::Args;
 use trackway::{Analytics, Message};
 use trackway_collector::{Collector, Config, Source, generate_admin_token};
 
-use crate::{Failure, samples};
+use trackway_testkit::samples;
+
+use crate::Failure;
 
 /// Name of the source made from `--write-key` flags.
 const FLAG_SOURCE: &str = "default";

@@ -34,7 +34,7 @@ const PRODUCTS: &[&str] = &[
 const DOMAINS: &[&str] = &["example.com", "shop.example.org", "news.example.net"];
 
 /// The templates, one per line, blank lines skipped.
-pub(crate) fn templates() -> impl Iterator<Item = &'static str> {
+pub fn templates() -> impl Iterator<Item = &'static str> {
     TEMPLATES
         .iter()
         .flat_map(|file| file.lines())
@@ -43,7 +43,7 @@ pub(crate) fn templates() -> impl Iterator<Item = &'static str> {
 }
 
 /// Fills a template's placeholders with fresh values and parses it.
-pub(crate) fn fill(template: &str, rng: &mut fastrand::Rng) -> Result<Value, serde_json::Error> {
+pub fn fill(template: &str, rng: &mut fastrand::Rng) -> Result<Value, serde_json::Error> {
     let mut out = String::with_capacity(template.len() + 64);
     let mut rest = template;
     while let Some(start) = rest.find("{{") {
