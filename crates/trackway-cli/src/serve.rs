@@ -58,10 +58,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), Failure> {
         None => Vec::new(),
     };
     if !args.write_keys.is_empty() {
-        sources.push(Source {
-            name: FLAG_SOURCE.into(),
-            write_keys: args.write_keys.clone(),
-        });
+        sources.push(Source::new(FLAG_SOURCE, args.write_keys.clone()));
     }
     let config = config(args.data_dir, sources, args.admin_token);
     runtime()?.block_on(async move {
@@ -75,10 +72,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), Failure> {
 }
 
 pub(crate) fn demo(args: DemoArgs) -> Result<(), Failure> {
-    let sources = vec![Source {
-        name: "demo".into(),
-        write_keys: vec![DEMO_WRITE_KEY.into()],
-    }];
+    let sources = vec![Source::new("demo", vec![DEMO_WRITE_KEY.into()])];
     let config = config(args.data_dir, sources, None);
     runtime()?.block_on(async move {
         let (collector, listener) = open(&config, args.listen).await?;

@@ -26,10 +26,7 @@ fn main() {
     let temp = tempfile::tempdir().expect("temp dir");
     let config = Config::new(
         temp.path(),
-        vec![Source {
-            name: "bench".into(),
-            write_keys: vec![WRITE_KEY.into()],
-        }],
+        vec![Source::new("bench", vec![WRITE_KEY.into()])],
         "bench-admin-token-0123456789".into(),
     );
     let collector = Collector::open(&config).expect("collector");

@@ -6,6 +6,11 @@
 //!   for messages that failed validation.
 //! - `GET /api/stream`: the same objects as server-sent events, live, as they are stored.
 //! - `GET /api/stats`: counts per source, type and status.
+//! - `GET /api/destinations`: per destination, its cursor, lag, and delivered, skipped and
+//!   dead-lettered counts.
+//! - `GET /api/dead-letters?destination=&limit=`: open dead letters, with reason and event.
+//! - `POST /api/replay?destination=&id=`: re-deliver open dead letters (all, one
+//!   destination's, or one).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -137,4 +142,51 @@ pub(crate) async fn stream(
             let _ = shutdown.wait_for(|stopping| *stopping).await;
         }));
     Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+pub(crate) async fn destinations(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<Value>, ApiError> {
+    let status = state
+        .delivery
+        .status()
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(json!({ "destinations": status })))
+}
+
+/// Query parameters of `/api/dead-letters` and `/api/replay`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DeadLetterParams {
+    destination: Option<String>,
+    id: Option<i64>,
+    limit: Option<usize>,
+}
+
+pub(crate) async fn dead_letters(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<DeadLetterParams>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = params
+        .limit
+        .unwrap_or(DEFAULT_EVENTS_LIMIT)
+        .clamp(1, MAX_EVENTS_LIMIT);
+    let letters = state
+        .delivery
+        .dead_letters(params.destination.as_deref(), limit)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(json!({ "dead_letters": letters })))
+}
+
+pub(crate) async fn replay(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<DeadLetterParams>,
+) -> Result<Json<Value>, ApiError> {
+    let report = state
+        .delivery
+        .replay(params.destination.as_deref(), params.id)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(json!(report)))
 }

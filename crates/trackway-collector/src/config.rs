@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::delivery::kind::DestinationConfig;
 use crate::storage::sqlite::DEFAULT_DEDUP_WINDOW;
 
 /// A source: one application or service sending events, with its write keys.
@@ -18,6 +19,20 @@ pub struct Source {
     pub name: String,
     /// Keys that authenticate as this source (several, to rotate keys without downtime).
     pub write_keys: Vec<String>,
+    /// Where this source's events are delivered.
+    #[serde(default, rename = "destination")]
+    pub destinations: Vec<DestinationConfig>,
+}
+
+impl Source {
+    /// A source with no destinations.
+    pub fn new(name: impl Into<String>, write_keys: Vec<String>) -> Source {
+        Source {
+            name: name.into(),
+            write_keys,
+            destinations: Vec::new(),
+        }
+    }
 }
 
 /// Everything the collector needs to run.
@@ -35,7 +50,15 @@ pub struct Config {
     pub header_timeout: Duration,
     /// A client must send its whole body within this long once headers are in.
     pub body_timeout: Duration,
+    /// Delete events older than this once every destination of their source is done with
+    /// them; `None` keeps everything.
+    pub retention: Option<Duration>,
+    /// How often retention runs.
+    pub prune_interval: Duration,
 }
+
+/// Default [`Config::prune_interval`].
+pub const DEFAULT_PRUNE_INTERVAL: Duration = Duration::from_secs(60 * 60);
 
 /// Default [`Config::header_timeout`]: generous for any real client, short enough that idle
 /// half-open connections cannot pile up.
@@ -58,7 +81,8 @@ impl std::fmt::Debug for Config {
             .field("dedup_window", &self.dedup_window)
             .field("header_timeout", &self.header_timeout)
             .field("body_timeout", &self.body_timeout)
-            .finish()
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
     }
 }
 
@@ -93,6 +117,9 @@ pub enum ConfigError {
         /// What is wrong.
         problem: String,
     },
+    /// A destination cannot be built.
+    #[error("{0}")]
+    Destination(String),
     /// The admin token is too short to be a secret.
     #[error("the admin token must be at least {MIN_ADMIN_TOKEN} characters")]
     WeakAdminToken,
@@ -119,6 +146,8 @@ impl Config {
             dedup_window: DEFAULT_DEDUP_WINDOW,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
+            retention: None,
+            prune_interval: DEFAULT_PRUNE_INTERVAL,
         }
     }
 
@@ -172,6 +201,12 @@ impl Config {
                 }
                 if keys.insert(key.clone(), Arc::clone(&name)).is_some() {
                     return Err(problem("a write key is also used by another source"));
+                }
+            }
+            let mut destinations = std::collections::HashSet::new();
+            for destination in &source.destinations {
+                if destination.name.is_empty() || !destinations.insert(destination.name.as_str()) {
+                    return Err(problem("destination names must be non-empty and unique"));
                 }
             }
         }

@@ -14,7 +14,7 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = Config::new(
 //!     "./trackway-data",
-//!     vec![Source { name: "web".into(), write_keys: vec!["wk_web_123".into()] }],
+//!     vec![Source::new("web", vec!["wk_web_123".into()])],
 //!     "an-admin-token-of-16+-chars".into(),
 //! );
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
@@ -27,6 +27,7 @@
 mod admin;
 pub mod config;
 mod debugger;
+pub mod delivery;
 mod error;
 mod ingest;
 mod server;

@@ -17,6 +17,8 @@ use tokio::sync::watch;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::config::{Config, ConfigError};
+use crate::delivery::DeliveryEngine;
+use crate::delivery::state::DeliveryState;
 use crate::storage::sqlite::SqliteStore;
 use crate::storage::{Store, StoreError};
 use crate::{admin, debugger, ingest};
@@ -29,6 +31,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// State shared by every handler.
 pub(crate) struct AppState {
     pub(crate) store: Arc<dyn Store>,
+    pub(crate) delivery: DeliveryEngine,
     pub(crate) keys: HashMap<String, Arc<str>>,
     pub(crate) admin_token: String,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -64,12 +67,17 @@ impl Collector {
         Collector::with_store(config, Arc::new(store))
     }
 
-    /// Like [`Collector::open`] with any [`Store`].
+    /// Like [`Collector::open`] with any [`Store`]; delivery bookkeeping still lives in the
+    /// data directory.
     pub fn with_store(config: &Config, store: Arc<dyn Store>) -> Result<Collector, CollectorError> {
         let keys = config.key_index()?;
+        let delivery_state = DeliveryState::open(&config.data_dir)?;
+        let delivery = DeliveryEngine::new(config, Arc::clone(&store), delivery_state)
+            .map_err(|problem| ConfigError::Destination(problem))?;
         let (stop, shutdown) = watch::channel(false);
         let state = Arc::new(AppState {
             store,
+            delivery,
             keys,
             admin_token: config.admin_token.clone(),
             shutdown,
@@ -86,6 +94,9 @@ impl Collector {
             .route("/api/events", get(admin::events))
             .route("/api/stats", get(admin::stats))
             .route("/api/stream", get(admin::stream))
+            .route("/api/destinations", get(admin::destinations))
+            .route("/api/dead-letters", get(admin::dead_letters))
+            .route("/api/replay", post(admin::replay))
             .route_layer(axum::middleware::from_fn_with_state(
                 Arc::clone(&state),
                 admin::require_token,
@@ -108,6 +119,7 @@ impl Collector {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), CollectorError> {
+        self.state.delivery.spawn(&self.state.shutdown);
         let service = TowerToHyperService::new(self.router());
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())

@@ -29,10 +29,7 @@ fn the_debugger_shows_events_live_and_safely() {
     let temp = tempfile::tempdir().unwrap();
     let config = Config::new(
         temp.path(),
-        vec![Source {
-            name: "web".into(),
-            write_keys: vec![WRITE_KEY.into()],
-        }],
+        vec![Source::new("web", vec![WRITE_KEY.into()])],
         ADMIN_TOKEN.into(),
     );
     let collector = Collector::open(&config).unwrap();

@@ -111,4 +111,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// A receiver of every event stored from now on, in order.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<StoredEvent>>;
+
+    /// Accepted (not rejected) events of `source` with `seq > after`, oldest first: what
+    /// delivery reads.
+    fn read_after(
+        &self,
+        source: &str,
+        after: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
+
+    /// The events with these `seq`s (those that still exist), oldest first.
+    fn get(&self, seqs: Vec<i64>) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
+
+    /// Deletes events of `source` received before `received_before` (ms since the epoch) with
+    /// `seq <= up_to`; returns how many went.
+    fn prune(
+        &self,
+        source: &str,
+        received_before: i64,
+        up_to: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>>;
+
+    /// How many accepted events of `source` have `seq > after`: a destination's lag.
+    fn lag(&self, source: &str, after: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
 }

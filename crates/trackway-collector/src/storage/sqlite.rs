@@ -201,14 +201,76 @@ impl Store for SqliteStore {
     }
 
     fn query(&self, query: Query) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-        let reader = Arc::clone(&self.reader);
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let conn = reader.lock().unwrap_or_else(|e| e.into_inner());
-                run_query(&conn, &query)
-            })
-            .await
-            .map_err(|e| StoreError(e.to_string()))?
+        self.read(move |conn| run_query(conn, &query))
+    }
+
+    fn read_after(
+        &self,
+        source: &str,
+        after: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        let source = source.to_owned();
+        self.read(move |conn| {
+            select_events(
+                conn,
+                "WHERE source = ?1 AND seq > ?2 AND rejected IS NULL ORDER BY seq LIMIT ?3",
+                params![source, after, limit as i64],
+            )
+        })
+    }
+
+    fn get(&self, seqs: Vec<i64>) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        self.read(move |conn| {
+            let mut events = Vec::with_capacity(seqs.len());
+            for seq in seqs {
+                events.extend(select_events(conn, "WHERE seq = ?1", params![seq])?);
+            }
+            Ok(events)
+        })
+    }
+
+    fn prune(
+        &self,
+        source: &str,
+        received_before: i64,
+        up_to: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        let source = source.to_owned();
+        let counts = Arc::clone(&self.counts);
+        self.read(move |conn| {
+            // Small transactions, so the ingest writer never waits long for the lock.
+            let mut total = 0;
+            loop {
+                let deleted = conn
+                    .execute(
+                        "DELETE FROM events WHERE seq IN (SELECT seq FROM events
+                         WHERE source = ?1 AND received_at < ?2 AND seq <= ?3 LIMIT ?4)",
+                        params![source, received_before, up_to, PRUNE_CHUNK],
+                    )
+                    .map_err(sql_error)?;
+                total += deleted;
+                if deleted < PRUNE_CHUNK as usize {
+                    break;
+                }
+            }
+            if total > 0 {
+                *counts.lock().unwrap_or_else(|e| e.into_inner()) = load_counts(conn)?;
+            }
+            Ok(total)
+        })
+    }
+
+    fn lag(&self, source: &str, after: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let source = source.to_owned();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT COUNT(*) FROM events WHERE source = ?1 AND seq > ?2 AND rejected IS NULL",
+                params![source, after],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(sql_error)
         })
     }
 
@@ -230,37 +292,64 @@ impl Store for SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Runs `work` on the reader connection, off the async runtime.
+    fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> BoxFuture<'_, Result<T, StoreError>> {
+        let reader = Arc::clone(&self.reader);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = reader.lock().unwrap_or_else(|e| e.into_inner());
+                work(&conn)
+            })
+            .await
+            .map_err(|e| StoreError(e.to_string()))?
+        })
+    }
+}
+
+/// Rows deleted per pruning transaction.
+const PRUNE_CHUNK: i64 = 10_000;
+
 fn run_query(conn: &Connection, query: &Query) -> Result<Vec<StoredEvent>, StoreError> {
-    let mut statement = conn
-        .prepare_cached(
-            "SELECT seq, source, type, received_at, rejected, body FROM events
-             WHERE (?1 IS NULL OR type = ?1)
-               AND (?2 IS NULL OR user_id = ?2 OR anonymous_id = ?2)
-               AND (?3 IS NULL OR label = ?3)
-               AND (?4 IS NULL OR seq < ?4)
-             ORDER BY seq DESC LIMIT ?5",
-        )
-        .map_err(sql_error)?;
+    select_events(
+        conn,
+        "WHERE (?1 IS NULL OR type = ?1)
+           AND (?2 IS NULL OR user_id = ?2 OR anonymous_id = ?2)
+           AND (?3 IS NULL OR label = ?3)
+           AND (?4 IS NULL OR seq < ?4)
+         ORDER BY seq DESC LIMIT ?5",
+        params![
+            query.kind,
+            query.user_id,
+            query.label,
+            query.before,
+            query.limit as i64
+        ],
+    )
+}
+
+/// Events selected by `tail` (a WHERE/ORDER/LIMIT clause) with `params`.
+fn select_events(
+    conn: &Connection,
+    tail: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let sql = format!("SELECT seq, source, type, received_at, rejected, body FROM events {tail}");
+    let mut statement = conn.prepare_cached(&sql).map_err(sql_error)?;
     let rows = statement
-        .query_map(
-            params![
-                query.kind,
-                query.user_id,
-                query.label,
-                query.before,
-                query.limit as i64
-            ],
-            |row| {
-                Ok(StoredEvent {
-                    seq: row.get(0)?,
-                    source: Arc::from(row.get::<_, String>(1)?),
-                    kind: row.get(2)?,
-                    received_at: row.get(3)?,
-                    rejected: row.get(4)?,
-                    body: row.get(5)?,
-                })
-            },
-        )
+        .query_map(params, |row| {
+            Ok(StoredEvent {
+                seq: row.get(0)?,
+                source: Arc::from(row.get::<_, String>(1)?),
+                kind: row.get(2)?,
+                received_at: row.get(3)?,
+                rejected: row.get(4)?,
+                body: row.get(5)?,
+            })
+        })
         .map_err(sql_error)?;
     rows.collect::<Result<_, _>>().map_err(sql_error)
 }

@@ -121,11 +121,29 @@ impl Store for FullDisk {
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<StoredEvent>> {
         tokio::sync::broadcast::channel(1).1
     }
+    fn read_after(
+        &self,
+        _: &str,
+        _: i64,
+        _: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn get(&self, _: Vec<i64>) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn prune(&self, _: &str, _: i64, _: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async { Ok(0) })
+    }
+    fn lag(&self, _: &str, _: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async { Ok(0) })
+    }
 }
 
 #[test]
 fn a_store_that_cannot_write_answers_503_with_retry_after_never_200() {
-    let server = TestServer::with_store(Arc::new(FullDisk));
+    let temp = tempfile::tempdir().unwrap();
+    let server = TestServer::with_store(temp.path(), Arc::new(FullDisk));
     let response = crate::support::agent()
         .post(format!("{}/v1/batch", server.url))
         .header("authorization", basic(WRITE_KEY))

@@ -30,14 +30,8 @@ pub(crate) fn config(data_dir: &Path) -> Config {
     let mut config = Config::new(
         data_dir,
         vec![
-            Source {
-                name: "web".into(),
-                write_keys: vec![WRITE_KEY.into()],
-            },
-            Source {
-                name: "jobs".into(),
-                write_keys: vec![OTHER_KEY.into()],
-            },
+            Source::new("web", vec![WRITE_KEY.into()]),
+            Source::new("jobs", vec![OTHER_KEY.into()]),
         ],
         ADMIN_TOKEN.into(),
     );
@@ -61,9 +55,9 @@ impl TestServer {
         TestServer::run(collector)
     }
 
-    /// A collector on any store.
-    pub(crate) fn with_store(store: Arc<dyn Store>) -> TestServer {
-        let collector = Collector::with_store(&config(Path::new("unused")), store).unwrap();
+    /// A collector on any store (delivery bookkeeping in `data_dir`).
+    pub(crate) fn with_store(data_dir: &Path, store: Arc<dyn Store>) -> TestServer {
+        let collector = Collector::with_store(&config(data_dir), store).unwrap();
         TestServer::run(collector)
     }
 

@@ -27,6 +27,16 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
+    /// A transport whose requests time out after `timeout` (connect to last body byte), with
+    /// the proxy environment variables honoured: for other code that wants the client's HTTP
+    /// behaviour (the collector's webhook destination).
+    pub fn with_timeout(timeout: Duration) -> HttpTransport {
+        // Only an explicit proxy URL can be invalid; FromEnv ignores unreadable variables.
+        HttpTransport::new(timeout, &ProxySetting::FromEnv).unwrap_or_else(|_| HttpTransport {
+            agent: ureq::Agent::new_with_defaults(),
+        })
+    }
+
     /// A transport whose requests time out after `timeout` (connect to last body byte).
     pub(crate) fn new(timeout: Duration, proxy: &ProxySetting) -> Result<HttpTransport, String> {
         let proxy = match proxy {

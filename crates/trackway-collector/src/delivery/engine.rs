@@ -1,0 +1,505 @@
+//! The delivery engine: one task per destination (see the module doc of [`super`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tokio::sync::{Notify, watch};
+use trackway::RetryPolicy;
+
+use super::kind::{
+    self, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, DEFAULT_RETRY_WINDOW, DestinationConfig,
+};
+use super::route::enabled;
+use super::state::{DeadLetter, DeliveryState, Progress};
+use super::{Attempt, Destination};
+use crate::config::Config;
+use crate::storage::{Store, StoreError, StoredEvent};
+
+/// Events read from the store per batch; the cursor is stored after each.
+const READ_BATCH: usize = 500;
+/// A destination task looks for new events at least this often even without a wake-up.
+const POLL: Duration = Duration::from_secs(1);
+/// Most dead letters one replay handles.
+const REPLAY_LIMIT: usize = 10_000;
+
+/// A configured destination and its wake-up signal.
+struct Lane {
+    name: String,
+    source: String,
+    kind: &'static str,
+    destination: Arc<dyn Destination>,
+    policy: RetryPolicy,
+    wake: Notify,
+}
+
+/// What a destination task does next.
+enum Final {
+    Delivered,
+    Dead(String),
+    Stopped,
+}
+
+/// A destination's state, for the admin API.
+#[derive(Debug, Clone, Serialize)]
+pub struct DestinationStatus {
+    /// Its name.
+    pub name: String,
+    /// Its source.
+    pub source: String,
+    /// Its kind.
+    pub kind: &'static str,
+    /// Events stored for its source and not yet done.
+    pub lag: u64,
+    /// Progress counters.
+    #[serde(flatten)]
+    pub progress: Progress,
+    /// Dead letters not yet replayed.
+    pub open_dead_letters: usize,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Delivered now.
+    pub replayed: u64,
+    /// Failed again (their reason is updated).
+    pub failed: u64,
+    /// Their event is gone from the store (pruned).
+    pub missing: u64,
+}
+
+/// Runs every destination of every source.
+#[derive(Clone)]
+pub struct DeliveryEngine {
+    lanes: Arc<Vec<Arc<Lane>>>,
+    store: Arc<dyn Store>,
+    state: DeliveryState,
+    /// Retention and how often it runs, when configured.
+    retention: Option<(Duration, Duration)>,
+    sources: Arc<Vec<String>>,
+}
+
+impl DeliveryEngine {
+    /// Builds each configured destination; nothing runs until [`DeliveryEngine::spawn`].
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        state: DeliveryState,
+    ) -> Result<DeliveryEngine, String> {
+        let mut lanes = Vec::new();
+        for source in &config.sources {
+            for destination in &source.destinations {
+                lanes.push(Arc::new(lane(destination, &source.name)?));
+            }
+        }
+        let retention = config.retention.map(|r| (r, config.prune_interval));
+        let sources = config.sources.iter().map(|s| s.name.clone()).collect();
+        Ok(DeliveryEngine {
+            lanes: Arc::new(lanes),
+            store,
+            state,
+            retention,
+            sources: Arc::new(sources),
+        })
+    }
+
+    /// Starts one task per destination, and the pruner when retention is configured, on the
+    /// current tokio runtime; they stop when `shutdown` turns true.
+    pub fn spawn(&self, shutdown: &watch::Receiver<bool>) {
+        for lane in self.lanes.iter() {
+            let engine = self.clone();
+            let lane = Arc::clone(lane);
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { engine.run(&lane, shutdown).await });
+        }
+        if !self.lanes.is_empty() {
+            let engine = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { engine.wake_on_arrival(shutdown).await });
+        }
+        if let Some((retention, interval)) = self.retention {
+            let engine = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { engine.prune_loop(retention, interval, shutdown).await });
+        }
+    }
+
+    /// Wakes the destinations of each newly stored event's source.
+    async fn wake_on_arrival(&self, mut shutdown: watch::Receiver<bool>) {
+        let mut arrivals = self.store.subscribe();
+        loop {
+            tokio::select! {
+                arrival = arrivals.recv() => match arrival {
+                    Ok(event) => self.lanes.iter().filter(|l| *l.source == *event.source).for_each(|l| l.wake.notify_one()),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => self.lanes.iter().for_each(|l| l.wake.notify_one()),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+
+    /// One destination's loop: read after the cursor, deliver, store the cursor.
+    async fn run(&self, lane: &Lane, mut shutdown: watch::Receiver<bool>) {
+        let mut cursor = loop {
+            match self.state.progress(&lane.name_key(), 0).await {
+                Ok(progress) => break progress.cursor,
+                Err(e) => {
+                    tracing::error!(destination = %lane.name, "delivery: cannot read the cursor: {e}");
+                    if sleep_or_stop(POLL, &mut shutdown).await {
+                        return;
+                    }
+                }
+            }
+        };
+        while !*shutdown.borrow() {
+            let events = match self
+                .store
+                .read_after(&lane.source, cursor, READ_BATCH)
+                .await
+            {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::error!(destination = %lane.name, "delivery: cannot read events: {e}");
+                    Vec::new()
+                }
+            };
+            if events.is_empty() {
+                tokio::select! {
+                    () = lane.wake.notified() => {}
+                    () = tokio::time::sleep(POLL) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => {}
+                }
+                continue;
+            }
+            match self.deliver_batch(lane, &events, &mut shutdown).await {
+                Ok(done) => cursor = done,
+                Err(e) => tracing::error!(destination = %lane.name, "delivery: {e}"),
+            }
+        }
+    }
+
+    /// Delivers one read batch; returns the new cursor (stored durably). Events are handled
+    /// in order, so when a shutdown interrupts a chunk, everything before its first event is
+    /// done and the cursor stops just before it.
+    async fn deliver_batch(
+        &self,
+        lane: &Lane,
+        events: &[StoredEvent],
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<i64, StoreError> {
+        let routed: Vec<bool> = events
+            .iter()
+            .map(|e| enabled(integrations(e).as_ref(), &lane.name))
+            .collect();
+        let mut delivered = 0;
+        let mut dead = Vec::new();
+        let mut chunk: Vec<StoredEvent> = Vec::new();
+        let mut done = events.last().map_or(0, |e| e.seq);
+        for (i, event) in events.iter().enumerate() {
+            if routed[i] {
+                chunk.push(event.clone());
+            }
+            let last = i + 1 == events.len();
+            if chunk.is_empty() || (chunk.len() < lane.destination.chunk_size() && !last) {
+                continue;
+            }
+            match self.deliver_chunk(lane, &chunk, shutdown).await {
+                Ok((ok, failed)) => {
+                    delivered += ok;
+                    dead.extend(failed);
+                    chunk.clear();
+                }
+                Err(()) => {
+                    done = chunk[0].seq - 1;
+                    break;
+                }
+            }
+        }
+        let skipped = events
+            .iter()
+            .zip(&routed)
+            .filter(|(e, r)| !**r && e.seq <= done)
+            .count();
+        self.state
+            .advance(&lane.name_key(), done, delivered, skipped as u64, dead)
+            .await?;
+        Ok(done)
+    }
+
+    /// Delivers a chunk with retries; a refused chunk of several is retried one by one so only
+    /// the refused events become dead letters. `Err` when shutting down.
+    async fn deliver_chunk(
+        &self,
+        lane: &Lane,
+        chunk: &[StoredEvent],
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(u64, Vec<(i64, String)>), ()> {
+        match self.deliver_with_retries(lane, chunk, shutdown).await {
+            Final::Delivered => Ok((chunk.len() as u64, Vec::new())),
+            Final::Stopped => Err(()),
+            Final::Dead(reason) if chunk.len() == 1 => {
+                tracing::error!(destination = %lane.name, seq = chunk[0].seq, "delivery: dead letter: {reason}");
+                Ok((0, vec![(chunk[0].seq, reason)]))
+            }
+            Final::Dead(_) => {
+                let mut delivered = 0;
+                let mut dead = Vec::new();
+                for event in chunk {
+                    let (ok, failed) =
+                        Box::pin(self.deliver_chunk(lane, std::slice::from_ref(event), shutdown))
+                            .await?;
+                    delivered += ok;
+                    dead.extend(failed);
+                }
+                Ok((delivered, dead))
+            }
+        }
+    }
+
+    async fn deliver_with_retries(
+        &self,
+        lane: &Lane,
+        chunk: &[StoredEvent],
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Final {
+        let started = Instant::now();
+        let mut retry = 0;
+        loop {
+            let (after, reason) = match lane.destination.deliver(chunk).await {
+                Attempt::Delivered => return Final::Delivered,
+                Attempt::Reject { reason } => return Final::Dead(reason),
+                Attempt::Retry { after, reason } => (after, reason),
+            };
+            retry += 1;
+            let wait = after.unwrap_or_else(|| lane.policy.backoff(retry, fastrand::f64()));
+            if started.elapsed() + wait > lane.policy.max_retry_duration {
+                return Final::Dead(format!(
+                    "still failing after {:?} of retries: {reason}",
+                    lane.policy.max_retry_duration
+                ));
+            }
+            tracing::warn!(destination = %lane.name, retry, wait_ms = wait.as_millis() as u64, "delivery: will retry: {reason}");
+            if sleep_or_stop(wait, shutdown).await {
+                return Final::Stopped;
+            }
+        }
+    }
+
+    /// Every destination's progress and lag.
+    pub async fn status(&self) -> Result<Vec<DestinationStatus>, StoreError> {
+        let mut all = Vec::with_capacity(self.lanes.len());
+        for lane in self.lanes.iter() {
+            let progress = self.state.progress(&lane.name_key(), 0).await?;
+            let lag = self.store.lag(&lane.source, progress.cursor).await?;
+            let open = self
+                .state
+                .dead_letters(Some(lane.name_key()), None, REPLAY_LIMIT)
+                .await?
+                .len();
+            all.push(DestinationStatus {
+                name: lane.name.clone(),
+                source: lane.source.clone(),
+                kind: lane.kind,
+                lag,
+                progress,
+                open_dead_letters: open,
+            });
+        }
+        Ok(all)
+    }
+
+    /// Open dead letters with their events, optionally of one destination.
+    pub async fn dead_letters(
+        &self,
+        destination: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Value>, StoreError> {
+        let key = destination
+            .and_then(|name| self.lane_named(name))
+            .map(|l| l.name_key());
+        if destination.is_some() && key.is_none() {
+            return Ok(Vec::new());
+        }
+        let letters = self.state.dead_letters(key, None, limit).await?;
+        let events = self
+            .store
+            .get(letters.iter().map(|d| d.seq).collect())
+            .await?;
+        Ok(letters
+            .into_iter()
+            .map(|letter| {
+                let event = events
+                    .iter()
+                    .find(|e| e.seq == letter.seq)
+                    .map(crate::admin::presentable);
+                let mut out = serde_json::to_value(&letter).unwrap_or_default();
+                out["destination"] = json!(self.display_name(&letter.destination));
+                out["event"] = event.unwrap_or(Value::Null);
+                out
+            })
+            .collect())
+    }
+
+    /// Re-delivers open dead letters (of one destination, or one by id), one attempt each.
+    pub async fn replay(
+        &self,
+        destination: Option<&str>,
+        id: Option<i64>,
+    ) -> Result<ReplayReport, StoreError> {
+        let mut report = ReplayReport::default();
+        for lane in self.lanes.iter() {
+            if destination.is_some_and(|name| name != lane.name && name != lane.name_key()) {
+                continue;
+            }
+            let letters: Vec<DeadLetter> = self
+                .state
+                .dead_letters(Some(lane.name_key()), id, REPLAY_LIMIT)
+                .await?;
+            for letter in letters {
+                let Some(event) = self.store.get(vec![letter.seq]).await?.pop() else {
+                    report.missing += 1;
+                    continue;
+                };
+                match lane.destination.deliver(std::slice::from_ref(&event)).await {
+                    Attempt::Delivered => {
+                        self.state.replayed(letter.id, None).await?;
+                        report.replayed += 1;
+                    }
+                    Attempt::Reject { reason } | Attempt::Retry { reason, .. } => {
+                        self.state.replayed(letter.id, Some(reason)).await?;
+                        report.failed += 1;
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Per destination of the event's source: "delivered", "pending", "skipped", or
+    /// "dead letter: <reason>".
+    pub async fn delivery_state(
+        &self,
+        event: &StoredEvent,
+    ) -> Result<Map<String, Value>, StoreError> {
+        let mut states = Map::new();
+        if event.rejected.is_some() {
+            return Ok(states);
+        }
+        for lane in self.lanes.iter().filter(|l| *l.source == *event.source) {
+            let progress = self.state.progress(&lane.name_key(), 0).await?;
+            let state = if event.seq > progress.cursor {
+                "pending".to_owned()
+            } else if !enabled(integrations(event).as_ref(), &lane.name) {
+                "skipped".to_owned()
+            } else if let Some(reason) = self.state.dead_reason(&lane.name_key(), event.seq).await?
+            {
+                format!("dead letter: {reason}")
+            } else {
+                "delivered".to_owned()
+            };
+            states.insert(lane.name.clone(), Value::String(state));
+        }
+        Ok(states)
+    }
+
+    /// True when some destination is configured.
+    pub fn is_empty(&self) -> bool {
+        self.lanes.is_empty()
+    }
+
+    fn lane_named(&self, name: &str) -> Option<&Arc<Lane>> {
+        self.lanes
+            .iter()
+            .find(|l| l.name == name || l.name_key() == name)
+    }
+
+    fn display_name(&self, key: &str) -> String {
+        self.lanes
+            .iter()
+            .find(|l| l.name_key() == key)
+            .map_or_else(|| key.to_owned(), |l| l.name.clone())
+    }
+
+    /// Deletes events past `retention` once every destination of their source is done.
+    async fn prune_loop(
+        &self,
+        retention: Duration,
+        interval: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            if sleep_or_stop(interval, &mut shutdown).await {
+                return;
+            }
+            let cutoff = SystemTime::now()
+                .checked_sub(retention)
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_millis() as i64);
+            for source in self.sources.iter() {
+                let mut up_to = i64::MAX;
+                for lane in self.lanes.iter().filter(|l| l.source == *source) {
+                    match self.state.progress(&lane.name_key(), 0).await {
+                        Ok(progress) => up_to = up_to.min(progress.cursor),
+                        Err(_) => up_to = i64::MIN,
+                    }
+                }
+                match self.store.prune(source, cutoff, up_to).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(source, pruned = n, "retention: pruned delivered events")
+                    }
+                    Err(e) => tracing::warn!(source, "retention: prune failed: {e}"),
+                }
+            }
+        }
+    }
+}
+
+impl Lane {
+    /// The key of its cursor and dead letters: destinations are named per source.
+    fn name_key(&self) -> String {
+        format!("{}/{}", self.source, self.name)
+    }
+}
+
+fn lane(config: &DestinationConfig, source: &str) -> Result<Lane, String> {
+    let destination =
+        kind::build(config, source).map_err(|e| format!("destination {:?}: {e}", config.name))?;
+    Ok(Lane {
+        name: config.name.clone(),
+        source: source.to_owned(),
+        kind: config.kind.label(),
+        destination,
+        policy: RetryPolicy {
+            max_retries: u32::MAX,
+            backoff_base: config.backoff_base.unwrap_or(DEFAULT_BACKOFF_BASE),
+            backoff_cap: config.backoff_cap.unwrap_or(DEFAULT_BACKOFF_CAP),
+            max_retry_duration: config.retry_window.unwrap_or(DEFAULT_RETRY_WINDOW),
+            jitter: true,
+        },
+        wake: Notify::new(),
+    })
+}
+
+/// The event's `integrations`, read without parsing the rest of its body.
+fn integrations(event: &StoredEvent) -> Option<Value> {
+    #[derive(Deserialize)]
+    struct Only {
+        integrations: Option<Value>,
+    }
+    serde_json::from_str::<Only>(&event.body)
+        .ok()
+        .and_then(|o| o.integrations)
+}
+
+/// Sleeps `wait`; true if shutdown came first.
+async fn sleep_or_stop(wait: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let interrupted = tokio::select! {
+        () = tokio::time::sleep(wait) => false,
+        _ = shutdown.wait_for(|stop| *stop) => true,
+    };
+    interrupted || *shutdown.borrow()
+}

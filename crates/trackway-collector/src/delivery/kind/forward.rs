@@ -1,0 +1,89 @@
+//! `forward`: relay to another Tracking API endpoint (Segment, RudderStack, another Trackway
+//! collector) through the `trackway` client, so the collector is an edge buffer: it keeps
+//! accepting while the upstream is down, and delivers once it is back.
+//!
+//! The relayed message is the one the client sent: the server's own fields (`receivedAt`,
+//! `sentAt`) are removed and the client's `timestamp` restored from `originalTimestamp`, so
+//! the upstream applies its own clock correction. The `messageId` is kept, so the upstream
+//! deduplicates what a crash makes us send twice.
+//!
+//! The client is built with no retries of its own: the delivery engine retries (durably, with
+//! its cursor), so a failed flush never leaves copies queued inside the client.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use trackway::{Analytics, Message};
+
+use crate::delivery::{Attempt, Destination};
+use crate::storage::{BoxFuture, StoredEvent};
+
+/// How long one chunk may take to be acknowledged upstream.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Messages relayed per flush.
+const CHUNK: usize = 250;
+
+pub(crate) struct Forward {
+    client: Analytics,
+}
+
+impl Forward {
+    pub(crate) fn new(host: &str, write_key: &str) -> Result<Forward, String> {
+        let client = Analytics::builder(write_key)
+            .host(host)
+            .max_retries(0)
+            .flush_at(CHUNK)
+            .build()
+            .map_err(|e| format!("forward: {e}"))?;
+        Ok(Forward { client })
+    }
+}
+
+/// The message as its client sent it.
+fn as_sent(body: &str) -> Option<Message> {
+    let Ok(Value::Object(mut message)) = serde_json::from_str::<Value>(body) else {
+        return None;
+    };
+    message.remove("receivedAt");
+    message.remove("sentAt");
+    if let Some(original) = message.remove("originalTimestamp") {
+        message.insert("timestamp".into(), original);
+    }
+    Message::from_json(Value::Object(message)).ok()
+}
+
+impl Destination for Forward {
+    fn deliver<'a>(&'a self, events: &'a [StoredEvent]) -> BoxFuture<'a, Attempt> {
+        Box::pin(async move {
+            for event in events {
+                let Some(message) = as_sent(&event.body) else {
+                    return Attempt::Reject {
+                        reason: format!("event {} is not a message", event.seq),
+                    };
+                };
+                if let Err(e) = self.client.enqueue(message) {
+                    return Attempt::Reject {
+                        reason: format!("forward: {e}"),
+                    };
+                }
+            }
+            let report = self.client.flush_async(FLUSH_TIMEOUT).await;
+            if report.delivered == events.len() as u64 {
+                Attempt::Delivered
+            } else if report.rejected > 0 {
+                Attempt::Reject {
+                    reason: format!("upstream refused: {report}"),
+                }
+            } else {
+                Attempt::Retry {
+                    after: None,
+                    reason: format!("upstream: {report}"),
+                }
+            }
+        })
+    }
+
+    fn chunk_size(&self) -> usize {
+        CHUNK
+    }
+}

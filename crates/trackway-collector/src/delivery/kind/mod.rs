@@ -1,0 +1,159 @@
+//! The destination kinds, each one module behind [`super::Destination`], and their
+//! configuration.
+
+mod file;
+mod forward;
+mod stdout;
+mod webhook;
+
+pub use webhook::{SIGNATURE_HEADER, sign};
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::Destination;
+
+/// Default `retry_window_secs`: an event keeps being retried this long before it becomes a
+/// dead letter, long enough to ride out a receiving service's bad day; what is left after it
+/// an operator replays.
+pub const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+/// Default `backoff_base_ms`: first wait after a transient failure.
+pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Default `backoff_cap_ms`: longest wait between attempts.
+pub const DEFAULT_BACKOFF_CAP: Duration = Duration::from_secs(5 * 60);
+/// Default webhook timeout.
+pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One destination of a source, as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DestinationConfig {
+    /// The name messages' `integrations` refer to (case-sensitive), unique per source.
+    pub name: String,
+    /// What it is.
+    #[serde(flatten)]
+    pub kind: Kind,
+    /// How long an event is retried before it becomes a dead letter.
+    #[serde(default, rename = "retry_window_secs", with = "secs")]
+    pub retry_window: Option<Duration>,
+    /// First backoff wait, in ms.
+    #[serde(default, rename = "backoff_base_ms", with = "millis")]
+    pub backoff_base: Option<Duration>,
+    /// Longest backoff wait, in ms.
+    #[serde(default, rename = "backoff_cap_ms", with = "millis")]
+    pub backoff_cap: Option<Duration>,
+}
+
+/// The destination kinds.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Kind {
+    /// POST each message (or batches of `batch_size`, as a JSON array) to `url`.
+    Webhook {
+        /// Where to POST.
+        url: String,
+        /// Extra headers.
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        /// When set, `X-Signature` carries the hex HMAC-SHA256 of the body under this secret.
+        #[serde(default)]
+        secret: Option<String>,
+        /// Messages per request: 1 posts each message as an object; more posts arrays.
+        #[serde(default = "one")]
+        batch_size: usize,
+        /// Request timeout in ms.
+        #[serde(default, rename = "timeout_ms", with = "millis")]
+        timeout: Option<Duration>,
+    },
+    /// JSON lines, one file per source and day, rotated by size, fsynced per delivery.
+    File {
+        /// Directory of the files.
+        dir: PathBuf,
+        /// Rotate once a file reaches this many bytes.
+        #[serde(default = "default_max_bytes")]
+        max_bytes: u64,
+    },
+    /// Relay to another Tracking API (Segment, RudderStack, another collector) through the
+    /// `trackway` client.
+    Forward {
+        /// The upstream's base URL or region name.
+        host: String,
+        /// The upstream's write key.
+        write_key: String,
+    },
+    /// One JSON line per message on standard output, for debugging.
+    Stdout {},
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Default `max_bytes` of a file destination: 100 MiB.
+fn default_max_bytes() -> u64 {
+    100 * 1024 * 1024
+}
+
+impl Kind {
+    /// The kind's name, for the admin API.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Kind::Webhook { .. } => "webhook",
+            Kind::File { .. } => "file",
+            Kind::Forward { .. } => "forward",
+            Kind::Stdout {} => "stdout",
+        }
+    }
+}
+
+/// Builds the destination for `config`, delivering events of `source`.
+pub fn build(config: &DestinationConfig, source: &str) -> Result<Arc<dyn Destination>, String> {
+    Ok(match &config.kind {
+        Kind::Webhook {
+            url,
+            headers,
+            secret,
+            batch_size,
+            timeout,
+        } => Arc::new(webhook::Webhook::new(
+            url,
+            headers,
+            secret.as_deref(),
+            (*batch_size).max(1),
+            timeout.unwrap_or(DEFAULT_WEBHOOK_TIMEOUT),
+        )?),
+        Kind::File { dir, max_bytes } => Arc::new(file::JsonLines::open(dir, source, *max_bytes)?),
+        Kind::Forward { host, write_key } => Arc::new(forward::Forward::new(host, write_key)?),
+        Kind::Stdout {} => Arc::new(stdout::Stdout),
+    })
+}
+
+/// `Option<Duration>` as whole milliseconds.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
+/// `Option<Duration>` as whole seconds.
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_secs))
+    }
+}

@@ -1,0 +1,59 @@
+//! Delivery: each stored event is sent on to the destinations its source configures and its
+//! `integrations` enable, at least once, in order, surviving restarts.
+//!
+//! ```text
+//!  events table ──read_after(cursor)──▶ destination task ──deliver(chunk)──▶ webhook/file/…
+//!        ▲                                  │  retry with backoff; final or too old:
+//!        │ new event wakes the task         │  dead letter (with the reason)
+//!        └──────────────────────────────────┴─▶ delivery.sqlite3: cursor, counts, dead letters
+//! ```
+//!
+//! Invariants:
+//! - One task per destination; it handles events in `seq` order, one chunk at a time, so
+//!   order is kept and a slow destination delays only itself. Ingest never waits for delivery.
+//! - A destination's cursor moves past an event only once that event is delivered, skipped
+//!   (its `integrations` exclude the destination) or dead-lettered, and the cursor is stored
+//!   durably after every read batch: after a crash at most that batch is delivered again.
+//! - A destination kind is one module implementing [`Destination`]; adding one touches only
+//!   that module and [`kind::build`].
+
+mod engine;
+pub mod kind;
+pub mod route;
+pub mod state;
+
+use std::time::Duration;
+
+pub use engine::{DeliveryEngine, ReplayReport};
+
+use crate::storage::{BoxFuture, StoredEvent};
+
+/// How one delivery attempt of a chunk of events ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// The destination has them.
+    Delivered,
+    /// A transient failure: try again later (after `after`, if the destination said).
+    Retry {
+        /// The destination's requested wait (`Retry-After`).
+        after: Option<Duration>,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The destination refused them for good.
+    Reject {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Somewhere events go. Implementations live in [`kind`].
+pub trait Destination: Send + Sync + 'static {
+    /// Delivers `events` (at most the destination's chunk size), in order.
+    fn deliver<'a>(&'a self, events: &'a [StoredEvent]) -> BoxFuture<'a, Attempt>;
+
+    /// Most events handed to one [`Destination::deliver`] call.
+    fn chunk_size(&self) -> usize {
+        1
+    }
+}
