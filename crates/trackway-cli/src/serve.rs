@@ -142,16 +142,19 @@ async fn open(
     Ok((collector, listener))
 }
 
-#[expect(
-    clippy::print_stdout,
-    reason = "the command tells its operator where to look"
-)]
+/// Tells the operator where to look. A closed stdout must not take the server down, so write
+/// errors are ignored (`println!` would panic).
 fn announce(addr: SocketAddr, config: &Config) {
+    use std::io::Write;
     let sources: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
-    println!("trackway collector listening on http://{addr}");
-    println!("  store:    {}", config.data_dir.display());
-    println!("  sources:  {}", sources.join(", "));
-    println!("  debugger: http://{addr}/#token={}", config.admin_token);
+    let text = format!(
+        "trackway collector listening on http://{addr}\n  store:    {}\n  sources:  {}\n  debugger: http://{addr}/#token={}\n",
+        config.data_dir.display(),
+        sources.join(", "),
+        config.admin_token
+    );
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 #[expect(clippy::print_stderr, reason = "the demo reports its traffic")]

@@ -98,7 +98,21 @@ pub(crate) async fn events(
         .query(query)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let events: Vec<Value> = stored.iter().map(presentable).collect();
+    let mut events = Vec::with_capacity(stored.len());
+    for event in &stored {
+        let mut shown = presentable(event);
+        if !state.delivery.is_empty() {
+            let delivery = state
+                .delivery
+                .delivery_state(event)
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            if !delivery.is_empty() {
+                shown["_trackway"]["delivery"] = Value::Object(delivery);
+            }
+        }
+        events.push(shown);
+    }
     Ok(Json(json!({ "events": events })))
 }
 

@@ -73,7 +73,7 @@ impl Collector {
         let keys = config.key_index()?;
         let delivery_state = DeliveryState::open(&config.data_dir)?;
         let delivery = DeliveryEngine::new(config, Arc::clone(&store), delivery_state)
-            .map_err(|problem| ConfigError::Destination(problem))?;
+            .map_err(ConfigError::Destination)?;
         let (stop, shutdown) = watch::channel(false);
         let state = Arc::new(AppState {
             store,

@@ -35,12 +35,15 @@ pub enum Reply {
     Hang(Duration),
     /// Send a status line and half a body, then close the connection.
     CloseMidResponse,
+    /// Wait this long, then answer `200`: a slow but healthy receiver.
+    Delay(Duration),
 }
 
 impl Reply {
     /// True if the fake acknowledged the request (a 2xx was fully sent).
     pub fn is_success(&self) -> bool {
-        matches!(self, Reply::Ok) || matches!(self, Reply::Status(s) if (200..300).contains(s))
+        matches!(self, Reply::Ok | Reply::Delay(_))
+            || matches!(self, Reply::Status(s) if (200..300).contains(s))
     }
 }
 
@@ -223,7 +226,10 @@ fn serve_connection(stream: TcpStream, state: &State) {
                 );
                 false
             }
-            Reply::Ok | Reply::Status(_) | Reply::RetryAfter(..) => {
+            Reply::Ok | Reply::Status(_) | Reply::RetryAfter(..) | Reply::Delay(_) => {
+                if let Reply::Delay(pause) = &reply {
+                    thread::sleep(*pause);
+                }
                 let (status, retry_after) = match &reply {
                     Reply::Status(status) => (*status, None),
                     Reply::RetryAfter(status, value) => (*status, Some(value.as_str())),

@@ -155,3 +155,100 @@ fn serve_reads_sources_from_a_config_file() {
     assert_eq!(stored(&url)[0]["_trackway"]["source"], "web");
     assert_eq!(terminate(&mut child).code(), Some(0));
 }
+
+#[test]
+fn a_collector_killed_mid_delivery_resumes_without_resending_history() {
+    use std::collections::HashMap;
+    use trackway_testkit::{FakeApi, Reply};
+
+    let hook = FakeApi::start();
+    hook.set_rule(|_| Some(Reply::Delay(Duration::from_millis(20))));
+    let temp = tempfile::tempdir().unwrap();
+    let config = temp.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[source]]\nname = \"web\"\nwrite_keys = [\"{KEY}\"]\n\n[[source.destination]]\n\
+             name = \"Webhook\"\nkind = \"webhook\"\nurl = \"{}/hook\"\nbackoff_base_ms = 5\n",
+            hook.url()
+        ),
+    )
+    .unwrap();
+    let data = temp.path().join("data");
+    let start = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_trackway"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-token",
+                ADMIN_TOKEN,
+            ])
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = lines
+            .next()
+            .unwrap()
+            .unwrap()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_owned();
+        (child, url)
+    };
+    let acknowledged = || {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for request in hook.requests().iter().filter(|r| r.reply.is_success()) {
+            let id = request.json.as_ref().unwrap()["properties"]["n"].to_string();
+            *seen.entry(id).or_default() += 1;
+        }
+        seen
+    };
+    let wait_for = |what: &str, condition: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !condition() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never happened: {what}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let send = |url: &str, range: std::ops::Range<u32>| {
+        let analytics = Analytics::builder(KEY)
+            .host(url)
+            .no_proxy()
+            .build()
+            .unwrap();
+        for n in range {
+            analytics.track("u", "Resumed", json!({"n": n})).unwrap();
+        }
+        assert!(analytics.shutdown(Duration::from_secs(30)).is_clean());
+    };
+
+    let (mut first, url) = start();
+    send(&url, 0..30);
+    wait_for("the history is delivered", &|| acknowledged().len() == 30);
+    send(&url, 30..60);
+    wait_for("delivery of the second half is under way", &|| {
+        acknowledged().len() >= 40
+    });
+    first.kill().unwrap(); // SIGKILL: no chance to store anything more
+    first.wait().unwrap();
+
+    let (mut second, _) = start();
+    wait_for("everything is delivered after the restart", &|| {
+        acknowledged().len() == 60
+    });
+    let seen = acknowledged();
+    for n in 0..30 {
+        assert_eq!(seen[&n.to_string()], 1, "history event {n} was sent again");
+    }
+    assert_eq!(terminate(&mut second).code(), Some(0));
+}

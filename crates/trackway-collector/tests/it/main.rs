@@ -6,6 +6,7 @@
 )]
 
 mod admin;
+mod delivery;
 mod durability;
 mod end_to_end;
 mod ingest;

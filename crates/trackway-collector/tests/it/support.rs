@@ -51,7 +51,17 @@ impl TestServer {
 
     /// A collector on the store in `data_dir`.
     pub(crate) fn start_in(data_dir: &Path) -> TestServer {
-        let collector = Collector::open(&config(data_dir)).unwrap();
+        TestServer::start_configured(data_dir, |_| {})
+    }
+
+    /// A collector on the store in `data_dir`, its configuration changed by `adjust`.
+    pub(crate) fn start_configured(
+        data_dir: &Path,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        let mut config = config(data_dir);
+        adjust(&mut config);
+        let collector = Collector::open(&config).unwrap();
         TestServer::run(collector)
     }
 
@@ -166,4 +176,39 @@ pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     encoder.write_all(bytes).unwrap();
     encoder.finish().unwrap()
+}
+
+/// Polls `condition` every 10 ms until it holds; panics after 30 s (a hang guard, not a
+/// timing assertion).
+pub(crate) fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// POSTs `messages` as one batch with the web source's key; asserts a 200.
+pub(crate) fn send(server: &TestServer, messages: Vec<Value>) {
+    let body = serde_json::json!({ "batch": messages }).to_string();
+    let (status, answer) = post(
+        &server.url,
+        "/v1/batch",
+        &[("authorization", &basic(WRITE_KEY))],
+        body.as_bytes(),
+    );
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// POSTs to an admin path with the token.
+pub(crate) fn post_admin(server: &TestServer, path: &str) -> (u16, Value) {
+    let response = agent()
+        .post(format!("{}{path}", server.url))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .send_empty()
+        .unwrap();
+    read(response)
 }

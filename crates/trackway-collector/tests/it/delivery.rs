@@ -1,0 +1,414 @@
+//! Delivery to destinations: at least once, in order, honouring `integrations`, with dead
+//! letters and replay.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use trackway_collector::Config;
+use trackway_collector::delivery::kind::{DestinationConfig, Kind, sign};
+use trackway_testkit::{FakeApi, Reply};
+
+use crate::support::{TestServer, eventually, send};
+
+fn webhook(name: &str, url: String, secret: Option<&str>) -> DestinationConfig {
+    DestinationConfig {
+        name: name.into(),
+        kind: Kind::Webhook {
+            url,
+            headers: [("X-Team".to_owned(), "growth".to_owned())].into(),
+            secret: secret.map(str::to_owned),
+            batch_size: 1,
+            timeout: Some(Duration::from_secs(5)),
+        },
+        retry_window: None,
+        backoff_base: Some(Duration::from_millis(1)),
+        backoff_cap: Some(Duration::from_millis(20)),
+    }
+}
+
+fn file(name: &str, dir: &std::path::Path, max_bytes: u64) -> DestinationConfig {
+    DestinationConfig {
+        name: name.into(),
+        kind: Kind::File {
+            dir: dir.to_owned(),
+            max_bytes,
+        },
+        retry_window: None,
+        backoff_base: Some(Duration::from_millis(1)),
+        backoff_cap: Some(Duration::from_millis(20)),
+    }
+}
+
+fn with_destinations(destinations: Vec<DestinationConfig>) -> impl FnOnce(&mut Config) {
+    move |config| config.sources[0].destinations = destinations
+}
+
+fn track(id: &str) -> Value {
+    json!({"type": "track", "userId": "u", "event": "Delivered", "messageId": id, "properties": {"id": id}})
+}
+
+/// messageId -> how many acknowledged requests carried it.
+fn acknowledged(api: &FakeApi) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for request in api.requests().iter().filter(|r| r.reply.is_success()) {
+        let body = request.json.clone().unwrap_or(Value::Null);
+        let messages = match body {
+            Value::Array(items) => items,
+            other => vec![other],
+        };
+        for message in messages {
+            *seen
+                .entry(message["messageId"].as_str().unwrap_or_default().to_owned())
+                .or_default() += 1;
+        }
+    }
+    seen
+}
+
+fn destination<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == name)
+        .unwrap()
+}
+
+#[test]
+fn a_webhook_that_fails_five_times_then_succeeds_gets_each_message_once() {
+    let hook = FakeApi::start();
+    hook.push_replies((0..5).map(|_| Reply::Status(503)));
+    let temp = tempfile::tempdir().unwrap();
+    let url = format!("{}/hook", hook.url());
+    let server = TestServer::start_configured(
+        temp.path(),
+        with_destinations(vec![webhook("Webhook", url, Some("s3cret"))]),
+    );
+    send(&server, vec![track("w1"), track("w2"), track("w3")]);
+    eventually("three messages acknowledged", || {
+        acknowledged(&hook).len() == 3
+    });
+    let seen = acknowledged(&hook);
+    assert!(seen.values().all(|n| *n == 1), "each once: {seen:?}");
+    let requests = hook.requests();
+    assert_eq!(requests.len(), 8, "five failures, then three deliveries");
+    let order: Vec<String> = requests
+        .iter()
+        .filter(|r| r.reply.is_success())
+        .map(|r| {
+            r.json.as_ref().unwrap()["messageId"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(order, ["w1", "w2", "w3"], "in order");
+    for request in &requests {
+        assert_eq!(request.path, "/hook");
+        assert_eq!(request.header("x-team"), Some("growth"));
+        assert_eq!(
+            request.header("x-signature"),
+            Some(sign(b"s3cret", &request.raw_body).as_str())
+        );
+    }
+    let (_, status) = server.admin("/api/destinations");
+    let webhook = destination(&status, "Webhook");
+    assert_eq!(
+        (webhook["delivered"].as_u64(), webhook["lag"].as_u64()),
+        (Some(3), Some(0))
+    );
+    assert_eq!(webhook["kind"], "webhook");
+    let events = server.events("");
+    assert_eq!(events[0]["_trackway"]["delivery"]["Webhook"], "delivered");
+}
+
+#[test]
+fn a_400_becomes_a_dead_letter_and_replay_delivers_it_once_fixed() {
+    let hook = FakeApi::start();
+    let broken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let rule_broken = std::sync::Arc::clone(&broken);
+    hook.set_rule(move |request| {
+        let poisoned = request
+            .json
+            .as_ref()
+            .is_some_and(|b| b["messageId"] == "poison");
+        (poisoned && rule_broken.load(std::sync::atomic::Ordering::SeqCst))
+            .then_some(Reply::Status(400))
+    });
+    let temp = tempfile::tempdir().unwrap();
+    let server = TestServer::start_configured(
+        temp.path(),
+        with_destinations(vec![webhook("Webhook", hook.url(), None)]),
+    );
+    send(&server, vec![track("ok-1"), track("poison"), track("ok-2")]);
+    eventually("the good ones delivered", || acknowledged(&hook).len() == 2);
+    eventually("the bad one dead-lettered", || {
+        let (_, status) = server.admin("/api/destinations");
+        destination(&status, "Webhook")["dead_lettered"] == 1
+    });
+    let (_, letters) = server.admin("/api/dead-letters?destination=Webhook");
+    let letters = letters["dead_letters"].as_array().unwrap().clone();
+    assert_eq!(letters.len(), 1);
+    assert!(
+        letters[0]["reason"].as_str().unwrap().contains("HTTP 400"),
+        "{}",
+        letters[0]
+    );
+    assert_eq!(letters[0]["event"]["messageId"], "poison");
+    let events = server.events("");
+    let poison = events.iter().find(|e| e["messageId"] == "poison").unwrap();
+    assert!(
+        poison["_trackway"]["delivery"]["Webhook"]
+            .as_str()
+            .unwrap()
+            .starts_with("dead letter: HTTP 400")
+    );
+
+    // Still broken: replay fails and says so.
+    let (status, report) = crate::support::post_admin(&server, "/api/replay?destination=Webhook");
+    assert_eq!(status, 200);
+    assert_eq!(report, json!({"replayed": 0, "failed": 1, "missing": 0}));
+
+    broken.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (_, report) = crate::support::post_admin(&server, "/api/replay?destination=Webhook");
+    assert_eq!(report, json!({"replayed": 1, "failed": 0, "missing": 0}));
+    assert_eq!(acknowledged(&hook).get("poison"), Some(&1));
+    let (_, letters) = server.admin("/api/dead-letters");
+    assert!(letters["dead_letters"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn integrations_decide_which_destinations_get_a_message() {
+    let hook = FakeApi::start();
+    let temp = tempfile::tempdir().unwrap();
+    let archive = temp.path().join("archive");
+    let server = TestServer::start_configured(
+        &temp.path().join("data"),
+        with_destinations(vec![
+            webhook("Webhook", hook.url(), None),
+            file("Archive", &archive, 1 << 30),
+        ]),
+    );
+    let with = |id: &str, integrations: Value| {
+        let mut message = track(id);
+        if !integrations.is_null() {
+            message["integrations"] = integrations;
+        }
+        message
+    };
+    send(
+        &server,
+        vec![
+            with("absent", Value::Null),
+            with("all-false", json!({"All": false})),
+            with(
+                "all-false-webhook-on",
+                json!({"All": false, "Webhook": true}),
+            ),
+            with("webhook-off", json!({"Webhook": false})),
+            with(
+                "webhook-options",
+                json!({"All": false, "Webhook": {"channel": "#sales"}}),
+            ),
+            with("wrong-case", json!({"All": false, "webhook": true})),
+            with("archive-only", json!({"All": false, "Archive": true})),
+        ],
+    );
+    eventually("both destinations caught up", || {
+        let (_, status) = server.admin("/api/destinations");
+        ["Webhook", "Archive"]
+            .iter()
+            .all(|d| destination(&status, d)["lag"] == 0)
+    });
+    let mut to_webhook: Vec<String> = acknowledged(&hook).into_keys().collect();
+    to_webhook.sort();
+    assert_eq!(
+        to_webhook,
+        ["absent", "all-false-webhook-on", "webhook-options"]
+    );
+    let mut to_archive: Vec<String> = std::fs::read_dir(&archive)
+        .unwrap()
+        .flat_map(|f| {
+            std::fs::read_to_string(f.unwrap().path())
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .map(|line| {
+            serde_json::from_str::<Value>(&line).unwrap()["messageId"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    to_archive.sort();
+    assert_eq!(to_archive, ["absent", "archive-only", "webhook-off"]);
+    let (_, status) = server.admin("/api/destinations");
+    assert_eq!(destination(&status, "Webhook")["skipped"], 4);
+    let events = server.events("");
+    let skipped = events
+        .iter()
+        .find(|e| e["messageId"] == "all-false")
+        .unwrap();
+    assert_eq!(
+        skipped["_trackway"]["delivery"],
+        json!({"Webhook": "skipped", "Archive": "skipped"})
+    );
+}
+
+#[test]
+fn file_destinations_rotate_by_size_and_keep_every_line_once() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("files");
+    let server = TestServer::start_configured(
+        &temp.path().join("data"),
+        with_destinations(vec![file("Archive", &dir, 2_000)]),
+    );
+    for round in 0..10 {
+        send(
+            &server,
+            (0..10).map(|n| track(&format!("f{round}-{n}"))).collect(),
+        );
+    }
+    eventually("the archive caught up", || {
+        let (_, status) = server.admin("/api/destinations");
+        destination(&status, "Archive")["delivered"] == 100
+    });
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "rotated: {files:?}");
+    let day = &trackway_protocol::format_timestamp(std::time::SystemTime::now())[..10];
+    assert!(
+        files
+            .iter()
+            .any(|f| f.file_name().unwrap().to_string_lossy() == format!("web-{day}.jsonl")),
+        "{files:?}"
+    );
+    let mut ids = Vec::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).unwrap();
+        for line in text.lines() {
+            ids.push(
+                serde_json::from_str::<Value>(line).unwrap()["messageId"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+    }
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!((ids.len(), unique.len()), (100, 100));
+}
+
+#[test]
+fn forward_relays_to_a_second_collector() {
+    let upstream = TestServer::start();
+    let temp = tempfile::tempdir().unwrap();
+    let forward = DestinationConfig {
+        name: "Upstream".into(),
+        kind: Kind::Forward {
+            host: upstream.url.clone(),
+            write_key: crate::support::OTHER_KEY.into(),
+        },
+        retry_window: None,
+        backoff_base: Some(Duration::from_millis(1)),
+        backoff_cap: Some(Duration::from_millis(20)),
+    };
+    let edge = TestServer::start_configured(temp.path(), with_destinations(vec![forward]));
+    let mut original = track("fw-1");
+    original["timestamp"] = json!("2026-01-01T00:00:00.000Z");
+    send(&edge, vec![original, track("fw-2")]);
+    eventually("the upstream has both", || upstream.events("").len() == 2);
+    let events = upstream.events("");
+    let relayed = events.iter().find(|e| e["messageId"] == "fw-1").unwrap();
+    assert_eq!(
+        relayed["_trackway"]["source"], "jobs",
+        "sent with the forward's write key"
+    );
+    assert_eq!(
+        relayed["originalTimestamp"], "2026-01-01T00:00:00.000Z",
+        "the client's time travels"
+    );
+    assert_eq!(relayed["event"], "Delivered");
+    let edge_event = edge
+        .events("")
+        .into_iter()
+        .find(|e| e["messageId"] == "fw-1")
+        .unwrap();
+    assert_eq!(edge_event["_trackway"]["delivery"]["Upstream"], "delivered");
+}
+
+#[test]
+fn forward_keeps_accepting_while_the_upstream_is_down() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let temp = tempfile::tempdir().unwrap();
+    let forward = DestinationConfig {
+        name: "Upstream".into(),
+        kind: Kind::Forward {
+            host: format!("http://127.0.0.1:{port}"),
+            write_key: "k".into(),
+        },
+        retry_window: None,
+        backoff_base: Some(Duration::from_millis(5)),
+        backoff_cap: Some(Duration::from_millis(50)),
+    };
+    let edge = TestServer::start_configured(temp.path(), with_destinations(vec![forward]));
+    send(&edge, vec![track("held-1"), track("held-2")]);
+    let (_, status) = edge.admin("/api/destinations");
+    assert_eq!(destination(&status, "Upstream")["delivered"], 0);
+    let upstream = FakeApi::start_on(port);
+    eventually("delivered once the upstream is up", || {
+        acknowledged_batches(&upstream) == 2
+    });
+}
+
+/// Messages acknowledged by a fake Tracking API (batches).
+fn acknowledged_batches(api: &FakeApi) -> usize {
+    api.accepted_messages().len()
+}
+
+#[test]
+fn retention_prunes_delivered_events_and_keeps_undelivered_ones() {
+    let healthy = FakeApi::start();
+    let down = FakeApi::start();
+    down.set_rule(|_| Some(Reply::Status(503)));
+    let temp = tempfile::tempdir().unwrap();
+    let server = TestServer::start_configured(temp.path(), |config| {
+        config.sources[0].destinations = vec![webhook("Webhook", healthy.url(), None)];
+        config.sources[1].destinations = vec![webhook("Down", down.url(), None)];
+        config.retention = Some(Duration::ZERO);
+        config.prune_interval = Duration::from_millis(20);
+    });
+    send(&server, vec![track("kept-briefly")]);
+    let body = json!({"batch": [track("undelivered")]}).to_string();
+    let auth = crate::support::basic(crate::support::OTHER_KEY);
+    assert_eq!(
+        crate::support::post(
+            &server.url,
+            "/v1/batch",
+            &[("authorization", &auth)],
+            body.as_bytes()
+        )
+        .0,
+        200
+    );
+    eventually("the delivered event is pruned", || {
+        server
+            .events("")
+            .iter()
+            .all(|e| e["messageId"] != "kept-briefly")
+    });
+    assert_eq!(acknowledged(&healthy).get("kept-briefly"), Some(&1));
+    let events = server.events("");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["messageId"], "undelivered");
+}
