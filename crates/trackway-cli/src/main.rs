@@ -1,5 +1,5 @@
 //! `trackway`: send one event from a shell (Segment's cross-library test contract), run the
-//! collector, or run the demo.
+//! collector or the demo, follow events, replay dead letters, import files.
 //!
 //! Arguments are parsed by clap into a validated command; every failure becomes a
 //! [`Failure`] and is mapped to an exit code here, in one place: 0 success, 1 the work failed
@@ -9,8 +9,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin_api;
+mod import;
+mod replay;
 mod send;
 mod serve;
+mod tail;
 
 /// Product analytics for Rust: the Trackway command line.
 #[derive(Debug, Parser)]
@@ -28,6 +32,12 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run the collector and send it realistic sample events through the trackway library.
     Demo(serve::DemoArgs),
+    /// Follow arriving events in the terminal.
+    Tail(tail::TailArgs),
+    /// Re-deliver dead letters.
+    Replay(replay::ReplayArgs),
+    /// Bulk-load a JSON-lines file of events to any Tracking API host (resumable).
+    Import(import::ImportArgs),
 }
 
 /// Why a command failed, and so its exit code.
@@ -44,11 +54,15 @@ fn main() -> ExitCode {
     init_logging(match cli.command {
         Command::Send(_) => "off",
         Command::Serve(_) | Command::Demo(_) => "warn",
+        Command::Tail(_) | Command::Replay(_) | Command::Import(_) => "error",
     });
     let result = match cli.command {
         Command::Send(args) => send::run(*args),
         Command::Serve(args) => serve::serve(args),
         Command::Demo(args) => serve::demo(args),
+        Command::Tail(args) => tail::run(args),
+        Command::Replay(args) => replay::run(args),
+        Command::Import(args) => import::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

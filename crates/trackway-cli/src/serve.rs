@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use trackway::{Analytics, Message};
+use trackway_collector::delivery::kind::{DestinationConfig, Kind};
 use trackway_collector::{Collector, Config, Source, generate_admin_token};
 
 use trackway_testkit::samples;
@@ -33,6 +34,65 @@ pub(crate) struct ServeArgs {
     /// Token of the admin API and debugger; generated and printed when absent.
     #[arg(long, env = "TRACKWAY_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Deliver the --write-key source's events to this webhook (destination "Webhook").
+    #[arg(long, requires = "write_keys")]
+    webhook: Option<String>,
+    /// Archive the --write-key source's events as JSON lines here (destination "File").
+    #[arg(long, requires = "write_keys")]
+    file_dir: Option<PathBuf>,
+    /// Relay the --write-key source's events to this Tracking API host (destination
+    /// "Forward"); needs --forward-write-key.
+    #[arg(long, requires_all = ["write_keys", "forward_write_key"])]
+    forward: Option<String>,
+    /// The upstream's write key for --forward.
+    #[arg(long, env = "TRACKWAY_FORWARD_WRITE_KEY", hide_env_values = true)]
+    forward_write_key: Option<String>,
+    /// Delete events older than this many days once every destination has them.
+    #[arg(long)]
+    retention_days: Option<u64>,
+}
+
+impl ServeArgs {
+    /// The destinations given as flags, for the flag source.
+    fn flag_destinations(&self) -> Vec<DestinationConfig> {
+        let destination = |name: &str, kind| DestinationConfig {
+            name: name.into(),
+            kind,
+            retry_window: None,
+            backoff_base: None,
+            backoff_cap: None,
+        };
+        let mut all = Vec::new();
+        if let Some(url) = &self.webhook {
+            let kind = Kind::Webhook {
+                url: url.clone(),
+                headers: Default::default(),
+                secret: None,
+                batch_size: 1,
+                timeout: None,
+            };
+            all.push(destination("Webhook", kind));
+        }
+        if let Some(dir) = &self.file_dir {
+            all.push(destination(
+                "File",
+                Kind::File {
+                    dir: dir.clone(),
+                    max_bytes: 100 * 1024 * 1024,
+                },
+            ));
+        }
+        if let (Some(host), Some(write_key)) = (&self.forward, &self.forward_write_key) {
+            all.push(destination(
+                "Forward",
+                Kind::Forward {
+                    host: host.clone(),
+                    write_key: write_key.clone(),
+                },
+            ));
+        }
+        all
+    }
 }
 
 /// Flags of `trackway demo`.
@@ -58,9 +118,14 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), Failure> {
         None => Vec::new(),
     };
     if !args.write_keys.is_empty() {
-        sources.push(Source::new(FLAG_SOURCE, args.write_keys.clone()));
+        let mut source = Source::new(FLAG_SOURCE, args.write_keys.clone());
+        source.destinations = args.flag_destinations();
+        sources.push(source);
     }
-    let config = config(args.data_dir, sources, args.admin_token);
+    let mut config = config(args.data_dir, sources, args.admin_token);
+    config.retention = args
+        .retention_days
+        .map(|days| Duration::from_secs(days * 24 * 60 * 60));
     runtime()?.block_on(async move {
         let (collector, listener) = open(&config, args.listen).await?;
         announce(listener.local_addr().unwrap_or(args.listen), &config);

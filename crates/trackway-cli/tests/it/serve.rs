@@ -252,3 +252,148 @@ fn a_collector_killed_mid_delivery_resumes_without_resending_history() {
     }
     assert_eq!(terminate(&mut second).code(), Some(0));
 }
+
+#[test]
+fn import_loads_a_file_reports_bad_lines_and_resumes() {
+    let temp = tempfile::tempdir().unwrap();
+    let (mut server, url) = start(&temp.path().join("data"));
+    let file = temp.path().join("history.jsonl");
+    let line = |n: u32| {
+        json!({"type": "track", "userId": format!("u{n}"), "event": "Imported",
+               "timestamp": format!("2020-01-0{}T00:00:00.000Z", n % 9 + 1), "properties": {"n": n}})
+        .to_string()
+    };
+    let mut text = String::new();
+    for n in 0..5 {
+        text.push_str(&line(n));
+        text.push('\n');
+    }
+    text.push_str("{not json\n");
+    text.push_str(&json!({"type": "track", "userId": "u"}).to_string());
+    text.push('\n');
+    std::fs::write(&file, &text).unwrap();
+    let import = || {
+        Command::new(env!("CARGO_BIN_EXE_trackway"))
+            .args(["import", "--write-key", KEY, "--host", &url])
+            .arg(&file)
+            .env("NO_PROXY", "*")
+            .output()
+            .unwrap()
+    };
+    let output = import();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.contains("imported 5 events"), "{stdout}");
+    assert!(stdout.contains("2 invalid lines skipped"), "{stdout}");
+    assert!(
+        stderr.contains("line 6: skipped: not valid JSON"),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .contains("line 7: skipped: invalid message: track message needs a non-empty `event`"),
+        "{stderr}"
+    );
+    let events = stored(&url);
+    assert_eq!(events.len(), 5);
+    let first = events.iter().find(|e| e["userId"] == "u1").unwrap();
+    assert_eq!(
+        first["originalTimestamp"], "2020-01-02T00:00:00.000Z",
+        "history keeps its time"
+    );
+
+    // Run again: nothing new is sent. Then append and run: only the new lines go.
+    let again = import();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("imported 0 events"));
+    let mut more = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap();
+    use std::io::Write;
+    writeln!(more, "{}", line(7)).unwrap();
+    writeln!(more, "{}", line(8)).unwrap();
+    let third = import();
+    let text = String::from_utf8_lossy(&third.stdout);
+    assert!(
+        text.contains("imported 2 events") && text.contains("7 already done"),
+        "{text}"
+    );
+    assert_eq!(stored(&url).len(), 7);
+    assert_eq!(terminate(&mut server).code(), Some(0));
+}
+
+#[test]
+fn tail_follows_events_with_filters() {
+    let temp = tempfile::tempdir().unwrap();
+    let (mut server, url) = start(temp.path());
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_trackway"))
+        .args([
+            "tail",
+            "--url",
+            &url,
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--type",
+            "track",
+        ])
+        .env("NO_PROXY", "*")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    // Keep sending until tail (which connects asynchronously) has seen one.
+    let sender = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            let analytics = Analytics::builder(KEY)
+                .host(&url)
+                .no_proxy()
+                .flush_at(1)
+                .build()
+                .unwrap();
+            for n in 0..200 {
+                analytics.identify("someone", json!({"n": n})).unwrap();
+                analytics
+                    .track("someone", "Tailed", json!({"n": n}))
+                    .unwrap();
+                let _ = analytics.flush(Duration::from_secs(5));
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        })
+    };
+    let line = lines.next().unwrap().unwrap();
+    assert!(
+        line.contains("track") && line.contains("Tailed") && line.contains("user=someone"),
+        "{line}"
+    );
+    assert!(!line.contains("identify"), "filtered by type: {line}");
+    tail.kill().unwrap();
+    let _ = tail.wait();
+    drop(sender);
+    assert_eq!(terminate(&mut server).code(), Some(0));
+}
+
+#[test]
+fn replay_with_a_wrong_token_is_a_usage_error() {
+    let temp = tempfile::tempdir().unwrap();
+    let (mut server, url) = start(temp.path());
+    let wrong = Command::new(env!("CARGO_BIN_EXE_trackway"))
+        .args(["replay", "--url", &url, "--admin-token", "not-the-token"])
+        .env("NO_PROXY", "*")
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("admin token was refused"));
+    let nothing = Command::new(env!("CARGO_BIN_EXE_trackway"))
+        .args(["replay", "--url", &url, "--admin-token", ADMIN_TOKEN])
+        .env("NO_PROXY", "*")
+        .output()
+        .unwrap();
+    assert!(nothing.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&nothing.stdout).trim(),
+        "replayed 0, failed again 0, missing 0"
+    );
+    assert_eq!(terminate(&mut server).code(), Some(0));
+}

@@ -1,0 +1,71 @@
+//! A small client of the collector's admin API, for `tail` and `replay`.
+
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::Value;
+
+use crate::Failure;
+
+/// Where the collector's admin API is, and its token.
+#[derive(Debug, Args)]
+pub(crate) struct AdminArgs {
+    /// The collector's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub(crate) url: String,
+    /// The admin token the collector printed at start-up.
+    #[arg(long, env = "TRACKWAY_ADMIN_TOKEN", hide_env_values = true)]
+    pub(crate) admin_token: String,
+}
+
+impl AdminArgs {
+    fn agent(timeout: Option<Duration>) -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(timeout)
+            .build()
+            .into()
+    }
+
+    /// GETs `path`, for a response read as a stream (no overall timeout).
+    pub(crate) fn stream(&self, path: &str) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+        let response = Self::agent(None)
+            .get(format!("{}{path}", self.url.trim_end_matches('/')))
+            .header("authorization", format!("Bearer {}", self.admin_token))
+            .call()
+            .map_err(|e| Failure::Failed(format!("cannot reach {}: {e}", self.url)))?;
+        check(response)
+    }
+
+    /// POSTs to `path` and returns the JSON answer.
+    pub(crate) fn post(&self, path: &str) -> Result<Value, Failure> {
+        let response = Self::agent(Some(Duration::from_secs(300)))
+            .post(format!("{}{path}", self.url.trim_end_matches('/')))
+            .header("authorization", format!("Bearer {}", self.admin_token))
+            .send_empty()
+            .map_err(|e| Failure::Failed(format!("cannot reach {}: {e}", self.url)))?;
+        let text = check(response)?
+            .into_body()
+            .read_to_string()
+            .map_err(|e| Failure::Failed(format!("reading the answer: {e}")))?;
+        serde_json::from_str(&text)
+            .map_err(|e| Failure::Failed(format!("the answer is not JSON: {e}")))
+    }
+}
+
+fn check(
+    response: ureq::http::Response<ureq::Body>,
+) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+    match response.status().as_u16() {
+        200 => Ok(response),
+        401 => Err(Failure::Usage(
+            "the admin token was refused (--admin-token)".into(),
+        )),
+        status => {
+            let body = response.into_body().read_to_string().unwrap_or_default();
+            Err(Failure::Failed(format!(
+                "the collector answered {status}: {body}"
+            )))
+        }
+    }
+}
