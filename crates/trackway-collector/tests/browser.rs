@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::json;
+use trackway_collector::delivery::kind::{DestinationConfig, Kind};
 use trackway_collector::{Collector, Config, Source};
 
 const WRITE_KEY: &str = "wk-browser-0123456789";
@@ -26,12 +27,34 @@ fn the_debugger_shows_events_live_and_safely() {
         "no Chromium at {chromium}: run scripts/test (installs Debian's chromium) or set CHROMIUM"
     );
 
+    // A webhook that refuses one event, so the page has a dead letter to show.
+    let hook = trackway_testkit::FakeApi::start();
+    hook.set_rule(|request| {
+        let hostile = request
+            .json
+            .as_ref()
+            .is_some_and(|m| m["userId"] == "<b>mallory</b>");
+        hostile.then_some(trackway_testkit::Reply::Status(400))
+    });
     let temp = tempfile::tempdir().unwrap();
-    let config = Config::new(
+    let mut config = Config::new(
         temp.path(),
         vec![Source::new("web", vec![WRITE_KEY.into()])],
         ADMIN_TOKEN.into(),
     );
+    config.sources[0].destinations = vec![DestinationConfig {
+        name: "Hook".into(),
+        kind: Kind::Webhook {
+            url: hook.url(),
+            headers: Default::default(),
+            secret: None,
+            batch_size: 1,
+            timeout: None,
+        },
+        retry_window: None,
+        backoff_base: None,
+        backoff_cap: None,
+    }];
     let collector = Collector::open(&config).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

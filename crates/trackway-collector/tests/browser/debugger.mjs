@@ -49,11 +49,22 @@ try {
   check(await rejected.count() === 1, "one rejected row");
   check((await rejected.textContent()).includes("needs a non-empty `event`"), "the reason is shown");
 
+  // Destinations: lag and counts, and dead letters with their reasons on a click.
+  await page.waitForSelector("#destinations:not([hidden])");
+  await page.waitForFunction(() => document.querySelector("#destination-rows td.dead") !== null, null, { timeout: 15000 });
+  const destination = await page.textContent("#destination-rows tr");
+  check(destination.includes("Hook") && destination.includes("webhook"), "the destination is listed: " + destination);
+  await page.click("#destination-rows td.dead");
+  await page.waitForFunction(() => document.getElementById("detail").textContent.includes("HTTP 400"));
+  const letters = JSON.parse(await page.textContent("#detail"));
+  check(letters.length === 1 && letters[0].reason.includes("HTTP 400"), "the dead letter shows its reason");
+
   // A click shows the full JSON.
   await page.locator("#rows tr", { hasText: "Order Completed" }).click();
   const detail = JSON.parse(await page.textContent("#detail"));
   check(detail.properties.revenue === 42.5, "the detail shows the event's JSON");
   check(detail._trackway.source === "web", "and where it came from");
+  check(detail._trackway.delivery.Hook === "delivered", "and its delivery state");
 
   // Filters: by type, then free text.
   await page.selectOption("#type", "identify");
