@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::storage::{Store, StoreError, StoredEvent};
 
 /// Events read from the store per batch; the cursor is stored after each.
-const READ_BATCH: usize = 500;
+const READ_BATCH: usize = 1000;
 /// A destination task looks for new events at least this often even without a wake-up.
 const POLL: Duration = Duration::from_secs(1);
 /// Most dead letters one replay handles.

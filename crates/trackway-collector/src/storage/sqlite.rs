@@ -214,7 +214,9 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             select_events(
                 conn,
-                "WHERE source = ?1 AND seq > ?2 AND rejected IS NULL ORDER BY seq LIMIT ?3",
+                // `+source`: walk the rowid range after the cursor instead of the dedup
+                // index (which would visit and sort every event of the source).
+                "WHERE +source = ?1 AND seq > ?2 AND rejected IS NULL ORDER BY seq LIMIT ?3",
                 params![source, after, limit as i64],
             )
         })
@@ -265,7 +267,7 @@ impl Store for SqliteStore {
         let source = source.to_owned();
         self.read(move |conn| {
             conn.query_row(
-                "SELECT COUNT(*) FROM events WHERE source = ?1 AND seq > ?2 AND rejected IS NULL",
+                "SELECT COUNT(*) FROM events WHERE +source = ?1 AND seq > ?2 AND rejected IS NULL",
                 params![source, after],
                 |row| row.get::<_, i64>(0),
             )

@@ -21,7 +21,7 @@ use crate::storage::{BoxFuture, StoredEvent};
 /// How long one chunk may take to be acknowledged upstream.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Messages relayed per flush.
-const CHUNK: usize = 250;
+const CHUNK: usize = 1000;
 
 pub(crate) struct Forward {
     client: Analytics,
