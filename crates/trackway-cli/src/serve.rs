@@ -126,7 +126,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), Failure> {
     config.retention = args
         .retention_days
         .map(|days| Duration::from_secs(days * 24 * 60 * 60));
-    runtime()?.block_on(async move {
+    run(async move {
         let (collector, listener) = open(&config, args.listen).await?;
         announce(listener.local_addr().unwrap_or(args.listen), &config);
         collector
@@ -139,7 +139,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), Failure> {
 pub(crate) fn demo(args: DemoArgs) -> Result<(), Failure> {
     let sources = vec![Source::new("demo", vec![DEMO_WRITE_KEY.into()])];
     let config = config(args.data_dir, sources, None);
-    runtime()?.block_on(async move {
+    run(async move {
         let (collector, listener) = open(&config, args.listen).await?;
         let addr = listener.local_addr().unwrap_or(args.listen);
         announce(addr, &config);
@@ -227,12 +227,20 @@ fn report(line: &str) {
     eprintln!("{line}");
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
+/// Longest wait at exit for work stuck outside the runtime's control (a destination's
+/// request in flight): its event is delivered again after the restart, as at-least-once allows.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs `work` on a multi-threaded runtime, and bounds the wait for stragglers at exit.
+fn run(work: impl std::future::Future<Output = Result<(), Failure>>) -> Result<(), Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("trackway-collector")
         .build()
-        .map_err(|e| Failure::Failed(format!("cannot start the runtime: {e}")))
+        .map_err(|e| Failure::Failed(format!("cannot start the runtime: {e}")))?;
+    let result = runtime.block_on(work);
+    runtime.shutdown_timeout(EXIT_GRACE);
+    result
 }
 
 /// Resolves on ctrl-c or SIGTERM.

@@ -412,3 +412,68 @@ fn retention_prunes_delivered_events_and_keeps_undelivered_ones() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["messageId"], "undelivered");
 }
+
+#[test]
+fn events_past_the_retry_window_become_dead_letters() {
+    let hook = FakeApi::start();
+    hook.set_rule(|_| Some(Reply::Status(503)));
+    let temp = tempfile::tempdir().unwrap();
+    let mut destination = webhook("Webhook", hook.url(), None);
+    destination.retry_window = Some(Duration::from_millis(50));
+    let server = TestServer::start_configured(temp.path(), with_destinations(vec![destination]));
+    send(&server, vec![track("too-late")]);
+    eventually("dead-lettered once the window ran out", || {
+        let (_, status) = server.admin("/api/destinations");
+        destination_status(&status)["dead_lettered"] == 1
+    });
+    let (_, letters) = server.admin("/api/dead-letters");
+    let reason = letters["dead_letters"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        reason.contains("still failing after") && reason.contains("HTTP 503"),
+        "{reason}"
+    );
+    assert!(
+        hook.requests().len() >= 2,
+        "it was retried before giving up"
+    );
+}
+
+fn destination_status(status: &Value) -> &Value {
+    &status["destinations"][0]
+}
+
+#[test]
+fn a_hung_destination_blocks_neither_ingest_nor_the_others() {
+    let stuck = FakeApi::start();
+    stuck.set_rule(|_| Some(Reply::Hang(Duration::from_secs(60))));
+    let healthy = FakeApi::start();
+    let temp = tempfile::tempdir().unwrap();
+    let mut hung = webhook("Stuck", stuck.url(), None);
+    hung.kind = Kind::Webhook {
+        url: stuck.url(),
+        headers: Default::default(),
+        secret: None,
+        batch_size: 1,
+        timeout: Some(Duration::from_secs(60)),
+    };
+    let server = TestServer::start_configured(
+        temp.path(),
+        with_destinations(vec![hung, webhook("Healthy", healthy.url(), None)]),
+    );
+    for round in 0..5 {
+        send(
+            &server,
+            (0..10).map(|n| track(&format!("h{round}-{n}"))).collect(),
+        );
+    }
+    eventually("the healthy destination has everything", || {
+        acknowledged(&healthy).len() == 50
+    });
+    assert_eq!(server.events("").len(), 50, "ingest went on");
+    let (_, status) = server.admin("/api/destinations");
+    assert_eq!(destination(&status, "Stuck")["delivered"], 0);
+    assert_eq!(destination(&status, "Stuck")["lag"], 50);
+}

@@ -90,6 +90,8 @@ impl TestServer {
                     .await
                     .unwrap();
             });
+            // A destination stuck in a request must not hold the test up.
+            runtime.shutdown_timeout(Duration::from_millis(100));
         });
         let addr = address.recv().unwrap();
         TestServer {
