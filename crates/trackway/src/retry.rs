@@ -16,9 +16,12 @@ use crate::transport::{Response, TransportError};
 /// The longest `Retry-After` obeyed; longer requests are shortened to this (Segment's cap).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
-/// Default [`RetryPolicy::max_retries`]: analytics-node's and analytics-python's value, which
-/// with the default backoff rides out roughly five minutes of outage.
-pub const DEFAULT_MAX_RETRIES: u32 = 10;
+/// Default [`RetryPolicy::max_retries`]: a backstop only. With full jitter, ten retries (the
+/// older libraries' count) can all draw short waits and give up on an outage of a few seconds
+/// (the fault-injection suite caught exactly that), so the time window
+/// ([`DEFAULT_MAX_RETRY_DURATION`]) and the memory budget are what bound a batch's retries, as
+/// in Segment's current libraries; at the 60 s cap 1000 retries outlast the window.
+pub const DEFAULT_MAX_RETRIES: u32 = 1000;
 
 /// Default [`RetryPolicy::backoff_base`]: long enough that a struggling server is not hammered,
 /// short enough that a blip costs well under a second.

@@ -7,6 +7,7 @@
 )]
 
 mod batching;
+mod faults;
 mod lifecycle;
 mod limits;
 mod logging;
