@@ -92,7 +92,7 @@ fn rate_limited_with_retry_after_two_seconds() {
     // Every other request for the first three is told to come back in 2 s.
     api.set_rule(move |_| {
         let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        (n < 6 && n % 2 == 0).then(|| Reply::RetryAfter(429, "2".into()))
+        (n < 6 && n.is_multiple_of(2)).then(|| Reply::RetryAfter(429, "2".into()))
     });
     let analytics = client(api.url()).max_retries(0).build().unwrap();
     enqueue_all(&analytics);
@@ -115,7 +115,7 @@ fn a_server_that_hangs_past_the_request_timeout() {
     let seen = Arc::clone(&count);
     api.set_rule(move |_| {
         let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        (n % 5 == 0 && n < 20).then_some(Reply::Hang(Duration::from_secs(3)))
+        (n.is_multiple_of(5) && n < 20).then_some(Reply::Hang(Duration::from_secs(3)))
     });
     let analytics = client(api.url()).build().unwrap();
     enqueue_all(&analytics);
@@ -129,7 +129,7 @@ fn connections_closed_mid_response() {
     let seen = Arc::clone(&count);
     api.set_rule(move |_| {
         let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        (n % 3 == 0).then_some(Reply::CloseMidResponse)
+        (n.is_multiple_of(3)).then_some(Reply::CloseMidResponse)
     });
     let analytics = client(api.url()).build().unwrap();
     enqueue_all(&analytics);
