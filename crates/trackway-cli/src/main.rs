@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin_api;
+mod bench;
 mod import;
 mod replay;
 mod send;
@@ -38,6 +39,9 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Bulk-load a JSON-lines file of events to any Tracking API host (resumable).
     Import(import::ImportArgs),
+    /// Load-generate through the library and report caller cost, throughput, CPU, memory and
+    /// wire bytes.
+    Bench(bench::BenchArgs),
 }
 
 /// Why a command failed, and so its exit code.
@@ -54,7 +58,7 @@ fn main() -> ExitCode {
     init_logging(match cli.command {
         Command::Send(_) => "off",
         Command::Serve(_) | Command::Demo(_) => "warn",
-        Command::Tail(_) | Command::Replay(_) | Command::Import(_) => "error",
+        Command::Tail(_) | Command::Replay(_) | Command::Import(_) | Command::Bench(_) => "error",
     });
     let result = match cli.command {
         Command::Send(args) => send::run(*args),
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         Command::Tail(args) => tail::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Import(args) => import::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

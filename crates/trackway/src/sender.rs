@@ -260,6 +260,7 @@ impl BatchSender {
         if previous_attempts > 0 {
             headers.push(("x-retry-count", previous_attempts.to_string()));
         }
+        self.ledger.counters.sent(body.len());
         self.transport.send(&Request {
             url: &self.url,
             headers: &headers,

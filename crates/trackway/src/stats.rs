@@ -20,6 +20,8 @@ pub struct Stats {
     pub dropped: DropCounts,
     /// Bytes held now: queued, in flight and waiting to retry, counted against the budget.
     pub bytes_queued: u64,
+    /// Request body bytes sent, as on the wire (compressed when gzip is on), retries included.
+    pub bytes_sent: u64,
 }
 
 impl Stats {
@@ -55,6 +57,7 @@ pub(crate) struct Counters {
     enqueued: AtomicU64,
     delivered: AtomicU64,
     retried: AtomicU64,
+    bytes_sent: AtomicU64,
     rejected: AtomicU64,
     dropped: [AtomicU64; DropReason::ALL.len()],
 }
@@ -70,6 +73,10 @@ impl Counters {
 
     pub(crate) fn retried(&self) {
         self.retried.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sent(&self, bytes: usize) {
+        self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn rejected(&self, n: u64) {
@@ -90,6 +97,7 @@ impl Counters {
                 self.dropped[i].load(Ordering::Relaxed)
             })),
             bytes_queued,
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
         }
     }
 }

@@ -1,0 +1,276 @@
+//! `trackway bench`: the load generator. Sends realistic events through the `trackway` library
+//! from several producer threads to a target, and reports what the caller, the process and the
+//! wire paid.
+//!
+//! The built-in `null` target is an HTTP sink in this process that decodes every request
+//! (gunzip, JSON) and counts: it shares the machine's cores with the client, as a local
+//! collector would.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use clap::Args;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use trackway::{Analytics, Message, Overflow};
+use trackway_testkit::samples;
+
+use crate::Failure;
+
+/// Distinct sample messages cycled through (cloned per call, outside the timed part).
+const POOL: usize = 4096;
+
+/// Flags of `trackway bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Events to send in all.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Producer threads calling the library.
+    #[arg(long, default_value_t = 2)]
+    producers: usize,
+    /// `null` (a decoding sink in this process) or a Tracking API base URL.
+    #[arg(long, default_value = "null")]
+    target: String,
+    /// Write key for a real target.
+    #[arg(long = "write-key", default_value = "bench-write-key")]
+    write_key: String,
+    /// Send uncompressed bodies.
+    #[arg(long)]
+    no_gzip: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What the null sink counted.
+#[derive(Default)]
+struct Sink {
+    events: AtomicU64,
+    wire_bytes: AtomicU64,
+    requests: AtomicU64,
+}
+
+#[derive(Deserialize)]
+struct Batch {
+    batch: Vec<serde::de::IgnoredAny>,
+}
+
+async fn sink(State(sink): State<Arc<Sink>>, headers: HeaderMap, body: Bytes) -> axum::Json<Value> {
+    sink.wire_bytes
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
+    sink.requests.fetch_add(1, Ordering::Relaxed);
+    let gzipped = headers.get("content-encoding").is_some_and(|v| v == "gzip");
+    let mut raw = Vec::new();
+    let decoded = if gzipped {
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut raw)
+            .map(|_| &raw[..])
+    } else {
+        Ok(&body[..])
+    };
+    if let Ok(Ok(batch)) = decoded.map(serde_json::from_slice::<Batch>) {
+        sink.events
+            .fetch_add(batch.batch.len() as u64, Ordering::Relaxed);
+    }
+    axum::Json(json!({"success": true}))
+}
+
+pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
+    if args.producers == 0 || args.events == 0 {
+        return Err(Failure::Usage(
+            "--events and --producers must be above zero".into(),
+        ));
+    }
+    let counted = Arc::new(Sink::default());
+    // The sink's runtime lives as long as the benchmark.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("bench-sink")
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Failed(e.to_string()))?;
+    let host = if args.target == "null" {
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .map_err(|e| Failure::Failed(format!("cannot start the null sink: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Failure::Failed(e.to_string()))?;
+        let app = axum::Router::new()
+            .route("/v1/batch", axum::routing::post(sink))
+            .with_state(Arc::clone(&counted));
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    } else {
+        args.target.clone()
+    };
+
+    let pool = message_pool();
+    let analytics = Analytics::builder(&args.write_key)
+        .host(&host)
+        .gzip(!args.no_gzip)
+        .no_proxy()
+        // Wait for room rather than refuse: the benchmark measures a loss-free run.
+        .overflow(Overflow::Wait(Duration::from_secs(60)))
+        .build()
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+
+    let started = Instant::now();
+    let per_producer = args.events / args.producers;
+    let mut latencies: Vec<u32> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..args.producers)
+            .map(|p| {
+                let analytics = analytics.clone();
+                let pool = &pool;
+                std::thread::Builder::new()
+                    .name(format!("bench-producer-{p}"))
+                    .spawn_scoped(scope, move || {
+                        let mut latencies = Vec::with_capacity(per_producer);
+                        for n in 0..per_producer {
+                            let message = pool[(p * 7919 + n) % pool.len()].clone();
+                            let before = Instant::now();
+                            let result = analytics.enqueue(message);
+                            latencies
+                                .push(before.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
+                            if let Err(e) = result {
+                                return Err(e.to_string());
+                            }
+                        }
+                        Ok(latencies)
+                    })
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| Failure::Failed(format!("cannot start a producer: {e}")))?;
+        let mut all = Vec::with_capacity(args.events);
+        for worker in workers {
+            let latencies = worker
+                .join()
+                .map_err(|_| Failure::Failed("a producer panicked".into()))?;
+            all.extend(latencies.map_err(|e| Failure::Failed(format!("a call failed: {e}")))?);
+        }
+        Ok::<_, Failure>(all)
+    })?;
+    let enqueued_in = started.elapsed();
+    let report = analytics.shutdown(Duration::from_secs(600));
+    let elapsed = started.elapsed();
+    let stats = analytics.stats();
+    let sent = latencies.len() as u64;
+    if stats.delivered != sent {
+        return Err(Failure::Failed(format!(
+            "not everything was delivered: {} of {sent}; at shutdown: {report}",
+            stats.delivered
+        )));
+    }
+    latencies.sort_unstable();
+    let percentile =
+        |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let client_cpu = thread_cpu_seconds(&["bench-producer", "trackway-worker", "trackway-sender"]);
+    let result = json!({
+        "events": sent,
+        "producers": args.producers,
+        "target": args.target,
+        "gzip": !args.no_gzip,
+        "caller_ns_p50": percentile(0.50),
+        "caller_ns_p99": percentile(0.99),
+        "enqueue_seconds": enqueued_in.as_secs_f64(),
+        "end_to_end_events_per_second": sent as f64 / elapsed.as_secs_f64(),
+        "process_cpu_seconds": process_cpu_seconds(),
+        "client_cpu_us_per_event": client_cpu * 1e6 / sent as f64,
+        "peak_rss_mib": peak_rss_kib() as f64 / 1024.0,
+        "wire_bytes_per_event": stats.bytes_sent as f64 / sent as f64,
+        "requests": if args.target == "null" { counted.requests.load(Ordering::Relaxed) } else { 0 },
+        "sink_events": if args.target == "null" { counted.events.load(Ordering::Relaxed) } else { sent },
+    });
+    print(&args, &result);
+    Ok(())
+}
+
+fn print(args: &BenchArgs, result: &Value) {
+    use std::io::Write;
+    let text = if args.json {
+        result.to_string()
+    } else {
+        let f = |k: &str| result[k].as_f64().unwrap_or(0.0);
+        format!(
+            "{} events, {} producers, target {}, gzip {}\n  caller:     p50 {:.0} ns, p99 {:.0} ns per call\n  end to end: {:.0} events/s\n  cpu:        {:.2} s process, {:.2} µs client per event\n  memory:     {:.1} MiB peak RSS\n  wire:       {:.1} bytes per event",
+            result["events"],
+            result["producers"],
+            args.target,
+            result["gzip"],
+            f("caller_ns_p50"),
+            f("caller_ns_p99"),
+            f("end_to_end_events_per_second"),
+            f("process_cpu_seconds"),
+            f("client_cpu_us_per_event"),
+            f("peak_rss_mib"),
+            f("wire_bytes_per_event"),
+        )
+    };
+    let _ = writeln!(std::io::stdout(), "{text}");
+}
+
+/// A pool of realistic messages without messageIds (the client assigns fresh ones).
+fn message_pool() -> Vec<Message> {
+    let templates: Vec<&str> = samples::templates().collect();
+    let mut rng = fastrand::Rng::with_seed(42);
+    (0..POOL)
+        .filter_map(|n| samples::fill(templates[n % templates.len()], &mut rng).ok())
+        .filter_map(|mut value| {
+            value.as_object_mut()?.remove("messageId");
+            Message::from_json(value).ok()
+        })
+        .collect()
+}
+
+/// Clock ticks per second of /proc's CPU times (USER_HZ, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// User + system CPU seconds of this process.
+fn process_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat").map_or(0.0, |stat| cpu_of(&stat))
+}
+
+/// User + system CPU seconds of this process's threads whose names start with one of
+/// `prefixes`.
+fn thread_cpu_seconds(prefixes: &[&str]) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|task| {
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            prefixes
+                .iter()
+                .any(|p| name.trim().starts_with(&p[..p.len().min(15)]))
+        })
+        .map(|task| std::fs::read_to_string(task.path().join("stat")).map_or(0.0, |s| cpu_of(&s)))
+        .sum()
+}
+
+fn cpu_of(stat: &str) -> f64 {
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / TICKS_PER_SECOND
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
