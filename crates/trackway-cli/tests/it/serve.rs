@@ -397,3 +397,105 @@ fn replay_with_a_wrong_token_is_a_usage_error() {
     );
     assert_eq!(terminate(&mut server).code(), Some(0));
 }
+
+/// Every stored event, paging through the admin API.
+fn all_stored(url: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut before: Option<i64> = None;
+    loop {
+        let query = before.map_or(String::new(), |b| format!("&before={b}"));
+        let response = ureq::get(format!("{url}/api/events?limit=10000{query}"))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .call()
+            .unwrap();
+        let body: Value =
+            serde_json::from_str(&response.into_body().read_to_string().unwrap()).unwrap();
+        let page = body["events"].as_array().unwrap().clone();
+        if page.is_empty() {
+            return all;
+        }
+        before = page.last().unwrap()["_trackway"]["seq"].as_i64();
+        all.extend(page);
+    }
+}
+
+#[test]
+fn a_collector_killed_under_load_keeps_every_acknowledged_event_exactly_once() {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let temp = tempfile::tempdir().unwrap();
+    let (mut server, url) = start(temp.path());
+    let acknowledged = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let auth = {
+        use base64::Engine;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{KEY}:"))
+        )
+    };
+    std::thread::scope(|scope| {
+        for client in 0..4 {
+            let (url, auth, acknowledged, count) =
+                (&url, &auth, Arc::clone(&acknowledged), Arc::clone(&count));
+            scope.spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(10)))
+                    .proxy(None)
+                    .build()
+                    .into();
+                for request in 0..250 {
+                    let ids: Vec<String> = (0..100).map(|i| format!("c{client}-r{request}-{i}")).collect();
+                    let batch: Vec<Value> = ids
+                        .iter()
+                        .map(|id| json!({"type": "track", "userId": "u", "event": "Loaded", "messageId": id}))
+                        .collect();
+                    let body = json!({ "batch": batch }).to_string();
+                    let answer = agent.post(format!("{url}/v1/batch")).header("authorization", auth).send(body.as_bytes());
+                    match answer {
+                        Ok(response) if response.status().as_u16() == 200 => {
+                            acknowledged.lock().unwrap().extend(ids);
+                            count.fetch_add(100, Ordering::SeqCst);
+                        }
+                        // The server is gone: this client stops.
+                        _ => return,
+                    }
+                }
+            });
+        }
+        // Kill -9 part-way through the 100,000 events.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while count.load(Ordering::SeqCst) < 30_000 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        server.kill().unwrap();
+        server.wait().unwrap();
+    });
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() >= 30_000,
+        "the kill came during the load: {}",
+        acknowledged.len()
+    );
+    assert!(acknowledged.len() < 100_000, "the kill came before the end");
+
+    let (mut restarted, url) = start(temp.path());
+    let mut stored: HashMap<String, usize> = HashMap::new();
+    for event in all_stored(&url) {
+        *stored
+            .entry(event["messageId"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let missing: Vec<&String> = acknowledged
+        .iter()
+        .filter(|id| !stored.contains_key(*id))
+        .take(5)
+        .collect();
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    let doubled: Vec<_> = stored.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(doubled.is_empty(), "stored twice: {doubled:?}");
+    assert_eq!(terminate(&mut restarted).code(), Some(0));
+}
