@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use base64::Engine;
@@ -63,16 +63,29 @@ pub(crate) async fn batch(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let raw = read_body(&state, &headers, body).await?;
-    let parsed: RawBatch<'_> = serde_json::from_slice(&raw.bytes).map_err(|e| {
+    let decoded = decode_batch(&raw.bytes)?;
+    let source = authenticate(
+        &state,
+        raw.basic_key.as_deref(),
+        decoded.write_key.as_deref(),
+    )?;
+    store(&state, source, decoded.messages, &decoded.envelope).await
+}
+
+/// A batch body, checked and split into messages.
+struct Decoded {
+    messages: Vec<Map<String, Value>>,
+    envelope: Envelope,
+    write_key: Option<String>,
+}
+
+/// Step 4 of the module doc: the body as a batch of messages, each size-checked.
+fn decode_batch(bytes: &[u8]) -> Result<Decoded, ApiError> {
+    let parsed: RawBatch<'_> = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad(format!(
             "body must be a JSON object with a `batch` array: {e}"
         ))
     })?;
-    let source = authenticate(
-        &state,
-        raw.basic_key.as_deref(),
-        parsed.write_key.as_deref(),
-    )?;
     if parsed.batch.len() > MAX_BATCH_MESSAGES {
         return Err(ApiError::bad(format!(
             "batch has {} messages; the limit is {MAX_BATCH_MESSAGES}",
@@ -84,11 +97,39 @@ pub(crate) async fn batch(
         messages.push(parse_message(message.get(), index)?);
     }
     let envelope = Envelope {
-        sent_at: parsed.sent_at.as_ref(),
-        context: object(parsed.context.as_ref(), "context")?,
-        integrations: object(parsed.integrations.as_ref(), "integrations")?,
+        sent_at: parsed.sent_at,
+        context: object(parsed.context, "context")?,
+        integrations: object(parsed.integrations, "integrations")?,
     };
-    store(&state, source, messages, &envelope).await
+    Ok(Decoded {
+        messages,
+        envelope,
+        write_key: parsed.write_key,
+    })
+}
+
+/// Runs a batch body through exactly what `POST /v1/batch` does to it, minus authentication
+/// and storage: decompression (when `gzip`), decoding, limits, enrichment and validation.
+/// Returns how many events would be stored, or the 400's message. For fuzzing.
+#[doc(hidden)]
+pub fn fuzz_batch(body: &[u8], gzip: bool) -> Result<usize, String> {
+    if body.len() > MAX_REQUEST_BYTES {
+        return Err("over the request limit".into());
+    }
+    let bytes = if gzip {
+        gunzip_capped(body).map_err(|e| e.to_string())?
+    } else {
+        body.to_vec()
+    };
+    let decoded = decode_batch(&bytes).map_err(|e| e.to_string())?;
+    let source: Arc<str> = Arc::from("fuzz");
+    let (events, _) = prepare(
+        &source,
+        decoded.messages,
+        &decoded.envelope,
+        SystemTime::now(),
+    );
+    Ok(events.len())
 }
 
 /// `POST /v1/{type}`: one message whose type the path names.
@@ -111,9 +152,8 @@ pub(crate) async fn single(
     };
     let source = authenticate(&state, raw.basic_key.as_deref(), body_key.as_deref())?;
     message.insert("type".into(), Value::String(kind));
-    let sent_at = message.get("sentAt").cloned();
     let envelope = Envelope {
-        sent_at: sent_at.as_ref(),
+        sent_at: message.get("sentAt").cloned(),
         context: None,
         integrations: None,
     };
@@ -154,10 +194,10 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
 }
 
 /// Decompresses at most [`MAX_REQUEST_BYTES`]; more is an error, whatever the ratio.
-fn gunzip_capped(compressed: &Bytes) -> Result<Vec<u8>, ApiError> {
+fn gunzip_capped(compressed: &[u8]) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::with_capacity(compressed.len() * 4);
     let limit = MAX_REQUEST_BYTES as u64 + 1;
-    flate2::read::GzDecoder::new(compressed.as_ref())
+    flate2::read::GzDecoder::new(compressed)
         .take(limit)
         .read_to_end(&mut out)
         .map_err(|e| ApiError::bad(format!("body is not valid gzip: {e}")))?;
@@ -228,10 +268,10 @@ fn parse_message(raw: &str, index: usize) -> Result<Map<String, Value>, ApiError
     }
 }
 
-fn object<'a>(
-    value: Option<&'a Value>,
+fn object(
+    value: Option<Value>,
     field: &'static str,
-) -> Result<Option<&'a Map<String, Value>>, ApiError> {
+) -> Result<Option<Map<String, Value>>, ApiError> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(map)) => Ok(Some(map)),
@@ -244,33 +284,19 @@ fn object<'a>(
 }
 
 /// What a batch adds to each of its messages.
-struct Envelope<'a> {
-    sent_at: Option<&'a Value>,
-    context: Option<&'a Map<String, Value>>,
-    integrations: Option<&'a Map<String, Value>>,
+struct Envelope {
+    sent_at: Option<Value>,
+    context: Option<Map<String, Value>>,
+    integrations: Option<Map<String, Value>>,
 }
 
 async fn store(
     state: &AppState,
     source: Arc<str>,
     messages: Vec<Map<String, Value>>,
-    envelope: &Envelope<'_>,
+    envelope: &Envelope,
 ) -> Result<Json<Value>, ApiError> {
-    let received = SystemTime::now();
-    let mut rejected = Vec::new();
-    let mut events = Vec::with_capacity(messages.len());
-    for (index, mut message) in messages.into_iter().enumerate() {
-        enrich(&mut message, envelope, received);
-        let verdict = validate_json(&message);
-        if let Err(error) = &verdict {
-            rejected.push(json!({
-                "index": index,
-                "messageId": message.get("messageId"),
-                "reason": error.to_string(),
-            }));
-        }
-        events.push(new_event(&source, message, received, verdict.err()));
-    }
+    let (events, rejected) = prepare(&source, messages, envelope, SystemTime::now());
     let appended = state.store.append(events).await.map_err(|e| {
         tracing::error!("ingest: {e}");
         ApiError::Unavailable
@@ -285,12 +311,36 @@ async fn store(
     Ok(Json(body))
 }
 
+/// Steps 5 and 6: the events to store, and the rejections to list in the answer.
+fn prepare(
+    source: &Arc<str>,
+    messages: Vec<Map<String, Value>>,
+    envelope: &Envelope,
+    received: SystemTime,
+) -> (Vec<NewEvent>, Vec<Value>) {
+    let mut rejected = Vec::new();
+    let mut events = Vec::with_capacity(messages.len());
+    for (index, mut message) in messages.into_iter().enumerate() {
+        enrich(&mut message, envelope, received);
+        let verdict = validate_json(&message);
+        if let Err(error) = &verdict {
+            rejected.push(json!({
+                "index": index,
+                "messageId": message.get("messageId"),
+                "reason": error.to_string(),
+            }));
+        }
+        events.push(new_event(source, message, received, verdict.err()));
+    }
+    (events, rejected)
+}
+
 /// Applies step 5 of the module doc to one message.
-fn enrich(message: &mut Map<String, Value>, envelope: &Envelope<'_>, received: SystemTime) {
+fn enrich(message: &mut Map<String, Value>, envelope: &Envelope, received: SystemTime) {
     message.remove("writeKey");
     for (field, batch_value) in [
-        ("context", envelope.context),
-        ("integrations", envelope.integrations),
+        ("context", &envelope.context),
+        ("integrations", &envelope.integrations),
     ] {
         let Some(batch_value) = batch_value else {
             continue;
@@ -320,9 +370,10 @@ fn enrich(message: &mut Map<String, Value>, envelope: &Envelope<'_>, received: S
     let received_ms = millis(received);
     let sent_at = envelope
         .sent_at
+        .as_ref()
         .or(message.get("sentAt"))
         .and_then(parse_time);
-    if let Some(Value::String(sent)) = envelope.sent_at {
+    if let Some(Value::String(sent)) = &envelope.sent_at {
         message
             .entry("sentAt")
             .or_insert_with(|| Value::String(sent.clone()));
@@ -393,7 +444,7 @@ fn parse_time(value: &Value) -> Option<i64> {
 mod tests {
     use super::*;
 
-    fn enriched(message: Value, envelope: &Envelope<'_>, received_ms: u64) -> Value {
+    fn enriched(message: Value, envelope: &Envelope, received_ms: u64) -> Value {
         let mut map = message.as_object().cloned().expect("object");
         enrich(
             &mut map,
@@ -409,7 +460,7 @@ mod tests {
         // 00:00:10; the event happened 5 s before sending, so at 00:00:05 server time.
         let sent_at = json!("1970-01-01T00:00:20.000Z");
         let envelope = Envelope {
-            sent_at: Some(&sent_at),
+            sent_at: Some(sent_at),
             context: None,
             integrations: None,
         };
@@ -454,8 +505,8 @@ mod tests {
         let integrations = json!({"All": false});
         let envelope = Envelope {
             sent_at: None,
-            context: context.as_object(),
-            integrations: integrations.as_object(),
+            context: context.as_object().cloned(),
+            integrations: integrations.as_object().cloned(),
         };
         let out = enriched(json!({"context": {"locale": "fr"}}), &envelope, 0);
         assert_eq!(out["context"], json!({"locale": "fr", "ip": "1.1.1.1"}));

@@ -38,4 +38,6 @@ pub use config::{
     Config, ConfigError, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, Source, generate_admin_token,
 };
 pub use error::RETRY_AFTER_SECONDS;
+#[doc(hidden)]
+pub use ingest::fuzz_batch;
 pub use server::{Collector, CollectorError, MAX_HEAD_BYTES, SHUTDOWN_GRACE, serve};
