@@ -34,3 +34,39 @@ pub use limits::{MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, MESSA
 pub use message::{Alias, Common, Custom, Group, Identify, Kind, Message, Page, Screen, Track};
 pub use time::{format_timestamp, write_timestamp};
 pub use validate::{ValidationError, validate, validate_json};
+
+/// Runs `data` through the encoder's properties, panicking if one fails: whatever
+/// [`Message::from_json`] accepts, [`encode_message`] writes valid JSON of the same `type`, and
+/// the messageId range it returns holds the messageId. Shared by the fuzz target and the test
+/// that replays its corpus.
+#[doc(hidden)]
+pub fn fuzz_encode(data: &[u8]) {
+    use serde_json::{Map, Value};
+    let Ok(value) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let Ok(message) = Message::from_json(value) else {
+        return;
+    };
+    let mut default_context = Map::new();
+    default_context.insert("app".into(), Value::String("fuzz".into()));
+    let options = EncodeOptions::new(Some(("trackway", "0.0.0")), default_context);
+    let mut out = Vec::new();
+    let id_range = encode_message(&message, &options, &mut out);
+    let encoded: Value = match serde_json::from_slice(&out) {
+        Ok(encoded) => encoded,
+        Err(e) => panic!(
+            "the encoder wrote invalid JSON ({e}): {}",
+            String::from_utf8_lossy(&out)
+        ),
+    };
+    assert_eq!(encoded["type"].as_str(), Some(message.kind().as_str()));
+    if let (Some(range), Some(id)) = (id_range, &message.common().message_id) {
+        let written: Result<String, _> = serde_json::from_slice(&out[range]);
+        assert_eq!(
+            written.ok().as_ref(),
+            Some(id),
+            "the messageId range holds the messageId"
+        );
+    }
+}

@@ -15,6 +15,22 @@ fn trackway() -> Command {
     command
 }
 
+/// `trackway send --type=track --writeKey=k --userId=u --event=E <extra> --host=<host>`.
+fn send_track(host: &str, extra: &[&str]) -> Output {
+    trackway()
+        .args([
+            "send",
+            "--type=track",
+            "--writeKey=k",
+            "--userId=u",
+            "--event=E",
+        ])
+        .args(extra)
+        .arg(format!("--host={host}"))
+        .output()
+        .unwrap()
+}
+
 fn fixtures() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/e2e");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
@@ -140,18 +156,7 @@ fn every_e2e_fixture_arrives_intact() {
 #[test]
 fn invalid_json_in_a_flag_is_a_usage_error_and_sends_nothing() {
     let api = FakeApi::start();
-    let output = trackway()
-        .args([
-            "send",
-            "--type=track",
-            "--writeKey=k",
-            "--userId=u",
-            "--event=E",
-        ])
-        .arg("--properties={not json")
-        .arg(format!("--host={}", api.url()))
-        .output()
-        .unwrap();
+    let output = send_track(&api.url(), &["--properties={not json"]);
     assert_eq!(output.status.code(), Some(2));
     let text = stderr(&output);
     assert_eq!(text.lines().count(), 1, "{text}");
@@ -193,18 +198,7 @@ fn a_missing_required_flag_is_a_usage_error() {
 fn an_oversized_message_is_a_usage_error() {
     let api = FakeApi::start();
     let properties = json!({"blob": "x".repeat(40 * 1024)}).to_string();
-    let output = trackway()
-        .args([
-            "send",
-            "--type=track",
-            "--writeKey=k",
-            "--userId=u",
-            "--event=E",
-        ])
-        .arg(format!("--properties={properties}"))
-        .arg(format!("--host={}", api.url()))
-        .output()
-        .unwrap();
+    let output = send_track(&api.url(), &[&format!("--properties={properties}")]);
     assert_eq!(output.status.code(), Some(2));
     assert!(
         stderr(&output).contains("over the 32768-byte limit"),
@@ -237,18 +231,7 @@ fn an_unreachable_server_exits_1_at_the_timeout() {
         .local_addr()
         .unwrap()
         .port();
-    let output = trackway()
-        .args([
-            "send",
-            "--type=track",
-            "--writeKey=k",
-            "--userId=u",
-            "--event=E",
-            "--timeout=1s",
-        ])
-        .arg(format!("--host=http://127.0.0.1:{port}"))
-        .output()
-        .unwrap();
+    let output = send_track(&format!("http://127.0.0.1:{port}"), &["--timeout=1s"]);
     assert_eq!(output.status.code(), Some(1));
     let text = stderr(&output);
     assert_eq!(text.lines().count(), 1, "{text}");
@@ -262,17 +245,7 @@ fn an_unreachable_server_exits_1_at_the_timeout() {
 fn retries_then_succeeds() {
     let api = FakeApi::start();
     api.push_replies([Reply::Status(503)]);
-    let output = trackway()
-        .args([
-            "send",
-            "--type=track",
-            "--writeKey=k",
-            "--userId=u",
-            "--event=E",
-        ])
-        .arg(format!("--host={}", api.url()))
-        .output()
-        .unwrap();
+    let output = send_track(&api.url(), &[]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(api.requests().len(), 2);
     assert_eq!(api.accepted_messages().len(), 1);
