@@ -51,6 +51,12 @@ pub enum ValidationError {
     /// The message has no `type`, or it is not a non-empty string.
     #[error("message needs a non-empty string `type`")]
     MissingType,
+    /// A custom field uses a name the message already writes from its common fields.
+    #[error("`{field}` cannot be a custom field: set it with its own method")]
+    ReservedField {
+        /// The wire name.
+        field: &'static str,
+    },
 }
 
 /// Checks `message` against the rules of its type.
@@ -85,12 +91,15 @@ pub fn validate(message: &Message) -> Result<(), ValidationError> {
             require_text(&kind, "userId", common.user_id.as_deref())?;
             require_text(&kind, "previousId", Some(&m.previous_id))
         }
-        Message::Custom(m) => validate_fields(
-            &kind,
-            common.user_id.as_deref(),
-            common.anonymous_id.as_deref(),
-            |name| m.fields.get(name).unwrap_or(&Value::Null),
-        ),
+        Message::Custom(m) => {
+            check_custom_fields(m)?;
+            validate_fields(
+                &kind,
+                common.user_id.as_deref(),
+                common.anonymous_id.as_deref(),
+                |name| m.fields.get(name).unwrap_or(&Value::Null),
+            )
+        }
     }
 }
 
@@ -163,6 +172,30 @@ fn validate_fields<'a>(
             optional_object("traits", field("traits"))
         }
     }
+}
+
+/// Names a custom message writes from its common fields; a custom field of the same name
+/// would put the key in the JSON twice.
+const RESERVED_FIELDS: [&str; 6] = [
+    "type",
+    "messageId",
+    "userId",
+    "anonymousId",
+    "context",
+    "integrations",
+];
+
+fn check_custom_fields(custom: &crate::message::Custom) -> Result<(), ValidationError> {
+    if let Some(field) = RESERVED_FIELDS
+        .iter()
+        .find(|name| custom.fields.contains_key(**name))
+    {
+        return Err(ValidationError::ReservedField { field });
+    }
+    if custom.common.timestamp.is_some() && custom.fields.contains_key("timestamp") {
+        return Err(ValidationError::ReservedField { field: "timestamp" });
+    }
+    Ok(())
 }
 
 fn check_message_id(id: &str) -> Result<(), ValidationError> {
@@ -328,6 +361,31 @@ mod tests {
         for (message, expected) in cases {
             assert_eq!(check(message.clone()), Err(expected), "{message}");
         }
+    }
+
+    #[test]
+    fn custom_fields_cannot_shadow_common_ones() {
+        let custom = crate::Custom::new("track")
+            .user_id("u")
+            .field("event", json!("E"));
+        assert_eq!(validate(&custom.clone().into()), Ok(()));
+        let shadowing = custom.clone().field("messageId", json!("m-1"));
+        assert_eq!(
+            validate(&shadowing.into()),
+            Err(ValidationError::ReservedField { field: "messageId" })
+        );
+        let typed = custom.clone().field("type", json!("identify"));
+        assert_eq!(
+            validate(&typed.into()),
+            Err(ValidationError::ReservedField { field: "type" })
+        );
+        let stamped = custom
+            .timestamp(std::time::SystemTime::UNIX_EPOCH)
+            .field("timestamp", json!("x"));
+        assert_eq!(
+            validate(&stamped.into()),
+            Err(ValidationError::ReservedField { field: "timestamp" })
+        );
     }
 
     #[test]

@@ -62,7 +62,7 @@ impl Budget {
         let Overflow::Wait(patience) = self.overflow else {
             return None;
         };
-        let deadline = Instant::now() + patience;
+        let deadline = crate::worker::later(Instant::now(), patience);
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let acquired = loop {
@@ -83,13 +83,14 @@ impl Budget {
         acquired
     }
 
+    /// Reserves `cost` if it fits. A failed attempt never changes `used`, so it cannot make a
+    /// concurrent smaller reservation fail.
     fn try_acquire(&self, cost: u64) -> Option<u64> {
-        let before = self.used.fetch_add(cost, Ordering::AcqRel);
-        if before + cost <= self.limit {
-            return Some(before);
-        }
-        self.used.fetch_sub(cost, Ordering::AcqRel);
-        None
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(cost).filter(|total| *total <= self.limit)
+            })
+            .ok()
     }
 
     pub(crate) fn release(&self, cost: u64) {

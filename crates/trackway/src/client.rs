@@ -272,14 +272,14 @@ impl Analytics {
                 budget: inner.ledger.budget.limit(),
             });
         };
-        // Counted before the send so the worker can never settle a message not yet counted.
-        inner.ledger.counters.enqueued();
         if inner.data.send(queued).is_err() {
-            // Unreachable while this handle lives (it keeps the worker's channel open).
+            // Only if the worker thread died: nothing was accepted.
             inner.ledger.budget.release(cost);
-            inner.ledger.counters.dropped(DropReason::Closed, 1);
             return Err(EnqueueError::Closed);
         }
+        // Counted after the send: a message the worker settles first makes `pending()`
+        // saturate at zero for a moment, never count a refused message as accepted.
+        inner.ledger.counters.enqueued();
         inner.doorbell.sent(used_before, cost);
         Ok(())
     }
@@ -341,7 +341,7 @@ impl Inner {
         if shutdown {
             self.ledger.closed.store(true, Ordering::Release);
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::worker::later(Instant::now(), timeout);
         let start = self.ledger.stats();
         let request = if shutdown {
             Control::Shutdown {
@@ -364,7 +364,7 @@ impl Inner {
         let (tx, rx) = crossbeam_channel::bounded(1);
         if self.control(timeout, shutdown, Reply::Blocking(tx)) {
             // The worker answers by the deadline; the margin covers scheduling delays only.
-            if let Ok(report) = rx.recv_timeout(timeout + REPLY_MARGIN) {
+            if let Ok(report) = rx.recv_timeout(timeout.saturating_add(REPLY_MARGIN)) {
                 return report;
             }
         }

@@ -138,18 +138,26 @@ impl fmt::Debug for Builder {
             .field("retry", &self.retry)
             .field("request_timeout", &self.request_timeout)
             .field("gzip", &self.gzip)
-            .field("proxy", &self.proxy)
+            .field("proxy", &self.proxy.redacted())
             .field("custom_transport", &self.transport.is_some())
             .field("observer", &self.observer.is_some())
             .finish_non_exhaustive()
     }
 }
 
-/// The write key as it may appear in logs and errors: its first four characters and its length.
+/// The write key as it may appear in logs and errors: its first four characters and its
+/// length, or only its length when it is too short to show any of it.
 pub fn mask_write_key(key: &str) -> String {
+    let length = key.chars().count();
+    if length <= MASK_MIN_CHARS {
+        return format!("… ({length} chars)");
+    }
     let shown: String = key.chars().take(4).collect();
-    format!("{shown}… ({} chars)", key.chars().count())
+    format!("{shown}… ({length} chars)")
 }
+
+/// Keys this short are not even partly shown.
+const MASK_MIN_CHARS: usize = 11;
 
 impl Builder {
     pub(crate) fn new(write_key: impl Into<String>) -> Builder {

@@ -66,11 +66,20 @@ impl Ledger {
             Outcome::Rejected { .. } => self.counters.rejected(n),
             Outcome::Dropped { reason, .. } => self.counters.dropped(*reason, n),
         }
+        self.budget.release(messages.iter().map(Queued::cost).sum());
         if let Some(observer) = &self.observer {
-            for message in messages {
-                observer.on_outcome(&message.message_id(), outcome);
+            // The user's code: a panic in it must not take a client thread down.
+            let notified = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                for message in messages {
+                    observer.on_outcome(&message.message_id(), outcome);
+                }
+            }));
+            if let Err(panic) = notified {
+                tracing::error!(
+                    "trackway: the observer panicked: {}",
+                    crate::sender::panic_message(&*panic)
+                );
             }
         }
-        self.budget.release(messages.iter().map(Queued::cost).sum());
     }
 }

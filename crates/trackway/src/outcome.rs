@@ -113,7 +113,8 @@ impl fmt::Display for DropCounts {
 pub enum Outcome<'a> {
     /// The server acknowledged it (2xx).
     Delivered,
-    /// The server refused it for good (a 4xx other than the retryable ones). When a 400 or 413
+    /// The server refused it for good: any status the retry policy does not retry (4xx other
+    /// than 408, 410, 429 and 460; 3xx; 501, 505, 511). When a 400 or 413
     /// refuses a batch, the client splits it until the refusal names single messages, so a
     /// `Rejected` message really is one the server will not take.
     Rejected {

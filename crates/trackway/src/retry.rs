@@ -43,7 +43,9 @@ pub struct RetryPolicy {
     pub backoff_base: Duration,
     /// Largest single backoff.
     pub backoff_cap: Duration,
-    /// Total time one batch may spend being retried before it is dropped.
+    /// Total time one batch may spend being retried before it is dropped (split parts of a
+    /// refused batch share their batch's window). Waits the server asks for count too; set it
+    /// to zero to turn retries off entirely.
     pub max_retry_duration: Duration,
     /// Draw each wait uniformly from zero to its ceiling (on by default; off makes the waits
     /// exactly the ceilings, which only tests want).

@@ -110,9 +110,10 @@ impl BatchSender {
     }
 
     fn deliver(&mut self, batch: Vec<Queued>) {
+        let started = Instant::now();
         let mut parts = VecDeque::from([batch]);
         while let Some(mut part) = parts.pop_front() {
-            match self.send_with_retries(&part) {
+            match self.send_with_retries(&part, started) {
                 Settlement::Rejected {
                     splittable: true,
                     status,
@@ -164,8 +165,9 @@ impl BatchSender {
         }
     }
 
-    fn send_with_retries(&mut self, part: &[Queued]) -> Settlement {
-        let started = Instant::now();
+    /// Sends `part` until it settles. `started` is when its batch was first tried: the retry
+    /// window covers the batch, however it is split.
+    fn send_with_retries(&mut self, part: &[Queued], started: Instant) -> Settlement {
         let mut attempts = 0_u32;
         let mut retries = 0_u32;
         loop {
@@ -191,10 +193,12 @@ impl BatchSender {
                         splittable,
                     };
                 }
+                // The server's wait, but never less than our base backoff: a `Retry-After: 0`
+                // (or a date in the past) must not turn into a tight loop.
                 Decision::Retry {
                     after: Some(wait),
                     reason,
-                } => (wait, reason),
+                } => (wait.max(self.policy.backoff_base), reason),
                 Decision::Retry {
                     after: None,
                     reason,
@@ -209,7 +213,7 @@ impl BatchSender {
                     (self.policy.backoff(retries, fastrand::f64()), reason)
                 }
             };
-            if started.elapsed() + wait > self.policy.max_retry_duration {
+            if started.elapsed().saturating_add(wait) > self.policy.max_retry_duration {
                 return Settlement::Dropped {
                     reason: DropReason::RetryWindowExceeded,
                     detail: format!(
@@ -261,14 +265,33 @@ impl BatchSender {
             headers.push(("x-retry-count", previous_attempts.to_string()));
         }
         self.ledger.counters.sent(body.len());
-        self.transport.send(&Request {
+        let request = Request {
             url: &self.url,
             headers: &headers,
             body,
+        };
+        // A panicking custom transport must not take the sender thread (and its batch) down.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.transport.send(&request)
+        }))
+        .unwrap_or_else(|panic| {
+            Err(crate::transport::TransportError::new(
+                crate::transport::TransportErrorKind::Other,
+                format!("the transport panicked: {}", panic_message(&*panic)),
+            ))
         })
     }
 
     fn cancelled(&self) -> bool {
         matches!(self.cancel.try_recv(), Err(TryRecvError::Disconnected))
     }
+}
+
+/// The text of a caught panic, for reports.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
 }

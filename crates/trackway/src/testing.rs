@@ -22,8 +22,8 @@ use serde_json::Value;
 
 use crate::transport::{Request, Response, Transport, TransportError, TransportErrorKind};
 
-/// One request the client made, decoded.
-#[derive(Debug, Clone)]
+/// One request the client made, decoded. Its `Debug` hides the `authorization` header.
+#[derive(Clone)]
 pub struct RecordedRequest {
     /// The URL posted to.
     pub url: String,
@@ -31,6 +31,30 @@ pub struct RecordedRequest {
     pub headers: Vec<(String, String)>,
     /// The body as JSON (decompressed when it was gzipped).
     pub body: Value,
+}
+
+impl std::fmt::Debug for RecordedRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str(),
+                    if n == "authorization" {
+                        "<redacted>"
+                    } else {
+                        v.as_str()
+                    },
+                )
+            })
+            .collect();
+        f.debug_struct("RecordedRequest")
+            .field("url", &self.url)
+            .field("headers", &headers)
+            .field("body", &self.body)
+            .finish()
+    }
 }
 
 /// An in-memory [`Transport`] for tests: records every request and answers `200`.

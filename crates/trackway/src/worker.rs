@@ -198,7 +198,7 @@ impl Worker {
     pub(crate) fn run(mut self) {
         // Local clones, so that the select below does not borrow `self`.
         let bell = self.bell.clone();
-        let done = self.done.clone();
+        let mut done = self.done.clone();
         let control = self.control.clone();
         loop {
             self.drain_data();
@@ -215,10 +215,17 @@ impl Worker {
                     // Every handle is gone (the handles own both the data and control senders).
                     Err(_) => break,
                 },
-                recv(done) -> settled => {
-                    self.settled += settled.unwrap_or(0);
-                    self.sender_busy = false;
-                }
+                recv(done) -> settled => match settled {
+                    Ok(settled) => {
+                        self.settled += settled;
+                        self.sender_busy = false;
+                    }
+                    // The sender thread is gone; `dispatch` settles what it is handed as dropped.
+                    Err(_) => {
+                        done = never();
+                        self.sender_busy = false;
+                    }
+                },
                 recv(timer) -> _ => {}
             }
         }
@@ -391,7 +398,8 @@ impl Worker {
         let batch_due = if self.sender_busy || self.shut_down {
             None
         } else {
-            self.batch_started.map(|t| t + self.limits.flush_interval)
+            self.batch_started
+                .map(|t| later(t, self.limits.flush_interval))
         };
         let deadline = self.waiters.iter().map(|w| w.deadline).min();
         match (batch_due, deadline) {
@@ -400,3 +408,13 @@ impl Worker {
         }
     }
 }
+
+/// `at + wait`, or a time far enough ahead to mean "never" when that would overflow.
+pub(crate) fn later(at: Instant, wait: Duration) -> Instant {
+    at.checked_add(wait)
+        .or_else(|| at.checked_add(FAR_FUTURE))
+        .unwrap_or(at)
+}
+
+/// Stands in for deadlines too far away to represent.
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);

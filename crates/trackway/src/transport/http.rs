@@ -26,6 +26,23 @@ pub struct HttpTransport {
     agent: ureq::Agent,
 }
 
+impl ProxySetting {
+    /// For `Debug` output: a proxy URL's credentials hidden.
+    pub(crate) fn redacted(&self) -> String {
+        match self {
+            ProxySetting::FromEnv => "from environment".into(),
+            ProxySetting::Direct => "direct".into(),
+            ProxySetting::Url(url) => match url.split_once("://").and_then(|(scheme, rest)| {
+                rest.split_once('@')
+                    .map(|(_, host)| format!("{scheme}://<credentials>@{host}"))
+            }) {
+                Some(redacted) => redacted,
+                None => url.clone(),
+            },
+        }
+    }
+}
+
 impl HttpTransport {
     /// A transport whose requests time out after `timeout` (connect to last body byte), with
     /// the proxy environment variables honoured: for other code that wants the client's HTTP

@@ -9,8 +9,8 @@ mod http;
 pub use http::HttpTransport;
 pub(crate) use http::ProxySetting;
 
-/// One HTTP request the client wants made.
-#[derive(Debug)]
+/// One HTTP request the client wants made. Its `Debug` hides the `authorization` header and
+/// the body (which names the write key).
 pub struct Request<'a> {
     /// The full URL, such as `https://api.segment.io/v1/batch`.
     pub url: &'a str,
@@ -19,6 +19,30 @@ pub struct Request<'a> {
     pub headers: &'a [(&'static str, String)],
     /// The body, already gzip-compressed when `content-encoding` says so.
     pub body: &'a [u8],
+}
+
+impl std::fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    *name,
+                    if *name == "authorization" {
+                        "<redacted>"
+                    } else {
+                        value.as_str()
+                    },
+                )
+            })
+            .collect();
+        f.debug_struct("Request")
+            .field("url", &self.url)
+            .field("headers", &headers)
+            .field("body_bytes", &self.body.len())
+            .finish()
+    }
 }
 
 impl Request<'_> {

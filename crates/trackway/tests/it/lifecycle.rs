@@ -153,3 +153,68 @@ fn flush_with_nothing_queued_is_complete_at_once() {
     assert_eq!(report.delivered, 0);
     assert!(api.requests().is_empty());
 }
+
+/// Panics on its first request, then acknowledges.
+struct PanicsOnce(std::sync::atomic::AtomicBool);
+
+impl trackway::transport::Transport for PanicsOnce {
+    fn send(
+        &self,
+        _: &trackway::transport::Request<'_>,
+    ) -> Result<trackway::transport::Response, trackway::transport::TransportError> {
+        if !self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            panic!("a bug in a custom transport");
+        }
+        Ok(trackway::transport::Response {
+            status: 200,
+            retry_after: None,
+            body: String::new(),
+        })
+    }
+}
+
+/// Panics on every outcome.
+struct PanickingObserver;
+
+impl trackway::Observer for PanickingObserver {
+    fn on_outcome(&self, _: &str, _: &trackway::Outcome<'_>) {
+        panic!("a bug in an observer");
+    }
+}
+
+#[test]
+fn panics_in_user_transport_or_observer_lose_nothing() {
+    let analytics = trackway::Analytics::builder(crate::support::WRITE_KEY)
+        .transport(PanicsOnce(std::sync::atomic::AtomicBool::new(false)))
+        .observer(PanickingObserver)
+        .backoff(Duration::from_millis(1), Duration::from_millis(5))
+        .build()
+        .unwrap();
+    for n in 0..10 {
+        analytics.track("u1", "Survived", json!({"n": n})).unwrap();
+    }
+    let report = analytics.flush(GENEROUS);
+    assert!(report.is_clean(), "{report}");
+    let stats = analytics.stats();
+    assert_eq!(
+        (stats.delivered, stats.retried, stats.bytes_queued),
+        (10, 1, 0)
+    );
+    // The threads survived: the client keeps working.
+    analytics.track("u1", "Still Here", json!({})).unwrap();
+    assert!(analytics.shutdown(GENEROUS).is_clean());
+}
+
+#[test]
+fn huge_timeouts_do_not_overflow() {
+    let api = FakeApi::start();
+    let analytics = client_for(&api)
+        .flush_interval(Duration::MAX)
+        .drop_timeout(Duration::MAX)
+        .overflow(trackway::Overflow::Wait(Duration::MAX))
+        .build()
+        .unwrap();
+    analytics.track("u1", "Patient", json!({})).unwrap();
+    assert!(analytics.flush(Duration::MAX).is_clean());
+    assert!(analytics.shutdown(Duration::MAX).is_clean());
+}

@@ -55,3 +55,24 @@ fn logs_report_failures_without_the_write_key() {
     );
     assert!(!format!("{:?}", client_for(&api)).contains(WRITE_KEY));
 }
+
+#[test]
+fn requests_never_show_the_write_key_in_debug_output() {
+    let headers = [
+        ("authorization", format!("Basic {WRITE_KEY}")),
+        ("content-type", "application/json".to_owned()),
+    ];
+    let body = format!("{{\"writeKey\":\"{WRITE_KEY}\"}}");
+    let request = trackway::transport::Request {
+        url: "http://x/v1/batch",
+        headers: &headers,
+        body: body.as_bytes(),
+    };
+    let shown = format!("{request:?}");
+    assert!(!shown.contains(WRITE_KEY), "{shown}");
+    assert!(
+        shown.contains("application/json") && shown.contains("<redacted>"),
+        "{shown}"
+    );
+    assert_eq!(trackway::mask_write_key("short"), "… (5 chars)");
+}
