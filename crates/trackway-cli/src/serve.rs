@@ -122,7 +122,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), Failure> {
         source.destinations = args.flag_destinations();
         sources.push(source);
     }
-    let mut config = config(args.data_dir, sources, args.admin_token);
+    let mut config = config(args.data_dir, sources, args.admin_token)?;
     config.retention = args
         .retention_days
         .map(|days| Duration::from_secs(days * 24 * 60 * 60));
@@ -138,7 +138,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), Failure> {
 
 pub(crate) fn demo(args: DemoArgs) -> Result<(), Failure> {
     let sources = vec![Source::new("demo", vec![DEMO_WRITE_KEY.into()])];
-    let config = config(args.data_dir, sources, None);
+    let config = config(args.data_dir, sources, None)?;
     run(async move {
         let (collector, listener) = open(&config, args.listen).await?;
         let addr = listener.local_addr().unwrap_or(args.listen);
@@ -188,12 +188,16 @@ fn send_samples(analytics: &Analytics, rate: f64) {
     }
 }
 
-fn config(data_dir: PathBuf, sources: Vec<Source>, admin_token: Option<String>) -> Config {
-    Config::new(
-        data_dir,
-        sources,
-        admin_token.unwrap_or_else(generate_admin_token),
-    )
+fn config(
+    data_dir: PathBuf,
+    sources: Vec<Source>,
+    admin_token: Option<String>,
+) -> Result<Config, Failure> {
+    let admin_token = match admin_token {
+        Some(token) => token,
+        None => generate_admin_token().map_err(|e| Failure::Failed(e.to_string()))?,
+    };
+    Ok(Config::new(data_dir, sources, admin_token))
 }
 
 async fn open(

@@ -12,7 +12,7 @@ use crate::delivery::kind::DestinationConfig;
 use crate::storage::sqlite::DEFAULT_DEDUP_WINDOW;
 
 /// A source: one application or service sending events, with its write keys.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
     /// A name unique among sources, shown in the debugger and the admin API.
@@ -22,6 +22,19 @@ pub struct Source {
     /// Where this source's events are delivered.
     #[serde(default, rename = "destination")]
     pub destinations: Vec<DestinationConfig>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("name", &self.name)
+            .field(
+                "write_keys",
+                &format_args!("<{} redacted>", self.write_keys.len()),
+            )
+            .field("destinations", &self.destinations)
+            .finish()
+    }
 }
 
 impl Source {
@@ -117,6 +130,17 @@ pub enum ConfigError {
         /// What is wrong.
         problem: String,
     },
+    /// The operating system gave no random bytes for the admin token.
+    #[error("cannot generate an admin token: {0}")]
+    Random(String),
+    /// Retention shorter than the dedup window would let a late retry be stored twice.
+    #[error("retention ({retention:?}) must be at least the dedup window ({dedup:?})")]
+    RetentionBelowDedupWindow {
+        /// The configured retention.
+        retention: Duration,
+        /// The dedup window.
+        dedup: Duration,
+    },
     /// A destination cannot be built.
     #[error("{0}")]
     Destination(String),
@@ -178,6 +202,14 @@ impl Config {
         if self.sources.is_empty() {
             return Err(ConfigError::NoSources);
         }
+        if let Some(retention) = self.retention
+            && retention < self.dedup_window
+        {
+            return Err(ConfigError::RetentionBelowDedupWindow {
+                retention,
+                dedup: self.dedup_window,
+            });
+        }
         let mut keys = HashMap::new();
         let mut names = std::collections::HashSet::new();
         for source in &self.sources {
@@ -215,6 +247,10 @@ impl Config {
 }
 
 /// A fresh random admin token: 32 hex characters, 128 bits.
-pub fn generate_admin_token() -> String {
-    format!("{:032x}", fastrand::u128(..))
+///
+/// The bytes come from the operating system's secure generator: the token is a secret.
+pub fn generate_admin_token() -> Result<String, ConfigError> {
+    let mut bytes = [0_u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| ConfigError::Random(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -27,6 +27,9 @@ pub(crate) enum ApiError {
     /// The admin token is missing or wrong: 401.
     #[error("a valid admin token is required (Authorization: Bearer <token>)")]
     AdminUnauthorized,
+    /// The body did not arrive in time: 408.
+    #[error("the request body did not arrive within {0:?}")]
+    Timeout(std::time::Duration),
     /// The store cannot take writes: 503 with Retry-After.
     #[error("the event store is unavailable; retry later")]
     Unavailable,
@@ -51,6 +54,7 @@ impl IntoResponse for ApiError {
         let status = match &self {
             ApiError::Unauthorized(_) | ApiError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

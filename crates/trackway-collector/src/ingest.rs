@@ -174,9 +174,23 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
     {
         return Err(ApiError::Unauthorized("unknown write key"));
     }
-    let compressed = axum::body::to_bytes(body, MAX_REQUEST_BYTES)
-        .await
-        .map_err(|_| ApiError::bad(format!("request body is over {MAX_REQUEST_BYTES} bytes")))?;
+    // The whole body within the timeout (the tower-http layer only bounds the gaps between
+    // frames, which a trickling client keeps short).
+    let compressed = tokio::time::timeout(
+        state.body_timeout,
+        axum::body::to_bytes(body, MAX_REQUEST_BYTES),
+    )
+    .await
+    .map_err(|_| ApiError::Timeout(state.body_timeout))?
+    .map_err(|e| {
+        let too_long = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+            .any(|e| e.is::<http_body_util::LengthLimitError>());
+        if too_long {
+            ApiError::bad(format!("request body is over {MAX_REQUEST_BYTES} bytes"))
+        } else {
+            ApiError::bad(format!("could not read the request body: {e}"))
+        }
+    })?;
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())

@@ -40,4 +40,6 @@ pub use config::{
 pub use error::RETRY_AFTER_SECONDS;
 #[doc(hidden)]
 pub use ingest::fuzz_batch;
-pub use server::{Collector, CollectorError, MAX_HEAD_BYTES, SHUTDOWN_GRACE, serve};
+pub use server::{
+    Collector, CollectorError, MAX_CONCURRENT_INGEST, MAX_HEAD_BYTES, SHUTDOWN_GRACE, serve,
+};

@@ -14,6 +14,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::config::{Config, ConfigError};
@@ -22,6 +23,11 @@ use crate::delivery::state::DeliveryState;
 use crate::storage::sqlite::SqliteStore;
 use crate::storage::{Store, StoreError};
 use crate::{admin, debugger, ingest};
+
+/// Ingest requests handled at once; more wait their turn before their bodies are read. Each
+/// holds at most 500 KB of body and 500 KB decompressed, so this bounds that memory to about
+/// 256 MB whatever the number of connections.
+pub const MAX_CONCURRENT_INGEST: usize = 256;
 
 /// Largest request head (request line and headers) accepted.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -36,7 +42,7 @@ pub(crate) struct AppState {
     pub(crate) admin_token: String,
     pub(crate) shutdown: watch::Receiver<bool>,
     header_timeout: Duration,
-    body_timeout: Duration,
+    pub(crate) body_timeout: Duration,
 }
 
 /// Why the collector could not start or run.
@@ -101,10 +107,14 @@ impl Collector {
                 Arc::clone(&state),
                 admin::require_token,
             ));
-        Router::new()
+        let ingest = Router::new()
             .route("/v1/batch", post(ingest::batch))
             .route("/v1/import", post(ingest::batch))
             .route("/v1/{kind}", post(ingest::single))
+            // Bounds the memory of bodies being read and decoded at once.
+            .layer(GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_INGEST));
+        Router::new()
+            .merge(ingest)
             .route("/healthz", get(|| async { (StatusCode::OK, "ok") }))
             .route("/", get(debugger::page))
             .merge(admin)

@@ -37,7 +37,11 @@ struct Lane {
 /// What a destination task does next.
 enum Final {
     Delivered,
+    /// Refused by the destination: a chunk of several is retried one by one.
     Dead(String),
+    /// Out of retry window: the whole chunk becomes dead letters (retrying each event alone
+    /// would give every one a fresh window).
+    Expired(String),
     Stopped,
 }
 
@@ -176,7 +180,14 @@ impl DeliveryEngine {
             }
             match self.deliver_batch(lane, &events, &mut shutdown).await {
                 Ok(done) => cursor = done,
-                Err(e) => tracing::error!(destination = %lane.name, "delivery: {e}"),
+                Err(e) => {
+                    // The batch is delivered again once the bookkeeping works: wait, rather
+                    // than resend it in a tight loop.
+                    tracing::error!(destination = %lane.name, "delivery: {e}");
+                    if sleep_or_stop(POLL, &mut shutdown).await {
+                        return;
+                    }
+                }
             }
         }
     }
@@ -240,6 +251,10 @@ impl DeliveryEngine {
         match self.deliver_with_retries(lane, chunk, shutdown).await {
             Final::Delivered => Ok((chunk.len() as u64, Vec::new())),
             Final::Stopped => Err(()),
+            Final::Expired(reason) => {
+                tracing::error!(destination = %lane.name, events = chunk.len(), "delivery: dead letters: {reason}");
+                Ok((0, chunk.iter().map(|e| (e.seq, reason.clone())).collect()))
+            }
             Final::Dead(reason) if chunk.len() == 1 => {
                 tracing::error!(destination = %lane.name, seq = chunk[0].seq, "delivery: dead letter: {reason}");
                 Ok((0, vec![(chunk[0].seq, reason)]))
@@ -276,7 +291,7 @@ impl DeliveryEngine {
             retry += 1;
             let wait = after.unwrap_or_else(|| lane.policy.backoff(retry, fastrand::f64()));
             if started.elapsed() + wait > lane.policy.max_retry_duration {
-                return Final::Dead(format!(
+                return Final::Expired(format!(
                     "still failing after {:?} of retries: {reason}",
                     lane.policy.max_retry_duration
                 ));
@@ -443,6 +458,12 @@ impl DeliveryEngine {
                 for lane in self.lanes.iter().filter(|l| l.source == *source) {
                     match self.state.progress(&lane.name_key(), 0).await {
                         Ok(progress) => up_to = up_to.min(progress.cursor),
+                        Err(_) => up_to = i64::MIN,
+                    }
+                    // An open dead letter's event stays, so that it can be replayed.
+                    match self.state.oldest_open_dead_letter(&lane.name_key()).await {
+                        Ok(Some(seq)) => up_to = up_to.min(seq - 1),
+                        Ok(None) => {}
                         Err(_) => up_to = i64::MIN,
                     }
                 }

@@ -86,6 +86,8 @@ impl DeliveryState {
             .map_err(sql_error)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(sql_error)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sql_error)?;
         conn.execute_batch(SCHEMA).map_err(sql_error)?;
         Ok(DeliveryState {
             conn: Arc::new(Mutex::new(conn)),
@@ -212,6 +214,23 @@ impl DeliveryState {
             }
             .map_err(sql_error)?;
             Ok(())
+        })
+        .await
+    }
+
+    /// The `seq` of the destination's oldest open dead letter.
+    pub async fn oldest_open_dead_letter(
+        &self,
+        destination: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let destination = destination.to_owned();
+        self.with(move |conn| {
+            conn.query_row(
+                "SELECT MIN(seq) FROM dead_letters WHERE destination = ?1 AND replayed_at IS NULL",
+                params![destination],
+                |row| row.get(0),
+            )
+            .map_err(sql_error)
         })
         .await
     }

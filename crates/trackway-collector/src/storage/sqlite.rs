@@ -28,7 +28,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{broadcast, oneshot};
 
 use super::{Appended, BoxFuture, Count, NewEvent, Query, Store, StoreError, StoredEvent};
@@ -59,7 +59,7 @@ pub const DATABASE_FILE: &str = "events.sqlite3";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
-    seq          INTEGER PRIMARY KEY,
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
     source       TEXT    NOT NULL,
     message_id   TEXT    NOT NULL,
     type         TEXT    NOT NULL,
@@ -80,11 +80,25 @@ struct WriteRequest {
     reply: oneshot::Sender<Result<Appended, StoreError>>,
 }
 
+/// One chunk of retention deletes, done by the writer so nothing else ever writes.
+struct PruneRequest {
+    source: String,
+    received_before: i64,
+    up_to: i64,
+    reply: oneshot::Sender<Result<usize, StoreError>>,
+}
+
+/// Work for the writer thread.
+enum Job {
+    Append(WriteRequest),
+    Prune(PruneRequest),
+}
+
 type Counts = BTreeMap<(String, String, bool), u64>;
 
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
-    writes: tokio::sync::mpsc::Sender<WriteRequest>,
+    writes: tokio::sync::mpsc::Sender<Job>,
     /// Dropped with the store, which stops the checkpointer.
     _keep_checkpointing: std::sync::mpsc::Sender<()>,
     reader: Arc<Mutex<Connection>>,
@@ -191,7 +205,7 @@ impl Store for SqliteStore {
         Box::pin(async move {
             let (reply, answer) = oneshot::channel();
             self.writes
-                .send(WriteRequest { events, reply })
+                .send(Job::Append(WriteRequest { events, reply }))
                 .await
                 .map_err(|_| StoreError("the writer stopped".into()))?;
             answer
@@ -239,27 +253,29 @@ impl Store for SqliteStore {
         up_to: i64,
     ) -> BoxFuture<'_, Result<usize, StoreError>> {
         let source = source.to_owned();
-        let counts = Arc::clone(&self.counts);
-        self.read(move |conn| {
-            // Small transactions, so the ingest writer never waits long for the lock.
+        Box::pin(async move {
+            // Chunk by chunk through the writer, so ingest groups commit in between.
             let mut total = 0;
             loop {
-                let deleted = conn
-                    .execute(
-                        "DELETE FROM events WHERE seq IN (SELECT seq FROM events
-                         WHERE source = ?1 AND received_at < ?2 AND seq <= ?3 LIMIT ?4)",
-                        params![source, received_before, up_to, PRUNE_CHUNK],
-                    )
-                    .map_err(sql_error)?;
+                let (reply, answer) = oneshot::channel();
+                let request = PruneRequest {
+                    source: source.clone(),
+                    received_before,
+                    up_to,
+                    reply,
+                };
+                self.writes
+                    .send(Job::Prune(request))
+                    .await
+                    .map_err(|_| StoreError("the writer stopped".into()))?;
+                let deleted = answer
+                    .await
+                    .map_err(|_| StoreError("the writer stopped".into()))??;
                 total += deleted;
                 if deleted < PRUNE_CHUNK as usize {
-                    break;
+                    return Ok(total);
                 }
             }
-            if total > 0 {
-                *counts.lock().unwrap_or_else(|e| e.into_inner()) = load_counts(conn)?;
-            }
-            Ok(total)
         })
     }
 
@@ -358,7 +374,7 @@ fn select_events(
 
 struct Writer {
     conn: Connection,
-    requests: tokio::sync::mpsc::Receiver<WriteRequest>,
+    requests: tokio::sync::mpsc::Receiver<Job>,
     counts: Arc<Mutex<Counts>>,
     live: broadcast::Sender<Arc<StoredEvent>>,
     dedup_window_ms: i64,
@@ -367,15 +383,37 @@ struct Writer {
 impl Writer {
     /// Commits groups of requests until every handle to the store is gone.
     fn run(mut self) {
-        while let Some(first) = self.requests.blocking_recv() {
+        let mut deferred: Option<PruneRequest> = None;
+        loop {
+            let first = match deferred.take() {
+                Some(prune) => Job::Prune(prune),
+                None => match self.requests.blocking_recv() {
+                    Some(job) => job,
+                    None => return,
+                },
+            };
+            let first = match first {
+                Job::Append(first) => first,
+                Job::Prune(prune) => {
+                    let result = self.prune(&prune);
+                    let _ = prune.reply.send(result);
+                    continue;
+                }
+            };
+            let mut events = first.events.len();
             let mut group = vec![first];
-            let mut events = group[0].events.len();
             while events < MAX_GROUP_EVENTS {
-                let Ok(next) = self.requests.try_recv() else {
-                    break;
-                };
-                events += next.events.len();
-                group.push(next);
+                match self.requests.try_recv() {
+                    Ok(Job::Append(next)) => {
+                        events += next.events.len();
+                        group.push(next);
+                    }
+                    Ok(Job::Prune(prune)) => {
+                        deferred = Some(prune);
+                        break;
+                    }
+                    Err(_) => break,
+                }
             }
             match self.commit(&group) {
                 Ok((results, stored)) => {
@@ -394,18 +432,81 @@ impl Writer {
         }
     }
 
+    /// Deletes one chunk of expired events, and takes them off the counts.
+    fn prune(&mut self, request: &PruneRequest) -> Result<usize, StoreError> {
+        let transaction = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_error)?;
+        let chunk = "SELECT seq FROM events WHERE source = ?1 AND received_at < ?2 AND seq <= ?3
+                     ORDER BY seq LIMIT ?4";
+        let removed: Vec<((String, String, bool), u64)> = {
+            let mut statement = transaction
+                .prepare(&format!(
+                    "SELECT source, type, rejected IS NOT NULL, COUNT(*) FROM events
+                     WHERE seq IN ({chunk}) GROUP BY 1, 2, 3"
+                ))
+                .map_err(sql_error)?;
+            let rows = statement
+                .query_map(
+                    params![
+                        request.source,
+                        request.received_before,
+                        request.up_to,
+                        PRUNE_CHUNK
+                    ],
+                    |row| {
+                        Ok((
+                            (row.get(0)?, row.get(1)?, row.get(2)?),
+                            row.get::<_, i64>(3)? as u64,
+                        ))
+                    },
+                )
+                .map_err(sql_error)?;
+            rows.collect::<Result<_, _>>().map_err(sql_error)?
+        };
+        let deleted = transaction
+            .execute(
+                &format!("DELETE FROM events WHERE seq IN ({chunk})"),
+                params![
+                    request.source,
+                    request.received_before,
+                    request.up_to,
+                    PRUNE_CHUNK
+                ],
+            )
+            .map_err(sql_error)?;
+        transaction.commit().map_err(sql_error)?;
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, n) in removed {
+            if let Some(count) = counts.get_mut(&key) {
+                *count = count.saturating_sub(n);
+            }
+        }
+        counts.retain(|_, n| *n > 0);
+        Ok(deleted)
+    }
+
     /// One transaction for the whole group.
     fn commit(
         &mut self,
         group: &[WriteRequest],
     ) -> Result<(Vec<Appended>, Vec<StoredEvent>), StoreError> {
-        let transaction = self.conn.transaction().map_err(sql_error)?;
+        // IMMEDIATE: take the write lock up front, so the read of the dedup check can never
+        // need an upgrade that SQLite would refuse with SQLITE_BUSY.
+        let transaction = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_error)?;
         let mut results = Vec::with_capacity(group.len());
         let mut stored = Vec::new();
         {
             let mut seen = transaction
                 .prepare_cached(
-                    "SELECT 1 FROM events WHERE source = ?1 AND message_id = ?2 AND received_at > ?3 LIMIT 1",
+                    // A rejected copy does not make a valid event a duplicate (the sender may
+                    // have fixed it); a rejected one is a duplicate of any copy.
+                    "SELECT 1 FROM events WHERE source = ?1 AND message_id = ?2 AND received_at > ?3
+                       AND (rejected IS NULL OR ?4) LIMIT 1",
                 )
                 .map_err(sql_error)?;
             let mut insert = transaction
@@ -420,9 +521,15 @@ impl Writer {
                 for event in &request.events {
                     let horizon = event.received_at - self.dedup_window_ms;
                     let duplicate = seen
-                        .query_row(params![&*event.source, event.message_id, horizon], |_| {
-                            Ok(())
-                        })
+                        .query_row(
+                            params![
+                                &*event.source,
+                                event.message_id,
+                                horizon,
+                                event.rejected.is_some()
+                            ],
+                            |_| Ok(()),
+                        )
                         .optional()
                         .map_err(sql_error)?
                         .is_some();

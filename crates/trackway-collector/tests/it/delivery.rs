@@ -386,6 +386,7 @@ fn retention_prunes_delivered_events_and_keeps_undelivered_ones() {
         config.sources[0].destinations = vec![webhook("Webhook", healthy.url(), None)];
         config.sources[1].destinations = vec![webhook("Down", down.url(), None)];
         config.retention = Some(Duration::ZERO);
+        config.dedup_window = Duration::ZERO;
         config.prune_interval = Duration::from_millis(20);
     });
     send(&server, vec![track("kept-briefly")]);
@@ -411,6 +412,71 @@ fn retention_prunes_delivered_events_and_keeps_undelivered_ones() {
     let events = server.events("");
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["messageId"], "undelivered");
+    // After the newest event was pruned, new events still get new, higher seqs: the
+    // destination's cursor would skip a reused one.
+    send(&server, vec![track("after-prune")]);
+    eventually("the next event is delivered too", || {
+        acknowledged(&healthy).contains_key("after-prune")
+    });
+}
+
+#[test]
+fn retention_keeps_dead_lettered_events_for_replay() {
+    let hook = FakeApi::start();
+    let broken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let rule_broken = std::sync::Arc::clone(&broken);
+    hook.set_rule(move |_| {
+        rule_broken
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then_some(Reply::Status(400))
+    });
+    let temp = tempfile::tempdir().unwrap();
+    let server = TestServer::start_configured(temp.path(), |config| {
+        config.sources[0].destinations = vec![webhook("Webhook", hook.url(), None)];
+        config.retention = Some(Duration::ZERO);
+        config.dedup_window = Duration::ZERO;
+        config.prune_interval = Duration::from_millis(20);
+    });
+    send(&server, vec![track("refused")]);
+    eventually("dead-lettered", || {
+        let (_, status) = server.admin("/api/destinations");
+        destination(&status, "Webhook")["dead_lettered"] == 1
+    });
+    // Several prune rounds pass; the event stays for replay.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(server.events("").len(), 1);
+    broken.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (_, report) = crate::support::post_admin(&server, "/api/replay");
+    assert_eq!(report["replayed"], 1, "{report}");
+}
+
+#[test]
+fn an_expired_chunk_becomes_dead_letters_without_a_window_per_event() {
+    let hook = FakeApi::start();
+    hook.set_rule(|_| Some(Reply::Status(503)));
+    let temp = tempfile::tempdir().unwrap();
+    let mut destination = webhook("Webhook", hook.url(), None);
+    destination.kind = Kind::Webhook {
+        url: hook.url(),
+        headers: Default::default(),
+        secret: None,
+        batch_size: 10,
+        timeout: None,
+    };
+    destination.retry_window = Some(Duration::from_millis(100));
+    let server = TestServer::start_configured(temp.path(), with_destinations(vec![destination]));
+    send(&server, (0..10).map(|n| track(&format!("x{n}"))).collect());
+    eventually("all ten dead-lettered", || {
+        let (_, status) = server.admin("/api/destinations");
+        destination_status(&status)["dead_lettered"] == 10
+    });
+    let requests = hook.requests();
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.json.as_ref().unwrap().as_array().unwrap().len() == 10),
+        "never split"
+    );
 }
 
 #[test]

@@ -161,3 +161,37 @@ fn a_store_that_cannot_write_answers_503_with_retry_after_never_200() {
         serde_json::from_str(&response.into_body().read_to_string().unwrap()).unwrap();
     assert_eq!(body["success"], false);
 }
+
+#[test]
+fn a_rejected_copy_does_not_make_the_fixed_event_a_duplicate() {
+    let server = TestServer::start();
+    let auth = basic(WRITE_KEY);
+    let broken = json!({"batch": [{"type": "track", "userId": "u", "messageId": "fixable"}]});
+    let fixed = json!({"batch": [{"type": "track", "userId": "u", "event": "Fixed", "messageId": "fixable"}]});
+    post(
+        &server.url,
+        "/v1/batch",
+        &[("authorization", &auth)],
+        broken.to_string().as_bytes(),
+    );
+    post(
+        &server.url,
+        "/v1/batch",
+        &[("authorization", &auth)],
+        broken.to_string().as_bytes(),
+    );
+    let (_, answer) = post(
+        &server.url,
+        "/v1/batch",
+        &[("authorization", &auth)],
+        fixed.to_string().as_bytes(),
+    );
+    assert!(answer.get("duplicates").is_none(), "{answer}");
+    let events = server.events("");
+    assert_eq!(
+        events.len(),
+        2,
+        "one rejected copy (the resend was a duplicate) and the fixed event"
+    );
+    assert_eq!(events[0]["event"], "Fixed");
+}

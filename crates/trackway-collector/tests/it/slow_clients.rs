@@ -87,3 +87,38 @@ fn huge_headers_are_refused() {
     );
     still_serves(&server);
 }
+
+#[test]
+fn a_client_that_trickles_its_body_is_cut_off_at_the_body_timeout() {
+    let server = TestServer::start();
+    let address = server.url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let head = format!(
+        "POST /v1/batch HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\ncontent-length: 1000\r\n\r\n",
+        basic(WRITE_KEY)
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    // One byte every 100 ms: never idle for the 300 ms idle limit, yet never done.
+    let mut answer = Vec::new();
+    for _ in 0..100 {
+        if stream.write_all(b" ").is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        stream.set_nonblocking(true).unwrap();
+        let mut buffer = [0_u8; 512];
+        if let Ok(n) = stream.read(&mut buffer) {
+            answer.extend_from_slice(&buffer[..n]);
+        }
+        stream.set_nonblocking(false).unwrap();
+        if !answer.is_empty() {
+            break;
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    still_serves(&server);
+}

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use trackway::{Analytics, Message};
+use trackway::{Analytics, EnqueueError, Message};
 
 use crate::delivery::{Attempt, Destination};
 use crate::storage::{BoxFuture, StoredEvent};
@@ -31,7 +31,8 @@ impl Forward {
     pub(crate) fn new(host: &str, write_key: &str) -> Result<Forward, String> {
         let client = Analytics::builder(write_key)
             .host(host)
-            .max_retries(0)
+            // No retries at all, not even the server's Retry-After waits: see the module doc.
+            .max_retry_duration(Duration::ZERO)
             .flush_at(CHUNK)
             .build()
             .map_err(|e| format!("forward: {e}"))?;
@@ -61,14 +62,26 @@ impl Destination for Forward {
                         reason: format!("event {} is not a message", event.seq),
                     };
                 };
-                if let Err(e) = self.client.enqueue(message) {
-                    return Attempt::Reject {
-                        reason: format!("forward: {e}"),
-                    };
+                match self.client.enqueue(message) {
+                    Ok(()) => {}
+                    // Our own message broke the rules: no retry can help.
+                    Err(e @ (EnqueueError::Invalid(_) | EnqueueError::TooLarge { .. })) => {
+                        return Attempt::Reject {
+                            reason: format!("forward: {e}"),
+                        };
+                    }
+                    // Full or closed: transient; what is queued drains, then the engine retries.
+                    Err(e) => {
+                        let _ = self.client.flush_async(FLUSH_TIMEOUT).await;
+                        return Attempt::Retry {
+                            after: None,
+                            reason: format!("forward: {e}"),
+                        };
+                    }
                 }
             }
             let report = self.client.flush_async(FLUSH_TIMEOUT).await;
-            if report.delivered == events.len() as u64 {
+            if report.completed && report.pending == 0 && report.delivered == events.len() as u64 {
                 Attempt::Delivered
             } else if report.rejected > 0 {
                 Attempt::Reject {

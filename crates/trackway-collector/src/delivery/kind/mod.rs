@@ -48,7 +48,7 @@ pub struct DestinationConfig {
 }
 
 /// The destination kinds.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Kind {
@@ -98,6 +98,39 @@ fn default_max_bytes() -> u64 {
     100 * 1024 * 1024
 }
 
+impl std::fmt::Debug for Kind {
+    /// Secrets (a webhook's `secret` and header values, a forward's `write_key`) are hidden.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Kind::Webhook {
+                url,
+                headers,
+                secret,
+                batch_size,
+                timeout,
+            } => f
+                .debug_struct("Webhook")
+                .field("url", url)
+                .field("headers", &headers.keys().collect::<Vec<_>>())
+                .field("secret", &secret.as_ref().map(|_| "<redacted>"))
+                .field("batch_size", batch_size)
+                .field("timeout", timeout)
+                .finish(),
+            Kind::File { dir, max_bytes } => f
+                .debug_struct("File")
+                .field("dir", dir)
+                .field("max_bytes", max_bytes)
+                .finish(),
+            Kind::Forward { host, .. } => f
+                .debug_struct("Forward")
+                .field("host", host)
+                .field("write_key", &"<redacted>")
+                .finish(),
+            Kind::Stdout {} => f.write_str("Stdout"),
+        }
+    }
+}
+
 impl Kind {
     /// The kind's name, for the admin API.
     pub fn label(&self) -> &'static str {
@@ -126,7 +159,12 @@ pub fn build(config: &DestinationConfig, source: &str) -> Result<Arc<dyn Destina
             (*batch_size).max(1),
             timeout.unwrap_or(DEFAULT_WEBHOOK_TIMEOUT),
         )?),
-        Kind::File { dir, max_bytes } => Arc::new(file::JsonLines::open(dir, source, *max_bytes)?),
+        Kind::File { dir, max_bytes } => {
+            if *max_bytes == 0 {
+                return Err("a file destination's max_bytes must be above zero".into());
+            }
+            Arc::new(file::JsonLines::open(dir, source, *max_bytes)?)
+        }
         Kind::Forward { host, write_key } => Arc::new(forward::Forward::new(host, write_key)?),
         Kind::Stdout {} => Arc::new(stdout::Stdout),
     })
