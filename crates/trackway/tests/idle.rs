@@ -45,6 +45,9 @@ fn an_idle_client_sleeps() {
         .unwrap();
     analytics.track("u1", "Once", json!({})).unwrap();
     assert!(analytics.flush(Duration::from_secs(30)).is_clean());
+    // Let the threads finish the round that answered the flush (a reply, a loop back to
+    // their channels) before counting.
+    std::thread::sleep(Duration::from_millis(200));
     let threads = ["trackway-worker", "trackway-sender"];
     let before: u64 = threads.iter().map(|t| wakeups_of_threads(t)).sum();
     assert!(before > 0, "the background threads exist and have run");
