@@ -61,6 +61,7 @@ impl ServeArgs {
             retry_window: None,
             backoff_base: None,
             backoff_cap: None,
+            concurrency: None,
         };
         let mut all = Vec::new();
         if let Some(url) = &self.webhook {

@@ -69,6 +69,7 @@ fn main() {
             retry_window: None,
             backoff_base: None,
             backoff_cap: None,
+            concurrency: None,
         }];
         let config = Config::new(temp.path().join(label), vec![source], ADMIN_TOKEN.into());
         let url = support::start(&runtime, &config);

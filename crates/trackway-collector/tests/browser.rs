@@ -54,6 +54,7 @@ fn the_debugger_shows_events_live_and_safely() {
         retry_window: None,
         backoff_base: None,
         backoff_cap: None,
+        concurrency: None,
     }];
     let collector = Collector::open(&config).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()

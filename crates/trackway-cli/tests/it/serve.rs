@@ -499,3 +499,57 @@ fn a_collector_killed_under_load_keeps_every_acknowledged_event_exactly_once() {
     assert!(doubled.is_empty(), "stored twice: {doubled:?}");
     assert_eq!(terminate(&mut restarted).code(), Some(0));
 }
+
+#[test]
+fn the_stdout_destination_prints_each_event() {
+    let temp = tempfile::tempdir().unwrap();
+    let config = temp.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!("[[source]]\nname = \"web\"\nwrite_keys = [\"{KEY}\"]\n\n[[source.destination]]\nname = \"Console\"\nkind = \"stdout\"\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trackway"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            ADMIN_TOKEN,
+        ])
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(temp.path().join("data"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    let analytics = Analytics::builder(KEY)
+        .host(&url)
+        .no_proxy()
+        .build()
+        .unwrap();
+    analytics
+        .track("printed-user", "Printed", json!({"n": 1}))
+        .unwrap();
+    assert!(analytics.shutdown(Duration::from_secs(30)).is_clean());
+    let printed = lines
+        .map(Result::unwrap)
+        .find(|line| line.starts_with('{'))
+        .expect("a JSON line on stdout");
+    let event: Value = serde_json::from_str(&printed).unwrap();
+    assert_eq!(
+        (event["event"].as_str(), event["userId"].as_str()),
+        (Some("Printed"), Some("printed-user"))
+    );
+    assert_eq!(terminate(&mut child).code(), Some(0));
+}

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, watch};
@@ -31,6 +32,8 @@ struct Lane {
     kind: &'static str,
     destination: Arc<dyn Destination>,
     policy: RetryPolicy,
+    /// Chunks in flight at once; 1 keeps the order.
+    concurrency: usize,
     wake: Notify,
 }
 
@@ -205,29 +208,53 @@ impl DeliveryEngine {
             .iter()
             .map(|e| enabled(integrations(e).as_ref(), &lane.name))
             .collect();
-        let mut delivered = 0;
-        let mut dead = Vec::new();
-        let mut chunk: Vec<StoredEvent> = Vec::new();
-        let mut done = events.last().map_or(0, |e| e.seq);
-        for (i, event) in events.iter().enumerate() {
-            if routed[i] {
-                chunk.push(event.clone());
-            }
-            let last = i + 1 == events.len();
-            if chunk.is_empty() || (chunk.len() < lane.destination.chunk_size() && !last) {
-                continue;
-            }
-            match self.deliver_chunk(lane, &chunk, shutdown).await {
-                Ok((ok, failed)) => {
-                    delivered += ok;
-                    dead.extend(failed);
-                    chunk.clear();
+        let chunks: Vec<Vec<StoredEvent>> = events
+            .iter()
+            .zip(&routed)
+            .filter(|(_, routed)| **routed)
+            .map(|(event, _)| event.clone())
+            .collect::<Vec<_>>()
+            .chunks(lane.destination.chunk_size().max(1))
+            .map(<[StoredEvent]>::to_vec)
+            .collect();
+        // One chunk at a time keeps the order; a destination configured for concurrency has
+        // several in flight.
+        let mut results: Vec<Option<Result<(u64, Vec<(i64, String)>), ()>>> =
+            vec![None; chunks.len()];
+        {
+            let mut waiting = chunks.iter().enumerate();
+            let mut in_flight = futures_util::stream::FuturesUnordered::new();
+            loop {
+                while in_flight.len() < lane.concurrency {
+                    let Some((i, chunk)) = waiting.next() else {
+                        break;
+                    };
+                    in_flight.push(self.deliver_numbered(lane, i, chunk, shutdown.clone()));
                 }
-                Err(()) => {
-                    done = chunk[0].seq - 1;
+                let Some((i, result)) = in_flight.next().await else {
+                    break;
+                };
+                let stopped = result.is_err();
+                results[i] = Some(result);
+                if stopped {
                     break;
                 }
             }
+        }
+        // Done: everything before the first chunk that did not finish (a later chunk that did
+        // is delivered again next time: at least once).
+        let finished = results
+            .iter()
+            .take_while(|r| matches!(r, Some(Ok(_))))
+            .count();
+        let done = match chunks.get(finished) {
+            Some(unfinished) => unfinished[0].seq - 1,
+            None => events.last().map_or(0, |e| e.seq),
+        };
+        let (mut delivered, mut dead) = (0, Vec::new());
+        for (ok, failed) in results.into_iter().take(finished).flatten().flatten() {
+            delivered += ok;
+            dead.extend(failed);
         }
         let skipped = events
             .iter()
@@ -238,6 +265,17 @@ impl DeliveryEngine {
             .advance(&lane.name_key(), done, delivered, skipped as u64, dead)
             .await?;
         Ok(done)
+    }
+
+    /// [`DeliveryEngine::deliver_chunk`], tagged with the chunk's number.
+    async fn deliver_numbered(
+        &self,
+        lane: &Lane,
+        number: usize,
+        chunk: &[StoredEvent],
+        mut shutdown: watch::Receiver<bool>,
+    ) -> (usize, Result<(u64, Vec<(i64, String)>), ()>) {
+        (number, self.deliver_chunk(lane, chunk, &mut shutdown).await)
     }
 
     /// Delivers a chunk with retries; a refused chunk of several is retried one by one so only
@@ -501,6 +539,7 @@ fn lane(config: &DestinationConfig, source: &str) -> Result<Lane, String> {
             max_retry_duration: config.retry_window.unwrap_or(DEFAULT_RETRY_WINDOW),
             jitter: true,
         },
+        concurrency: config.concurrency.unwrap_or(1).max(1),
         wake: Notify::new(),
     })
 }

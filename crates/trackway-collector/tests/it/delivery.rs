@@ -24,6 +24,7 @@ fn webhook(name: &str, url: String, secret: Option<&str>) -> DestinationConfig {
         retry_window: None,
         backoff_base: Some(Duration::from_millis(1)),
         backoff_cap: Some(Duration::from_millis(20)),
+        concurrency: None,
     }
 }
 
@@ -37,6 +38,7 @@ fn file(name: &str, dir: &std::path::Path, max_bytes: u64) -> DestinationConfig 
         retry_window: None,
         backoff_base: Some(Duration::from_millis(1)),
         backoff_cap: Some(Duration::from_millis(20)),
+        concurrency: None,
     }
 }
 
@@ -318,6 +320,7 @@ fn forward_relays_to_a_second_collector() {
         retry_window: None,
         backoff_base: Some(Duration::from_millis(1)),
         backoff_cap: Some(Duration::from_millis(20)),
+        concurrency: None,
     };
     let edge = TestServer::start_configured(temp.path(), with_destinations(vec![forward]));
     let mut original = track("fw-1");
@@ -360,6 +363,7 @@ fn forward_keeps_accepting_while_the_upstream_is_down() {
         retry_window: None,
         backoff_base: Some(Duration::from_millis(5)),
         backoff_cap: Some(Duration::from_millis(50)),
+        concurrency: None,
     };
     let edge = TestServer::start_configured(temp.path(), with_destinations(vec![forward]));
     send(&edge, vec![track("held-1"), track("held-2")]);
@@ -542,4 +546,23 @@ fn a_hung_destination_blocks_neither_ingest_nor_the_others() {
     let (_, status) = server.admin("/api/destinations");
     assert_eq!(destination(&status, "Stuck")["delivered"], 0);
     assert_eq!(destination(&status, "Stuck")["lag"], 50);
+}
+
+#[test]
+fn a_destination_configured_for_concurrency_has_several_requests_in_flight() {
+    let hook = FakeApi::start();
+    hook.set_rule(|_| Some(Reply::Delay(Duration::from_millis(50))));
+    let temp = tempfile::tempdir().unwrap();
+    let mut destination = webhook("Webhook", hook.url(), None);
+    destination.concurrency = Some(4);
+    let server = TestServer::start_configured(temp.path(), with_destinations(vec![destination]));
+    send(&server, (0..20).map(|n| track(&format!("c{n}"))).collect());
+    eventually("all delivered", || acknowledged(&hook).len() == 20);
+    assert!(acknowledged(&hook).values().all(|n| *n == 1));
+    let connections: std::collections::HashSet<_> =
+        hook.requests().iter().map(|r| r.peer).collect();
+    assert!(
+        connections.len() > 1,
+        "requests overlapped on several connections"
+    );
 }

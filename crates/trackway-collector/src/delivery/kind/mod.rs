@@ -45,6 +45,10 @@ pub struct DestinationConfig {
     /// Longest backoff wait, in ms.
     #[serde(default, rename = "backoff_cap_ms", with = "millis")]
     pub backoff_cap: Option<Duration>,
+    /// Chunks delivered at once. Unset or 1 keeps the order of events; more trades order
+    /// for throughput (for receivers that do not care, such as most webhooks).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
 }
 
 /// The destination kinds.
