@@ -37,6 +37,10 @@ struct Lane {
     wake: Notify,
 }
 
+/// How one chunk ended: the events delivered and the dead letters `(seq, reason)`, or
+/// `Err(())` when a shutdown interrupted it.
+type ChunkResult = Result<(u64, Vec<(i64, String)>), ()>;
+
 /// What a destination task does next.
 enum Final {
     Delivered,
@@ -219,8 +223,7 @@ impl DeliveryEngine {
             .collect();
         // One chunk at a time keeps the order; a destination configured for concurrency has
         // several in flight.
-        let mut results: Vec<Option<Result<(u64, Vec<(i64, String)>), ()>>> =
-            vec![None; chunks.len()];
+        let mut results: Vec<Option<ChunkResult>> = vec![None; chunks.len()];
         {
             let mut waiting = chunks.iter().enumerate();
             let mut in_flight = futures_util::stream::FuturesUnordered::new();
@@ -274,7 +277,7 @@ impl DeliveryEngine {
         number: usize,
         chunk: &[StoredEvent],
         mut shutdown: watch::Receiver<bool>,
-    ) -> (usize, Result<(u64, Vec<(i64, String)>), ()>) {
+    ) -> (usize, ChunkResult) {
         (number, self.deliver_chunk(lane, chunk, &mut shutdown).await)
     }
 
@@ -285,7 +288,7 @@ impl DeliveryEngine {
         lane: &Lane,
         chunk: &[StoredEvent],
         shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<(u64, Vec<(i64, String)>), ()> {
+    ) -> ChunkResult {
         match self.deliver_with_retries(lane, chunk, shutdown).await {
             Final::Delivered => Ok((chunk.len() as u64, Vec::new())),
             Final::Stopped => Err(()),
