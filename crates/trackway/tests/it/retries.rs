@@ -19,8 +19,11 @@ fn survives(failure: Reply, request_timeout: Duration) {
 fn survives_both(failure: Reply, second: Reply, request_timeout: Duration) {
     let api = FakeApi::start();
     api.push_replies([failure.clone(), second]);
+    // Waits of at least 5 ms (no jitter), so every attempt's sentAt is a different millisecond.
     let analytics = client_for(&api)
         .request_timeout(request_timeout)
+        .jitter(false)
+        .backoff(Duration::from_millis(5), Duration::from_millis(20))
         .build()
         .unwrap();
     for n in 0..5 {
