@@ -1,6 +1,9 @@
 //! Delivery throughput: how fast stored events reach a file, a webhook and a forward
 //! destination while ingest runs at full speed, compared with ingest itself in the same run.
 //!
+//! Forward runs twice: to a second collector in this process (which shares the cores and does
+//! the same ingest work again) and to a null upstream that only acknowledges.
+//!
 //! For each destination kind: a fresh collector, 8 connections posting batches of 100
 //! realistic events as fast as they are acknowledged, and a poll of `/api/destinations` until
 //! every event is delivered. "Keeps up" means delivery finishes about when ingest does.
@@ -28,6 +31,8 @@ fn main() {
     let temp = tempfile::tempdir().expect("temp dir");
 
     let receiver = FakeApi::start();
+    // An upstream that acknowledges without storing: the forward destination's own rate.
+    let null_upstream = FakeApi::start();
     let upstream_config = Config::new(
         temp.path().join("upstream"),
         vec![Source::new("upstream", vec!["upstream-key".into()])],
@@ -60,6 +65,20 @@ fn main() {
                 write_key: "upstream-key".into(),
             },
         ),
+        (
+            "forward, concurrency 2",
+            Kind::Forward {
+                host: upstream.clone(),
+                write_key: "upstream-key".into(),
+            },
+        ),
+        (
+            "forward to a null upstream",
+            Kind::Forward {
+                host: null_upstream.url(),
+                write_key: "upstream-key".into(),
+            },
+        ),
     ];
     for (label, kind) in kinds {
         let mut source = Source::new("bench", vec![WRITE_KEY.into()]);
@@ -69,7 +88,7 @@ fn main() {
             retry_window: None,
             backoff_base: None,
             backoff_cap: None,
-            concurrency: None,
+            concurrency: label.contains("concurrency 2").then_some(2),
         }];
         let config = Config::new(temp.path().join(label), vec![source], ADMIN_TOKEN.into());
         let url = support::start(&runtime, &config);

@@ -566,3 +566,39 @@ fn a_destination_configured_for_concurrency_has_several_requests_in_flight() {
         "requests overlapped on several connections"
     );
 }
+
+#[test]
+fn forward_with_concurrency_relays_every_event_once() {
+    let upstream = FakeApi::start();
+    let temp = tempfile::tempdir().unwrap();
+    let forward = DestinationConfig {
+        name: "Upstream".into(),
+        kind: Kind::Forward {
+            host: upstream.url(),
+            write_key: "k".into(),
+        },
+        retry_window: None,
+        backoff_base: Some(Duration::from_millis(1)),
+        backoff_cap: Some(Duration::from_millis(20)),
+        concurrency: Some(2),
+    };
+    let edge = TestServer::start_configured(temp.path(), with_destinations(vec![forward]));
+    for round in 0..30 {
+        send(
+            &edge,
+            (0..100).map(|n| track(&format!("p{round}-{n}"))).collect(),
+        );
+    }
+    eventually("all 3000 relayed", || {
+        let (_, status) = edge.admin("/api/destinations");
+        destination(&status, "Upstream")["delivered"] == 3000
+    });
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for message in upstream.accepted_messages() {
+        *seen
+            .entry(message["messageId"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(seen.len(), 3000);
+    assert!(seen.values().all(|n| *n == 1), "each relayed once");
+}

@@ -10,6 +10,7 @@
 //! The client is built with no retries of its own: the delivery engine retries (durably, with
 //! its cursor), so a failed flush never leaves copies queued inside the client.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -23,22 +24,50 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Messages relayed per flush.
 const CHUNK: usize = 1000;
 
+/// One client per chunk that may be in flight (the destination's `concurrency`): a flush
+/// reports on everything its client holds, so chunks in flight at once need clients of their
+/// own.
 pub(crate) struct Forward {
-    client: Analytics,
+    idle: Mutex<Vec<Analytics>>,
 }
 
 impl Forward {
-    pub(crate) fn new(host: &str, write_key: &str) -> Result<Forward, String> {
-        let client = Analytics::builder(write_key)
-            .host(host)
-            // No retries at all, not even the server's Retry-After waits: see the module doc.
-            .max_retry_duration(Duration::ZERO)
-            // As many per request as 500 KB allows: the upstream commits each request with one
-            // fsync, so fewer, fuller requests relay faster.
-            .flush_at(trackway_protocol::MAX_BATCH_MESSAGES)
-            .build()
-            .map_err(|e| format!("forward: {e}"))?;
-        Ok(Forward { client })
+    pub(crate) fn new(host: &str, write_key: &str, clients: usize) -> Result<Forward, String> {
+        let client = || {
+            Analytics::builder(write_key)
+                .host(host)
+                // No retries at all, not even the server's Retry-After waits: see the module doc.
+                .max_retry_duration(Duration::ZERO)
+                // As many per request as 500 KB allows: the upstream commits each request with
+                // one fsync, so fewer, fuller requests relay faster.
+                .flush_at(trackway_protocol::MAX_BATCH_MESSAGES)
+                .build()
+                .map_err(|e| format!("forward: {e}"))
+        };
+        let idle = (0..clients.max(1))
+            .map(|_| client())
+            .collect::<Result<_, _>>()?;
+        Ok(Forward {
+            idle: Mutex::new(idle),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Analytics>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A client taken from the pool, returned to it when dropped.
+struct Borrowed<'a> {
+    pool: &'a Forward,
+    client: Option<Analytics>,
+}
+
+impl Drop for Borrowed<'_> {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            self.pool.lock().push(client);
+        }
     }
 }
 
@@ -58,13 +87,29 @@ fn as_sent(body: &str) -> Option<Message> {
 impl Destination for Forward {
     fn deliver<'a>(&'a self, events: &'a [StoredEvent]) -> BoxFuture<'a, Attempt> {
         Box::pin(async move {
+            let Some(client) = self.lock().pop() else {
+                return Attempt::Retry {
+                    after: None,
+                    reason: "no forward client free".into(),
+                };
+            };
+            let borrowed = Borrowed {
+                pool: self,
+                client: Some(client),
+            };
+            let Some(client) = borrowed.client.as_ref() else {
+                return Attempt::Retry {
+                    after: None,
+                    reason: "no forward client free".into(),
+                };
+            };
             for event in events {
                 let Some(message) = as_sent(&event.body) else {
                     return Attempt::Reject {
                         reason: format!("event {} is not a message", event.seq),
                     };
                 };
-                match self.client.enqueue(message) {
+                match client.enqueue(message) {
                     Ok(()) => {}
                     // Our own message broke the rules: no retry can help.
                     Err(e @ (EnqueueError::Invalid(_) | EnqueueError::TooLarge { .. })) => {
@@ -74,7 +119,7 @@ impl Destination for Forward {
                     }
                     // Full or closed: transient; what is queued drains, then the engine retries.
                     Err(e) => {
-                        let _ = self.client.flush_async(FLUSH_TIMEOUT).await;
+                        let _ = client.flush_async(FLUSH_TIMEOUT).await;
                         return Attempt::Retry {
                             after: None,
                             reason: format!("forward: {e}"),
@@ -82,7 +127,7 @@ impl Destination for Forward {
                     }
                 }
             }
-            let report = self.client.flush_async(FLUSH_TIMEOUT).await;
+            let report = client.flush_async(FLUSH_TIMEOUT).await;
             if report.completed && report.pending == 0 && report.delivered == events.len() as u64 {
                 Attempt::Delivered
             } else if report.rejected > 0 {
