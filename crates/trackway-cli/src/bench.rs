@@ -46,6 +46,10 @@ pub(crate) struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Only run the null sink on this address until killed, so that a benchmark in another
+    /// process measures the client's memory and CPU alone (`--target http://ADDR`).
+    #[arg(long, value_name = "ADDR")]
+    serve_null: Option<std::net::SocketAddr>,
 }
 
 /// What the null sink counted.
@@ -95,6 +99,17 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::Failed(e.to_string()))?;
+    if let Some(addr) = args.serve_null {
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .map_err(|e| Failure::Failed(format!("cannot listen on {addr}: {e}")))?;
+        let app = axum::Router::new()
+            .route("/v1/batch", axum::routing::post(sink))
+            .with_state(Arc::clone(&counted));
+        return runtime
+            .block_on(async move { axum::serve(listener, app).await })
+            .map_err(|e| Failure::Failed(format!("the null sink failed: {e}")));
+    }
     let host = if args.target == "null" {
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
