@@ -337,32 +337,26 @@ fn fill_defaults(message: &mut Message) {
 }
 
 impl Inner {
-    fn control(&self, timeout: Duration, shutdown: bool, reply: Reply) -> bool {
+    /// Asks the worker for a flush (or shutdown) report; false if the worker is gone.
+    fn control(&self, timeout: Duration, shutdown: bool, start: Stats, reply: Reply) -> bool {
         if shutdown {
             self.ledger.closed.store(true, Ordering::Release);
         }
         let deadline = crate::worker::later(Instant::now(), timeout);
-        let start = self.ledger.stats();
-        let request = if shutdown {
-            Control::Shutdown {
+        self.control
+            .send(Control {
                 deadline,
                 reply,
                 start,
-            }
-        } else {
-            Control::Flush {
-                deadline,
-                reply,
-                start,
-            }
-        };
-        self.control.send(request).is_ok()
+                shutdown,
+            })
+            .is_ok()
     }
 
     fn request_blocking(&self, timeout: Duration, shutdown: bool) -> FlushReport {
         let start = self.ledger.stats();
         let (tx, rx) = crossbeam_channel::bounded(1);
-        if self.control(timeout, shutdown, Reply::Blocking(tx)) {
+        if self.control(timeout, shutdown, start, Reply::Blocking(tx)) {
             // The worker answers by the deadline; the margin covers scheduling delays only.
             if let Ok(report) = rx.recv_timeout(timeout.saturating_add(REPLY_MARGIN)) {
                 return report;
@@ -379,7 +373,7 @@ impl Inner {
         let start = self.ledger.stats();
         let ledger = Arc::clone(&self.ledger);
         let (tx, rx) = futures_channel::oneshot::channel();
-        let sent = self.control(timeout, shutdown, Reply::Async(tx));
+        let sent = self.control(timeout, shutdown, start, Reply::Async(tx));
         async move {
             match rx.await {
                 Ok(report) if sent => report,

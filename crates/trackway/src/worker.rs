@@ -39,19 +39,14 @@ use crate::outcome::{DropReason, FlushReport, Outcome};
 use crate::stats::Stats;
 
 /// A request from a handle to the worker.
-pub(crate) enum Control {
-    /// Deliver everything queued so far, and report by `deadline`.
-    Flush {
-        deadline: Instant,
-        reply: Reply,
-        start: Stats,
-    },
-    /// Like `Flush`, then drop what is left and stop sending.
-    Shutdown {
-        deadline: Instant,
-        reply: Reply,
-        start: Stats,
-    },
+pub(crate) struct Control {
+    /// Report by then, complete or not.
+    pub(crate) deadline: Instant,
+    pub(crate) reply: Reply,
+    /// The counters when the request was made, for the report.
+    pub(crate) start: Stats,
+    /// After reporting, drop what is left and stop sending.
+    pub(crate) shutdown: bool,
 }
 
 /// Where a flush report goes: a blocked thread or a future.
@@ -280,18 +275,12 @@ impl Worker {
         // Everything sent before the request is in the data channel now: take it first so
         // the flush covers it.
         self.drain_data();
-        let (deadline, reply, start, shutdown) = match request {
-            Control::Flush {
-                deadline,
-                reply,
-                start,
-            } => (deadline, reply, start, false),
-            Control::Shutdown {
-                deadline,
-                reply,
-                start,
-            } => (deadline, reply, start, true),
-        };
+        let Control {
+            deadline,
+            reply,
+            start,
+            shutdown,
+        } = request;
         self.waiters.push(Waiter {
             target: self.received,
             deadline,
