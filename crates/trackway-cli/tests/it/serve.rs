@@ -1,7 +1,9 @@
 //! `trackway serve`: a real process, stopped by SIGTERM, keeps every acknowledged event.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Lines};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -10,30 +12,42 @@ use trackway::Analytics;
 const ADMIN_TOKEN: &str = "serve-test-admin-token-0123";
 const KEY: &str = "serve-test-write-key";
 
-/// Starts `trackway serve` on a free port; returns the process and its base URL.
-fn start(data_dir: &std::path::Path) -> (Child, String) {
+/// A running `trackway serve`, its base URL, and the rest of its standard output.
+struct Served {
+    child: Child,
+    url: String,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+/// Starts `trackway serve` on a free port with `sources` (flags naming write keys or a config
+/// file) and the store in `data_dir`.
+fn spawn_serve<S: AsRef<OsStr>>(sources: impl IntoIterator<Item = S>, data_dir: &Path) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_trackway"))
         .args([
             "serve",
             "--listen",
             "127.0.0.1:0",
-            "--write-key",
-            KEY,
             "--admin-token",
             ADMIN_TOKEN,
         ])
+        .args(sources)
         .arg("--data-dir")
         .arg(data_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().unwrap().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = stdout.next().unwrap().unwrap();
     let url = first.rsplit(' ').next().unwrap().to_owned();
     assert!(url.starts_with("http://127.0.0.1:"), "{first}");
-    let rest: Vec<String> = lines.by_ref().take(3).map(Result::unwrap).collect();
+    Served { child, url, stdout }
+}
+
+/// Starts `trackway serve` accepting `KEY`; returns the process and its base URL.
+fn start(data_dir: &Path) -> (Child, String) {
+    let Served { child, url, stdout } = spawn_serve(["--write-key", KEY], data_dir);
+    let rest: Vec<String> = stdout.take(3).map(Result::unwrap).collect();
     assert!(
         rest[2].contains(&format!("/#token={ADMIN_TOKEN}")),
         "the debugger URL is printed: {rest:?}"
@@ -110,30 +124,14 @@ fn serve_reads_sources_from_a_config_file() {
         "[[source]]\nname = \"web\"\nwrite_keys = [\"k-web-1\", \"k-web-2\"]\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trackway"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-token",
-            ADMIN_TOKEN,
-        ])
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(temp.path().join("data"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = lines
-        .next()
-        .unwrap()
-        .unwrap()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .to_owned();
+    let Served {
+        mut child,
+        url,
+        stdout: mut lines,
+    } = spawn_serve(
+        [OsStr::new("--config"), config.as_os_str()],
+        &temp.path().join("data"),
+    );
     let sources = lines.nth(1).unwrap().unwrap();
     assert!(sources.contains("web"), "{sources}");
     let output = Command::new(env!("CARGO_BIN_EXE_trackway"))
@@ -176,31 +174,8 @@ fn a_collector_killed_mid_delivery_resumes_without_resending_history() {
     .unwrap();
     let data = temp.path().join("data");
     let start = || {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_trackway"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-token",
-                ADMIN_TOKEN,
-            ])
-            .arg("--config")
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(&data)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = lines
-            .next()
-            .unwrap()
-            .unwrap()
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .to_owned();
-        (child, url)
+        let served = spawn_serve([OsStr::new("--config"), config.as_os_str()], &data);
+        (served.child, served.url)
     };
     let acknowledged = || {
         let mut seen: HashMap<String, usize> = HashMap::new();
@@ -509,30 +484,14 @@ fn the_stdout_destination_prints_each_event() {
         format!("[[source]]\nname = \"web\"\nwrite_keys = [\"{KEY}\"]\n\n[[source.destination]]\nname = \"Console\"\nkind = \"stdout\"\n"),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trackway"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-token",
-            ADMIN_TOKEN,
-        ])
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(temp.path().join("data"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = lines
-        .next()
-        .unwrap()
-        .unwrap()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .to_owned();
+    let Served {
+        mut child,
+        url,
+        stdout: lines,
+    } = spawn_serve(
+        [OsStr::new("--config"), config.as_os_str()],
+        &temp.path().join("data"),
+    );
     let analytics = Analytics::builder(KEY)
         .host(&url)
         .no_proxy()
