@@ -43,6 +43,9 @@ pub(crate) struct BenchArgs {
     /// Send uncompressed bodies.
     #[arg(long)]
     no_gzip: bool,
+    /// gzip level, 1 (fastest) to 9 (smallest).
+    #[arg(long, default_value_t = trackway::DEFAULT_GZIP_LEVEL)]
+    gzip_level: u32,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -130,6 +133,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
     let analytics = Analytics::builder(&args.write_key)
         .host(&host)
         .gzip(!args.no_gzip)
+        .gzip_level(args.gzip_level)
         .no_proxy()
         // Wait for room rather than refuse: the benchmark measures a loss-free run.
         .overflow(Overflow::Wait(Duration::from_secs(60)))
@@ -138,7 +142,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
 
     let started = Instant::now();
     let per_producer = args.events / args.producers;
-    let mut latencies: Vec<u32> = std::thread::scope(|scope| {
+    let (mut latencies, callers_cpu): (Vec<u32>, f64) = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..args.producers)
             .map(|p| {
                 let analytics = analytics.clone();
@@ -146,6 +150,17 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
                 std::thread::Builder::new()
                     .name(format!("bench-producer-{p}"))
                     .spawn_scoped(scope, move || {
+                        // What cloning a message from the pool costs this thread: the
+                        // harness's work, taken out of the caller's CPU below.
+                        let calibration = per_producer.clamp(1, 100_000);
+                        let before = this_thread_cpu_seconds();
+                        for n in 0..calibration {
+                            drop(std::hint::black_box(
+                                pool[(p * 7919 + n) % pool.len()].clone(),
+                            ));
+                        }
+                        let clone_cost = (this_thread_cpu_seconds() - before) / calibration as f64;
+                        let cpu_before = this_thread_cpu_seconds();
                         let mut latencies = Vec::with_capacity(per_producer);
                         for n in 0..per_producer {
                             let message = pool[(p * 7919 + n) % pool.len()].clone();
@@ -157,19 +172,24 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
                                 return Err(e.to_string());
                             }
                         }
-                        Ok(latencies)
+                        let cpu = this_thread_cpu_seconds() - cpu_before;
+                        Ok((latencies, (cpu - clone_cost * per_producer as f64).max(0.0)))
                     })
             })
             .collect::<Result<_, _>>()
             .map_err(|e| Failure::Failed(format!("cannot start a producer: {e}")))?;
         let mut all = Vec::with_capacity(args.events);
+        let mut callers_cpu = 0.0;
         for worker in workers {
-            let latencies = worker
+            let outcome = worker
                 .join()
                 .map_err(|_| Failure::Failed("a producer panicked".into()))?;
-            all.extend(latencies.map_err(|e| Failure::Failed(format!("a call failed: {e}")))?);
+            let (latencies, cpu) =
+                outcome.map_err(|e| Failure::Failed(format!("a call failed: {e}")))?;
+            all.extend(latencies);
+            callers_cpu += cpu;
         }
-        Ok::<_, Failure>(all)
+        Ok::<_, Failure>((all, callers_cpu))
     })?;
     let enqueued_in = started.elapsed();
     let report = analytics.shutdown(Duration::from_secs(600));
@@ -185,12 +205,16 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
     latencies.sort_unstable();
     let percentile =
         |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
-    let client_cpu = thread_cpu_seconds(&["bench-producer", "trackway-worker", "trackway-sender"]);
+    // The library's threads, plus the producers' CPU less their cloning of messages.
+    let client_cpu =
+        thread_cpu_seconds(&["trackway-worker", "trackway-encoder", "trackway-sender"])
+            + callers_cpu;
     let result = json!({
         "events": sent,
         "producers": args.producers,
         "target": args.target,
         "gzip": !args.no_gzip,
+        "gzip_level": args.gzip_level,
         "caller_ns_p50": percentile(0.50),
         "caller_ns_p99": percentile(0.99),
         "enqueue_seconds": enqueued_in.as_secs_f64(),
@@ -267,6 +291,11 @@ fn thread_cpu_seconds(prefixes: &[&str]) -> f64 {
         })
         .map(|task| std::fs::read_to_string(task.path().join("stat")).map_or(0.0, |s| cpu_of(&s)))
         .sum()
+}
+
+/// User + system CPU seconds of the calling thread (10 ms resolution).
+fn this_thread_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/stat").map_or(0.0, |stat| cpu_of(&stat))
 }
 
 fn cpu_of(stat: &str) -> f64 {

@@ -17,7 +17,7 @@ use crate::budget::Budget;
 use crate::config::{Builder, ConfigError, Validated};
 use crate::ledger::{Ledger, Queued};
 use crate::outcome::{DropReason, FlushReport};
-use crate::sender::{BatchSender, SenderChannels};
+use crate::sender::{BatchSender, BodyWriter, SenderChannels, run_encoder};
 use crate::stats::Stats;
 use crate::worker::{Channels, Control, Doorbell, Reply, Worker};
 
@@ -112,15 +112,17 @@ impl Analytics {
         let (data_tx, data_rx) = crossbeam_channel::unbounded();
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
-        // Rendezvous: the worker hands over a batch only when the sender is idle anyway.
-        let (batch_tx, batch_rx) = crossbeam_channel::bounded(1);
+        // Unbounded, but the worker keeps at most two batches past it.
+        let (batch_tx, batch_rx) = crossbeam_channel::unbounded();
+        let (prepared_tx, prepared_rx) = crossbeam_channel::unbounded();
+        let unsent = (batch_rx.clone(), prepared_rx.clone());
         let (cancel_tx, cancel_rx) = crossbeam_channel::bounded(0);
         let (bell_tx, bell_rx) = crossbeam_channel::bounded(1);
         let sender = BatchSender::new(
             &config,
             Arc::clone(&ledger),
             SenderChannels {
-                batches: batch_rx,
+                batches: prepared_rx,
                 done: done_tx,
                 cancel: cancel_rx,
             },
@@ -134,7 +136,8 @@ impl Analytics {
                 bell: bell_rx,
                 control: control_rx,
                 done: done_rx,
-                to_sender: batch_tx,
+                to_encoder: batch_tx,
+                unsent,
                 cancel: cancel_tx,
             },
         );
@@ -142,6 +145,11 @@ impl Analytics {
         std::thread::Builder::new()
             .name("trackway-sender".into())
             .spawn(move || sender.run())
+            .map_err(spawn_error)?;
+        let writer = BodyWriter::new(&config);
+        std::thread::Builder::new()
+            .name("trackway-encoder".into())
+            .spawn(move || run_encoder(writer, &batch_rx, &prepared_tx))
             .map_err(spawn_error)?;
         std::thread::Builder::new()
             .name("trackway-worker".into())

@@ -47,9 +47,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// what is queued. Bounded so that a dead network never hangs process exit.
 pub const DEFAULT_DROP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// gzip level used when [`Builder::gzip`] is on: level 1 gets most of the size win (JSON
-/// events compress 6-8x) at a fraction of the CPU of the default level 6.
-pub const GZIP_LEVEL: u32 = 1;
+/// Default [`Builder::gzip_level`]: level 1 gets most of the size win (JSON events compress
+/// 4-6x) at a fraction of the CPU of zlib's usual level 6.
+pub const DEFAULT_GZIP_LEVEL: u32 = 1;
 
 /// A Segment region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +118,7 @@ pub struct Builder {
     pub(crate) retry: RetryPolicy,
     pub(crate) request_timeout: Duration,
     pub(crate) gzip: bool,
+    pub(crate) gzip_level: u32,
     pub(crate) default_context: Value,
     pub(crate) proxy: ProxySetting,
     pub(crate) transport: Option<Arc<dyn Transport>>,
@@ -138,6 +139,7 @@ impl fmt::Debug for Builder {
             .field("retry", &self.retry)
             .field("request_timeout", &self.request_timeout)
             .field("gzip", &self.gzip)
+            .field("gzip_level", &self.gzip_level)
             .field("proxy", &self.proxy.redacted())
             .field("custom_transport", &self.transport.is_some())
             .field("observer", &self.observer.is_some())
@@ -172,6 +174,7 @@ impl Builder {
             retry: RetryPolicy::default(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             gzip: true,
+            gzip_level: DEFAULT_GZIP_LEVEL,
             default_context: Value::Null,
             proxy: ProxySetting::FromEnv,
             transport: None,
@@ -268,6 +271,13 @@ impl Builder {
         self
     }
 
+    /// gzip level from 1 (fastest, the default) to 9 (smallest). Higher levels trade the
+    /// client's CPU for fewer bytes on the wire; BENCHMARKS.md has measured figures.
+    pub fn gzip_level(mut self, level: u32) -> Self {
+        self.gzip_level = level;
+        self
+    }
+
     /// Context keys added to every message that does not set them itself (a JSON object).
     pub fn default_context(mut self, context: Value) -> Self {
         self.default_context = context;
@@ -339,6 +349,11 @@ impl Builder {
             self.max_queue_bytes >= smallest_budget,
             format!("at least {smallest_budget}"),
         )?;
+        range(
+            "gzip_level",
+            (1..=9).contains(&self.gzip_level),
+            "between 1 and 9".into(),
+        )?;
         let positive = |setting, d: Duration| range(setting, !d.is_zero(), "above zero".into());
         positive("flush_interval", self.flush_interval)?;
         positive("request_timeout", self.request_timeout)?;
@@ -369,6 +384,7 @@ impl Builder {
             overflow: self.overflow,
             retry: self.retry,
             gzip: self.gzip,
+            gzip_level: self.gzip_level,
             default_context,
             transport,
             observer: self.observer,
@@ -388,6 +404,7 @@ pub(crate) struct Validated {
     pub(crate) overflow: Overflow,
     pub(crate) retry: RetryPolicy,
     pub(crate) gzip: bool,
+    pub(crate) gzip_level: u32,
     pub(crate) default_context: Map<String, Value>,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) observer: Option<Arc<dyn Observer>>,

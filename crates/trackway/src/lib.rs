@@ -70,8 +70,8 @@ pub use budget::Overflow;
 pub use client::{Analytics, EnqueueError};
 pub use config::{
     Builder, ConfigError, DEFAULT_DROP_TIMEOUT, DEFAULT_FLUSH_AT, DEFAULT_FLUSH_INTERVAL,
-    DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_QUEUE_BYTES, DEFAULT_REQUEST_TIMEOUT, DUBLIN_HOST,
-    GZIP_LEVEL, OREGON_HOST, Region, mask_write_key,
+    DEFAULT_GZIP_LEVEL, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_QUEUE_BYTES, DEFAULT_REQUEST_TIMEOUT,
+    DUBLIN_HOST, OREGON_HOST, Region, mask_write_key,
 };
 pub use outcome::{DropCounts, DropReason, FlushReport, Observer, Outcome};
 pub use retry::RetryPolicy;

@@ -13,18 +13,24 @@
 //!
 //! Waits are spent in `recv_timeout` on the cancel channel, so a shutdown deadline interrupts
 //! them at once.
+//!
+//! The first attempt's body is written ahead by the encoder thread ([`run_encoder`]): while
+//! one batch is on the wire the next is being gzipped, so compression and the server's work
+//! overlap instead of taking turns. A body that waited longer than [`STALE_AFTER`] (the
+//! request before it was slow or retried) is written again, so `sentAt` stays the time of
+//! sending.
 
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use trackway_protocol::write_batch;
 
-use crate::config::{GZIP_LEVEL, Validated};
+use crate::config::Validated;
 use crate::ledger::{Ledger, Queued};
 use crate::outcome::{DropReason, Outcome};
 use crate::retry::{self, Decision, RetryPolicy};
@@ -44,24 +50,108 @@ enum Settlement {
     },
 }
 
+/// How long a body written ahead stays good: past this, its `sentAt` would be noticeably
+/// older than the request, so it is written again.
+pub(crate) const STALE_AFTER: Duration = Duration::from_millis(250);
+
+/// A batch and the body of its first request, written by the encoder thread.
+pub(crate) struct Prepared {
+    batch: Vec<Queued>,
+    body: Vec<u8>,
+    written_at: Instant,
+}
+
+impl Prepared {
+    pub(crate) fn into_batch(self) -> Vec<Queued> {
+        self.batch
+    }
+}
+
+/// Writes request bodies: the envelope around the messages' bytes, gzipped when configured.
+pub(crate) struct BodyWriter {
+    write_key: String,
+    /// The gzip level, or `None` to send bodies uncompressed.
+    gzip: Option<Compression>,
+    /// The uncompressed envelope, when gzipping.
+    raw: Vec<u8>,
+}
+
+impl BodyWriter {
+    pub(crate) fn new(config: &Validated) -> BodyWriter {
+        BodyWriter {
+            write_key: config.write_key.clone(),
+            gzip: config.gzip.then(|| Compression::new(config.gzip_level)),
+            raw: Vec::new(),
+        }
+    }
+
+    /// Replaces `out` with the body for `part`, with a `sentAt` of now.
+    fn write(&mut self, part: &[Queued], out: &mut Vec<u8>) {
+        out.clear();
+        let envelope = if self.gzip.is_some() {
+            &mut self.raw
+        } else {
+            &mut *out
+        };
+        envelope.clear();
+        write_batch(
+            part.iter().map(|m| &*m.bytes),
+            SystemTime::now(),
+            &self.write_key,
+            envelope,
+        );
+        if let Some(level) = self.gzip {
+            let mut encoder = GzEncoder::new(out, level);
+            // Writing into a Vec cannot fail.
+            let _ = encoder.write_all(&self.raw);
+            let _ = encoder.finish();
+        }
+    }
+}
+
+/// The encoder thread: writes each batch's first body ahead of the sender, in order. Runs
+/// until the worker goes away.
+pub(crate) fn run_encoder(
+    mut writer: BodyWriter,
+    batches: &Receiver<Vec<Queued>>,
+    prepared: &Sender<Prepared>,
+) {
+    let mut capacity = 0;
+    while let Ok(batch) = batches.recv() {
+        let mut body = Vec::with_capacity(capacity);
+        writer.write(&batch, &mut body);
+        capacity = capacity.max(body.len());
+        let written = Prepared {
+            batch,
+            body,
+            written_at: Instant::now(),
+        };
+        // The worker keeps a receiver to take unsent batches back at a shutdown deadline,
+        // so this fails only once the worker is gone too.
+        if prepared.send(written).is_err() {
+            return;
+        }
+    }
+}
+
 pub(crate) struct BatchSender {
     ledger: Arc<Ledger>,
     transport: Arc<dyn Transport>,
     policy: RetryPolicy,
     url: String,
-    write_key: String,
     /// Headers sent on every attempt: content type, auth, user agent, encoding.
     headers: Vec<(&'static str, String)>,
-    gzip: bool,
-    batches: Receiver<Vec<Queued>>,
+    writer: BodyWriter,
+    batches: Receiver<Prepared>,
     done: Sender<u64>,
     cancel: Receiver<()>,
+    /// The body the encoder wrote for the current batch's first attempt, if still fresh.
+    prepared: Option<Vec<u8>>,
     body: Vec<u8>,
-    compressed: Vec<u8>,
 }
 
 pub(crate) struct SenderChannels {
-    pub(crate) batches: Receiver<Vec<Queued>>,
+    pub(crate) batches: Receiver<Prepared>,
     pub(crate) done: Sender<u64>,
     pub(crate) cancel: Receiver<()>,
 }
@@ -87,21 +177,26 @@ impl BatchSender {
             transport: Arc::clone(&config.transport),
             policy: config.retry.clone(),
             url: config.batch_url.clone(),
-            write_key: config.write_key.clone(),
             headers,
-            gzip: config.gzip,
+            writer: BodyWriter::new(config),
             batches: channels.batches,
             done: channels.done,
             cancel: channels.cancel,
+            prepared: None,
             body: Vec::new(),
-            compressed: Vec::new(),
         }
     }
 
-    /// Delivers batches until the worker goes away.
+    /// Delivers batches until the encoder goes away.
     pub(crate) fn run(mut self) {
-        while let Ok(batch) = self.batches.recv() {
+        while let Ok(Prepared {
+            batch,
+            body,
+            written_at,
+        }) = self.batches.recv()
+        {
             let count = batch.len() as u64;
+            self.prepared = (written_at.elapsed() <= STALE_AFTER).then_some(body);
             self.deliver(batch);
             if self.done.send(count).is_err() {
                 break;
@@ -243,23 +338,13 @@ impl BatchSender {
         part: &[Queued],
         previous_attempts: u32,
     ) -> Result<crate::transport::Response, crate::transport::TransportError> {
-        self.body.clear();
-        write_batch(
-            part.iter().map(|m| &*m.bytes),
-            SystemTime::now(),
-            &self.write_key,
-            &mut self.body,
-        );
-        let body = if self.gzip {
-            self.compressed.clear();
-            let mut encoder = GzEncoder::new(&mut self.compressed, Compression::new(GZIP_LEVEL));
-            // Writing into a Vec cannot fail.
-            let _ = encoder.write_all(&self.body);
-            let _ = encoder.finish();
-            &self.compressed
-        } else {
-            &self.body
-        };
+        // The encoder's body serves the first attempt of the whole batch (the first call
+        // here); retries and split parts are written anew, with a fresh `sentAt`.
+        match self.prepared.take() {
+            Some(prepared) if previous_attempts == 0 => self.body = prepared,
+            _ => self.writer.write(part, &mut self.body),
+        }
+        let body = &self.body;
         let mut headers = self.headers.clone();
         if previous_attempts > 0 {
             headers.push(("x-retry-count", previous_attempts.to_string()));

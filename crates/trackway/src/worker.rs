@@ -1,18 +1,19 @@
 //! The worker thread: turns the stream of accepted messages into batches and answers flushes.
 //!
 //! ```text
-//!  callers ──data──▶ ┌────────┐ ──batch──▶ ┌────────┐ ──HTTP──▶ server
-//!  flush/shutdown ──▶│ worker │            │ sender │
-//!     ◀──report───── └────────┘ ◀──done─── └────────┘
+//!  callers ──data──▶ ┌────────┐ ──batch──▶ ┌─────────┐ ──body──▶ ┌────────┐ ──HTTP──▶ server
+//!  flush/shutdown ──▶│ worker │            │ encoder │           │ sender │
+//!     ◀──report───── └────────┘ ◀─────────────────done────────── └────────┘
 //! ```
 //!
 //! Invariants:
 //! - The worker never does I/O and never blocks on anything but its own channels, so a flush
 //!   or shutdown is always answered by its deadline, even while the sender is stuck in a
 //!   request.
-//! - One batch is with the sender at a time, and batches leave in arrival order, so messages
-//!   reach the server in the order they were accepted (an identify is never overtaken by the
-//!   track that follows it).
+//! - At most [`MAX_IN_FLIGHT`] batches are past the worker: one on the wire and the next being
+//!   encoded. The encoder and the sender each take batches one at a time in arrival order, so
+//!   messages reach the server in the order they were accepted (an identify is never
+//!   overtaken by the track that follows it).
 //! - Control messages travel on their own channel, so a flush never queues behind data.
 //! - While nothing is queued and nobody waits, the worker sleeps in `select` with no timeout:
 //!   an idle client costs no CPU.
@@ -36,6 +37,7 @@ use trackway_protocol::envelope_overhead;
 use crate::config::Validated;
 use crate::ledger::{Ledger, Queued};
 use crate::outcome::{DropReason, FlushReport, Outcome};
+use crate::sender::Prepared;
 use crate::stats::Stats;
 
 /// A request from a handle to the worker.
@@ -124,14 +126,18 @@ pub(crate) struct Worker {
     bell: Receiver<()>,
     control: Receiver<Control>,
     done: Receiver<u64>,
-    to_sender: Sender<Vec<Queued>>,
+    to_encoder: Sender<Vec<Queued>>,
+    /// The far ends of the encoder's and the sender's queues: at a shutdown deadline, batches
+    /// still waiting in them are taken back and dropped, so the report says so at once.
+    unsent: (Receiver<Vec<Queued>>, Receiver<Prepared>),
     /// Dropped to tell the sender to abandon retries (shutdown deadline).
     cancel: Option<Sender<()>>,
     queue: VecDeque<Queued>,
     queue_bytes: usize,
-    /// When the oldest message not yet handed to the sender arrived.
+    /// When the oldest message not yet handed on arrived.
     batch_started: Option<Instant>,
-    sender_busy: bool,
+    /// Batches handed to the encoder and not yet reported done by the sender.
+    in_flight: usize,
     received: u64,
     settled: u64,
     waiters: Vec<Waiter>,
@@ -143,9 +149,13 @@ pub(crate) struct Channels {
     pub(crate) bell: Receiver<()>,
     pub(crate) control: Receiver<Control>,
     pub(crate) done: Receiver<u64>,
-    pub(crate) to_sender: Sender<Vec<Queued>>,
+    pub(crate) to_encoder: Sender<Vec<Queued>>,
+    pub(crate) unsent: (Receiver<Vec<Queued>>, Receiver<Prepared>),
     pub(crate) cancel: Sender<()>,
 }
+
+/// Batches past the worker at once: one on the wire, one being encoded behind it.
+const MAX_IN_FLIGHT: usize = 2;
 
 impl Worker {
     /// The worker, and the doorbell its callers ring (see [`Doorbell`]).
@@ -175,12 +185,13 @@ impl Worker {
             data: channels.data,
             control: channels.control,
             done: channels.done,
-            to_sender: channels.to_sender,
+            to_encoder: channels.to_encoder,
+            unsent: channels.unsent,
             cancel: Some(channels.cancel),
             queue: VecDeque::new(),
             queue_bytes: 0,
             batch_started: None,
-            sender_busy: false,
+            in_flight: 0,
             received: 0,
             settled: 0,
             waiters: Vec::new(),
@@ -213,12 +224,13 @@ impl Worker {
                 recv(done) -> settled => match settled {
                     Ok(settled) => {
                         self.settled += settled;
-                        self.sender_busy = false;
+                        self.in_flight = self.in_flight.saturating_sub(1);
                     }
-                    // The sender thread is gone; `dispatch` settles what it is handed as dropped.
+                    // The encoder and sender threads are gone; `dispatch` settles what it is
+                    // handed as dropped.
                     Err(_) => {
                         done = never();
-                        self.sender_busy = false;
+                        self.in_flight = 0;
                     }
                 },
                 recv(timer) -> _ => {}
@@ -237,8 +249,8 @@ impl Worker {
     /// Takes every message sent so far (see [`Doorbell`] for why it loops).
     fn drain_data(&mut self) {
         // Armed while the worker is sure to look again without a ring: a batch is building
-        // (its age timer runs) or the sender is busy (its report wakes the worker).
-        let armed = self.batch_started.is_some() || self.sender_busy;
+        // (its age timer runs) or a batch is in flight (its report wakes the worker).
+        let armed = self.batch_started.is_some() || self.in_flight > 0;
         self.doorbell.armed.store(armed, Ordering::SeqCst);
         loop {
             let mut drained = 0;
@@ -290,9 +302,9 @@ impl Worker {
         });
     }
 
-    /// Hands the next batch to the sender if it is idle and a batch is due.
+    /// Hands the next batch on if there is room in flight and a batch is due.
     fn dispatch(&mut self) {
-        if self.sender_busy || self.queue.is_empty() || self.shut_down {
+        if self.in_flight >= MAX_IN_FLIGHT || self.queue.is_empty() || self.shut_down {
             return;
         }
         let due = !self.waiters.is_empty()
@@ -322,10 +334,10 @@ impl Worker {
         } else {
             Some(Instant::now())
         };
-        match self.to_sender.send(batch) {
-            Ok(()) => self.sender_busy = true,
+        match self.to_encoder.send(batch) {
+            Ok(()) => self.in_flight += 1,
             Err(lost) => {
-                // The sender thread is gone (it panicked in user transport code).
+                // The encoder thread is gone.
                 self.settled += lost.0.len() as u64;
                 self.ledger.settle(
                     &lost.0,
@@ -355,6 +367,7 @@ impl Worker {
             self.shut_down = true;
             // Abandon retries in the sender; a request already on the wire still finishes.
             self.cancel = None;
+            self.drop_unsent();
             self.drop_queue(DropReason::Shutdown, "shutdown deadline passed");
         }
         let report = self.ledger.stats().report_since(&waiter.start, completed);
@@ -367,6 +380,26 @@ impl Worker {
             );
         }
         waiter.reply.send(report);
+    }
+
+    /// Drops the batches past the worker that are not on the wire yet (shutdown deadline).
+    fn drop_unsent(&mut self) {
+        let (encoding, sending) = &self.unsent;
+        let waiting: Vec<Vec<Queued>> = encoding
+            .try_iter()
+            .chain(sending.try_iter().map(Prepared::into_batch))
+            .collect();
+        for batch in waiting {
+            self.in_flight = self.in_flight.saturating_sub(1);
+            self.settled += batch.len() as u64;
+            self.ledger.settle(
+                &batch,
+                &Outcome::Dropped {
+                    reason: DropReason::Shutdown,
+                    detail: "shutdown deadline passed",
+                },
+            );
+        }
     }
 
     fn drop_queue(&mut self, reason: DropReason, detail: &str) {
@@ -384,7 +417,7 @@ impl Worker {
     /// The next instant the worker must wake up without a message: a batch's age limit or a
     /// flush deadline. `None` when idle.
     fn next_wakeup(&self) -> Option<Instant> {
-        let batch_due = if self.sender_busy || self.shut_down {
+        let batch_due = if self.in_flight >= MAX_IN_FLIGHT || self.shut_down {
             None
         } else {
             self.batch_started

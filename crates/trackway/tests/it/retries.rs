@@ -254,3 +254,43 @@ fn the_retry_window_caps_total_time() {
     );
     assert_eq!(api.requests().len(), 1);
 }
+
+/// The encoder writes the next batch's body while one is on the wire. When that request is
+/// slow, the waiting body is written again, so its `sentAt` is the time it was really sent.
+#[test]
+fn a_body_written_ahead_of_a_slow_request_gets_a_fresh_sent_at() {
+    let api = FakeApi::start();
+    api.push_replies([Reply::Delay(Duration::from_millis(600))]);
+    let analytics = client_for(&api).flush_at(2).build().unwrap();
+    for n in 0..4 {
+        analytics.track("u1", "Ordered", json!({"n": n})).unwrap();
+    }
+    assert!(analytics.flush(GENEROUS).is_clean());
+    let requests = api.requests();
+    assert_eq!(requests.len(), 2);
+    let numbers: Vec<Vec<Value>> = requests
+        .iter()
+        .map(|r| {
+            r.messages()
+                .iter()
+                .map(|m| m["properties"]["n"].clone())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        numbers,
+        [[json!(0), json!(1)], [json!(2), json!(3)]],
+        "in order"
+    );
+    let [first, second] = [&requests[0], &requests[1]].map(|r| millis_of_day(&sent_at(r)));
+    // The server held the first answer for 600 ms; the second body cannot predate that.
+    let gap = (second - first).rem_euclid(86_400_000);
+    assert!(gap >= 600, "second sentAt only {gap} ms after the first");
+}
+
+/// Milliseconds since midnight of a quoted `sentAt` like `"2026-11-26T14:50:01.123Z"`.
+fn millis_of_day(sent_at: &str) -> i64 {
+    let time = &sent_at[12..24];
+    let part = |range: std::ops::Range<usize>| time[range].parse::<i64>().unwrap();
+    ((part(0..2) * 60 + part(3..5)) * 60 + part(6..8)) * 1000 + part(9..12)
+}
