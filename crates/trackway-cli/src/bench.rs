@@ -15,6 +15,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use clap::Args;
+use hdrhistogram::Histogram;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use trackway::{Analytics, Message, Overflow};
@@ -23,7 +24,7 @@ use trackway_testkit::samples;
 use crate::Failure;
 
 /// Distinct sample messages cycled through (cloned per call, outside the timed part).
-const POOL: usize = 4096;
+const POOL: usize = 1024;
 
 /// Flags of `trackway bench`.
 #[derive(Debug, Args)]
@@ -43,6 +44,12 @@ pub(crate) struct BenchArgs {
     /// Send uncompressed bodies.
     #[arg(long)]
     no_gzip: bool,
+    /// The client's memory budget in bytes (default: the library's).
+    #[arg(long, value_name = "BYTES")]
+    max_queue_bytes: Option<usize>,
+    /// Leave encoding to the library's background thread (`Builder::defer_encoding`).
+    #[arg(long)]
+    defer_encoding: bool,
     /// gzip level, 1 (fastest) to 9 (smallest).
     #[arg(long, default_value_t = trackway::DEFAULT_GZIP_LEVEL)]
     gzip_level: u32,
@@ -130,10 +137,15 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
     };
 
     let pool = message_pool();
-    let analytics = Analytics::builder(&args.write_key)
+    let mut builder = Analytics::builder(&args.write_key);
+    if let Some(bytes) = args.max_queue_bytes {
+        builder = builder.max_queue_bytes(bytes);
+    }
+    let analytics = builder
         .host(&host)
         .gzip(!args.no_gzip)
         .gzip_level(args.gzip_level)
+        .defer_encoding(args.defer_encoding)
         .no_proxy()
         // Wait for room rather than refuse: the benchmark measures a loss-free run.
         .overflow(Overflow::Wait(Duration::from_secs(60)))
@@ -142,7 +154,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
 
     let started = Instant::now();
     let per_producer = args.events / args.producers;
-    let (mut latencies, callers_cpu): (Vec<u32>, f64) = std::thread::scope(|scope| {
+    let (latencies, callers_cpu): (Histogram<u64>, f64) = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..args.producers)
             .map(|p| {
                 let analytics = analytics.clone();
@@ -161,13 +173,13 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
                         }
                         let clone_cost = (this_thread_cpu_seconds() - before) / calibration as f64;
                         let cpu_before = this_thread_cpu_seconds();
-                        let mut latencies = Vec::with_capacity(per_producer);
+                        let mut latencies = latency_histogram()?;
                         for n in 0..per_producer {
                             let message = pool[(p * 7919 + n) % pool.len()].clone();
                             let before = Instant::now();
                             let result = analytics.enqueue(message);
-                            latencies
-                                .push(before.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
+                            let nanos = before.elapsed().as_nanos();
+                            latencies.saturating_record(u64::try_from(nanos).unwrap_or(u64::MAX));
                             if let Err(e) = result {
                                 return Err(e.to_string());
                             }
@@ -178,7 +190,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
             })
             .collect::<Result<_, _>>()
             .map_err(|e| Failure::Failed(format!("cannot start a producer: {e}")))?;
-        let mut all = Vec::with_capacity(args.events);
+        let mut all = latency_histogram().map_err(Failure::Failed)?;
         let mut callers_cpu = 0.0;
         for worker in workers {
             let outcome = worker
@@ -186,7 +198,8 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
                 .map_err(|_| Failure::Failed("a producer panicked".into()))?;
             let (latencies, cpu) =
                 outcome.map_err(|e| Failure::Failed(format!("a call failed: {e}")))?;
-            all.extend(latencies);
+            all.add(latencies)
+                .map_err(|e| Failure::Failed(e.to_string()))?;
             callers_cpu += cpu;
         }
         Ok::<_, Failure>((all, callers_cpu))
@@ -195,16 +208,14 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
     let report = analytics.shutdown(Duration::from_secs(600));
     let elapsed = started.elapsed();
     let stats = analytics.stats();
-    let sent = latencies.len() as u64;
+    let sent = latencies.len();
     if stats.delivered != sent {
         return Err(Failure::Failed(format!(
             "not everything was delivered: {} of {sent}; at shutdown: {report}",
             stats.delivered
         )));
     }
-    latencies.sort_unstable();
-    let percentile =
-        |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let percentile = |p: f64| latencies.value_at_quantile(p);
     // The library's threads, plus the producers' CPU less their cloning of messages.
     let client_cpu =
         thread_cpu_seconds(&["trackway-worker", "trackway-encoder", "trackway-sender"])
@@ -215,6 +226,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
         "target": args.target,
         "gzip": !args.no_gzip,
         "gzip_level": args.gzip_level,
+        "defer_encoding": args.defer_encoding,
         "caller_ns_p50": percentile(0.50),
         "caller_ns_p99": percentile(0.99),
         "enqueue_seconds": enqueued_in.as_secs_f64(),
@@ -237,11 +249,13 @@ fn print(args: &BenchArgs, result: &Value) {
     } else {
         let f = |k: &str| result[k].as_f64().unwrap_or(0.0);
         format!(
-            "{} events, {} producers, target {}, gzip {}\n  caller:     p50 {:.0} ns, p99 {:.0} ns per call\n  end to end: {:.0} events/s\n  cpu:        {:.2} s process, {:.2} µs client per event\n  memory:     {:.1} MiB peak RSS\n  wire:       {:.1} bytes per event",
+            "{} events, {} producers, target {}, gzip {} (level {}), defer encoding {}\n  caller:     p50 {:.0} ns, p99 {:.0} ns per call\n  end to end: {:.0} events/s\n  cpu:        {:.2} s process, {:.2} µs client per event\n  memory:     {:.1} MiB peak RSS\n  wire:       {:.1} bytes per event",
             result["events"],
             result["producers"],
             args.target,
             result["gzip"],
+            result["gzip_level"],
+            result["defer_encoding"],
             f("caller_ns_p50"),
             f("caller_ns_p99"),
             f("end_to_end_events_per_second"),
@@ -252,6 +266,12 @@ fn print(args: &BenchArgs, result: &Value) {
         )
     };
     let _ = writeln!(std::io::stdout(), "{text}");
+}
+
+/// Caller latencies in nanoseconds, to three significant digits: a few kilobytes however
+/// many calls are recorded.
+fn latency_histogram() -> Result<Histogram<u64>, String> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| e.to_string())
 }
 
 /// A pool of realistic messages without messageIds (the client assigns fresh ones).

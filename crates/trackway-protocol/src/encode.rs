@@ -25,6 +25,8 @@ use crate::time::write_timestamp;
 pub struct EncodeOptions {
     library: Option<Vec<u8>>,
     default_context: Map<String, Value>,
+    /// [`Footprint`] of what the default context and the library may add to a message.
+    added: Tally,
 }
 
 impl EncodeOptions {
@@ -42,10 +44,222 @@ impl EncodeOptions {
             );
             bytes
         });
+        let mut added = Tally::default();
+        added.member("context");
+        added.fixed(2);
+        for (name, value) in &default_context {
+            added.member(name);
+            added.value(value);
+        }
+        if let Some(library) = &library {
+            added.member("library");
+            added.fixed(library.len());
+        }
+        // Only the JSON sizes count: the options' memory is not the message's.
+        added.heap = 0;
         EncodeOptions {
             library,
             default_context,
+            added,
         }
+    }
+}
+
+/// What a message will cost once encoded, found by walking it without writing anything: a
+/// bound on its JSON size, an estimate of that size, and the heap memory it holds now.
+///
+/// A client can check the size limit and reserve memory at the call, and leave the encoding
+/// to a background thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    /// No encoding of the message with these options is longer than this: every string byte
+    /// is counted as the six of a `\u00XX` escape, every number at its longest.
+    pub max_json: usize,
+    /// The encoded size if no string needs escaping (numbers estimated): close enough to
+    /// batch by.
+    pub json: usize,
+    /// Bytes the message's strings, maps and arrays hold on the heap, allocator headers
+    /// included (an estimate).
+    pub heap: usize,
+}
+
+/// The [`Footprint`] of `message` as [`encode_message`] would write it with `options`.
+/// `extra_id` adds a `messageId` of that length, for a message whose id will be filled in
+/// when it is encoded.
+pub fn footprint(message: &Message, options: &EncodeOptions, extra_id: Option<usize>) -> Footprint {
+    let mut t = Tally::default();
+    t.fixed(2);
+    t.member("type");
+    t.str(message.type_name());
+    let common = message.common();
+    if let Some(id) = &common.message_id {
+        t.member("messageId");
+        t.string(id);
+    } else if let Some(len) = extra_id {
+        t.member("messageId");
+        t.fixed(len + 2);
+    }
+    if common.timestamp.is_some() {
+        t.member("timestamp");
+        t.fixed(MAX_TIMESTAMP_JSON);
+    }
+    t.optional_string("userId", common.user_id.as_ref());
+    t.optional_string("anonymousId", common.anonymous_id.as_ref());
+    match message {
+        Message::Identify(m) => t.optional_value("traits", &m.traits),
+        Message::Track(m) => {
+            t.optional_string("event", Some(&m.event));
+            t.optional_value("properties", &m.properties);
+        }
+        Message::Page(m) => {
+            t.optional_string("name", m.name.as_ref());
+            t.optional_string("category", m.category.as_ref());
+            t.optional_value("properties", &m.properties);
+        }
+        Message::Screen(m) => {
+            t.optional_string("name", m.name.as_ref());
+            t.optional_string("category", m.category.as_ref());
+            t.optional_value("properties", &m.properties);
+        }
+        Message::Group(m) => {
+            t.optional_string("groupId", Some(&m.group_id));
+            t.optional_value("traits", &m.traits);
+        }
+        Message::Alias(m) => t.optional_string("previousId", Some(&m.previous_id)),
+        Message::Custom(m) => {
+            if let crate::Kind::Other(kind) = &m.kind {
+                t.heap += heap_of(kind.capacity());
+            }
+            // Written as the message's own members; `map` adds two braces too many.
+            t.map(&m.fields);
+        }
+    }
+    // The message's own context is written member by member, merged with the options'.
+    if let Some(context) = &common.context {
+        t.value(context);
+    }
+    t.add(&options.added);
+    if let Some(integrations) = &common.integrations {
+        t.member("integrations");
+        t.map(integrations);
+    }
+    Footprint {
+        max_json: t.max,
+        json: t.json,
+        heap: t.heap,
+    }
+}
+
+/// The longest `timestamp` value, quotes included (a year beyond 9999 takes more digits).
+const MAX_TIMESTAMP_JSON: usize = 40;
+
+/// Running sums behind a [`Footprint`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    max: usize,
+    json: usize,
+    heap: usize,
+}
+
+impl Tally {
+    fn fixed(&mut self, n: usize) {
+        self.fixed_both(n, n);
+    }
+
+    fn fixed_both(&mut self, max: usize, json: usize) {
+        self.max += max;
+        self.json += json;
+    }
+
+    fn add(&mut self, other: &Tally) {
+        self.max += other.max;
+        self.json += other.json;
+        self.heap += other.heap;
+    }
+
+    /// A JSON string's size, without its heap.
+    fn str(&mut self, s: &str) {
+        self.fixed_both(s.len() * 6 + 2, s.len() + 2);
+    }
+
+    /// An owned string: its JSON and its allocation.
+    fn string(&mut self, s: &String) {
+        self.str(s);
+        self.heap += heap_of(s.capacity());
+    }
+
+    /// `"name":` and the comma before it (counted for the first member too).
+    fn member(&mut self, name: &str) {
+        self.str(name);
+        self.fixed(2);
+    }
+
+    fn optional_string(&mut self, name: &str, value: Option<&String>) {
+        if let Some(value) = value {
+            self.member(name);
+            self.string(value);
+        }
+    }
+
+    fn optional_value(&mut self, name: &str, value: &Value) {
+        if !value.is_null() {
+            self.member(name);
+            self.value(value);
+        }
+    }
+
+    fn map(&mut self, map: &Map<String, Value>) {
+        self.fixed(2);
+        self.heap += heap_of(map.len() * MAP_ENTRY_BYTES);
+        for (name, value) in map {
+            self.str(name);
+            self.heap += heap_of(name.capacity());
+            self.fixed(2);
+            self.value(value);
+        }
+    }
+
+    fn value(&mut self, value: &Value) {
+        match value {
+            Value::Null => self.fixed(4),
+            Value::Bool(_) => self.fixed(5),
+            Value::Number(n) => {
+                let digits = |v: u64| v.checked_ilog10().unwrap_or(0) as usize + 1;
+                let json = match (n.as_u64(), n.as_i64()) {
+                    (Some(v), _) => digits(v),
+                    (None, Some(v)) => digits(v.unsigned_abs()) + 1,
+                    // Floats: the shortest round-trip form; 24 is the longest.
+                    (None, None) => 18,
+                };
+                self.fixed_both(MAX_NUMBER_JSON, json);
+            }
+            Value::String(s) => self.string(s),
+            Value::Array(items) => {
+                self.fixed(2);
+                self.heap += heap_of(items.capacity() * std::mem::size_of::<Value>());
+                for item in items {
+                    self.fixed(1);
+                    self.value(item);
+                }
+            }
+            Value::Object(map) => self.map(map),
+        }
+    }
+}
+
+/// The longest number serde_json writes (`-2.2250738585072014e-308`).
+const MAX_NUMBER_JSON: usize = 24;
+
+/// Heap bytes per map entry: the key and value slots and the index (an estimate that holds
+/// for both of serde_json's map implementations).
+const MAP_ENTRY_BYTES: usize = std::mem::size_of::<(String, Value)>() + 16;
+
+/// What an allocation of `bytes` takes from a typical allocator: a header, rounded to 16.
+fn heap_of(bytes: usize) -> usize {
+    if bytes == 0 {
+        0
+    } else {
+        (bytes + 8).next_multiple_of(16).max(32)
     }
 }
 
@@ -60,7 +274,7 @@ pub fn encode_message(
 ) -> Option<Range<usize>> {
     let mut obj = ObjectWriter::open(out);
     obj.key("type");
-    write_json(obj.out, message.kind().as_str());
+    write_json(obj.out, message.type_name());
     let common = message.common();
     let id_range = common.message_id.as_ref().map(|id| {
         obj.key("messageId");

@@ -29,7 +29,9 @@ pub mod message;
 pub mod time;
 pub mod validate;
 
-pub use encode::{EncodeOptions, encode_message, envelope_overhead, write_batch};
+pub use encode::{
+    EncodeOptions, Footprint, encode_message, envelope_overhead, footprint, write_batch,
+};
 pub use limits::{MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, MESSAGE_ID_CHAR_LIMIT};
 pub use message::{Alias, Common, Custom, Group, Identify, Kind, Message, Page, Screen, Track};
 pub use time::{format_timestamp, write_timestamp};
@@ -52,7 +54,14 @@ pub fn fuzz_encode(data: &[u8]) {
     default_context.insert("app".into(), Value::String("fuzz".into()));
     let options = EncodeOptions::new(Some(("trackway", "0.0.0")), default_context);
     let mut out = Vec::new();
+    let bound = crate::footprint(&message, &options, None);
     let id_range = encode_message(&message, &options, &mut out);
+    assert!(
+        out.len() <= bound.max_json,
+        "encoded {} bytes, over the footprint's bound of {}",
+        out.len(),
+        bound.max_json
+    );
     let encoded: Value = match serde_json::from_slice(&out) {
         Ok(encoded) => encoded,
         Err(e) => panic!(

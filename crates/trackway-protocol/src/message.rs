@@ -30,8 +30,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The wire name of this type.
-    pub fn as_str(&self) -> &str {
+    /// The name of one of the six kinds; `""` for [`Kind::Other`].
+    fn as_str_static(&self) -> &'static str {
         match self {
             Kind::Identify => "identify",
             Kind::Track => "track",
@@ -39,7 +39,15 @@ impl Kind {
             Kind::Screen => "screen",
             Kind::Group => "group",
             Kind::Alias => "alias",
+            Kind::Other(_) => "",
+        }
+    }
+
+    /// The wire name of this type.
+    pub fn as_str(&self) -> &str {
+        match self {
             Kind::Other(name) => name,
+            known => known.as_str_static(),
         }
     }
 
@@ -364,6 +372,14 @@ pub enum Message {
 }
 
 impl Message {
+    /// The wire `type`, as [`Message::kind`] names it, without copying a custom kind.
+    pub fn type_name(&self) -> &str {
+        match self {
+            Message::Custom(custom) => custom.kind.as_str(),
+            other => other.kind().as_str_static(),
+        }
+    }
+
     /// The message's `type`.
     pub fn kind(&self) -> Kind {
         match self {

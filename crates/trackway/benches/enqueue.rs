@@ -1,4 +1,5 @@
-//! The caller's cost of one call: validate, stamp, encode, reserve budget, enqueue.
+//! The caller's cost of one call: validate, stamp, encode (unless deferred), reserve budget,
+//! enqueue.
 //!
 //! The client sends to a null transport that acknowledges at once, so the worker and sender
 //! threads run as they would against a fast server (and share the machine's cores with the
@@ -63,10 +64,34 @@ fn enqueue_prebuilt(bencher: Bencher) {
         .bench_values(|message| divan::black_box(CLIENT.enqueue(message)).ok());
 }
 
+/// The same client with [`trackway::Builder::defer_encoding`]: the encoder thread writes
+/// the message, the call only checks, sizes and queues it.
+static DEFERRING: LazyLock<Analytics> = LazyLock::new(|| {
+    Analytics::builder("bench-write-key")
+        .transport(NullSink)
+        .max_queue_bytes(1 << 30)
+        .defer_encoding(true)
+        .build()
+        .expect("client")
+});
+
+/// `enqueue` of a prebuilt track with three properties, encoding deferred.
+#[divan::bench(threads = [1, 2], sample_count = 200, sample_size = 500)]
+fn enqueue_prebuilt_deferred(bencher: Bencher) {
+    bencher
+        .with_inputs(|| {
+            Track::new("Order Completed")
+                .user_id("user-1234")
+                .properties(json!({"revenue": 42.5, "currency": "EUR", "items": 3}))
+        })
+        .bench_values(|message| divan::black_box(DEFERRING.enqueue(message)).ok());
+}
+
 /// Keeps the sender busy-free between benches: drain what the previous one queued.
 #[divan::bench]
 fn flush_between() {
     let _ = CLIENT.flush(Duration::from_secs(10));
+    let _ = DEFERRING.flush(Duration::from_secs(10));
 }
 
 /// Baseline for ratios in the same run: build the same message as a `json!` value and

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use trackway::{Analytics, DropReason};
 
-/// Budget under test.
-const BUDGET: usize = 16 * 1024 * 1024;
+/// Budget under test: the default.
+const BUDGET: usize = trackway::DEFAULT_MAX_QUEUE_BYTES;
 /// Calls per thread.
 const CALLS: usize = 1_000_000;
 

@@ -9,9 +9,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// Bytes charged per message on top of its encoded size: the queue entry and allocator
-/// overhead, so that many tiny messages cannot exceed the budget in real memory.
-pub(crate) const PER_MESSAGE_OVERHEAD: usize = 64;
+/// Bytes charged per message on top of the heap memory it holds: its slot in the queues.
+pub(crate) const PER_MESSAGE_OVERHEAD: usize = std::mem::size_of::<crate::ledger::Pending>();
 
 /// What a call does when the budget is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +57,10 @@ impl Budget {
     pub(crate) fn acquire(&self, cost: u64) -> Option<u64> {
         if let Some(before) = self.try_acquire(cost) {
             return Some(before);
+        }
+        if cost > self.limit {
+            // It would never fit: waiting cannot help.
+            return None;
         }
         let Overflow::Wait(patience) = self.overflow else {
             return None;

@@ -10,14 +10,15 @@ use crossbeam_channel::Sender;
 use serde_json::Value;
 use trackway_protocol::{
     Alias, EncodeOptions, Group, Identify, MAX_MESSAGE_BYTES, Message, Page, Screen, Track,
-    ValidationError, encode_message, validate,
+    ValidationError, encode_message, footprint, validate,
 };
 
-use crate::budget::Budget;
+use crate::budget::{Budget, PER_MESSAGE_OVERHEAD};
 use crate::config::{Builder, ConfigError, Validated};
-use crate::ledger::{Ledger, Queued};
+use crate::encoder::Encoder;
+use crate::ledger::{Ledger, Payload, Pending, UUID_LEN, uuid_string};
 use crate::outcome::{DropReason, FlushReport};
-use crate::sender::{BatchSender, BodyWriter, SenderChannels, run_encoder};
+use crate::sender::{BatchSender, SenderChannels};
 use crate::stats::Stats;
 use crate::worker::{Channels, Control, Doorbell, Reply, Worker};
 
@@ -79,10 +80,11 @@ impl std::fmt::Debug for Analytics {
 
 struct Inner {
     ledger: Arc<Ledger>,
-    data: Sender<Queued>,
+    data: Sender<Pending>,
     doorbell: Arc<Doorbell>,
     control: Sender<Control>,
     encode: EncodeOptions,
+    defer_encoding: bool,
     drop_timeout: Duration,
 }
 
@@ -93,7 +95,7 @@ thread_local! {
 
 impl Analytics {
     /// A client for `write_key` with the defaults: Oregon host, batches of up to 250 messages
-    /// or 500 KB sent at least every second, a 16 MiB memory budget, gzip, retries with
+    /// or 500 KB sent at least every second, an 8 MiB memory budget, gzip, retries with
     /// jittered backoff for up to 12 hours. See [`Builder`] for each.
     pub fn new(write_key: impl Into<String>) -> Result<Analytics, ConfigError> {
         Analytics::builder(write_key).build()
@@ -146,17 +148,17 @@ impl Analytics {
             .name("trackway-sender".into())
             .spawn(move || sender.run())
             .map_err(spawn_error)?;
-        let writer = BodyWriter::new(&config);
+        let library = ("trackway", env!("CARGO_PKG_VERSION"));
+        let encode = EncodeOptions::new(Some(library), config.default_context.clone());
+        let encoder = Encoder::new(&config, encode.clone());
         std::thread::Builder::new()
             .name("trackway-encoder".into())
-            .spawn(move || run_encoder(writer, &batch_rx, &prepared_tx))
+            .spawn(move || encoder.run(&batch_rx, &prepared_tx))
             .map_err(spawn_error)?;
         std::thread::Builder::new()
             .name("trackway-worker".into())
             .spawn(move || worker.run())
             .map_err(spawn_error)?;
-        let library = ("trackway", env!("CARGO_PKG_VERSION"));
-        let encode = EncodeOptions::new(Some(library), config.default_context);
         tracing::debug!(
             write_key = %crate::config::mask_write_key(&config.write_key),
             url = %config.batch_url,
@@ -169,6 +171,7 @@ impl Analytics {
                 doorbell,
                 control: control_tx,
                 encode,
+                defer_encoding: config.defer_encoding,
                 drop_timeout: config.drop_timeout,
             }),
         })
@@ -259,28 +262,40 @@ impl Analytics {
             return Err(EnqueueError::Closed);
         }
         validate(&message)?;
-        fill_defaults(&mut message);
-        let queued = SCRATCH.with_borrow_mut(|scratch| {
-            scratch.clear();
-            let id = encode_message(&message, &inner.encode, scratch).unwrap_or(0..0);
-            if scratch.len() > MAX_MESSAGE_BYTES {
-                return Err(EnqueueError::TooLarge {
-                    size: scratch.len(),
-                    limit: MAX_MESSAGE_BYTES,
-                });
+        let mut generated_id = fill_defaults(&mut message);
+        let pending = if inner.defer_encoding {
+            // The call only sizes the message; the encoder thread writes it. What it may not
+            // exceed is bounded without writing anything; only a message too big for the
+            // bound to settle the 32 KB limit is written here to find out.
+            let footprint = footprint(&message, &inner.encode, generated_id.map(|_| UUID_LEN));
+            if footprint.max_json > MAX_MESSAGE_BYTES {
+                if let Some(bits) = generated_id.take() {
+                    message.common_mut().message_id = Some(uuid_string(bits));
+                }
+                self.encode_here(&message)?
+            } else {
+                Pending {
+                    cost: (footprint.heap + PER_MESSAGE_OVERHEAD) as u64,
+                    json: footprint.json,
+                    payload: Payload::Message {
+                        message: Box::new(message),
+                        generated_id,
+                    },
+                }
             }
-            Ok(Queued {
-                bytes: scratch.as_slice().into(),
-                id,
-            })
-        })?;
-        let cost = queued.cost();
+        } else {
+            if let Some(bits) = generated_id {
+                message.common_mut().message_id = Some(uuid_string(bits));
+            }
+            self.encode_here(&message)?
+        };
+        let cost = pending.cost;
         let Some(used_before) = inner.ledger.budget.acquire(cost) else {
             return Err(EnqueueError::BudgetFull {
                 budget: inner.ledger.budget.limit(),
             });
         };
-        if inner.data.send(queued).is_err() {
+        if inner.data.send(pending).is_err() {
             // Only if the worker thread died: nothing was accepted.
             inner.ledger.budget.release(cost);
             return Err(EnqueueError::Closed);
@@ -290,6 +305,28 @@ impl Analytics {
         inner.ledger.counters.enqueued();
         inner.doorbell.sent(used_before, cost);
         Ok(())
+    }
+
+    /// Encodes `message` on the calling thread, refusing it if it is over the size limit.
+    fn encode_here(&self, message: &Message) -> Result<Pending, EnqueueError> {
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            let id = encode_message(message, &self.inner.encode, scratch).unwrap_or(0..0);
+            if scratch.len() > MAX_MESSAGE_BYTES {
+                return Err(EnqueueError::TooLarge {
+                    size: scratch.len(),
+                    limit: MAX_MESSAGE_BYTES,
+                });
+            }
+            Ok(Pending {
+                cost: (scratch.len() + PER_MESSAGE_OVERHEAD) as u64,
+                json: scratch.len(),
+                payload: Payload::Encoded {
+                    bytes: scratch.as_slice().into(),
+                    id,
+                },
+            })
+        })
     }
 
     /// Sends everything accepted so far and waits until it has an outcome or `timeout`
@@ -328,20 +365,18 @@ impl Analytics {
     }
 }
 
-/// Gives the message a `messageId` and `timestamp` when it has none.
-fn fill_defaults(message: &mut Message) {
+/// Gives the message a `timestamp` when it has none, and returns the random bits of the
+/// `messageId` to fill in when it is encoded, when it has none.
+fn fill_defaults(message: &mut Message) -> Option<u128> {
     let keeps_raw_timestamp = match message {
         Message::Custom(custom) => custom.fields.contains_key("timestamp"),
         _ => false,
     };
     let common = message.common_mut();
-    if common.message_id.is_none() {
-        let uuid = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
-        common.message_id = Some(uuid.hyphenated().to_string());
-    }
     if common.timestamp.is_none() && !keeps_raw_timestamp {
         common.timestamp = Some(SystemTime::now());
     }
+    common.message_id.is_none().then(|| fastrand::u128(..))
 }
 
 impl Inner {

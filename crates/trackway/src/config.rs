@@ -35,9 +35,10 @@ pub const DEFAULT_MAX_BATCH_BYTES: usize = MAX_REQUEST_BYTES;
 /// second, at a cost of at most one request per second. No timer runs while nothing is queued.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Default [`Builder::max_queue_bytes`]: 16 MiB holds about 40,000 typical events, minutes of
-/// outage for a busy service, while staying a small fraction of a server's memory.
-pub const DEFAULT_MAX_QUEUE_BYTES: usize = 16 * 1024 * 1024;
+/// Default [`Builder::max_queue_bytes`]: 8 MiB holds about 17,000 realistic events (more of
+/// smaller ones), more than the 10,000 messages analytics-python queues by default, and keeps
+/// the whole client under 32 MB of resident memory at full load (BENCHMARKS.md).
+pub const DEFAULT_MAX_QUEUE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Default [`Builder::request_timeout`]: long enough for a 500 KB body over a slow link, short
 /// enough that a hung server costs a retry, not the process.
@@ -119,6 +120,7 @@ pub struct Builder {
     pub(crate) request_timeout: Duration,
     pub(crate) gzip: bool,
     pub(crate) gzip_level: u32,
+    pub(crate) defer_encoding: bool,
     pub(crate) default_context: Value,
     pub(crate) proxy: ProxySetting,
     pub(crate) transport: Option<Arc<dyn Transport>>,
@@ -140,6 +142,7 @@ impl fmt::Debug for Builder {
             .field("request_timeout", &self.request_timeout)
             .field("gzip", &self.gzip)
             .field("gzip_level", &self.gzip_level)
+            .field("defer_encoding", &self.defer_encoding)
             .field("proxy", &self.proxy.redacted())
             .field("custom_transport", &self.transport.is_some())
             .field("observer", &self.observer.is_some())
@@ -175,6 +178,7 @@ impl Builder {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             gzip: true,
             gzip_level: DEFAULT_GZIP_LEVEL,
+            defer_encoding: false,
             default_context: Value::Null,
             proxy: ProxySetting::FromEnv,
             transport: None,
@@ -216,7 +220,8 @@ impl Builder {
     }
 
     /// The memory budget: bytes of messages held at once, queued, in flight or waiting to
-    /// retry. Each message costs its encoded size plus a small constant.
+    /// retry. Each message costs its encoded size (or, with [`Builder::defer_encoding`], an
+    /// estimate of the heap memory it holds) plus its slot in the queue.
     pub fn max_queue_bytes(mut self, bytes: usize) -> Self {
         self.max_queue_bytes = bytes;
         self
@@ -268,6 +273,19 @@ impl Builder {
     /// Compress request bodies with gzip (on by default; Segment and our collector accept it).
     pub fn gzip(mut self, gzip: bool) -> Self {
         self.gzip = gzip;
+        self
+    }
+
+    /// Leave encoding messages to the background thread instead of the call (off by default).
+    ///
+    /// A call then only checks, sizes and queues the message: about half the time (a few
+    /// hundred nanoseconds). The process spends more CPU per event in all, though: the
+    /// background thread reads each message back from memory after it has gone cold, and
+    /// frees its allocations on another thread than the one that made them, which glibc's
+    /// allocator in particular handles slowly. Worth it where the calling thread's latency
+    /// matters more than total CPU; BENCHMARKS.md has both measured.
+    pub fn defer_encoding(mut self, defer: bool) -> Self {
+        self.defer_encoding = defer;
         self
     }
 
@@ -385,6 +403,7 @@ impl Builder {
             retry: self.retry,
             gzip: self.gzip,
             gzip_level: self.gzip_level,
+            defer_encoding: self.defer_encoding,
             default_context,
             transport,
             observer: self.observer,
@@ -405,6 +424,7 @@ pub(crate) struct Validated {
     pub(crate) retry: RetryPolicy,
     pub(crate) gzip: bool,
     pub(crate) gzip_level: u32,
+    pub(crate) defer_encoding: bool,
     pub(crate) default_context: Map<String, Value>,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) observer: Option<Arc<dyn Observer>>,

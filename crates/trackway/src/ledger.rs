@@ -9,26 +9,93 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::budget::{Budget, PER_MESSAGE_OVERHEAD};
+use trackway_protocol::Message;
+
+use crate::budget::Budget;
 use crate::outcome::{Observer, Outcome};
 use crate::stats::{Counters, Stats};
 
-/// One accepted message: its encoded bytes and where its `messageId` sits in them.
+/// An accepted message on its way to the encoder thread.
 #[derive(Debug)]
-pub(crate) struct Queued {
-    pub(crate) bytes: Box<[u8]>,
-    pub(crate) id: Range<usize>,
+pub(crate) struct Pending {
+    pub(crate) payload: Payload,
+    /// Bytes reserved in the budget.
+    pub(crate) cost: u64,
+    /// Encoded size (estimated when not encoded yet), to batch by.
+    pub(crate) json: usize,
 }
 
-impl Queued {
-    /// What the message costs against the budget.
-    pub(crate) fn cost(&self) -> u64 {
-        (self.bytes.len() + PER_MESSAGE_OVERHEAD) as u64
+/// A message as the call left it.
+#[derive(Debug)]
+pub(crate) enum Payload {
+    /// As the caller built it, for the encoder thread to write
+    /// ([`crate::Builder::defer_encoding`]).
+    Message {
+        /// Boxed: the queues move every entry a few times, and a message is large.
+        message: Box<Message>,
+        /// The random bits of the `messageId` to fill in, if the message has none.
+        generated_id: Option<u128>,
+    },
+    /// Written by the call, with where its `messageId` value sits in the bytes.
+    Encoded { bytes: Box<[u8]>, id: Range<usize> },
+}
+
+impl Pending {
+    /// The `messageId` the message has or will have.
+    pub(crate) fn message_id(&self) -> String {
+        match &self.payload {
+            Payload::Encoded { bytes, id } => {
+                serde_json::from_slice(&bytes[id.clone()]).unwrap_or_default()
+            }
+            Payload::Message {
+                message,
+                generated_id,
+            } => match (&message.common().message_id, generated_id) {
+                (Some(id), _) => id.clone(),
+                (None, Some(bits)) => uuid_string(*bits),
+                (None, None) => String::new(),
+            },
+        }
+    }
+}
+
+/// Length of a hyphenated UUID.
+pub(crate) const UUID_LEN: usize = 36;
+
+/// The hyphenated UUID (version 4 bits set) made of `bits`.
+pub(crate) fn uuid_string(bits: u128) -> String {
+    uuid::Builder::from_random_bytes(bits.to_le_bytes())
+        .into_uuid()
+        .hyphenated()
+        .to_string()
+}
+
+/// One batch's messages, encoded back to back into one buffer.
+#[derive(Debug, Default)]
+pub(crate) struct Encoded {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) slots: Vec<Slot>,
+}
+
+/// Where one message of an [`Encoded`] batch sits.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) bytes: Range<usize>,
+    /// The `messageId` value (a JSON string) within `bytes` of the batch.
+    pub(crate) id: Range<usize>,
+    pub(crate) cost: u64,
+}
+
+impl Encoded {
+    /// The encoded messages of `part` (a range of slots).
+    pub(crate) fn messages(&self, part: Range<usize>) -> impl Iterator<Item = &[u8]> {
+        self.slots[part]
+            .iter()
+            .map(|slot| &self.bytes[slot.bytes.clone()])
     }
 
-    /// The `messageId`, unescaped.
-    pub(crate) fn message_id(&self) -> String {
-        serde_json::from_slice(&self.bytes[self.id.clone()]).unwrap_or_default()
+    fn message_id(&self, slot: &Slot) -> String {
+        serde_json::from_slice(&self.bytes[slot.id.clone()]).unwrap_or_default()
     }
 }
 
@@ -57,21 +124,53 @@ impl Ledger {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Records that `messages` reached `outcome`: counts them, releases their budget and tells
-    /// the observer.
-    pub(crate) fn settle(&self, messages: &[Queued], outcome: &Outcome<'_>) {
-        let n = messages.len() as u64;
+    /// Records that `messages`, not yet encoded, reached `outcome`.
+    pub(crate) fn settle_pending(&self, messages: &[Pending], outcome: &Outcome<'_>) {
+        self.settle(
+            messages.len(),
+            messages.iter().map(|m| m.cost).sum(),
+            outcome,
+            || messages.iter().map(Pending::message_id),
+        );
+    }
+
+    /// Records that the messages of `part` (a range of `batch`'s slots) reached `outcome`.
+    pub(crate) fn settle_encoded(
+        &self,
+        batch: &Encoded,
+        part: Range<usize>,
+        outcome: &Outcome<'_>,
+    ) {
+        let slots = &batch.slots[part];
+        self.settle(
+            slots.len(),
+            slots.iter().map(|slot| slot.cost).sum(),
+            outcome,
+            || slots.iter().map(|slot| batch.message_id(slot)),
+        );
+    }
+
+    /// Counts `count` messages under `outcome`, releases their `cost` from the budget and
+    /// tells the observer about each of `ids` (only called if there is an observer).
+    fn settle<I: Iterator<Item = String>>(
+        &self,
+        count: usize,
+        cost: u64,
+        outcome: &Outcome<'_>,
+        ids: impl FnOnce() -> I,
+    ) {
+        let n = count as u64;
         match outcome {
             Outcome::Delivered => self.counters.delivered(n),
             Outcome::Rejected { .. } => self.counters.rejected(n),
             Outcome::Dropped { reason, .. } => self.counters.dropped(*reason, n),
         }
-        self.budget.release(messages.iter().map(Queued::cost).sum());
+        self.budget.release(cost);
         if let Some(observer) = &self.observer {
             // The user's code: a panic in it must not take a client thread down.
             let notified = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                for message in messages {
-                    observer.on_outcome(&message.message_id(), outcome);
+                for id in ids() {
+                    observer.on_outcome(&id, outcome);
                 }
             }));
             if let Err(panic) = notified {

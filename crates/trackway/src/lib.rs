@@ -57,6 +57,7 @@
 mod budget;
 mod client;
 mod config;
+mod encoder;
 mod ledger;
 mod outcome;
 pub mod retry;

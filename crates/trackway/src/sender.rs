@@ -14,24 +14,21 @@
 //! Waits are spent in `recv_timeout` on the cancel channel, so a shutdown deadline interrupts
 //! them at once.
 //!
-//! The first attempt's body is written ahead by the encoder thread ([`run_encoder`]): while
-//! one batch is on the wire the next is being gzipped, so compression and the server's work
-//! overlap instead of taking turns. A body that waited longer than [`STALE_AFTER`] (the
-//! request before it was slow or retried) is written again, so `sentAt` stays the time of
-//! sending.
+//! The first attempt's body is written ahead by the encoder thread ([`crate::encoder`]):
+//! while one batch is on the wire the next is being encoded and gzipped, so that work and the
+//! server's overlap instead of taking turns. A body that waited longer than [`STALE_AFTER`]
+//! (the request before it was slow or retried) is written again, so `sentAt` stays the time
+//! of sending.
 
-use std::collections::VecDeque;
-use std::io::Write;
+use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
-use flate2::Compression;
-use flate2::write::GzEncoder;
-use trackway_protocol::write_batch;
 
 use crate::config::Validated;
-use crate::ledger::{Ledger, Queued};
+use crate::encoder::{BodyWriter, Prepared, STALE_AFTER};
+use crate::ledger::{Encoded, Ledger};
 use crate::outcome::{DropReason, Outcome};
 use crate::retry::{self, Decision, RetryPolicy};
 use crate::transport::{Request, Transport};
@@ -48,90 +45,6 @@ enum Settlement {
         reason: DropReason,
         detail: String,
     },
-}
-
-/// How long a body written ahead stays good: past this, its `sentAt` would be noticeably
-/// older than the request, so it is written again.
-pub(crate) const STALE_AFTER: Duration = Duration::from_millis(250);
-
-/// A batch and the body of its first request, written by the encoder thread.
-pub(crate) struct Prepared {
-    batch: Vec<Queued>,
-    body: Vec<u8>,
-    written_at: Instant,
-}
-
-impl Prepared {
-    pub(crate) fn into_batch(self) -> Vec<Queued> {
-        self.batch
-    }
-}
-
-/// Writes request bodies: the envelope around the messages' bytes, gzipped when configured.
-pub(crate) struct BodyWriter {
-    write_key: String,
-    /// The gzip level, or `None` to send bodies uncompressed.
-    gzip: Option<Compression>,
-    /// The uncompressed envelope, when gzipping.
-    raw: Vec<u8>,
-}
-
-impl BodyWriter {
-    pub(crate) fn new(config: &Validated) -> BodyWriter {
-        BodyWriter {
-            write_key: config.write_key.clone(),
-            gzip: config.gzip.then(|| Compression::new(config.gzip_level)),
-            raw: Vec::new(),
-        }
-    }
-
-    /// Replaces `out` with the body for `part`, with a `sentAt` of now.
-    fn write(&mut self, part: &[Queued], out: &mut Vec<u8>) {
-        out.clear();
-        let envelope = if self.gzip.is_some() {
-            &mut self.raw
-        } else {
-            &mut *out
-        };
-        envelope.clear();
-        write_batch(
-            part.iter().map(|m| &*m.bytes),
-            SystemTime::now(),
-            &self.write_key,
-            envelope,
-        );
-        if let Some(level) = self.gzip {
-            let mut encoder = GzEncoder::new(out, level);
-            // Writing into a Vec cannot fail.
-            let _ = encoder.write_all(&self.raw);
-            let _ = encoder.finish();
-        }
-    }
-}
-
-/// The encoder thread: writes each batch's first body ahead of the sender, in order. Runs
-/// until the worker goes away.
-pub(crate) fn run_encoder(
-    mut writer: BodyWriter,
-    batches: &Receiver<Vec<Queued>>,
-    prepared: &Sender<Prepared>,
-) {
-    let mut capacity = 0;
-    while let Ok(batch) = batches.recv() {
-        let mut body = Vec::with_capacity(capacity);
-        writer.write(&batch, &mut body);
-        capacity = capacity.max(body.len());
-        let written = Prepared {
-            batch,
-            body,
-            written_at: Instant::now(),
-        };
-        // The worker keeps a receiver to take unsent batches back at a shutdown deadline,
-        // so this fails only once the worker is gone too.
-        if prepared.send(written).is_err() {
-            return;
-        }
-    }
 }
 
 pub(crate) struct BatchSender {
@@ -191,24 +104,24 @@ impl BatchSender {
     pub(crate) fn run(mut self) {
         while let Ok(Prepared {
             batch,
+            parts,
             body,
             written_at,
         }) = self.batches.recv()
         {
-            let count = batch.len() as u64;
+            let count = batch.slots.len() as u64;
             self.prepared = (written_at.elapsed() <= STALE_AFTER).then_some(body);
-            self.deliver(batch);
+            self.deliver(&batch, parts);
             if self.done.send(count).is_err() {
                 break;
             }
         }
     }
 
-    fn deliver(&mut self, batch: Vec<Queued>) {
+    fn deliver(&mut self, batch: &Encoded, mut parts: std::collections::VecDeque<Range<usize>>) {
         let started = Instant::now();
-        let mut parts = VecDeque::from([batch]);
-        while let Some(mut part) = parts.pop_front() {
-            match self.send_with_retries(&part, started) {
+        while let Some(part) = parts.pop_front() {
+            match self.send_with_retries(batch, part.clone(), started) {
                 Settlement::Rejected {
                     splittable: true,
                     status,
@@ -220,13 +133,13 @@ impl BatchSender {
                         "trackway: server refused a batch ({reason}); splitting it to find the \
                          messages at fault"
                     );
-                    let right = part.split_off(part.len() / 2);
-                    parts.push_front(right);
-                    parts.push_front(part);
+                    let middle = part.start + part.len() / 2;
+                    parts.push_front(middle..part.end);
+                    parts.push_front(part.start..middle);
                 }
                 Settlement::Delivered => {
                     tracing::debug!(messages = part.len(), "trackway: batch delivered");
-                    self.ledger.settle(&part, &Outcome::Delivered);
+                    self.ledger.settle_encoded(batch, part, &Outcome::Delivered);
                 }
                 Settlement::Rejected { status, reason, .. } => {
                     tracing::error!(
@@ -234,8 +147,9 @@ impl BatchSender {
                         messages = part.len(),
                         "trackway: server rejected messages for good: {reason}"
                     );
-                    self.ledger.settle(
-                        &part,
+                    self.ledger.settle_encoded(
+                        batch,
+                        part,
                         &Outcome::Rejected {
                             status,
                             reason: &reason,
@@ -248,8 +162,9 @@ impl BatchSender {
                         %reason,
                         "trackway: dropped messages: {detail}"
                     );
-                    self.ledger.settle(
-                        &part,
+                    self.ledger.settle_encoded(
+                        batch,
+                        part,
                         &Outcome::Dropped {
                             reason,
                             detail: &detail,
@@ -262,7 +177,12 @@ impl BatchSender {
 
     /// Sends `part` until it settles. `started` is when its batch was first tried: the retry
     /// window covers the batch, however it is split.
-    fn send_with_retries(&mut self, part: &[Queued], started: Instant) -> Settlement {
+    fn send_with_retries(
+        &mut self,
+        batch: &Encoded,
+        part: Range<usize>,
+        started: Instant,
+    ) -> Settlement {
         let mut attempts = 0_u32;
         let mut retries = 0_u32;
         loop {
@@ -272,7 +192,7 @@ impl BatchSender {
                     detail: "shutdown deadline passed while retrying".into(),
                 };
             }
-            let result = self.attempt(part, attempts);
+            let result = self.attempt(batch, part.clone(), attempts);
             attempts += 1;
             let now = SystemTime::now();
             let (wait, reason) = match retry::decide(&result, now) {
@@ -335,14 +255,15 @@ impl BatchSender {
     /// One HTTP request for `part`, with a `sentAt` of now.
     fn attempt(
         &mut self,
-        part: &[Queued],
+        batch: &Encoded,
+        part: Range<usize>,
         previous_attempts: u32,
     ) -> Result<crate::transport::Response, crate::transport::TransportError> {
-        // The encoder's body serves the first attempt of the whole batch (the first call
-        // here); retries and split parts are written anew, with a fresh `sentAt`.
+        // The encoder's body serves the first attempt of the batch's first part (the first
+        // call here); retries and later parts are written anew, with a fresh `sentAt`.
         match self.prepared.take() {
             Some(prepared) if previous_attempts == 0 => self.body = prepared,
-            _ => self.writer.write(part, &mut self.body),
+            _ => self.writer.write(batch, part, &mut self.body),
         }
         let body = &self.body;
         let mut headers = self.headers.clone();

@@ -35,9 +35,9 @@ use crossbeam_channel::{Receiver, Sender, never, select};
 use trackway_protocol::envelope_overhead;
 
 use crate::config::Validated;
-use crate::ledger::{Ledger, Queued};
+use crate::encoder::Prepared;
+use crate::ledger::{Ledger, Pending};
 use crate::outcome::{DropReason, FlushReport, Outcome};
-use crate::sender::Prepared;
 use crate::stats::Stats;
 
 /// A request from a handle to the worker.
@@ -121,18 +121,18 @@ struct Limits {
 pub(crate) struct Worker {
     limits: Limits,
     ledger: Arc<Ledger>,
-    data: Receiver<Queued>,
+    data: Receiver<Pending>,
     doorbell: Arc<Doorbell>,
     bell: Receiver<()>,
     control: Receiver<Control>,
     done: Receiver<u64>,
-    to_encoder: Sender<Vec<Queued>>,
+    to_encoder: Sender<Vec<Pending>>,
     /// The far ends of the encoder's and the sender's queues: at a shutdown deadline, batches
     /// still waiting in them are taken back and dropped, so the report says so at once.
-    unsent: (Receiver<Vec<Queued>>, Receiver<Prepared>),
+    unsent: (Receiver<Vec<Pending>>, Receiver<Prepared>),
     /// Dropped to tell the sender to abandon retries (shutdown deadline).
     cancel: Option<Sender<()>>,
-    queue: VecDeque<Queued>,
+    queue: VecDeque<Pending>,
     queue_bytes: usize,
     /// When the oldest message not yet handed on arrived.
     batch_started: Option<Instant>,
@@ -145,12 +145,12 @@ pub(crate) struct Worker {
 }
 
 pub(crate) struct Channels {
-    pub(crate) data: Receiver<Queued>,
+    pub(crate) data: Receiver<Pending>,
     pub(crate) bell: Receiver<()>,
     pub(crate) control: Receiver<Control>,
     pub(crate) done: Receiver<u64>,
-    pub(crate) to_encoder: Sender<Vec<Queued>>,
-    pub(crate) unsent: (Receiver<Vec<Queued>>, Receiver<Prepared>),
+    pub(crate) to_encoder: Sender<Vec<Pending>>,
+    pub(crate) unsent: (Receiver<Vec<Pending>>, Receiver<Prepared>),
     pub(crate) cancel: Sender<()>,
 }
 
@@ -265,11 +265,11 @@ impl Worker {
         }
     }
 
-    fn accept(&mut self, message: Queued) {
+    fn accept(&mut self, message: Pending) {
         self.received += 1;
         if self.shut_down {
             self.settled += 1;
-            self.ledger.settle(
+            self.ledger.settle_pending(
                 std::slice::from_ref(&message),
                 &Outcome::Dropped {
                     reason: DropReason::Shutdown,
@@ -278,7 +278,7 @@ impl Worker {
             );
             return;
         }
-        self.queue_bytes += message.bytes.len() + 1;
+        self.queue_bytes += message.json + 1;
         self.queue.push_back(message);
         self.batch_started.get_or_insert_with(Instant::now);
     }
@@ -319,7 +319,7 @@ impl Worker {
         let mut batch = Vec::with_capacity(self.queue.len().min(self.limits.flush_at));
         let mut bytes = 0;
         while let Some(next) = self.queue.front() {
-            let size = next.bytes.len() + 1;
+            let size = next.json + 1;
             let full = batch.len() >= self.limits.flush_at
                 || (!batch.is_empty() && bytes + size > self.limits.batch_bytes);
             if full {
@@ -339,7 +339,7 @@ impl Worker {
             Err(lost) => {
                 // The encoder thread is gone.
                 self.settled += lost.0.len() as u64;
-                self.ledger.settle(
+                self.ledger.settle_pending(
                     &lost.0,
                     &Outcome::Dropped {
                         reason: DropReason::Shutdown,
@@ -384,21 +384,22 @@ impl Worker {
 
     /// Drops the batches past the worker that are not on the wire yet (shutdown deadline).
     fn drop_unsent(&mut self) {
+        let outcome = Outcome::Dropped {
+            reason: DropReason::Shutdown,
+            detail: "shutdown deadline passed",
+        };
         let (encoding, sending) = &self.unsent;
-        let waiting: Vec<Vec<Queued>> = encoding
-            .try_iter()
-            .chain(sending.try_iter().map(Prepared::into_batch))
-            .collect();
-        for batch in waiting {
+        for batch in encoding.try_iter() {
             self.in_flight = self.in_flight.saturating_sub(1);
             self.settled += batch.len() as u64;
-            self.ledger.settle(
-                &batch,
-                &Outcome::Dropped {
-                    reason: DropReason::Shutdown,
-                    detail: "shutdown deadline passed",
-                },
-            );
+            self.ledger.settle_pending(&batch, &outcome);
+        }
+        for prepared in sending.try_iter() {
+            self.in_flight = self.in_flight.saturating_sub(1);
+            let batch = &prepared.batch;
+            self.settled += batch.slots.len() as u64;
+            self.ledger
+                .settle_encoded(batch, 0..batch.slots.len(), &outcome);
         }
     }
 
@@ -406,12 +407,12 @@ impl Worker {
         if self.queue.is_empty() {
             return;
         }
-        let dropped: Vec<Queued> = self.queue.drain(..).collect();
+        let dropped: Vec<Pending> = self.queue.drain(..).collect();
         self.queue_bytes = 0;
         self.batch_started = None;
         self.settled += dropped.len() as u64;
         self.ledger
-            .settle(&dropped, &Outcome::Dropped { reason, detail });
+            .settle_pending(&dropped, &Outcome::Dropped { reason, detail });
     }
 
     /// The next instant the worker must wake up without a message: a batch's age limit or a

@@ -16,9 +16,10 @@ const EVENTS: usize = 10_000;
 /// How long the scripted outages last.
 const OUTAGE: Duration = Duration::from_secs(10);
 
-fn client(host: String) -> Builder {
+fn client(host: String, defer: bool) -> Builder {
     Analytics::builder(WRITE_KEY)
         .host(host)
+        .defer_encoding(defer)
         .no_proxy()
         // Default retry count; waits capped at 1 s so the suite spends its time in outages,
         // not in long backoffs after them.
@@ -54,6 +55,18 @@ fn assert_delivered_once(api: &FakeApi, analytics: &Analytics) {
     );
 }
 
+/// Runs `test` with encoding at the call and with it deferred, at the same time: the
+/// scenarios are mostly waiting, so the pair takes as long as one.
+fn both_ways(test: fn(bool)) {
+    std::thread::scope(|scope| {
+        let deferred = scope.spawn(|| test(true));
+        test(false);
+        if let Err(panic) = deferred.join() {
+            std::panic::resume_unwind(panic);
+        }
+    });
+}
+
 /// A rule that answers `failure` until `OUTAGE` has passed since the first request.
 fn outage(failure: Reply) -> impl Fn(&trackway_testkit::Received) -> Option<Reply> + Send + Sync {
     let started = std::sync::OnceLock::<Instant>::new();
@@ -62,12 +75,18 @@ fn outage(failure: Reply) -> impl Fn(&trackway_testkit::Received) -> Option<Repl
 
 #[test]
 fn connections_refused_for_ten_seconds() {
+    both_ways(connections_refused_for_ten_seconds_with);
+}
+
+fn connections_refused_for_ten_seconds_with(defer: bool) {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let analytics = client(format!("http://127.0.0.1:{port}")).build().unwrap();
+    let analytics = client(format!("http://127.0.0.1:{port}"), defer)
+        .build()
+        .unwrap();
     enqueue_all(&analytics);
     std::thread::sleep(OUTAGE);
     let api = FakeApi::start_on(port);
@@ -77,15 +96,23 @@ fn connections_refused_for_ten_seconds() {
 
 #[test]
 fn server_errors_for_ten_seconds() {
+    both_ways(server_errors_for_ten_seconds_with);
+}
+
+fn server_errors_for_ten_seconds_with(defer: bool) {
     let api = FakeApi::start();
     api.set_rule(outage(Reply::Status(500)));
-    let analytics = client(api.url()).build().unwrap();
+    let analytics = client(api.url(), defer).build().unwrap();
     enqueue_all(&analytics);
     assert_delivered_once(&api, &analytics);
 }
 
 #[test]
 fn rate_limited_with_retry_after_two_seconds() {
+    both_ways(rate_limited_with_retry_after_two_seconds_with);
+}
+
+fn rate_limited_with_retry_after_two_seconds_with(defer: bool) {
     let api = FakeApi::start();
     let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = Arc::clone(&count);
@@ -94,7 +121,7 @@ fn rate_limited_with_retry_after_two_seconds() {
         let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         (n < 6 && n.is_multiple_of(2)).then(|| Reply::RetryAfter(429, "2".into()))
     });
-    let analytics = client(api.url()).max_retries(0).build().unwrap();
+    let analytics = client(api.url(), defer).max_retries(0).build().unwrap();
     enqueue_all(&analytics);
     assert_delivered_once(&api, &analytics);
     let limited = api
@@ -110,6 +137,10 @@ fn rate_limited_with_retry_after_two_seconds() {
 
 #[test]
 fn a_server_that_hangs_past_the_request_timeout() {
+    both_ways(a_server_that_hangs_past_the_request_timeout_with);
+}
+
+fn a_server_that_hangs_past_the_request_timeout_with(defer: bool) {
     let api = FakeApi::start();
     let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = Arc::clone(&count);
@@ -117,13 +148,17 @@ fn a_server_that_hangs_past_the_request_timeout() {
         let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         (n.is_multiple_of(5) && n < 20).then_some(Reply::Hang(Duration::from_secs(3)))
     });
-    let analytics = client(api.url()).build().unwrap();
+    let analytics = client(api.url(), defer).build().unwrap();
     enqueue_all(&analytics);
     assert_delivered_once(&api, &analytics);
 }
 
 #[test]
 fn connections_closed_mid_response() {
+    both_ways(connections_closed_mid_response_with);
+}
+
+fn connections_closed_mid_response_with(defer: bool) {
     let api = FakeApi::start();
     let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = Arc::clone(&count);
@@ -131,16 +166,20 @@ fn connections_closed_mid_response() {
         let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         (n.is_multiple_of(3)).then_some(Reply::CloseMidResponse)
     });
-    let analytics = client(api.url()).build().unwrap();
+    let analytics = client(api.url(), defer).build().unwrap();
     enqueue_all(&analytics);
     assert_delivered_once(&api, &analytics);
 }
 
 #[test]
 fn payload_too_large_splits_batches() {
+    both_ways(payload_too_large_splits_batches_with);
+}
+
+fn payload_too_large_splits_batches_with(defer: bool) {
     let api = FakeApi::start();
     api.set_rule(|request| (request.messages().len() > 60).then_some(Reply::Status(413)));
-    let analytics = client(api.url()).build().unwrap();
+    let analytics = client(api.url(), defer).build().unwrap();
     enqueue_all(&analytics);
     assert_delivered_once(&api, &analytics);
     assert!(api.requests().iter().any(|r| r.reply == Reply::Status(413)));
@@ -148,13 +187,17 @@ fn payload_too_large_splits_batches() {
 
 #[test]
 fn server_down_for_good_memory_bounded_drops_counted_shutdown_honest() {
+    both_ways(server_down_for_good_memory_bounded_drops_counted_shutdown_honest_with);
+}
+
+fn server_down_for_good_memory_bounded_drops_counted_shutdown_honest_with(defer: bool) {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let budget = 1024 * 1024;
-    let analytics = client(format!("http://127.0.0.1:{port}"))
+    let analytics = client(format!("http://127.0.0.1:{port}"), defer)
         .max_queue_bytes(budget)
         .build()
         .unwrap();

@@ -7,6 +7,7 @@
 )]
 
 mod batching;
+mod deferred;
 mod faults;
 mod lifecycle;
 mod limits;

@@ -1,0 +1,178 @@
+//! The encoder thread: turns each batch of accepted messages into JSON and writes the body of
+//! its first request, while the sender has the previous batch on the wire.
+//!
+//! Messages arrive encoded by the call, or as the caller built them when
+//! [`crate::Builder::defer_encoding`] is on, which keeps the call itself to a few hundred
+//! nanoseconds. Batches pass through in the order the worker hands them on, so message order
+//! is kept.
+//!
+//! A batch whose encoded messages exceed one request (the worker batches by estimated size)
+//! is cut into parts that fit; the body is written ahead for the first part only.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::ops::Range;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use trackway_protocol::{EncodeOptions, encode_message, envelope_overhead, write_batch};
+
+use crate::config::Validated;
+use crate::ledger::{Encoded, Payload, Pending, Slot, uuid_string};
+
+/// How long a body written ahead stays good: past this, its `sentAt` would be noticeably
+/// older than the request, so the sender writes it again.
+pub(crate) const STALE_AFTER: Duration = Duration::from_millis(250);
+
+/// A batch, encoded, cut into parts that each fit one request, and the body of the first
+/// part's first request.
+pub(crate) struct Prepared {
+    pub(crate) batch: Encoded,
+    pub(crate) parts: VecDeque<Range<usize>>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) written_at: Instant,
+}
+
+/// Writes request bodies: the envelope around encoded messages, gzipped when configured.
+pub(crate) struct BodyWriter {
+    write_key: String,
+    /// The gzip level, or `None` to send bodies uncompressed.
+    gzip: Option<Compression>,
+    /// The uncompressed envelope, when gzipping.
+    raw: Vec<u8>,
+}
+
+impl BodyWriter {
+    pub(crate) fn new(config: &Validated) -> BodyWriter {
+        BodyWriter {
+            write_key: config.write_key.clone(),
+            gzip: config.gzip.then(|| Compression::new(config.gzip_level)),
+            raw: Vec::new(),
+        }
+    }
+
+    /// Replaces `out` with the body for `part` of `batch`, with a `sentAt` of now.
+    pub(crate) fn write(&mut self, batch: &Encoded, part: Range<usize>, out: &mut Vec<u8>) {
+        out.clear();
+        let envelope = if self.gzip.is_some() {
+            &mut self.raw
+        } else {
+            &mut *out
+        };
+        envelope.clear();
+        write_batch(
+            batch.messages(part),
+            SystemTime::now(),
+            &self.write_key,
+            envelope,
+        );
+        if let Some(level) = self.gzip {
+            let mut encoder = GzEncoder::new(out, level);
+            // Writing into a Vec cannot fail.
+            let _ = encoder.write_all(&self.raw);
+            let _ = encoder.finish();
+        }
+    }
+}
+
+/// Everything the encoder thread needs.
+pub(crate) struct Encoder {
+    options: EncodeOptions,
+    writer: BodyWriter,
+    /// Bytes of messages (commas included) that fit in one request beside the envelope.
+    part_bytes: usize,
+}
+
+impl Encoder {
+    pub(crate) fn new(config: &Validated, options: EncodeOptions) -> Encoder {
+        Encoder {
+            options,
+            writer: BodyWriter::new(config),
+            part_bytes: config.max_batch_bytes - envelope_overhead(&config.write_key),
+        }
+    }
+
+    /// Encodes batches until the worker goes away.
+    pub(crate) fn run(mut self, batches: &Receiver<Vec<Pending>>, prepared: &Sender<Prepared>) {
+        let mut capacity = (0, 0);
+        while let Ok(pending) = batches.recv() {
+            let batch = self.encode(pending, capacity.0);
+            let parts = self.parts(&batch);
+            let mut body = Vec::with_capacity(capacity.1);
+            if let Some(first) = parts.front() {
+                self.writer.write(&batch, first.clone(), &mut body);
+            }
+            capacity = (
+                capacity.0.max(batch.bytes.len()),
+                capacity.1.max(body.len()),
+            );
+            let written = Prepared {
+                batch,
+                parts,
+                body,
+                written_at: Instant::now(),
+            };
+            // The worker keeps a receiver to take unsent batches back at a shutdown
+            // deadline, so this fails only once the worker is gone too.
+            if prepared.send(written).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Encodes each message into one buffer, filling in generated messageIds. The messages
+    /// are dropped here, off the callers' threads.
+    fn encode(&self, pending: Vec<Pending>, capacity: usize) -> Encoded {
+        let mut batch = Encoded {
+            bytes: Vec::with_capacity(capacity),
+            slots: Vec::with_capacity(pending.len()),
+        };
+        for Pending { payload, cost, .. } in pending {
+            let start = batch.bytes.len();
+            let id = match payload {
+                Payload::Encoded { bytes, id } => {
+                    batch.bytes.extend_from_slice(&bytes);
+                    start + id.start..start + id.end
+                }
+                Payload::Message {
+                    mut message,
+                    generated_id,
+                } => {
+                    if let Some(bits) = generated_id {
+                        message.common_mut().message_id = Some(uuid_string(bits));
+                    }
+                    encode_message(&message, &self.options, &mut batch.bytes).unwrap_or(0..0)
+                }
+            };
+            batch.slots.push(Slot {
+                bytes: start..batch.bytes.len(),
+                id,
+                cost,
+            });
+        }
+        batch
+    }
+
+    /// Cuts `batch` into runs of messages that fit one request each. Every message fits
+    /// alone: the call refused anything over the per-message limit, which is below this.
+    fn parts(&self, batch: &Encoded) -> VecDeque<Range<usize>> {
+        let mut parts = VecDeque::new();
+        let mut start = 0;
+        let mut bytes = 0;
+        for (i, slot) in batch.slots.iter().enumerate() {
+            let size = slot.bytes.len() + 1;
+            if i > start && bytes + size > self.part_bytes {
+                parts.push_back(start..i);
+                start = i;
+                bytes = 0;
+            }
+            bytes += size;
+        }
+        if start < batch.slots.len() {
+            parts.push_back(start..batch.slots.len());
+        }
+        parts
+    }
+}
