@@ -44,6 +44,9 @@ pub(crate) struct BenchArgs {
     /// Send uncompressed bodies.
     #[arg(long)]
     no_gzip: bool,
+    /// Messages per batch (default: the library's).
+    #[arg(long, value_name = "N")]
+    flush_at: Option<usize>,
     /// The client's memory budget in bytes (default: the library's).
     #[arg(long, value_name = "BYTES")]
     max_queue_bytes: Option<usize>,
@@ -140,6 +143,9 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
     let mut builder = Analytics::builder(&args.write_key);
     if let Some(bytes) = args.max_queue_bytes {
         builder = builder.max_queue_bytes(bytes);
+    }
+    if let Some(n) = args.flush_at {
+        builder = builder.flush_at(n);
     }
     let analytics = builder
         .host(&host)

@@ -10,10 +10,10 @@
 //! - The worker never does I/O and never blocks on anything but its own channels, so a flush
 //!   or shutdown is always answered by its deadline, even while the sender is stuck in a
 //!   request.
-//! - At most [`MAX_IN_FLIGHT`] batches are past the worker: one on the wire and the next being
-//!   encoded. The encoder and the sender each take batches one at a time in arrival order, so
-//!   messages reach the server in the order they were accepted (an identify is never
-//!   overtaken by the track that follows it).
+//! - At most [`MAX_IN_FLIGHT`] batches are past the worker: one on the wire, the next ones
+//!   encoded or being encoded. The encoder and the sender each take batches one at a time in
+//!   arrival order, so messages reach the server in the order they were accepted (an identify
+//!   is never overtaken by the track that follows it).
 //! - Control messages travel on their own channel, so a flush never queues behind data.
 //! - While nothing is queued and nobody waits, the worker sleeps in `select` with no timeout:
 //!   an idle client costs no CPU.
@@ -154,8 +154,11 @@ pub(crate) struct Channels {
     pub(crate) cancel: Sender<()>,
 }
 
-/// Batches past the worker at once: one on the wire, one being encoded behind it.
-const MAX_IN_FLIGHT: usize = 2;
+/// Batches past the worker at once: one on the wire and up to three encoded (or being
+/// encoded) behind it. Two would do if every thread ran the moment it could; the slack
+/// absorbs the scheduling delays of a busy machine (BENCHMARKS.md: 1.15-1.2x end to end
+/// over two on 2 cores).
+const MAX_IN_FLIGHT: usize = 4;
 
 impl Worker {
     /// The worker, and the doorbell its callers ring (see [`Doorbell`]).
