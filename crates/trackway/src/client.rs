@@ -95,7 +95,7 @@ thread_local! {
 
 impl Analytics {
     /// A client for `write_key` with the defaults: Oregon host, batches of up to 250 messages
-    /// or 500 KB sent at least every second, an 8 MiB memory budget, gzip, retries with
+    /// or 500 KB sent at least every second, a 6 MiB memory budget, gzip, retries with
     /// jittered backoff for up to 12 hours. See [`Builder`] for each.
     pub fn new(write_key: impl Into<String>) -> Result<Analytics, ConfigError> {
         Analytics::builder(write_key).build()

@@ -35,10 +35,10 @@ pub const DEFAULT_MAX_BATCH_BYTES: usize = MAX_REQUEST_BYTES;
 /// second, at a cost of at most one request per second. No timer runs while nothing is queued.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Default [`Builder::max_queue_bytes`]: 8 MiB holds about 17,000 realistic events (more of
+/// Default [`Builder::max_queue_bytes`]: 6 MiB holds about 12,800 realistic events (more of
 /// smaller ones), more than the 10,000 messages analytics-python queues by default, and keeps
 /// the whole client under 32 MB of resident memory at full load (BENCHMARKS.md).
-pub const DEFAULT_MAX_QUEUE_BYTES: usize = 8 * 1024 * 1024;
+pub const DEFAULT_MAX_QUEUE_BYTES: usize = 6 * 1024 * 1024;
 
 /// Default [`Builder::request_timeout`]: long enough for a 500 KB body over a slow link, short
 /// enough that a hung server costs a retry, not the process.
