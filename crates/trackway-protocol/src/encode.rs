@@ -103,37 +103,12 @@ pub fn footprint(message: &Message, options: &EncodeOptions, extra_id: Option<us
         t.member("timestamp");
         t.fixed(MAX_TIMESTAMP_JSON);
     }
-    t.optional_string("userId", common.user_id.as_ref());
-    t.optional_string("anonymousId", common.anonymous_id.as_ref());
-    match message {
-        Message::Identify(m) => t.optional_value("traits", &m.traits),
-        Message::Track(m) => {
-            t.optional_string("event", Some(&m.event));
-            t.optional_value("properties", &m.properties);
-        }
-        Message::Page(m) => {
-            t.optional_string("name", m.name.as_ref());
-            t.optional_string("category", m.category.as_ref());
-            t.optional_value("properties", &m.properties);
-        }
-        Message::Screen(m) => {
-            t.optional_string("name", m.name.as_ref());
-            t.optional_string("category", m.category.as_ref());
-            t.optional_value("properties", &m.properties);
-        }
-        Message::Group(m) => {
-            t.optional_string("groupId", Some(&m.group_id));
-            t.optional_value("traits", &m.traits);
-        }
-        Message::Alias(m) => t.optional_string("previousId", Some(&m.previous_id)),
-        Message::Custom(m) => {
-            if let crate::Kind::Other(kind) = &m.kind {
-                t.heap += heap_of(kind.capacity());
-            }
-            // Written as the message's own members; `map` adds two braces too many.
-            t.map(&m.fields);
-        }
+    if let Message::Custom(m) = message
+        && let crate::Kind::Other(kind) = &m.kind
+    {
+        t.heap += heap_of(kind.capacity());
     }
+    visit_fields(message, &mut t);
     // The message's own context is written member by member, merged with the options'.
     if let Some(context) = &common.context {
         t.value(context);
@@ -192,20 +167,6 @@ impl Tally {
     fn member(&mut self, name: &str) {
         self.str(name);
         self.fixed(2);
-    }
-
-    fn optional_string(&mut self, name: &str, value: Option<&String>) {
-        if let Some(value) = value {
-            self.member(name);
-            self.string(value);
-        }
-    }
-
-    fn optional_value(&mut self, name: &str, value: &Value) {
-        if !value.is_null() {
-            self.member(name);
-            self.value(value);
-        }
     }
 
     fn map(&mut self, map: &Map<String, Value>) {
@@ -288,36 +249,7 @@ pub fn encode_message(
         write_timestamp(at, obj.out);
         obj.out.push(b'"');
     }
-    obj.optional_str("userId", common.user_id.as_deref());
-    obj.optional_str("anonymousId", common.anonymous_id.as_deref());
-    match message {
-        Message::Identify(m) => obj.optional_value("traits", &m.traits),
-        Message::Track(m) => {
-            obj.optional_str("event", Some(&m.event));
-            obj.optional_value("properties", &m.properties);
-        }
-        Message::Page(m) => {
-            obj.optional_str("name", m.name.as_deref());
-            obj.optional_str("category", m.category.as_deref());
-            obj.optional_value("properties", &m.properties);
-        }
-        Message::Screen(m) => {
-            obj.optional_str("name", m.name.as_deref());
-            obj.optional_str("category", m.category.as_deref());
-            obj.optional_value("properties", &m.properties);
-        }
-        Message::Group(m) => {
-            obj.optional_str("groupId", Some(&m.group_id));
-            obj.optional_value("traits", &m.traits);
-        }
-        Message::Alias(m) => obj.optional_str("previousId", Some(&m.previous_id)),
-        Message::Custom(m) => {
-            for (name, value) in &m.fields {
-                obj.key(name);
-                write_json(obj.out, value);
-            }
-        }
-    }
+    visit_fields(message, &mut obj);
     write_context(&mut obj, common, options);
     if let Some(integrations) = &common.integrations {
         obj.key("integrations");
@@ -325,6 +257,92 @@ pub fn encode_message(
     }
     obj.close();
     id_range
+}
+
+/// Receives the fields that depend on a message's type, in wire order.
+trait Fields {
+    /// A string field, skipped when `None`.
+    fn text(&mut self, name: &str, value: Option<&String>);
+    /// A JSON field, skipped when null.
+    fn value(&mut self, name: &str, value: &Value);
+    /// A custom message's own fields, written as members of the message.
+    fn members(&mut self, fields: &Map<String, Value>);
+}
+
+/// The identity fields and each type's own fields, in the order the encoder writes them.
+/// [`encode_message`] and [`footprint`] both walk a message through this, so the bound
+/// cannot miss a field the encoder writes.
+fn visit_fields(message: &Message, fields: &mut impl Fields) {
+    let common = message.common();
+    fields.text("userId", common.user_id.as_ref());
+    fields.text("anonymousId", common.anonymous_id.as_ref());
+    match message {
+        Message::Identify(m) => fields.value("traits", &m.traits),
+        Message::Track(m) => {
+            fields.text("event", Some(&m.event));
+            fields.value("properties", &m.properties);
+        }
+        Message::Page(m) => {
+            fields.text("name", m.name.as_ref());
+            fields.text("category", m.category.as_ref());
+            fields.value("properties", &m.properties);
+        }
+        Message::Screen(m) => {
+            fields.text("name", m.name.as_ref());
+            fields.text("category", m.category.as_ref());
+            fields.value("properties", &m.properties);
+        }
+        Message::Group(m) => {
+            fields.text("groupId", Some(&m.group_id));
+            fields.value("traits", &m.traits);
+        }
+        Message::Alias(m) => fields.text("previousId", Some(&m.previous_id)),
+        Message::Custom(m) => fields.members(&m.fields),
+    }
+}
+
+impl Fields for ObjectWriter<'_> {
+    fn text(&mut self, name: &str, value: Option<&String>) {
+        if let Some(value) = value {
+            self.key(name);
+            write_json(self.out, value);
+        }
+    }
+
+    fn value(&mut self, name: &str, value: &Value) {
+        if !value.is_null() {
+            self.key(name);
+            write_json(self.out, value);
+        }
+    }
+
+    fn members(&mut self, fields: &Map<String, Value>) {
+        for (name, value) in fields {
+            self.key(name);
+            write_json(self.out, value);
+        }
+    }
+}
+
+impl Fields for Tally {
+    fn text(&mut self, name: &str, value: Option<&String>) {
+        if let Some(value) = value {
+            self.member(name);
+            self.string(value);
+        }
+    }
+
+    fn value(&mut self, name: &str, value: &Value) {
+        if !value.is_null() {
+            self.member(name);
+            Tally::value(self, value);
+        }
+    }
+
+    fn members(&mut self, fields: &Map<String, Value>) {
+        // `map` adds two braces too many: harmless in a bound.
+        self.map(fields);
+    }
 }
 
 fn write_context(obj: &mut ObjectWriter<'_>, common: &Common, options: &EncodeOptions) {
@@ -414,20 +432,6 @@ impl<'a> ObjectWriter<'a> {
         self.first = false;
         write_json(self.out, name);
         self.out.push(b':');
-    }
-
-    fn optional_str(&mut self, name: &str, value: Option<&str>) {
-        if let Some(value) = value {
-            self.key(name);
-            write_json(self.out, value);
-        }
-    }
-
-    fn optional_value(&mut self, name: &str, value: &Value) {
-        if !value.is_null() {
-            self.key(name);
-            write_json(self.out, value);
-        }
     }
 
     fn close(self) {
