@@ -498,6 +498,8 @@ mod tests {
         check(Builder::new("k").flush_at(2501), "flush_at");
         check(Builder::new("k").max_batch_bytes(1000), "max_batch_bytes");
         check(Builder::new("k").max_queue_bytes(10), "max_queue_bytes");
+        check(Builder::new("k").gzip_level(0), "gzip_level");
+        check(Builder::new("k").gzip_level(10), "gzip_level");
         check(
             Builder::new("k").flush_interval(Duration::ZERO),
             "flush_interval",

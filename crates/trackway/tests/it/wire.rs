@@ -301,3 +301,34 @@ fn requests_reuse_one_connection() {
     assert_eq!(peers.len(), 3);
     assert!(peers.iter().all(|p| *p == peers[0]), "{peers:?}");
 }
+
+#[test]
+fn the_gzip_level_trades_bytes_for_cpu_and_not_content() {
+    let mut sent = Vec::new();
+    for level in [1, 9] {
+        let api = FakeApi::start();
+        let analytics = client_for(&api).gzip_level(level).build().unwrap();
+        for n in 0..200 {
+            analytics
+                .enqueue(
+                    Track::new("Level Tested")
+                        .user_id(format!("user-{}", n % 7))
+                        .message_id(format!("id-{n}"))
+                        .timestamp(UNIX_EPOCH + Duration::from_secs(n))
+                        .properties(json!({"n": n, "plan": "pro", "path": "/pricing"})),
+                )
+                .unwrap();
+        }
+        assert!(analytics.flush(GENEROUS).is_clean());
+        let requests = api.requests();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(requests[0].header("content-encoding"), Some("gzip"));
+        sent.push((requests[0].raw_body.len(), requests[0].messages()));
+    }
+    let [(fast_bytes, fast), (small_bytes, small)] = [sent[0].clone(), sent[1].clone()];
+    assert_eq!(fast, small, "same messages either way");
+    assert!(
+        small_bytes < fast_bytes,
+        "level 9 sent {small_bytes} bytes, level 1 {fast_bytes}"
+    );
+}
