@@ -25,7 +25,8 @@
 //! # What a call does
 //!
 //! [`Analytics::track`] and its siblings validate the message, give it a UUID `messageId` and
-//! a `timestamp` unless you set them, encode it, and hand it to a background thread. They never
+//! a `timestamp` unless you set them, encode it (or, with [`Builder::defer_encoding`], only
+//! size it), and hand it to a background thread. They never
 //! block, never do I/O and need no async runtime, so they are safe in request handlers,
 //! async tasks and signal-free hot loops alike. A call that cannot accept a message says why
 //! with an [`EnqueueError`] (invalid, over 32 KB, memory budget full, client closed); nothing
@@ -34,9 +35,10 @@
 //! # Lifecycle
 //!
 //! - A worker thread batches messages by count, bytes and age ([`Builder::flush_at`],
-//!   [`Builder::max_batch_bytes`], [`Builder::flush_interval`]); a sender thread posts each
-//!   batch gzipped to `<host>/v1/batch`, retrying transient failures with jittered backoff and
-//!   obeying `Retry-After`. Messages arrive in the order they were accepted.
+//!   [`Builder::max_batch_bytes`], [`Builder::flush_interval`]); an encoder thread writes and
+//!   gzips the next batches while a sender thread posts one at a time to `<host>/v1/batch`,
+//!   retrying transient failures with jittered backoff and obeying `Retry-After`. Messages
+//!   arrive in the order they were accepted.
 //! - Every accepted message ends delivered, rejected by the server, or dropped with a
 //!   [`DropReason`]; see [`Analytics::stats`] and [`Observer`].
 //! - Everything queued, in flight or waiting to retry counts against one memory budget
