@@ -100,7 +100,10 @@ fn baseline_serialize_values(bencher: Bencher) {
 /// The envelope around one batch of encoded messages, then gzip at `level` (0: none), as
 /// the encoder thread writes a request body. Prints the body's bytes per event once.
 #[divan::bench(args = [0, 1, 2, 6], sample_count = 50)]
-#[expect(clippy::print_stderr, reason = "the size is a result; divan owns stdout")]
+#[expect(
+    clippy::print_stderr,
+    reason = "the size is a result; divan owns stdout"
+)]
 fn batch_body(bencher: Bencher, level: u32) {
     let mut raw = Vec::with_capacity(256 * 1024);
     let mut body = Vec::with_capacity(256 * 1024);
