@@ -417,10 +417,13 @@ impl Writer {
             }
             match self.commit(&group) {
                 Ok((results, stored)) => {
+                    // Counted before anyone hears 200, so `/api/stats` read after an
+                    // acknowledgement includes the acknowledged events.
+                    self.count(&stored);
                     for (request, result) in group.into_iter().zip(results) {
                         let _ = request.reply.send(Ok(result));
                     }
-                    self.publish(stored);
+                    self.broadcast(stored);
                 }
                 Err(error) => {
                     tracing::error!("store: commit failed, answering 503: {error}");
@@ -567,18 +570,21 @@ impl Writer {
         Ok((results, stored))
     }
 
-    fn publish(&self, stored: Vec<StoredEvent>) {
-        {
-            let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-            for event in &stored {
-                let key = (
-                    event.source.to_string(),
-                    event.kind.clone(),
-                    event.rejected.is_some(),
-                );
-                *counts.entry(key).or_default() += 1;
-            }
+    /// Adds committed events to the per-source, type and status counts.
+    fn count(&self, stored: &[StoredEvent]) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        for event in stored {
+            let key = (
+                event.source.to_string(),
+                event.kind.clone(),
+                event.rejected.is_some(),
+            );
+            *counts.entry(key).or_default() += 1;
         }
+    }
+
+    /// Hands committed events to live subscribers (the debugger, `trackway tail`).
+    fn broadcast(&self, stored: Vec<StoredEvent>) {
         for event in stored {
             // No subscriber is fine.
             let _ = self.live.send(Arc::new(event));
