@@ -233,11 +233,22 @@ pub fn encode_message(
     options: &EncodeOptions,
     out: &mut Vec<u8>,
 ) -> Option<Range<usize>> {
+    encode_message_with_id(message, None, options, out)
+}
+
+/// [`encode_message`], writing `id` as the `messageId` when the message has none (a client
+/// filling in a generated id need not allocate a `String` for it).
+pub fn encode_message_with_id(
+    message: &Message,
+    id: Option<&str>,
+    options: &EncodeOptions,
+    out: &mut Vec<u8>,
+) -> Option<Range<usize>> {
     let mut obj = ObjectWriter::open(out);
     obj.key("type");
     write_json(obj.out, message.type_name());
     let common = message.common();
-    let id_range = common.message_id.as_ref().map(|id| {
+    let id_range = common.message_id.as_deref().or(id).map(|id| {
         obj.key("messageId");
         let start = obj.out.len();
         write_json(obj.out, id);

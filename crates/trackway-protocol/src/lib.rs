@@ -30,7 +30,8 @@ pub mod time;
 pub mod validate;
 
 pub use encode::{
-    EncodeOptions, Footprint, encode_message, envelope_overhead, footprint, write_batch,
+    EncodeOptions, Footprint, encode_message, encode_message_with_id, envelope_overhead, footprint,
+    write_batch,
 };
 pub use limits::{MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, MESSAGE_ID_CHAR_LIMIT};
 pub use message::{Alias, Common, Custom, Group, Identify, Kind, Message, Page, Screen, Track};

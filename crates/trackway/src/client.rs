@@ -10,13 +10,13 @@ use crossbeam_channel::Sender;
 use serde_json::Value;
 use trackway_protocol::{
     Alias, EncodeOptions, Group, Identify, MAX_MESSAGE_BYTES, Message, Page, Screen, Track,
-    ValidationError, encode_message, footprint, validate,
+    ValidationError, encode_message_with_id, footprint, validate,
 };
 
 use crate::budget::{Budget, PER_MESSAGE_OVERHEAD};
 use crate::config::{Builder, ConfigError, Validated};
 use crate::encoder::Encoder;
-use crate::ledger::{Ledger, Payload, Pending, UUID_LEN, uuid_string};
+use crate::ledger::{Ledger, Payload, Pending, UUID_LEN, uuid_str};
 use crate::outcome::{DropReason, FlushReport};
 use crate::sender::{BatchSender, SenderChannels};
 use crate::stats::Stats;
@@ -262,17 +262,14 @@ impl Analytics {
             return Err(EnqueueError::Closed);
         }
         validate(&message)?;
-        let mut generated_id = fill_defaults(&mut message);
+        let generated_id = fill_defaults(&mut message);
         let pending = if inner.defer_encoding {
             // The call only sizes the message; the encoder thread writes it. What it may not
             // exceed is bounded without writing anything; only a message too big for the
             // bound to settle the 32 KB limit is written here to find out.
             let footprint = footprint(&message, &inner.encode, generated_id.map(|_| UUID_LEN));
             if footprint.max_json > MAX_MESSAGE_BYTES {
-                if let Some(bits) = generated_id.take() {
-                    message.common_mut().message_id = Some(uuid_string(bits));
-                }
-                self.encode_here(&message)?
+                self.encode_here(&message, generated_id)?
             } else {
                 Pending {
                     cost: (footprint.heap + PER_MESSAGE_OVERHEAD) as u64,
@@ -284,10 +281,7 @@ impl Analytics {
                 }
             }
         } else {
-            if let Some(bits) = generated_id {
-                message.common_mut().message_id = Some(uuid_string(bits));
-            }
-            self.encode_here(&message)?
+            self.encode_here(&message, generated_id)?
         };
         let cost = pending.cost;
         let Some(used_before) = inner.ledger.budget.acquire(cost) else {
@@ -307,11 +301,19 @@ impl Analytics {
         Ok(())
     }
 
-    /// Encodes `message` on the calling thread, refusing it if it is over the size limit.
-    fn encode_here(&self, message: &Message) -> Result<Pending, EnqueueError> {
+    /// Encodes `message` on the calling thread, with the messageId made of `generated_id`
+    /// if it has none, refusing it if it is over the size limit.
+    fn encode_here(
+        &self,
+        message: &Message,
+        generated_id: Option<u128>,
+    ) -> Result<Pending, EnqueueError> {
+        let mut buffer = [0; UUID_LEN];
+        let generated = generated_id.map(|bits| uuid_str(bits, &mut buffer));
         SCRATCH.with_borrow_mut(|scratch| {
             scratch.clear();
-            let id = encode_message(message, &self.inner.encode, scratch).unwrap_or(0..0);
+            let id = encode_message_with_id(message, generated, &self.inner.encode, scratch)
+                .unwrap_or(0..0);
             if scratch.len() > MAX_MESSAGE_BYTES {
                 return Err(EnqueueError::TooLarge {
                     size: scratch.len(),

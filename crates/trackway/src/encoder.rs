@@ -17,10 +17,10 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, Sender};
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use trackway_protocol::{EncodeOptions, encode_message, envelope_overhead, write_batch};
+use trackway_protocol::{EncodeOptions, encode_message_with_id, envelope_overhead, write_batch};
 
 use crate::config::Validated;
-use crate::ledger::{Encoded, Payload, Pending, Slot, uuid_string};
+use crate::ledger::{Encoded, Payload, Pending, Slot, UUID_LEN, uuid_str};
 
 /// How long a body written ahead stays good: past this, its `sentAt` would be noticeably
 /// older than the request, so the sender writes it again.
@@ -137,13 +137,13 @@ impl Encoder {
                     start + id.start..start + id.end
                 }
                 Payload::Message {
-                    mut message,
+                    message,
                     generated_id,
                 } => {
-                    if let Some(bits) = generated_id {
-                        message.common_mut().message_id = Some(uuid_string(bits));
-                    }
-                    encode_message(&message, &self.options, &mut batch.bytes).unwrap_or(0..0)
+                    let mut buffer = [0; UUID_LEN];
+                    let id = generated_id.map(|bits| uuid_str(bits, &mut buffer));
+                    encode_message_with_id(&message, id, &self.options, &mut batch.bytes)
+                        .unwrap_or(0..0)
                 }
             };
             batch.slots.push(Slot {

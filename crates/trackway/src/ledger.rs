@@ -52,7 +52,7 @@ impl Pending {
                 generated_id,
             } => match (&message.common().message_id, generated_id) {
                 (Some(id), _) => id.clone(),
-                (None, Some(bits)) => uuid_string(*bits),
+                (None, Some(bits)) => uuid_str(*bits, &mut [0; UUID_LEN]).to_owned(),
                 (None, None) => String::new(),
             },
         }
@@ -62,12 +62,12 @@ impl Pending {
 /// Length of a hyphenated UUID.
 pub(crate) const UUID_LEN: usize = 36;
 
-/// The hyphenated UUID (version 4 bits set) made of `bits`.
-pub(crate) fn uuid_string(bits: u128) -> String {
+/// The hyphenated UUID (version 4 bits set) made of `bits`, written into `buffer`.
+pub(crate) fn uuid_str(bits: u128, buffer: &mut [u8; UUID_LEN]) -> &str {
     uuid::Builder::from_random_bytes(bits.to_le_bytes())
         .into_uuid()
         .hyphenated()
-        .to_string()
+        .encode_lower(buffer)
 }
 
 /// One batch's messages, encoded back to back into one buffer.

@@ -90,10 +90,15 @@ fn the_encoder_thread_writes_the_same_bytes_as_the_call() {
 
 #[test]
 fn generated_message_ids_are_fresh_uuids_and_reported() {
+    generated_ids(false);
+    generated_ids(true);
+}
+
+fn generated_ids(defer: bool) {
     let api = FakeApi::start();
     let outcomes = Outcomes::default();
     let analytics = client_for(&api)
-        .defer_encoding(true)
+        .defer_encoding(defer)
         .observer(outcomes.clone())
         .build()
         .unwrap();
