@@ -4,23 +4,19 @@ use std::io::{BufRead, BufReader};
 
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN_TOKEN, TestServer, WRITE_KEY, agent, basic, post};
+use crate::support::{ADMIN_TOKEN, TestServer, agent, send};
 
 fn seed(server: &TestServer) {
-    let body = json!({"batch": [
-        {"type": "identify", "userId": "alice", "traits": {"plan": "pro"}, "messageId": "m1"},
-        {"type": "track", "userId": "alice", "event": "Signed Up", "messageId": "m2"},
-        {"type": "track", "anonymousId": "anon-bob", "event": "Viewed", "messageId": "m3"},
-        {"type": "page", "userId": "carol", "name": "Pricing", "messageId": "m4"},
-        {"type": "track", "userId": "carol", "messageId": "m5"}
-    ]});
-    let (status, _) = post(
-        &server.url,
-        "/v1/batch",
-        &[("authorization", &basic(WRITE_KEY))],
-        body.to_string().as_bytes(),
+    send(
+        server,
+        vec![
+            json!({"type": "identify", "userId": "alice", "traits": {"plan": "pro"}, "messageId": "m1"}),
+            json!({"type": "track", "userId": "alice", "event": "Signed Up", "messageId": "m2"}),
+            json!({"type": "track", "anonymousId": "anon-bob", "event": "Viewed", "messageId": "m3"}),
+            json!({"type": "page", "userId": "carol", "name": "Pricing", "messageId": "m4"}),
+            json!({"type": "track", "userId": "carol", "messageId": "m5"}),
+        ],
     );
-    assert_eq!(status, 200);
 }
 
 fn ids(events: &[Value]) -> Vec<&str> {

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{OTHER_KEY, TestServer, WRITE_KEY, basic, gzip, post};
+use crate::support::{OTHER_KEY, TestServer, WRITE_KEY, basic, gzip, post, send_body};
 
 fn track(id: &str) -> Value {
     json!({"type": "track", "userId": "u1", "event": "Signed Up", "messageId": id,
@@ -100,13 +100,7 @@ fn server_fields_are_set_and_batch_fields_merged() {
         "context": {"locale": "en", "ip": "203.0.113.9"},
         "integrations": {"All": false, "Webhook": true}
     });
-    let (status, _) = post(
-        &server.url,
-        "/v1/batch",
-        &[("authorization", &basic(WRITE_KEY))],
-        body.to_string().as_bytes(),
-    );
-    assert_eq!(status, 200);
+    send_body(&server, &body);
     let events = server.events("");
     let track = events.iter().find(|e| e["type"] == "track").unwrap();
     assert_eq!(

@@ -195,12 +195,16 @@ pub(crate) fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 
 /// POSTs `messages` as one batch with the web source's key; asserts a 200.
 pub(crate) fn send(server: &TestServer, messages: Vec<Value>) {
-    let body = serde_json::json!({ "batch": messages }).to_string();
+    send_body(server, &serde_json::json!({ "batch": messages }));
+}
+
+/// POSTs a whole batch request body with the web source's key; asserts a 200.
+pub(crate) fn send_body(server: &TestServer, body: &Value) {
     let (status, answer) = post(
         &server.url,
         "/v1/batch",
         &[("authorization", &basic(WRITE_KEY))],
-        body.as_bytes(),
+        body.to_string().as_bytes(),
     );
     assert_eq!(status, 200, "{answer}");
 }
