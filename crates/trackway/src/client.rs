@@ -273,10 +273,10 @@ impl Analytics {
             } else {
                 Pending {
                     cost: (footprint.heap + PER_MESSAGE_OVERHEAD) as u64,
-                    json: footprint.json,
                     payload: Payload::Message {
                         message: Box::new(message),
                         generated_id,
+                        estimated_json: footprint.json,
                     },
                 }
             }
@@ -322,7 +322,6 @@ impl Analytics {
             }
             Ok(Pending {
                 cost: (scratch.len() + PER_MESSAGE_OVERHEAD) as u64,
-                json: scratch.len(),
                 payload: Payload::Encoded {
                     bytes: scratch.as_slice().into(),
                     id,

@@ -434,6 +434,14 @@ pub(crate) struct Validated {
     pub(crate) drop_timeout: Duration,
 }
 
+impl Validated {
+    /// Bytes of encoded messages, commas included, that fit in one request beside the
+    /// envelope: what the worker batches to and the encoder cuts requests by.
+    pub(crate) fn message_bytes_per_request(&self) -> usize {
+        self.max_batch_bytes - envelope_overhead(&self.write_key)
+    }
+}
+
 /// `<host>/v1/batch` for a region name or a base URL.
 fn batch_url(host: &str) -> Result<String, ConfigError> {
     let base = match host.trim().to_ascii_lowercase().as_str() {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, Sender};
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use trackway_protocol::{EncodeOptions, encode_message_with_id, envelope_overhead, write_batch};
+use trackway_protocol::{EncodeOptions, encode_message_with_id, write_batch};
 
 use crate::config::Validated;
 use crate::ledger::{Encoded, Payload, Pending, Slot, UUID_LEN, uuid_str};
@@ -90,7 +90,7 @@ impl Encoder {
         Encoder {
             options,
             writer: BodyWriter::new(config),
-            part_bytes: config.max_batch_bytes - envelope_overhead(&config.write_key),
+            part_bytes: config.message_bytes_per_request(),
         }
     }
 
@@ -129,7 +129,7 @@ impl Encoder {
             bytes: Vec::with_capacity(capacity),
             slots: Vec::with_capacity(pending.len()),
         };
-        for Pending { payload, cost, .. } in pending {
+        for Pending { payload, cost } in pending {
             let start = batch.bytes.len();
             let id = match payload {
                 Payload::Encoded { bytes, id } => {
@@ -139,6 +139,7 @@ impl Encoder {
                 Payload::Message {
                     message,
                     generated_id,
+                    ..
                 } => {
                     let mut buffer = [0; UUID_LEN];
                     let id = generated_id.map(|bits| uuid_str(bits, &mut buffer));

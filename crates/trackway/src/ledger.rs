@@ -21,8 +21,6 @@ pub(crate) struct Pending {
     pub(crate) payload: Payload,
     /// Bytes reserved in the budget.
     pub(crate) cost: u64,
-    /// Encoded size (estimated when not encoded yet), to batch by.
-    pub(crate) json: usize,
 }
 
 /// A message as the call left it.
@@ -35,12 +33,22 @@ pub(crate) enum Payload {
         message: Box<Message>,
         /// The random bits of the `messageId` to fill in, if the message has none.
         generated_id: Option<u128>,
+        /// Its estimated encoded size ([`trackway_protocol::Footprint::json`]).
+        estimated_json: usize,
     },
     /// Written by the call, with where its `messageId` value sits in the bytes.
     Encoded { bytes: Box<[u8]>, id: Range<usize> },
 }
 
 impl Pending {
+    /// The encoded size, or its estimate before encoding: what batches are cut by.
+    pub(crate) fn json_size(&self) -> usize {
+        match &self.payload {
+            Payload::Encoded { bytes, .. } => bytes.len(),
+            Payload::Message { estimated_json, .. } => *estimated_json,
+        }
+    }
+
     /// The `messageId` the message has or will have.
     pub(crate) fn message_id(&self) -> String {
         match &self.payload {
@@ -50,6 +58,7 @@ impl Pending {
             Payload::Message {
                 message,
                 generated_id,
+                ..
             } => match (&message.common().message_id, generated_id) {
                 (Some(id), _) => id.clone(),
                 (None, Some(bits)) => uuid_str(*bits, &mut [0; UUID_LEN]).to_owned(),

@@ -32,7 +32,6 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, never, select};
-use trackway_protocol::envelope_overhead;
 
 use crate::config::Validated;
 use crate::encoder::Prepared;
@@ -170,7 +169,7 @@ impl Worker {
     ) -> (Worker, Arc<Doorbell>) {
         let limits = Limits {
             flush_at: config.flush_at,
-            batch_bytes: config.max_batch_bytes - envelope_overhead(&config.write_key),
+            batch_bytes: config.message_bytes_per_request(),
             flush_interval: config.flush_interval,
         };
         let doorbell = Arc::new(Doorbell {
@@ -281,7 +280,7 @@ impl Worker {
             );
             return;
         }
-        self.queue_bytes += message.json + 1;
+        self.queue_bytes += message.json_size() + 1;
         self.queue.push_back(message);
         self.batch_started.get_or_insert_with(Instant::now);
     }
@@ -322,7 +321,7 @@ impl Worker {
         let mut batch = Vec::with_capacity(self.queue.len().min(self.limits.flush_at));
         let mut bytes = 0;
         while let Some(next) = self.queue.front() {
-            let size = next.json + 1;
+            let size = next.json_size() + 1;
             let full = batch.len() >= self.limits.flush_at
                 || (!batch.is_empty() && bytes + size > self.limits.batch_bytes);
             if full {
