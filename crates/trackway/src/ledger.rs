@@ -1,9 +1,10 @@
 //! The ledger: where every message's fate is written down exactly once.
 //!
-//! Callers, the worker and the sender share one [`Ledger`]. It owns the counters behind
-//! [`crate::Stats`], the memory [`Budget`], and the user's [`Observer`]; [`Ledger::settle`] is
-//! the single place an accepted message leaves the client, so the budget is always released and
-//! the outcome always counted and reported together.
+//! Callers, the worker, the encoder and the sender share one [`Ledger`]. It owns the counters
+//! behind [`crate::Stats`], the memory [`Budget`], and the user's [`Observer`];
+//! [`Ledger::settle`] (reached through `settle_pending` before a message is encoded and
+//! `settle_encoded` after) is the single place an accepted message leaves the client, so the
+//! budget is always released and the outcome always counted and reported together.
 
 use std::ops::Range;
 use std::sync::Arc;
