@@ -3,6 +3,7 @@
 use std::io::Read;
 use std::time::Duration;
 
+use super::resolve::CachingResolver;
 use super::{Request, Response, Transport, TransportError, TransportErrorKind};
 
 /// Most bytes of a response body kept for error reports.
@@ -71,7 +72,11 @@ impl HttpTransport {
             .proxy(proxy)
             .build();
         Ok(HttpTransport {
-            agent: config.into(),
+            agent: ureq::Agent::with_parts(
+                config,
+                ureq::unversioned::transport::DefaultConnector::new(),
+                CachingResolver::new(),
+            ),
         })
     }
 }

@@ -5,6 +5,7 @@
 //! The transport runs on the client's own sender thread, so a blocking implementation is right.
 
 mod http;
+mod resolve;
 
 pub use http::HttpTransport;
 pub(crate) use http::ProxySetting;
