@@ -17,6 +17,7 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value};
 
+use crate::json::{write_map, write_str, write_value};
 use crate::message::{Common, Message};
 use crate::time::write_timestamp;
 
@@ -38,7 +39,7 @@ impl EncodeOptions {
     ) -> EncodeOptions {
         let library = library.map(|(name, version)| {
             let mut bytes = Vec::new();
-            write_json(
+            write_value(
                 &mut bytes,
                 &serde_json::json!({ "name": name, "version": version }),
             );
@@ -246,12 +247,12 @@ pub fn encode_message_with_id(
 ) -> Option<Range<usize>> {
     let mut obj = ObjectWriter::open(out);
     obj.key("type");
-    write_json(obj.out, message.type_name());
+    write_str(obj.out, message.type_name());
     let common = message.common();
     let id_range = common.message_id.as_deref().or(id).map(|id| {
         obj.key("messageId");
         let start = obj.out.len();
-        write_json(obj.out, id);
+        write_str(obj.out, id);
         start..obj.out.len()
     });
     if let Some(at) = common.timestamp {
@@ -264,7 +265,7 @@ pub fn encode_message_with_id(
     write_context(&mut obj, common, options);
     if let Some(integrations) = &common.integrations {
         obj.key("integrations");
-        write_json(obj.out, integrations);
+        write_map(obj.out, integrations);
     }
     obj.close();
     id_range
@@ -316,21 +317,21 @@ impl Fields for ObjectWriter<'_> {
     fn text(&mut self, name: &str, value: Option<&String>) {
         if let Some(value) = value {
             self.key(name);
-            write_json(self.out, value);
+            write_str(self.out, value);
         }
     }
 
     fn value(&mut self, name: &str, value: &Value) {
         if !value.is_null() {
             self.key(name);
-            write_json(self.out, value);
+            write_value(self.out, value);
         }
     }
 
     fn members(&mut self, fields: &Map<String, Value>) {
         for (name, value) in fields {
             self.key(name);
-            write_json(self.out, value);
+            write_value(self.out, value);
         }
     }
 }
@@ -372,12 +373,12 @@ fn write_context(obj: &mut ObjectWriter<'_>, common: &Common, options: &EncodeOp
     let mut context = ObjectWriter::open(obj.out);
     for (name, value) in own.into_iter().flatten() {
         context.key(name);
-        write_json(context.out, value);
+        write_value(context.out, value);
     }
     for (name, value) in &options.default_context {
         if !own.is_some_and(|map| map.contains_key(name)) {
             context.key(name);
-            write_json(context.out, value);
+            write_value(context.out, value);
         }
     }
     if let Some(library) = library {
@@ -407,7 +408,7 @@ pub fn write_batch<'a>(
     out.extend_from_slice(b"],\"sentAt\":\"");
     write_timestamp(sent_at, out);
     out.extend_from_slice(b"\",\"writeKey\":");
-    write_json(out, write_key);
+    write_str(out, write_key);
     out.push(b'}');
 }
 
@@ -416,12 +417,6 @@ pub fn envelope_overhead(write_key: &str) -> usize {
     let mut out = Vec::new();
     write_batch([], SystemTime::UNIX_EPOCH, write_key, &mut out);
     out.len()
-}
-
-/// Serialises a JSON-able value into `out`.
-fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-    // Writing to a Vec cannot fail, and serde_json::Value and strings always serialise.
-    let _ = serde_json::to_writer(out, value);
 }
 
 /// Writes the members of one JSON object, tracking the commas.
@@ -441,7 +436,7 @@ impl<'a> ObjectWriter<'a> {
             self.out.push(b',');
         }
         self.first = false;
-        write_json(self.out, name);
+        write_str(self.out, name);
         self.out.push(b':');
     }
 

@@ -24,6 +24,7 @@
 //! ```
 
 pub mod encode;
+mod json;
 pub mod limits;
 pub mod message;
 pub mod time;
@@ -40,7 +41,8 @@ pub use validate::{ValidationError, validate, validate_json};
 
 /// Runs `data` through the encoder's properties, panicking if one fails: whatever
 /// [`Message::from_json`] accepts, [`encode_message`] writes valid JSON of the same `type`, and
-/// the messageId range it returns holds the messageId. Shared by the fuzz target and the test
+/// the messageId range it returns holds the messageId; and the encoder's JSON writer writes
+/// any value byte for byte as serde_json does. Shared by the fuzz target and the test
 /// that replays its corpus.
 #[doc(hidden)]
 pub fn fuzz_encode(data: &[u8]) {
@@ -48,6 +50,12 @@ pub fn fuzz_encode(data: &[u8]) {
     let Ok(value) = serde_json::from_slice::<Value>(data) else {
         return;
     };
+    let mut written = Vec::new();
+    json::write_value(&mut written, &value);
+    assert!(
+        serde_json::to_vec(&value).is_ok_and(|expected| expected == written),
+        "the JSON writer differs from serde_json on {value}"
+    );
     let Ok(message) = Message::from_json(value) else {
         return;
     };
