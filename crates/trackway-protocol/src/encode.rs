@@ -362,26 +362,30 @@ fn write_context(obj: &mut ObjectWriter<'_>, common: &Common, options: &EncodeOp
         Some(Value::Object(map)) => Some(map),
         _ => None,
     };
-    let has = |name: &str| {
-        own.is_some_and(|map| map.contains_key(name)) || options.default_context.contains_key(name)
-    };
-    let library = options.library.as_deref().filter(|_| !has("library"));
-    if own.is_none_or(Map::is_empty) && options.default_context.is_empty() && library.is_none() {
+    if own.is_none_or(Map::is_empty)
+        && options.default_context.is_empty()
+        && options.library.is_none()
+    {
         return;
     }
     obj.key("context");
     let mut context = ObjectWriter::open(obj.out);
+    // Whether either context names a library, noted while writing (a scan of names already
+    // being visited is cheaper than a hashed lookup).
+    let mut named_library = false;
     for (name, value) in own.into_iter().flatten() {
+        named_library |= name == "library";
         context.key(name);
         write_value(context.out, value);
     }
     for (name, value) in &options.default_context {
+        named_library |= name == "library";
         if !own.is_some_and(|map| map.contains_key(name)) {
             context.key(name);
             write_value(context.out, value);
         }
     }
-    if let Some(library) = library {
+    if let Some(library) = options.library.as_deref().filter(|_| !named_library) {
         context.key("library");
         context.out.extend_from_slice(library);
     }
