@@ -74,10 +74,15 @@ impl<R: Resolver> Resolver for CachingResolver<R> {
             addrs.push(SocketAddr::new(ip, port));
             return Ok(addrs);
         }
-        let key = authority.as_str();
+        // The answer holds ports, so the key is host and port: `http://h` and `https://h` are
+        // two entries. (The authority would also hold a proxy's credentials.)
+        let Some(port) = port else {
+            return self.inner.resolve(uri, config, timeout);
+        };
+        let key = format!("{host}:{port}");
         let now = Instant::now();
         if let Ok(cache) = self.cache.lock()
-            && let Some((at, addrs)) = cache.get(key)
+            && let Some((at, addrs)) = cache.get(&key)
             && now.duration_since(*at) < self.ttl
         {
             return Ok(addrs.clone());
@@ -88,7 +93,7 @@ impl<R: Resolver> Resolver for CachingResolver<R> {
                 cache.retain(|_, (at, _)| now.duration_since(*at) < self.ttl);
             }
             if cache.len() < MAX_ENTRIES {
-                cache.insert(key.to_owned(), (now, addrs.clone()));
+                cache.insert(key, (now, addrs.clone()));
             }
         }
         Ok(addrs)
@@ -102,7 +107,7 @@ mod tests {
 
     use super::*;
 
-    /// Answers 10.0.0.1 for any name and counts the lookups.
+    /// Answers 10.0.0.1 (with the URL's port) for any name and counts the lookups.
     #[derive(Debug, Default)]
     struct Counting {
         lookups: AtomicUsize,
@@ -119,8 +124,15 @@ mod tests {
             if uri.host() == Some("nowhere.invalid") {
                 return Err(ureq::Error::HostNotFound);
             }
+            let port = uri
+                .port_u16()
+                .unwrap_or(if uri.scheme_str() == Some("http") {
+                    80
+                } else {
+                    443
+                });
             let mut addrs = self.empty();
-            addrs.push(SocketAddr::new(Ipv4Addr::new(10, 0, 0, 1).into(), 443));
+            addrs.push(SocketAddr::new(Ipv4Addr::new(10, 0, 0, 1).into(), port));
             Ok(addrs)
         }
     }
@@ -155,6 +167,19 @@ mod tests {
         resolve(&resolver, "https://events.eu1.segmentapis.com/v1/batch").unwrap();
         resolve(&resolver, "https://api.segment.io:8443/v1/batch").unwrap();
         assert_eq!(inner.lookups.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn the_same_host_under_two_schemes_keeps_each_port() {
+        let inner = counting();
+        let resolver = CachingResolver::wrapping(inner, Duration::from_secs(3600));
+        let https = resolve(&resolver, "https://collector.example/v1/batch").unwrap();
+        let http = resolve(&resolver, "http://collector.example/v1/batch").unwrap();
+        assert_eq!(https, ["10.0.0.1:443".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(http, ["10.0.0.1:80".parse::<SocketAddr>().unwrap()]);
+        // Credentials in the URL (a proxy's) do not make another entry.
+        resolve(&resolver, "http://user:secret@collector.example/v1/batch").unwrap();
+        assert_eq!(inner.lookups.load(Ordering::SeqCst), 2);
     }
 
     #[test]

@@ -332,3 +332,23 @@ fn the_gzip_level_trades_bytes_for_cpu_and_not_content() {
         "level 9 sent {small_bytes} bytes, level 1 {fast_bytes}"
     );
 }
+
+#[test]
+fn a_host_given_by_name_is_resolved_and_reused() {
+    // `localhost` goes through the transport's name resolver (an IP address skips it); the
+    // second and third requests take the cached answer.
+    let api = FakeApi::start();
+    let analytics = client_for(&api)
+        .host(format!("http://localhost:{}", api.port()))
+        .build()
+        .unwrap();
+    for n in 0..3 {
+        analytics
+            .enqueue(Track::new("Resolved").user_id(format!("u{n}")))
+            .unwrap();
+        let report = analytics.flush(GENEROUS);
+        assert!(report.is_clean(), "{report}");
+    }
+    assert_eq!(api.accepted_messages().len(), 3);
+    assert_eq!(api.requests().len(), 3);
+}
