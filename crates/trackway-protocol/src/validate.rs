@@ -108,7 +108,7 @@ pub fn validate(message: &Message) -> Result<(), ValidationError> {
 /// Returns its kind.
 pub fn validate_json(message: &Map<String, Value>) -> Result<Kind, ValidationError> {
     let members = Members::of(message);
-    let kind = match members.kind {
+    let kind = match members.get("type") {
         Some(Value::String(kind)) if !kind.is_empty() => Kind::from_wire(kind),
         _ => return Err(ValidationError::MissingType),
     };
@@ -133,71 +133,49 @@ pub fn validate_json(message: &Map<String, Value>) -> Result<Kind, ValidationErr
     Ok(kind)
 }
 
-/// The members of a message object that validation reads, found in one pass over it. For
-/// objects of a few dozen members, comparing each name is several times cheaper than a hashed
-/// lookup of each wanted name (serde_json's ordered map hashes with SipHash).
-#[derive(Default)]
+/// The names of the members validation reads.
+const READ: [&str; 12] = [
+    "type",
+    "messageId",
+    "userId",
+    "anonymousId",
+    "context",
+    "integrations",
+    "timestamp",
+    "event",
+    "groupId",
+    "previousId",
+    "properties",
+    "traits",
+];
+
+/// The members of a message object that validation reads ([`READ`]), found in one pass over
+/// it. For objects of a few dozen members, comparing each name is several times cheaper than
+/// a hashed lookup of each wanted name (serde_json's ordered map hashes with SipHash).
 struct Members<'a> {
-    kind: Option<&'a Value>,
-    message_id: Option<&'a Value>,
-    user_id: Option<&'a Value>,
-    anonymous_id: Option<&'a Value>,
-    context: Option<&'a Value>,
-    integrations: Option<&'a Value>,
-    timestamp: Option<&'a Value>,
-    event: Option<&'a Value>,
-    group_id: Option<&'a Value>,
-    previous_id: Option<&'a Value>,
-    properties: Option<&'a Value>,
-    traits: Option<&'a Value>,
+    found: [Option<&'a Value>; READ.len()],
 }
 
 impl<'a> Members<'a> {
     fn of(object: &'a Map<String, Value>) -> Members<'a> {
-        let mut members = Members::default();
+        let mut found = [None; READ.len()];
         for (name, value) in object {
-            let slot = match name.as_str() {
-                "type" => &mut members.kind,
-                "messageId" => &mut members.message_id,
-                "userId" => &mut members.user_id,
-                "anonymousId" => &mut members.anonymous_id,
-                "context" => &mut members.context,
-                "integrations" => &mut members.integrations,
-                "timestamp" => &mut members.timestamp,
-                "event" => &mut members.event,
-                "groupId" => &mut members.group_id,
-                "previousId" => &mut members.previous_id,
-                "properties" => &mut members.properties,
-                "traits" => &mut members.traits,
-                _ => continue,
-            };
-            *slot = Some(value);
+            if let Some(i) = READ.iter().position(|read| read == name) {
+                found[i] = Some(value);
+            }
         }
-        members
+        Members { found }
     }
 
-    /// The member called `name` (one of those above), null if absent.
+    /// The member called `name` (one of [`READ`]), null if absent.
     fn field(&self, name: &str) -> &'a Value {
         self.get(name).unwrap_or(&Value::Null)
     }
 
-    /// The member called `name` (one of those above), if present.
+    /// The member called `name` (one of [`READ`]), if present.
     fn get(&self, name: &str) -> Option<&'a Value> {
-        match name {
-            "type" => self.kind,
-            "messageId" => self.message_id,
-            "userId" => self.user_id,
-            "anonymousId" => self.anonymous_id,
-            "context" => self.context,
-            "integrations" => self.integrations,
-            "timestamp" => self.timestamp,
-            "event" => self.event,
-            "groupId" => self.group_id,
-            "previousId" => self.previous_id,
-            "properties" => self.properties,
-            "traits" => self.traits,
-            _ => None,
-        }
+        let i = READ.iter().position(|read| *read == name)?;
+        self.found[i]
     }
 }
 
