@@ -266,13 +266,16 @@ impl Analytics {
         let pending = if inner.defer_encoding {
             // The call only sizes the message; the encoder thread writes it. What it may not
             // exceed is bounded without writing anything; only a message too big for the
-            // bound to settle the 32 KB limit is written here to find out.
+            // bound to settle the 32 KB limit is written here to find out. So is one that
+            // holds more memory than the whole budget (thousands of small values can): its
+            // bytes always fit, since the budget is at least one largest message.
             let footprint = footprint(&message, &inner.encode, generated_id.map(|_| UUID_LEN));
-            if footprint.max_json > MAX_MESSAGE_BYTES {
+            let held = (footprint.heap + PER_MESSAGE_OVERHEAD) as u64;
+            if footprint.max_json > MAX_MESSAGE_BYTES || held > inner.ledger.budget.limit() {
                 self.encode_here(&message, generated_id)?
             } else {
                 Pending {
-                    cost: (footprint.heap + PER_MESSAGE_OVERHEAD) as u64,
+                    cost: held,
                     payload: Payload::Message {
                         message: Box::new(message),
                         generated_id,

@@ -191,3 +191,25 @@ fn the_budget_counts_held_memory_and_is_released() {
     assert_eq!(analytics.stats().bytes_queued, 0);
     assert_eq!(analytics.stats().delivered, 5_000 - refused);
 }
+
+#[test]
+fn a_message_holding_more_memory_than_the_budget_is_encoded_at_the_call() {
+    let api = FakeApi::start();
+    let budget = 40 * 1024;
+    let analytics = client_for(&api)
+        .defer_encoding(true)
+        .max_queue_bytes(budget)
+        .build()
+        .unwrap();
+    // 5,000 booleans: under 32 KB of JSON even by the bound, but 160 KB of `Value`s on the
+    // heap, four times the budget.
+    let flags: Vec<bool> = (0..5_000).map(|n| n % 3 == 0).collect();
+    analytics
+        .track("u1", "Many flags", json!({"flags": flags}))
+        .unwrap();
+    assert!(analytics.flush(GENEROUS).is_clean());
+    let messages = api.accepted_messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0]["properties"]["flags"], json!(flags));
+    assert_eq!(analytics.stats().bytes_queued, 0);
+}
