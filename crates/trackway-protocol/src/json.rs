@@ -1,4 +1,4 @@
-//! JSON writing for the encoder: strings escaped eight bytes at a time, and `Value`s walked
+//! JSON writing for the encoder: strings checked for escapes eight bytes at a time, and `Value`s
 //! without serde. The output is byte for byte what `serde_json::to_writer` writes (the encode
 //! fuzz target checks this on every input).
 //!
