@@ -1,6 +1,6 @@
-//! JSON writing for the encoder: strings checked for escapes eight bytes at a time, and `Value`s
-//! without serde. The output is byte for byte what `serde_json::to_writer` writes (the encode
-//! fuzz target checks this on every input).
+//! JSON writing for the encoder: strings checked for escapes eight bytes at a time, and
+//! `Value`s walked without serde. The output is byte for byte what `serde_json::to_writer`
+//! writes (the encode fuzz target checks this on every input).
 //!
 //! Escaping dominated the encoder's profile: serde_json looks each byte up in a table. Most
 //! strings in analytics events (names, ids, URLs) need no escape at all, so the writer first
