@@ -133,7 +133,7 @@ pub fn validate_json(message: &Map<String, Value>) -> Result<Kind, ValidationErr
     Ok(kind)
 }
 
-/// The names of the members validation reads.
+/// The names of the members validation reads; the first six are also [`RESERVED_FIELDS`].
 const READ: [&str; 12] = [
     "type",
     "messageId",
@@ -217,15 +217,8 @@ fn validate_fields<'a>(
 }
 
 /// Names a custom message writes from its common fields; a custom field of the same name
-/// would put the key in the JSON twice.
-const RESERVED_FIELDS: [&str; 6] = [
-    "type",
-    "messageId",
-    "userId",
-    "anonymousId",
-    "context",
-    "integrations",
-];
+/// would put the key in the JSON twice. They are the first six names validation reads.
+const RESERVED_FIELDS: &[&str] = READ.split_at(6).0;
 
 fn check_custom_fields(members: &Members<'_>, common: &Common) -> Result<(), ValidationError> {
     // A member that is null is still written, so it counts as present.
