@@ -160,56 +160,62 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
 
     let started = Instant::now();
     let per_producer = args.events / args.producers;
-    let (latencies, callers_cpu): (Histogram<u64>, f64) = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..args.producers)
-            .map(|p| {
-                let analytics = analytics.clone();
-                let pool = &pool;
-                std::thread::Builder::new()
-                    .name(format!("bench-producer-{p}"))
-                    .spawn_scoped(scope, move || {
-                        // What cloning a message from the pool costs this thread: the
-                        // harness's work, taken out of the caller's CPU below.
-                        let calibration = per_producer.clamp(1, 100_000);
-                        let before = this_thread_cpu_seconds();
-                        for n in 0..calibration {
-                            drop(std::hint::black_box(
-                                pool[(p * 7919 + n) % pool.len()].clone(),
-                            ));
-                        }
-                        let clone_cost = (this_thread_cpu_seconds() - before) / calibration as f64;
-                        let cpu_before = this_thread_cpu_seconds();
-                        let mut latencies = latency_histogram()?;
-                        for n in 0..per_producer {
-                            let message = pool[(p * 7919 + n) % pool.len()].clone();
-                            let before = Instant::now();
-                            let result = analytics.enqueue(message);
-                            let nanos = before.elapsed().as_nanos();
-                            latencies.saturating_record(u64::try_from(nanos).unwrap_or(u64::MAX));
-                            if let Err(e) = result {
-                                return Err(e.to_string());
+    let (latencies, callers_cpu, harness_cpu): (Histogram<u64>, f64, f64) =
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..args.producers)
+                .map(|p| {
+                    let analytics = analytics.clone();
+                    let pool = &pool;
+                    std::thread::Builder::new()
+                        .name(format!("bench-producer-{p}"))
+                        .spawn_scoped(scope, move || {
+                            // What cloning a message from the pool costs this thread: the
+                            // harness's work, taken out of the caller's CPU below.
+                            let calibration = per_producer.clamp(1, 100_000);
+                            let before = this_thread_cpu_seconds();
+                            for n in 0..calibration {
+                                drop(std::hint::black_box(
+                                    pool[(p * 7919 + n) % pool.len()].clone(),
+                                ));
                             }
-                        }
-                        let cpu = this_thread_cpu_seconds() - cpu_before;
-                        Ok((latencies, (cpu - clone_cost * per_producer as f64).max(0.0)))
-                    })
-            })
-            .collect::<Result<_, _>>()
-            .map_err(|e| Failure::Failed(format!("cannot start a producer: {e}")))?;
-        let mut all = latency_histogram().map_err(Failure::Failed)?;
-        let mut callers_cpu = 0.0;
-        for worker in workers {
-            let outcome = worker
-                .join()
-                .map_err(|_| Failure::Failed("a producer panicked".into()))?;
-            let (latencies, cpu) =
-                outcome.map_err(|e| Failure::Failed(format!("a call failed: {e}")))?;
-            all.add(latencies)
-                .map_err(|e| Failure::Failed(e.to_string()))?;
-            callers_cpu += cpu;
-        }
-        Ok::<_, Failure>((all, callers_cpu))
-    })?;
+                            let clone_cost =
+                                (this_thread_cpu_seconds() - before) / calibration as f64;
+                            let cpu_before = this_thread_cpu_seconds();
+                            let mut latencies = latency_histogram()?;
+                            for n in 0..per_producer {
+                                let message = pool[(p * 7919 + n) % pool.len()].clone();
+                                let before = Instant::now();
+                                let result = analytics.enqueue(message);
+                                let nanos = before.elapsed().as_nanos();
+                                latencies
+                                    .saturating_record(u64::try_from(nanos).unwrap_or(u64::MAX));
+                                if let Err(e) = result {
+                                    return Err(e.to_string());
+                                }
+                            }
+                            let cpu = this_thread_cpu_seconds() - cpu_before;
+                            let cloning = clone_cost * per_producer as f64;
+                            Ok((latencies, (cpu - cloning).max(0.0), cloning))
+                        })
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|e| Failure::Failed(format!("cannot start a producer: {e}")))?;
+            let mut all = latency_histogram().map_err(Failure::Failed)?;
+            let mut callers_cpu = 0.0;
+            let mut harness_cpu = 0.0;
+            for worker in workers {
+                let outcome = worker
+                    .join()
+                    .map_err(|_| Failure::Failed("a producer panicked".into()))?;
+                let (latencies, cpu, cloning) =
+                    outcome.map_err(|e| Failure::Failed(format!("a call failed: {e}")))?;
+                all.add(latencies)
+                    .map_err(|e| Failure::Failed(e.to_string()))?;
+                callers_cpu += cpu;
+                harness_cpu += cloning;
+            }
+            Ok::<_, Failure>((all, callers_cpu, harness_cpu))
+        })?;
     let enqueued_in = started.elapsed();
     let report = analytics.shutdown(Duration::from_secs(600));
     let elapsed = started.elapsed();
@@ -238,7 +244,10 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
         "enqueue_seconds": enqueued_in.as_secs_f64(),
         "end_to_end_events_per_second": sent as f64 / elapsed.as_secs_f64(),
         "process_cpu_seconds": process_cpu_seconds(),
+        "client_cpu_seconds": client_cpu,
         "client_cpu_us_per_event": client_cpu * 1e6 / sent as f64,
+        "sink_cpu_seconds": thread_cpu_seconds(&["bench-sink"]),
+        "harness_cpu_seconds": harness_cpu,
         "peak_rss_mib": peak_rss_kib() as f64 / 1024.0,
         "wire_bytes_per_event": stats.bytes_sent as f64 / sent as f64,
         "requests": if args.target == "null" { counted.requests.load(Ordering::Relaxed) } else { 0 },
@@ -255,7 +264,7 @@ fn print(args: &BenchArgs, result: &Value) {
     } else {
         let f = |k: &str| result[k].as_f64().unwrap_or(0.0);
         format!(
-            "{} events, {} producers, target {}, gzip {} (level {}), defer encoding {}\n  caller:     p50 {:.0} ns, p99 {:.0} ns per call\n  end to end: {:.0} events/s\n  cpu:        {:.2} s process, {:.2} µs client per event\n  memory:     {:.1} MiB peak RSS\n  wire:       {:.1} bytes per event",
+            "{} events, {} producers, target {}, gzip {} (level {}), defer encoding {}\n  caller:     p50 {:.0} ns, p99 {:.0} ns per call\n  end to end: {:.0} events/s\n  cpu:        {:.2} s process: client {:.2} s ({:.2} µs per event), sink {:.2} s, cloning messages {:.2} s\n  memory:     {:.1} MiB peak RSS\n  wire:       {:.1} bytes per event",
             result["events"],
             result["producers"],
             args.target,
@@ -266,7 +275,10 @@ fn print(args: &BenchArgs, result: &Value) {
             f("caller_ns_p99"),
             f("end_to_end_events_per_second"),
             f("process_cpu_seconds"),
+            f("client_cpu_seconds"),
             f("client_cpu_us_per_event"),
+            f("sink_cpu_seconds"),
+            f("harness_cpu_seconds"),
             f("peak_rss_mib"),
             f("wire_bytes_per_event"),
         )
