@@ -5,5 +5,6 @@
     reason = "a test fails loudly at the first surprise"
 )]
 
+mod bench;
 mod send;
 mod serve;
