@@ -30,14 +30,41 @@ fn escape_mask(word: u64) -> u64 {
 /// Appends `s` as a JSON string, quotes included.
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
     if has_escape(bytes) {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
         write_escaped(out, bytes);
+        out.push(b'"');
+    } else if bytes.len() <= 16 {
+        write_short(out, bytes);
     } else {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
         out.extend_from_slice(bytes);
+        out.push(b'"');
     }
-    out.push(b'"');
+}
+
+/// Appends a clean string of at most 16 bytes, quoted, with fixed-size copies (two that
+/// overlap, for lengths between two powers of two) instead of a call to `memcpy`: most names
+/// and values in events are this short.
+fn write_short(out: &mut Vec<u8>, bytes: &[u8]) {
+    let n = bytes.len();
+    let start = out.len();
+    out.extend_from_slice(&[b'"'; 18]);
+    let quoted = &mut out[start..start + 18];
+    let body = &mut quoted[1..];
+    if n >= 8 {
+        body[..8].copy_from_slice(&bytes[..8]);
+        body[n - 8..n].copy_from_slice(&bytes[n - 8..]);
+    } else if n >= 4 {
+        body[..4].copy_from_slice(&bytes[..4]);
+        body[n - 4..n].copy_from_slice(&bytes[n - 4..]);
+    } else {
+        body[..n].copy_from_slice(bytes);
+    }
+    body[n] = b'"';
+    out.truncate(start + n + 2);
 }
 
 /// Whether any byte of `bytes` needs an escape: whole words, then the last word again
