@@ -12,7 +12,7 @@ pub mod samples;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -116,7 +116,31 @@ impl FakeApi {
     /// # Panics
     /// If the port cannot be bound: this is test support.
     pub fn start_on(port: u16) -> FakeApi {
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the fake API");
+        FakeApi::start_at(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// An address where nothing listens (connections are refused) until [`FakeApi::start_at`]
+    /// starts there: for tests of a server that is down and comes back. Each call gives
+    /// another loopback address (`127.1.x.y`), so no other fake, which binds `127.0.0.1`, and
+    /// no other test's down server can take the port in the meantime.
+    ///
+    /// # Panics
+    /// If no port can be bound: this is test support.
+    pub fn unused_addr() -> SocketAddr {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) % 65_536;
+        let ip = std::net::Ipv4Addr::new(127, 1, (n >> 8) as u8, (n & 0xff) as u8);
+        TcpListener::bind((ip, 0))
+            .and_then(|probe| probe.local_addr())
+            .expect("a free port on a loopback address")
+    }
+
+    /// Starts on `addr`.
+    ///
+    /// # Panics
+    /// If `addr` cannot be bound: this is test support.
+    pub fn start_at(addr: SocketAddr) -> FakeApi {
+        let listener = TcpListener::bind(addr).expect("bind the fake API");
         let addr = listener.local_addr().expect("local address");
         let state = Arc::new(State::default());
         let shared = Arc::clone(&state);

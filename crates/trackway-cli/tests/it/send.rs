@@ -226,12 +226,8 @@ fn a_rejection_exits_1_with_the_servers_reason() {
 
 #[test]
 fn an_unreachable_server_exits_1_at_the_timeout() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let output = send_track(&format!("http://127.0.0.1:{port}"), &["--timeout=1s"]);
+    let down = FakeApi::unused_addr();
+    let output = send_track(&format!("http://{down}"), &["--timeout=1s"]);
     assert_eq!(output.status.code(), Some(1));
     let text = stderr(&output);
     assert_eq!(text.lines().count(), 1, "{text}");

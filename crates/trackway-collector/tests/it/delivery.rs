@@ -348,16 +348,12 @@ fn forward_relays_to_a_second_collector() {
 
 #[test]
 fn forward_keeps_accepting_while_the_upstream_is_down() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let down = FakeApi::unused_addr();
     let temp = tempfile::tempdir().unwrap();
     let forward = DestinationConfig {
         name: "Upstream".into(),
         kind: Kind::Forward {
-            host: format!("http://127.0.0.1:{port}"),
+            host: format!("http://{down}"),
             write_key: "k".into(),
         },
         retry_window: None,
@@ -369,7 +365,7 @@ fn forward_keeps_accepting_while_the_upstream_is_down() {
     send(&edge, vec![track("held-1"), track("held-2")]);
     let (_, status) = edge.admin("/api/destinations");
     assert_eq!(destination(&status, "Upstream")["delivered"], 0);
-    let upstream = FakeApi::start_on(port);
+    let upstream = FakeApi::start_at(down);
     eventually("delivered once the upstream is up", || {
         acknowledged_batches(&upstream) == 2
     });

@@ -2,7 +2,6 @@
 //! is delivered and accepted exactly once, and the client's accounting adds up.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,17 +78,11 @@ fn connections_refused_for_ten_seconds() {
 }
 
 fn connections_refused_for_ten_seconds_with(defer: bool) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let analytics = client(format!("http://127.0.0.1:{port}"), defer)
-        .build()
-        .unwrap();
+    let down = FakeApi::unused_addr();
+    let analytics = client(format!("http://{down}"), defer).build().unwrap();
     enqueue_all(&analytics);
     std::thread::sleep(OUTAGE);
-    let api = FakeApi::start_on(port);
+    let api = FakeApi::start_at(down);
     assert_delivered_once(&api, &analytics);
     assert!(analytics.stats().retried > 0);
 }
@@ -191,13 +184,9 @@ fn server_down_for_good_memory_bounded_drops_counted_shutdown_honest() {
 }
 
 fn server_down_for_good_memory_bounded_drops_counted_shutdown_honest_with(defer: bool) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let down = FakeApi::unused_addr();
     let budget = 1024 * 1024;
-    let analytics = client(format!("http://127.0.0.1:{port}"), defer)
+    let analytics = client(format!("http://{down}"), defer)
         .max_queue_bytes(budget)
         .build()
         .unwrap();

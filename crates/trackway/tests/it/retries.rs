@@ -1,7 +1,6 @@
 //! Transient failures are retried until delivered; final ones are reported, not retried.
 
 use std::collections::HashSet;
-use std::net::TcpListener;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
@@ -130,14 +129,9 @@ fn retry_after_does_not_spend_the_retry_budget() {
 
 #[test]
 fn connection_refused_until_the_server_comes_up() {
-    // Reserve a port, then free it so connections to it are refused.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let down = FakeApi::unused_addr();
     let analytics = trackway::Analytics::builder(crate::support::WRITE_KEY)
-        .host(format!("http://127.0.0.1:{port}"))
+        .host(format!("http://{down}"))
         .backoff(Duration::from_millis(5), Duration::from_millis(50))
         .max_retries(1000)
         .no_proxy()
@@ -153,7 +147,7 @@ fn connection_refused_until_the_server_comes_up() {
         std::thread::sleep(Duration::from_millis(5));
         waited += 1;
     }
-    let api = FakeApi::start_on(port);
+    let api = FakeApi::start_at(down);
     let report = analytics.flush(GENEROUS);
     assert!(report.completed, "{report}");
     assert_eq!(analytics.stats().delivered, 3);
