@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::time::Duration;
 
-use super::resolve::CachingResolver;
+use super::resolve::{CachingResolver, Forget};
 use super::{Request, Response, Transport, TransportError, TransportErrorKind};
 
 /// Most bytes of a response body kept for error reports.
@@ -25,6 +25,8 @@ pub(crate) enum ProxySetting {
 #[derive(Debug, Clone)]
 pub struct HttpTransport {
     agent: ureq::Agent,
+    /// Empties the agent's name cache after a failed request (see `resolve`).
+    forget: Option<Forget>,
 }
 
 impl ProxySetting {
@@ -52,6 +54,7 @@ impl HttpTransport {
         // Only an explicit proxy URL can be invalid; FromEnv ignores unreadable variables.
         HttpTransport::new(timeout, &ProxySetting::FromEnv).unwrap_or_else(|_| HttpTransport {
             agent: ureq::Agent::new_with_defaults(),
+            forget: None,
         })
     }
 
@@ -71,12 +74,15 @@ impl HttpTransport {
             .max_redirects_will_error(false)
             .proxy(proxy)
             .build();
+        let resolver = CachingResolver::new();
+        let forget = Some(resolver.forget());
         Ok(HttpTransport {
             agent: ureq::Agent::with_parts(
                 config,
                 ureq::unversioned::transport::DefaultConnector::new(),
-                CachingResolver::new(),
+                resolver,
             ),
+            forget,
         })
     }
 }
@@ -87,7 +93,21 @@ impl Transport for HttpTransport {
         for (name, value) in request.headers {
             builder = builder.header(*name, value);
         }
-        let response = builder.send(request.body).map_err(map_error)?;
+        let response = builder.send(request.body).map_err(|error| {
+            let error = map_error(error);
+            // The host may have moved: look it up again on the retry.
+            if let Some(forget) = &self.forget
+                && matches!(
+                    error.kind,
+                    TransportErrorKind::Connect
+                        | TransportErrorKind::Timeout
+                        | TransportErrorKind::Io
+                )
+            {
+                forget.forget_all();
+            }
+            error
+        })?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()

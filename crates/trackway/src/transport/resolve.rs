@@ -7,11 +7,17 @@
 //!
 //! [`CachingResolver`] keeps each answer for [`RESOLVE_TTL`], which is shorter than typical
 //! DNS TTLs for API hosts, and answers an IP address in the URL without any lookup. A failed
-//! lookup is not cached: the next request asks again.
+//! lookup is not cached: the next request asks again. Nor is an answer trusted after a request
+//! fails: the transport calls [`Forget::forget_all`] on a connection or I/O error, so a host
+//! that moved (a DNS failover) is looked up again on the retry, as it would have been without
+//! the cache.
+//!
+//! It assumes ureq's default of any IP family (the client never sets another): unlike
+//! ureq's resolver it does not filter an IP address in the URL by family.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ureq::config::Config;
@@ -30,7 +36,23 @@ const MAX_ENTRIES: usize = 16;
 pub(crate) struct CachingResolver<R = DefaultResolver> {
     inner: R,
     ttl: Duration,
-    cache: Mutex<HashMap<String, (Instant, ResolvedSocketAddrs)>>,
+    cache: Arc<Cache>,
+}
+
+type Cache = Mutex<HashMap<String, (Instant, ResolvedSocketAddrs)>>;
+
+/// Empties a [`CachingResolver`]'s cache from outside it (the agent owns the resolver).
+#[derive(Debug, Clone)]
+pub(crate) struct Forget(Arc<Cache>);
+
+impl Forget {
+    /// Drops every remembered answer: the next request to each host looks it up again.
+    pub(crate) fn forget_all(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
 }
 
 impl CachingResolver {
@@ -46,8 +68,13 @@ impl<R: Resolver> CachingResolver<R> {
         CachingResolver {
             inner,
             ttl,
-            cache: Mutex::new(HashMap::new()),
+            cache: Arc::default(),
         }
+    }
+
+    /// A handle that empties this resolver's cache.
+    pub(crate) fn forget(&self) -> Forget {
+        Forget(Arc::clone(&self.cache))
     }
 }
 
@@ -64,6 +91,7 @@ impl<R: Resolver> Resolver for CachingResolver<R> {
         let port = authority.port_u16().or_else(|| match uri.scheme_str() {
             Some("https") => Some(443),
             Some("http") => Some(80),
+            Some("socks4" | "socks4a" | "socks5" | "socks5h") => Some(1080),
             _ => None,
         });
         let host = authority.host();
@@ -81,20 +109,23 @@ impl<R: Resolver> Resolver for CachingResolver<R> {
         };
         let key = format!("{host}:{port}");
         let now = Instant::now();
-        if let Ok(cache) = self.cache.lock()
-            && let Some((at, addrs)) = cache.get(&key)
-            && now.duration_since(*at) < self.ttl
-        {
-            return Ok(addrs.clone());
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .filter(|(at, _)| now.duration_since(*at) < self.ttl)
+            .map(|(_, addrs)| addrs.clone());
+        if let Some(addrs) = cached {
+            return Ok(addrs);
         }
         let addrs = self.inner.resolve(uri, config, timeout)?;
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= MAX_ENTRIES {
-                cache.retain(|_, (at, _)| now.duration_since(*at) < self.ttl);
-            }
-            if cache.len() < MAX_ENTRIES {
-                cache.insert(key, (now, addrs.clone()));
-            }
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= MAX_ENTRIES {
+            cache.retain(|_, (at, _)| now.duration_since(*at) < self.ttl);
+        }
+        if cache.len() < MAX_ENTRIES {
+            cache.insert(key, (now, addrs.clone()));
         }
         Ok(addrs)
     }
@@ -179,6 +210,18 @@ mod tests {
         assert_eq!(http, ["10.0.0.1:80".parse::<SocketAddr>().unwrap()]);
         // Credentials in the URL (a proxy's) do not make another entry.
         resolve(&resolver, "http://user:secret@collector.example/v1/batch").unwrap();
+        assert_eq!(inner.lookups.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn forgetting_makes_the_next_request_look_up_again() {
+        let inner = counting();
+        let resolver = CachingResolver::wrapping(inner, Duration::from_secs(3600));
+        let forget = resolver.forget();
+        resolve(&resolver, "https://api.segment.io/v1/batch").unwrap();
+        forget.forget_all();
+        resolve(&resolver, "https://api.segment.io/v1/batch").unwrap();
+        resolve(&resolver, "https://api.segment.io/v1/batch").unwrap();
         assert_eq!(inner.lookups.load(Ordering::SeqCst), 2);
     }
 
