@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 /// Bytes charged per message on top of the heap memory it holds: its slot in the queues.
 pub(crate) const PER_MESSAGE_OVERHEAD: usize = std::mem::size_of::<crate::ledger::Pending>();
 
+/// What the largest message the API accepts costs once encoded: the smallest budget allowed.
+pub(crate) const LARGEST_ENCODED_COST: u64 =
+    (trackway_protocol::MAX_MESSAGE_BYTES + PER_MESSAGE_OVERHEAD) as u64;
+
 /// What a call does when the budget is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

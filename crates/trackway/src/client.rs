@@ -13,7 +13,7 @@ use trackway_protocol::{
     ValidationError, encode_message_with_id, footprint, validate,
 };
 
-use crate::budget::{Budget, PER_MESSAGE_OVERHEAD};
+use crate::budget::{Budget, LARGEST_ENCODED_COST, PER_MESSAGE_OVERHEAD};
 use crate::config::{Builder, ConfigError, Validated};
 use crate::encoder::Encoder;
 use crate::ledger::{Ledger, Payload, Pending, UUID_LEN, uuid_str};
@@ -267,11 +267,12 @@ impl Analytics {
             // The call only sizes the message; the encoder thread writes it. What it may not
             // exceed is bounded without writing anything; only a message too big for the
             // bound to settle the 32 KB limit is written here to find out. So is one that
-            // holds more memory than the whole budget (thousands of small values can): its
-            // bytes always fit, since the budget is at least one largest message.
+            // holds more memory than its bytes could ever take (thousands of small values
+            // can): held, it could need more budget than there is, or wait long for it;
+            // encoded, it costs no more than a largest message, which always fits.
             let footprint = footprint(&message, &inner.encode, generated_id.map(|_| UUID_LEN));
             let held = (footprint.heap + PER_MESSAGE_OVERHEAD) as u64;
-            if footprint.max_json > MAX_MESSAGE_BYTES || held > inner.ledger.budget.limit() {
+            if footprint.max_json > MAX_MESSAGE_BYTES || held > LARGEST_ENCODED_COST {
                 self.encode_here(&message, generated_id)?
             } else {
                 Pending {

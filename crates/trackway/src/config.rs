@@ -9,7 +9,7 @@ use trackway_protocol::{
     MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, envelope_overhead,
 };
 
-use crate::budget::{Overflow, PER_MESSAGE_OVERHEAD};
+use crate::budget::{LARGEST_ENCODED_COST, Overflow};
 use crate::client::Analytics;
 use crate::outcome::Observer;
 use crate::retry::RetryPolicy;
@@ -364,10 +364,10 @@ impl Builder {
             (smallest_batch..=MAX_REQUEST_BYTES).contains(&self.max_batch_bytes),
             format!("between {smallest_batch} and {MAX_REQUEST_BYTES}"),
         )?;
-        let smallest_budget = MAX_MESSAGE_BYTES + PER_MESSAGE_OVERHEAD;
+        let smallest_budget = LARGEST_ENCODED_COST;
         range(
             "max_queue_bytes",
-            self.max_queue_bytes >= smallest_budget,
+            self.max_queue_bytes as u64 >= smallest_budget,
             format!("at least {smallest_budget}"),
         )?;
         range(

@@ -193,6 +193,27 @@ fn the_budget_counts_held_memory_and_is_released() {
 }
 
 #[test]
+fn a_message_holding_more_memory_than_its_bytes_is_charged_as_bytes() {
+    let api = FakeApi::start();
+    // Keep the batch in flight, so the budget is still charged when it is read.
+    api.push_replies([trackway_testkit::Reply::Delay(Duration::from_millis(500))]);
+    let analytics = client_for(&api).defer_encoding(true).build().unwrap();
+    // 160 KB of `Value`s on the heap, 25 KB once written: charged as the bytes, since
+    // holding it could take more budget than any encoded message.
+    let flags: Vec<bool> = (0..5_000).map(|n| n % 3 == 0).collect();
+    analytics
+        .track("u1", "Many flags", json!({"flags": flags}))
+        .unwrap();
+    let charged = analytics.stats().bytes_queued;
+    assert!(charged <= 33 * 1024, "charged {charged} bytes");
+    assert!(analytics.flush(GENEROUS).is_clean());
+    assert_eq!(
+        api.accepted_messages()[0]["properties"]["flags"],
+        json!(flags)
+    );
+}
+
+#[test]
 fn a_message_holding_more_memory_than_the_budget_is_encoded_at_the_call() {
     let api = FakeApi::start();
     let budget = 40 * 1024;
