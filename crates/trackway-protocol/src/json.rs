@@ -49,6 +49,7 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
 /// overlap, for lengths between two powers of two) instead of a call to `memcpy`: most names
 /// and values in events are this short.
 fn write_short(out: &mut Vec<u8>, bytes: &[u8]) {
+    debug_assert!(bytes.len() <= 16, "write_short takes at most 16 bytes");
     let n = bytes.len();
     let start = out.len();
     out.extend_from_slice(&[b'"'; 18]);
