@@ -182,14 +182,17 @@ mod tests {
             .map(|addrs| addrs.iter().copied().collect())
     }
 
-    fn counting() -> &'static Counting {
-        Box::leak(Box::default())
+    /// A resolver caching for `ttl` over a fresh counting one.
+    fn caching(ttl: Duration) -> (&'static Counting, CachingResolver<&'static Counting>) {
+        let inner: &'static Counting = Box::leak(Box::default());
+        (inner, CachingResolver::wrapping(inner, ttl))
     }
+
+    const HOUR: Duration = Duration::from_secs(3600);
 
     #[test]
     fn a_name_is_looked_up_once_within_the_ttl() {
-        let inner = counting();
-        let resolver = CachingResolver::wrapping(inner, Duration::from_secs(3600));
+        let (inner, resolver) = caching(HOUR);
         let first = resolve(&resolver, "https://api.segment.io/v1/batch").unwrap();
         let second = resolve(&resolver, "https://api.segment.io/v1/batch").unwrap();
         assert_eq!(first, second);
@@ -202,8 +205,7 @@ mod tests {
 
     #[test]
     fn the_same_host_under_two_schemes_keeps_each_port() {
-        let inner = counting();
-        let resolver = CachingResolver::wrapping(inner, Duration::from_secs(3600));
+        let (inner, resolver) = caching(HOUR);
         let https = resolve(&resolver, "https://collector.example/v1/batch").unwrap();
         let http = resolve(&resolver, "http://collector.example/v1/batch").unwrap();
         assert_eq!(https, ["10.0.0.1:443".parse::<SocketAddr>().unwrap()]);
@@ -215,8 +217,7 @@ mod tests {
 
     #[test]
     fn forgetting_makes_the_next_request_look_up_again() {
-        let inner = counting();
-        let resolver = CachingResolver::wrapping(inner, Duration::from_secs(3600));
+        let (inner, resolver) = caching(HOUR);
         let forget = resolver.forget();
         resolve(&resolver, "https://api.segment.io/v1/batch").unwrap();
         forget.forget_all();
@@ -227,8 +228,7 @@ mod tests {
 
     #[test]
     fn an_expired_answer_is_looked_up_again() {
-        let inner = counting();
-        let resolver = CachingResolver::wrapping(inner, Duration::ZERO);
+        let (inner, resolver) = caching(Duration::ZERO);
         resolve(&resolver, "https://api.segment.io/v1/batch").unwrap();
         resolve(&resolver, "https://api.segment.io/v1/batch").unwrap();
         assert_eq!(inner.lookups.load(Ordering::SeqCst), 2);
@@ -236,8 +236,7 @@ mod tests {
 
     #[test]
     fn a_failed_lookup_is_not_cached() {
-        let inner = counting();
-        let resolver = CachingResolver::wrapping(inner, Duration::from_secs(3600));
+        let (inner, resolver) = caching(HOUR);
         for _ in 0..2 {
             let error = resolve(&resolver, "https://nowhere.invalid/v1/batch").unwrap_err();
             assert!(matches!(error, ureq::Error::HostNotFound), "{error:?}");
@@ -247,8 +246,7 @@ mod tests {
 
     #[test]
     fn an_ip_address_needs_no_lookup() {
-        let inner = counting();
-        let resolver = CachingResolver::wrapping(inner, Duration::from_secs(3600));
+        let (inner, resolver) = caching(HOUR);
         assert_eq!(
             resolve(&resolver, "http://127.0.0.1:8080/v1/batch").unwrap(),
             ["127.0.0.1:8080".parse::<SocketAddr>().unwrap()]
