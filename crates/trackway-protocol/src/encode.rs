@@ -17,7 +17,7 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value};
 
-use crate::json::{write_map, write_str, write_value};
+use crate::json::{ObjectWriter, write_map, write_str, write_value};
 use crate::message::{Common, Message};
 use crate::time::write_timestamp;
 
@@ -330,8 +330,7 @@ impl Fields for ObjectWriter<'_> {
 
     fn members(&mut self, fields: &Map<String, Value>) {
         for (name, value) in fields {
-            self.key(name);
-            write_value(self.out, value);
+            self.member(name, value);
         }
     }
 }
@@ -375,14 +374,12 @@ fn write_context(obj: &mut ObjectWriter<'_>, common: &Common, options: &EncodeOp
     let mut named_library = false;
     for (name, value) in own.into_iter().flatten() {
         named_library |= name == "library";
-        context.key(name);
-        write_value(context.out, value);
+        context.member(name, value);
     }
     for (name, value) in &options.default_context {
         named_library |= name == "library";
         if !own.is_some_and(|map| map.contains_key(name)) {
-            context.key(name);
-            write_value(context.out, value);
+            context.member(name, value);
         }
     }
     if let Some(library) = options.library.as_deref().filter(|_| !named_library) {
@@ -421,30 +418,4 @@ pub fn envelope_overhead(write_key: &str) -> usize {
     let mut out = Vec::new();
     write_batch([], SystemTime::UNIX_EPOCH, write_key, &mut out);
     out.len()
-}
-
-/// Writes the members of one JSON object, tracking the commas.
-struct ObjectWriter<'a> {
-    out: &'a mut Vec<u8>,
-    first: bool,
-}
-
-impl<'a> ObjectWriter<'a> {
-    fn open(out: &'a mut Vec<u8>) -> ObjectWriter<'a> {
-        out.push(b'{');
-        ObjectWriter { out, first: true }
-    }
-
-    fn key(&mut self, name: &str) {
-        if !self.first {
-            self.out.push(b',');
-        }
-        self.first = false;
-        write_str(self.out, name);
-        self.out.push(b':');
-    }
-
-    fn close(self) {
-        self.out.push(b'}');
-    }
 }

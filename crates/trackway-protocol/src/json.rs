@@ -164,16 +164,44 @@ pub(crate) fn write_value(out: &mut Vec<u8>, value: &Value) {
 
 /// Appends `map` as a compact JSON object.
 pub(crate) fn write_map(out: &mut Vec<u8>, map: &Map<String, Value>) {
-    out.push(b'{');
-    for (i, (name, item)) in map.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_str(out, name);
-        out.push(b':');
-        write_value(out, item);
+    let mut object = ObjectWriter::open(out);
+    for (name, value) in map {
+        object.member(name, value);
     }
-    out.push(b'}');
+    object.close();
+}
+
+/// Writes the members of one JSON object, tracking the commas.
+pub(crate) struct ObjectWriter<'a> {
+    pub(crate) out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> ObjectWriter<'a> {
+    pub(crate) fn open(out: &'a mut Vec<u8>) -> ObjectWriter<'a> {
+        out.push(b'{');
+        ObjectWriter { out, first: true }
+    }
+
+    /// `"name":`, after a comma unless it is the first member; the value is the caller's.
+    pub(crate) fn key(&mut self, name: &str) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        write_str(self.out, name);
+        self.out.push(b':');
+    }
+
+    /// `"name":value`.
+    pub(crate) fn member(&mut self, name: &str, value: &Value) {
+        self.key(name);
+        write_value(self.out, value);
+    }
+
+    pub(crate) fn close(self) {
+        self.out.push(b'}');
+    }
 }
 
 #[cfg(test)]
