@@ -10,13 +10,13 @@ use crossbeam_channel::Sender;
 use serde_json::Value;
 use trackway_protocol::{
     Alias, EncodeOptions, Group, Identify, MAX_MESSAGE_BYTES, Message, Page, Screen, Track,
-    ValidationError, encode_message_with_id, footprint, validate,
+    ValidationError, footprint, validate,
 };
 
 use crate::budget::{Budget, LARGEST_ENCODED_COST, PER_MESSAGE_OVERHEAD};
 use crate::config::{Builder, ConfigError, Validated};
 use crate::encoder::Encoder;
-use crate::ledger::{Ledger, Payload, Pending, UUID_LEN, uuid_str};
+use crate::ledger::{Ledger, Payload, Pending, UUID_LEN, encode_into};
 use crate::outcome::{DropReason, FlushReport};
 use crate::sender::{BatchSender, SenderChannels};
 use crate::stats::Stats;
@@ -312,12 +312,9 @@ impl Analytics {
         message: &Message,
         generated_id: Option<u128>,
     ) -> Result<Pending, EnqueueError> {
-        let mut buffer = [0; UUID_LEN];
-        let generated = generated_id.map(|bits| uuid_str(bits, &mut buffer));
         SCRATCH.with_borrow_mut(|scratch| {
             scratch.clear();
-            let id = encode_message_with_id(message, generated, &self.inner.encode, scratch)
-                .unwrap_or(0..0);
+            let id = encode_into(message, generated_id, &self.inner.encode, scratch);
             if scratch.len() > MAX_MESSAGE_BYTES {
                 return Err(EnqueueError::TooLarge {
                     size: scratch.len(),

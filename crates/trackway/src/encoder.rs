@@ -17,10 +17,10 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, Sender};
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use trackway_protocol::{EncodeOptions, encode_message_with_id, write_batch};
+use trackway_protocol::{EncodeOptions, write_batch};
 
 use crate::config::Validated;
-use crate::ledger::{Encoded, Payload, Pending, Slot, UUID_LEN, uuid_str};
+use crate::ledger::{Encoded, Payload, Pending, Slot, encode_into};
 
 /// How long a body written ahead stays good: past this, its `sentAt` would be noticeably
 /// older than the request, so the sender writes it again.
@@ -140,12 +140,7 @@ impl Encoder {
                     message,
                     generated_id,
                     ..
-                } => {
-                    let mut buffer = [0; UUID_LEN];
-                    let id = generated_id.map(|bits| uuid_str(bits, &mut buffer));
-                    encode_message_with_id(&message, id, &self.options, &mut batch.bytes)
-                        .unwrap_or(0..0)
-                }
+                } => encode_into(&message, generated_id, &self.options, &mut batch.bytes),
             };
             batch.slots.push(Slot {
                 bytes: start..batch.bytes.len(),

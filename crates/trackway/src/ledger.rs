@@ -10,7 +10,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use trackway_protocol::Message;
+use trackway_protocol::{EncodeOptions, Message, encode_message_with_id};
 
 use crate::budget::Budget;
 use crate::outcome::{Observer, Outcome};
@@ -53,9 +53,7 @@ impl Pending {
     /// The `messageId` the message has or will have.
     pub(crate) fn message_id(&self) -> String {
         match &self.payload {
-            Payload::Encoded { bytes, id } => {
-                serde_json::from_slice(&bytes[id.clone()]).unwrap_or_default()
-            }
+            Payload::Encoded { bytes, id } => message_id_at(bytes, id),
             Payload::Message {
                 message,
                 generated_id,
@@ -71,6 +69,25 @@ impl Pending {
 
 /// Length of a hyphenated UUID.
 pub(crate) const UUID_LEN: usize = 36;
+
+/// Appends `message` encoded to `out`, with the messageId made of `generated_id` if it has
+/// none; returns where the messageId value sits in `out`. The one place both the call and
+/// the encoder thread encode.
+pub(crate) fn encode_into(
+    message: &Message,
+    generated_id: Option<u128>,
+    options: &EncodeOptions,
+    out: &mut Vec<u8>,
+) -> Range<usize> {
+    let mut buffer = [0; UUID_LEN];
+    let generated = generated_id.map(|bits| uuid_str(bits, &mut buffer));
+    encode_message_with_id(message, generated, options, out).unwrap_or(0..0)
+}
+
+/// The `messageId` whose JSON string value sits at `at` in `bytes`, unescaped.
+fn message_id_at(bytes: &[u8], at: &Range<usize>) -> String {
+    serde_json::from_slice(&bytes[at.clone()]).unwrap_or_default()
+}
 
 /// The hyphenated UUID (version 4 bits set) made of `bits`, written into `buffer`.
 pub(crate) fn uuid_str(bits: u128, buffer: &mut [u8; UUID_LEN]) -> &str {
@@ -105,7 +122,7 @@ impl Encoded {
     }
 
     fn message_id(&self, slot: &Slot) -> String {
-        serde_json::from_slice(&self.bytes[slot.id.clone()]).unwrap_or_default()
+        message_id_at(&self.bytes, &slot.id)
     }
 }
 
