@@ -37,7 +37,7 @@ pub use encode::{
 pub use limits::{MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, MESSAGE_ID_CHAR_LIMIT};
 pub use message::{Alias, Common, Custom, Group, Identify, Kind, Message, Page, Screen, Track};
 pub use time::{format_timestamp, write_timestamp};
-pub use validate::{ValidationError, validate, validate_json};
+pub use validate::{Checked, ValidationError, check, validate, validate_json};
 
 /// Runs `data` through the encoder's properties, panicking if one fails: whatever
 /// [`Message::from_json`] accepts, [`encode_message`] writes valid JSON of the same `type`, and

@@ -61,9 +61,25 @@ pub enum ValidationError {
 
 /// Checks `message` against the rules of its type.
 pub fn validate(message: &Message) -> Result<(), ValidationError> {
+    check(message).map(drop)
+}
+
+/// What [`check`] noticed about a valid message, for a client filling in its defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Checked {
+    /// A custom message that carries its own `timestamp` field: it is sent as given, so no
+    /// timestamp should be added.
+    pub has_timestamp_field: bool,
+}
+
+/// [`validate`], also saying what a client needs to know to fill in defaults, found in the
+/// same pass over the message.
+pub fn check(message: &Message) -> Result<Checked, ValidationError> {
     let common = message.common();
     check_common(common)?;
     let kind = message.kind();
+    let mut checked = Checked::default();
     match message {
         Message::Identify(m) => {
             require_identity(&kind, common)?;
@@ -93,6 +109,7 @@ pub fn validate(message: &Message) -> Result<(), ValidationError> {
         }
         Message::Custom(m) => {
             let members = Members::of(&m.fields);
+            checked.has_timestamp_field = members.get("timestamp").is_some();
             check_custom_fields(&members, common)?;
             validate_fields(
                 &kind,
@@ -101,7 +118,8 @@ pub fn validate(message: &Message) -> Result<(), ValidationError> {
                 |name| members.field(name),
             )
         }
-    }
+    }?;
+    Ok(checked)
 }
 
 /// Checks one message as it arrived on the wire, without converting it: the collector's path.
@@ -419,6 +437,25 @@ mod tests {
         assert_eq!(
             validate(&stamped.into()),
             Err(ValidationError::ReservedField { field: "timestamp" })
+        );
+    }
+
+    #[test]
+    fn check_notes_a_custom_timestamp_field() {
+        let plain = crate::Custom::new("step").user_id("u");
+        assert_eq!(
+            super::check(&plain.clone().into()).map(|c| c.has_timestamp_field),
+            Ok(false)
+        );
+        let stamped = plain.field("timestamp", json!("2020-01-01T00:00:00Z"));
+        assert_eq!(
+            super::check(&stamped.into()).map(|c| c.has_timestamp_field),
+            Ok(true)
+        );
+        let track: Message = crate::Track::new("E").user_id("u").into();
+        assert_eq!(
+            super::check(&track).map(|c| c.has_timestamp_field),
+            Ok(false)
         );
     }
 

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::Sender;
 use serde_json::Value;
 use trackway_protocol::{
-    Alias, EncodeOptions, Group, Identify, MAX_MESSAGE_BYTES, Message, Page, Screen, Track,
-    ValidationError, footprint, validate,
+    Alias, Checked, EncodeOptions, Group, Identify, MAX_MESSAGE_BYTES, Message, Page, Screen,
+    Track, ValidationError, check, footprint,
 };
 
 use crate::budget::{Budget, LARGEST_ENCODED_COST, PER_MESSAGE_OVERHEAD};
@@ -261,8 +261,8 @@ impl Analytics {
         if inner.ledger.is_closed() {
             return Err(EnqueueError::Closed);
         }
-        validate(&message)?;
-        let generated_id = fill_defaults(&mut message);
+        let checked = check(&message)?;
+        let generated_id = fill_defaults(&mut message, checked);
         let pending = if inner.defer_encoding {
             // The call only sizes the message; the encoder thread writes it. What it may not
             // exceed is bounded without writing anything; only a message too big for the
@@ -367,15 +367,12 @@ impl Analytics {
     }
 }
 
-/// Gives the message a `timestamp` when it has none, and returns the random bits of the
-/// `messageId` to fill in when it is encoded, when it has none.
-fn fill_defaults(message: &mut Message) -> Option<u128> {
-    let keeps_raw_timestamp = match message {
-        Message::Custom(custom) => custom.fields.contains_key("timestamp"),
-        _ => false,
-    };
+/// Gives the message a `timestamp` when it has none (and no raw one of its own, which
+/// `checked` tells), and returns the random bits of the `messageId` to fill in when it is
+/// encoded, when it has none.
+fn fill_defaults(message: &mut Message, checked: Checked) -> Option<u128> {
     let common = message.common_mut();
-    if common.timestamp.is_none() && !keeps_raw_timestamp {
+    if common.timestamp.is_none() && !checked.has_timestamp_field {
         common.timestamp = Some(SystemTime::now());
     }
     common.message_id.is_none().then(|| fastrand::u128(..))
