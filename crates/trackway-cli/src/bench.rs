@@ -158,18 +158,29 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
         .build()
         .map_err(|e| Failure::Usage(e.to_string()))?;
 
-    let started = Instant::now();
     let per_producer = args.events / args.producers;
+    // The producers calibrate their harness cost first, then wait at the gate, which opens
+    // when all have: the clocks measure the run alone.
+    let gate = std::sync::RwLock::new(());
+    let (ready, calibrated) = std::sync::mpsc::channel::<()>();
+    let mut started = Instant::now();
+    let mut cpu_at_start = 0.0;
     let (latencies, callers_cpu, harness_cpu): (Histogram<u64>, f64, f64) =
         std::thread::scope(|scope| {
+            let closed = gate.write().map_err(|e| Failure::Failed(e.to_string()))?;
             let workers: Vec<_> = (0..args.producers)
                 .map(|p| {
                     let analytics = analytics.clone();
                     let pool = &pool;
+                    let (gate, ready) = (&gate, ready.clone());
                     std::thread::Builder::new()
                         .name(format!("bench-producer-{p}"))
                         .spawn_scoped(scope, move || {
-                            let harness_cost = harness_cost_per_call(pool, p, per_producer)?;
+                            let harness_cost = harness_cost_per_call(pool, p, per_producer);
+                            let _ = ready.send(());
+                            drop(ready);
+                            drop(gate.read());
+                            let harness_cost = harness_cost?;
                             let cpu_before = this_thread_cpu_seconds();
                             let mut latencies = latency_histogram()?;
                             for n in 0..per_producer {
@@ -190,6 +201,12 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
                 })
                 .collect::<Result<_, _>>()
                 .map_err(|e| Failure::Failed(format!("cannot start a producer: {e}")))?;
+            drop(ready);
+            // Ends early only if a producer died before it was ready; its join says why.
+            while calibrated.recv().is_ok() {}
+            drop(closed);
+            started = Instant::now();
+            cpu_at_start = process_cpu_seconds();
             let mut all = latency_histogram().map_err(Failure::Failed)?;
             let mut callers_cpu = 0.0;
             let mut harness_cpu = 0.0;
@@ -233,7 +250,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
         "caller_ns_p99": percentile(0.99),
         "enqueue_seconds": enqueued_in.as_secs_f64(),
         "end_to_end_events_per_second": sent as f64 / elapsed.as_secs_f64(),
-        "process_cpu_seconds": process_cpu_seconds(),
+        "process_cpu_seconds": process_cpu_seconds() - cpu_at_start,
         "client_cpu_seconds": client_cpu,
         "client_cpu_us_per_event": client_cpu * 1e6 / sent as f64,
         "sink_cpu_seconds": thread_cpu_seconds(&["bench-sink"]),
