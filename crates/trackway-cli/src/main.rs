@@ -9,6 +9,18 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// With `--features jemalloc`, the whole process allocates through jemalloc.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// The process's allocator, as `trackway bench` reports it.
+pub(crate) const ALLOCATOR_NAME: &str = if cfg!(feature = "jemalloc") {
+    "jemalloc"
+} else {
+    "system"
+};
+
 mod admin_api;
 mod bench;
 mod import;
