@@ -24,8 +24,8 @@ pub const OREGON_HOST: &str = "https://api.segment.io";
 pub const DUBLIN_HOST: &str = "https://events.eu1.segmentapis.com";
 
 /// Default [`Builder::flush_at`]: analytics-java's and analytics-go's batch size. Large enough
-/// to amortise a request over many events, small enough (≈ 75 KB of typical events) that one
-/// lost request is a small loss.
+/// to amortise a request over many events, small enough (≈ 75 KB of typical events) that a
+/// quiet service's events go out in small requests; under load, batches grow to the byte limit.
 pub const DEFAULT_FLUSH_AT: usize = 250;
 
 /// Default [`Builder::max_batch_bytes`]: the API's own request limit; the envelope is counted.
@@ -201,7 +201,10 @@ impl Builder {
         self
     }
 
-    /// Sends a batch as soon as this many messages are queued (1 to 2500).
+    /// Sends a batch as soon as this many messages are queued (1 to 2500). While earlier
+    /// batches are still on their way (a slow server, or more traffic than one request at a
+    /// time carries), the next batch takes everything queued meanwhile, up to
+    /// [`Builder::max_batch_bytes`] and 2500 messages: under load, fewer and larger requests.
     pub fn flush_at(mut self, messages: usize) -> Self {
         self.flush_at = messages;
         self

@@ -14,6 +14,8 @@
 //!   encoded or being encoded. The encoder and the sender each take batches one at a time in
 //!   arrival order, so messages reach the server in the order they were accepted (an identify
 //!   is never overtaken by the track that follows it).
+//! - A batch closes at `flush_at` messages, except behind batches still in flight: then it
+//!   takes everything queued meanwhile, up to the request's byte and message limits.
 //! - Control messages travel on their own channel, so a flush never queues behind data.
 //! - While nothing is queued and nobody waits, the worker sleeps in `select` with no timeout:
 //!   an idle client costs no CPU.
@@ -32,6 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, never, select};
+use trackway_protocol::MAX_BATCH_MESSAGES;
 
 use crate::config::Validated;
 use crate::encoder::Prepared;
@@ -318,11 +321,20 @@ impl Worker {
         if !due {
             return;
         }
-        let mut batch = Vec::with_capacity(self.queue.len().min(self.limits.flush_at));
+        // Behind batches still on their way, a batch takes all that has piled up meanwhile,
+        // to the request's limits: under load, fewer and larger requests (less overhead on
+        // both ends, and fewer requests per second against the API's rate limit). With
+        // nothing in flight it closes at `flush_at`, as configured.
+        let most = if self.in_flight > 0 {
+            MAX_BATCH_MESSAGES
+        } else {
+            self.limits.flush_at
+        };
+        let mut batch = Vec::with_capacity(self.queue.len().min(most));
         let mut bytes = 0;
         while let Some(next) = self.queue.front() {
             let size = next.json_size() + 1;
-            let full = batch.len() >= self.limits.flush_at
+            let full = batch.len() >= most
                 || (!batch.is_empty() && bytes + size > self.limits.batch_bytes);
             if full {
                 break;

@@ -1,5 +1,7 @@
 //! Batches by count, bytes and age, in order.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::Duration;
 
 use serde_json::json;
@@ -11,12 +13,128 @@ use crate::support::{GENEROUS, client_for};
 fn batches_close_at_the_message_count() {
     let api = FakeApi::start();
     let analytics = client_for(&api).flush_at(5).build().unwrap();
-    for n in 0..12 {
+    let mut n = 0;
+    for sent in [1, 2] {
+        // Nothing in flight: the fifth message closes the batch, no flush needed.
+        for _ in 0..5 {
+            analytics.track("u1", "Counted", json!({"n": n})).unwrap();
+            n += 1;
+        }
+        assert!(api.wait_for_requests(sent, GENEROUS), "batch {sent} sent");
+    }
+    for _ in 0..2 {
         analytics.track("u1", "Counted", json!({"n": n})).unwrap();
+        n += 1;
     }
     assert!(analytics.flush(GENEROUS).is_clean());
     let sizes: Vec<usize> = api.requests().iter().map(|r| r.messages().len()).collect();
     assert_eq!(sizes, [5, 5, 2]);
+}
+
+/// Makes `api` hold the first request it gets until [`Held::release`].
+struct Held {
+    arrived: mpsc::Receiver<()>,
+    gate: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Held {
+    fn first_request_of(api: &FakeApi) -> Held {
+        let (arrived, first_arrived) = mpsc::channel();
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let held = Arc::clone(&gate);
+        let first = AtomicBool::new(true);
+        api.set_rule(move |_| {
+            if first.swap(false, Ordering::SeqCst) {
+                let _ = arrived.send(());
+                let (open, opened) = &*held;
+                let mut open = open.lock().unwrap();
+                while !*open {
+                    open = opened.wait(open).unwrap();
+                }
+            }
+            None
+        });
+        Held {
+            arrived: first_arrived,
+            gate,
+        }
+    }
+
+    /// Waits until the first request is being held.
+    fn wait_for_it(&self) {
+        self.arrived.recv_timeout(GENEROUS).unwrap();
+    }
+
+    fn release(&self) {
+        *self.gate.0.lock().unwrap() = true;
+        self.gate.1.notify_all();
+    }
+}
+
+#[test]
+fn behind_a_request_in_flight_batches_take_everything_queued() {
+    let api = FakeApi::start();
+    let held = Held::first_request_of(&api);
+    let analytics = client_for(&api).flush_at(5).gzip(false).build().unwrap();
+    for n in 0..5 {
+        analytics.track("u1", "Queued", json!({"n": n})).unwrap();
+    }
+    held.wait_for_it();
+    for n in 5..400 {
+        analytics.track("u1", "Queued", json!({"n": n})).unwrap();
+    }
+    held.release();
+    assert!(analytics.flush(GENEROUS).is_clean());
+
+    let sizes: Vec<usize> = api.requests().iter().map(|r| r.messages().len()).collect();
+    assert_eq!(sizes[0], 5, "nothing was in flight: {sizes:?}");
+    // Closing at 5 would take 80 requests; a few batches go out while the first is held
+    // (the pipeline holds four), then one takes the rest.
+    assert!(sizes.len() <= 6, "{sizes:?}");
+    assert!(sizes.iter().any(|&size| size > 100), "{sizes:?}");
+    let order: Vec<i64> = api
+        .accepted_messages()
+        .iter()
+        .map(|m| m["properties"]["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(order, (0..400).collect::<Vec<_>>());
+}
+
+#[test]
+fn batches_behind_a_request_in_flight_stay_within_the_byte_limit() {
+    let api = FakeApi::start();
+    let held = Held::first_request_of(&api);
+    let limit = 40 * 1024;
+    let analytics = client_for(&api)
+        .flush_at(2)
+        .max_batch_bytes(limit)
+        .gzip(false)
+        .build()
+        .unwrap();
+    let track = |n: i32| {
+        analytics
+            .track("u1", "Heavy", json!({"n": n, "pad": "p".repeat(2 * 1024)}))
+            .unwrap();
+    };
+    (0..2).for_each(track);
+    held.wait_for_it();
+    (2..100).for_each(track);
+    held.release();
+    assert!(analytics.flush(GENEROUS).is_clean());
+    let requests = api.requests();
+    for request in &requests {
+        assert!(
+            request.raw_body.len() <= limit,
+            "{} > {limit}",
+            request.raw_body.len()
+        );
+    }
+    let sizes: Vec<usize> = requests.iter().map(|r| r.messages().len()).collect();
+    assert!(
+        sizes.iter().any(|&size| size > 2),
+        "batches grew: {sizes:?}"
+    );
+    assert_eq!(api.accepted_messages().len(), 100);
 }
 
 #[test]
