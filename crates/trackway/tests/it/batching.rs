@@ -92,12 +92,7 @@ fn behind_a_request_in_flight_batches_take_everything_queued() {
     // (the pipeline holds four), then one takes the rest.
     assert!(sizes.len() <= 6, "{sizes:?}");
     assert!(sizes.iter().any(|&size| size > 100), "{sizes:?}");
-    let order: Vec<i64> = api
-        .accepted_messages()
-        .iter()
-        .map(|m| m["properties"]["n"].as_i64().unwrap())
-        .collect();
-    assert_eq!(order, (0..400).collect::<Vec<_>>());
+    assert_eq!(arrival_order(&api), (0..400).collect::<Vec<_>>());
 }
 
 #[test]
@@ -172,12 +167,7 @@ fn messages_arrive_in_the_order_they_were_accepted() {
         analytics.track("u1", "Ordered", json!({"n": n})).unwrap();
     }
     assert!(analytics.flush(GENEROUS).is_clean());
-    let order: Vec<i64> = api
-        .accepted_messages()
-        .iter()
-        .map(|m| m["properties"]["n"].as_i64().unwrap())
-        .collect();
-    assert_eq!(order, (0..500).collect::<Vec<_>>());
+    assert_eq!(arrival_order(&api), (0..500).collect::<Vec<_>>());
 }
 
 #[test]
@@ -226,4 +216,12 @@ fn many_threads_share_one_client() {
             "each thread's order is kept"
         );
     }
+}
+
+/// The `n` property of every message the server accepted, in arrival order.
+fn arrival_order(api: &FakeApi) -> Vec<i64> {
+    api.accepted_messages()
+        .iter()
+        .map(|m| m["properties"]["n"].as_i64().unwrap())
+        .collect()
 }
