@@ -348,7 +348,10 @@ impl Analytics {
     }
 
     /// Flushes, then stops: what is still queued at the deadline is dropped (and reported),
-    /// and later calls return [`EnqueueError::Closed`]. Idempotent.
+    /// and later calls return [`EnqueueError::Closed`]. Idempotent. Returns by the deadline
+    /// plus at most 100 ms, in which a batch waiting to be retried is settled as dropped; only
+    /// a batch whose request is still on the wire is reported pending (its outcome comes
+    /// later, through [`Analytics::stats`] and the observer).
     pub fn shutdown(&self, timeout: Duration) -> FlushReport {
         self.inner.request_blocking(timeout, true)
     }
@@ -426,7 +429,8 @@ impl Inner {
 }
 
 /// Extra time a blocked caller allows the worker beyond the deadline before reporting from
-/// the counters itself (only if the worker thread died).
+/// the counters itself (only if the worker thread died). It covers the worker's own grace for
+/// the sender at a shutdown (`worker::SETTLE_GRACE`, 100 ms) and scheduling delays.
 const REPLY_MARGIN: Duration = Duration::from_millis(250);
 
 /// A report built from the counters, when the worker could not answer.

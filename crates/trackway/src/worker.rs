@@ -162,6 +162,12 @@ pub(crate) struct Channels {
 /// over two on 2 cores).
 const MAX_IN_FLIGHT: usize = 4;
 
+/// How long a shutdown past its deadline waits for the sender to settle the batch it holds
+/// once told to abandon it. A sender waiting out a backoff or a `Retry-After` does so at once,
+/// so the report can say "dropped" instead of "pending"; one with a request on the wire cannot,
+/// and the report says "pending" after this long.
+const SETTLE_GRACE: Duration = Duration::from_millis(100);
+
 impl Worker {
     /// The worker, and the doorbell its callers ring (see [`Doorbell`]).
     pub(crate) fn new(
@@ -383,6 +389,7 @@ impl Worker {
             self.cancel = None;
             self.drop_unsent();
             self.drop_queue(DropReason::Shutdown, "shutdown deadline passed");
+            self.await_sender(now + SETTLE_GRACE);
         }
         let report = self.ledger.stats().report_since(&waiter.start, completed);
         if !completed {
@@ -394,6 +401,20 @@ impl Worker {
             );
         }
         waiter.reply.send(report);
+    }
+
+    /// Takes the sender's reports of settled batches until none is in flight or `until`.
+    fn await_sender(&mut self, until: Instant) {
+        while self.in_flight > 0 {
+            match self.done.recv_deadline(until) {
+                Ok(settled) => {
+                    self.settled += settled;
+                    self.in_flight -= 1;
+                }
+                // Out of time, or the sender is gone (the main loop sees that too).
+                Err(_) => break,
+            }
+        }
     }
 
     /// Drops the batches past the worker that are not on the wire yet (shutdown deadline).

@@ -60,6 +60,24 @@ fn shutdown_returns_at_its_deadline_and_closes_the_client() {
 }
 
 #[test]
+fn shutdown_past_its_deadline_reports_a_batch_waiting_to_retry_as_dropped() {
+    let api = FakeApi::start();
+    api.set_rule(|_| Some(Reply::RetryAfter(429, "60".into())));
+    let analytics = client_for(&api).flush_at(3).build().unwrap();
+    for _ in 0..3 {
+        analytics.track("u1", "Throttled", json!({})).unwrap();
+    }
+    // The batch was sent and refused: the sender now waits out the Retry-After.
+    assert!(api.wait_for_requests(1, GENEROUS));
+    let report = analytics.shutdown(Duration::from_millis(100));
+    assert!(!report.completed);
+    // Told to abandon the wait, the sender settles the batch before the report is written.
+    assert_eq!(report.pending, 0, "{report}");
+    assert_eq!(report.dropped.get(DropReason::Shutdown), 3, "{report}");
+    assert_eq!(analytics.stats().pending(), 0);
+}
+
+#[test]
 fn dropping_the_last_handle_delivers_what_was_queued() {
     let api = FakeApi::start();
     let analytics = client_for(&api)
