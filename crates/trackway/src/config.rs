@@ -344,7 +344,7 @@ impl Builder {
         Analytics::start(self.validate()?)
     }
 
-    fn validate(self) -> Result<Validated, ConfigError> {
+    pub(crate) fn validate(self) -> Result<Validated, ConfigError> {
         if self.write_key.is_empty() {
             return Err(ConfigError::EmptyWriteKey);
         }

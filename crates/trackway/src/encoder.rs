@@ -47,17 +47,19 @@ pub(crate) struct BodyWriter {
     /// 300 KB of tables, a cost per request that `reset` avoids. `None` sends bodies
     /// uncompressed.
     deflate: Option<DeflateEncoder<Vec<u8>>>,
+    /// The gzip level, for a new stream.
+    level: Compression,
     /// The uncompressed envelope, when gzipping.
     raw: Vec<u8>,
 }
 
 impl BodyWriter {
     pub(crate) fn new(config: &Validated) -> BodyWriter {
+        let level = Compression::new(config.gzip_level);
         BodyWriter {
             write_key: config.write_key.clone(),
-            deflate: config
-                .gzip
-                .then(|| DeflateEncoder::new(Vec::new(), Compression::new(config.gzip_level))),
+            deflate: config.gzip.then(|| DeflateEncoder::new(Vec::new(), level)),
+            level,
             raw: Vec::new(),
         }
     }
@@ -77,29 +79,38 @@ impl BodyWriter {
             &self.write_key,
             envelope,
         );
-        if let Some(deflate) = &mut self.deflate {
-            gzip_into(deflate, &self.raw, out);
+        if let Some(deflate) = &mut self.deflate
+            && gzip_into(deflate, &self.raw, out).is_err()
+        {
+            // Not seen with a Vec as the output; should the stream ever fail, a fresh one
+            // keeps this body and every later one from continuing a broken stream.
+            *deflate = DeflateEncoder::new(Vec::new(), self.level);
+            let _ = gzip_into(deflate, &self.raw, out);
         }
     }
 }
 
 /// Replaces `out` with `raw` as one gzip member, through `deflate`, which is left reset for
-/// the next body.
-fn gzip_into(deflate: &mut DeflateEncoder<Vec<u8>>, raw: &[u8], out: &mut Vec<u8>) {
+/// the next body. An error leaves `deflate` in no known state: replace it.
+fn gzip_into(
+    deflate: &mut DeflateEncoder<Vec<u8>>,
+    raw: &[u8],
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
     out.clear();
     out.extend_from_slice(&GZIP_HEADER);
-    // The stream writes after the header, straight into `out`. Writing into a Vec cannot
-    // fail, so neither can finishing or resetting the stream.
+    // The stream writes after the header, straight into `out`.
     std::mem::swap(deflate.get_mut(), out);
-    let _ = deflate.write_all(raw);
-    let _ = deflate.try_finish();
+    let written = deflate.write_all(raw).and_then(|()| deflate.try_finish());
     std::mem::swap(deflate.get_mut(), out);
-    let _ = deflate.reset(Vec::new());
+    written?;
+    deflate.reset(Vec::new())?;
     let mut crc = Crc::new();
     crc.update(raw);
     out.extend_from_slice(&crc.sum().to_le_bytes());
     // ISIZE: the input's length modulo 2^32 (a body is at most 500 KB).
     out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+    Ok(())
 }
 
 /// Everything the encoder thread needs.
@@ -227,7 +238,7 @@ mod tests {
         ];
         let mut written = Vec::new();
         for raw in bodies {
-            gzip_into(&mut deflate, raw, &mut out);
+            gzip_into(&mut deflate, raw, &mut out).unwrap();
             assert_eq!(out[..10], GZIP_HEADER);
             assert_eq!(gunzip(&out), raw);
             written.push(out.clone());

@@ -80,8 +80,16 @@ impl Reply {
 /// `armed == false` and rings, or the worker's subtraction sees the caller's addition and
 /// drains the message: no message is left in the channel with the worker asleep and no timer
 /// set.
+///
+/// The count trigger works the same way. `queued` is how many messages the worker holds, not
+/// yet handed on; a caller rings when `queued + unclaimed` reaches a multiple of `flush_at`.
+/// Before sleeping, the worker publishes `queued` and then reads `unclaimed`; if the two make
+/// a batch (and one could be handed on) it looks again instead. So either the caller sees the
+/// new `queued` and rings, or the worker sees the caller's message: a batch that is due never
+/// waits for the age timer.
 pub(crate) struct Doorbell {
     unclaimed: AtomicI64,
+    queued: AtomicI64,
     armed: AtomicBool,
     bell: Sender<()>,
     flush_at: i64,
@@ -96,7 +104,8 @@ impl Doorbell {
         let batch_of_bytes =
             (used_before + cost) / self.batch_bytes > used_before / self.batch_bytes;
         let starts_a_batch = unclaimed == 1 && !self.armed.load(Ordering::SeqCst);
-        if starts_a_batch || unclaimed % self.flush_at == 0 || batch_of_bytes {
+        let backlog = self.queued.load(Ordering::SeqCst) + unclaimed;
+        if starts_a_batch || backlog % self.flush_at == 0 || batch_of_bytes {
             // Full means a ring is already pending: the worker will look.
             let _ = self.bell.try_send(());
         }
@@ -144,6 +153,8 @@ pub(crate) struct Worker {
     settled: u64,
     waiters: Vec<Waiter>,
     shut_down: bool,
+    /// The sender (and so the encoder) thread is gone: batches are settled as dropped here.
+    pipeline_gone: bool,
 }
 
 pub(crate) struct Channels {
@@ -183,6 +194,7 @@ impl Worker {
         };
         let doorbell = Arc::new(Doorbell {
             unclaimed: AtomicI64::new(0),
+            queued: AtomicI64::new(0),
             armed: AtomicBool::new(false),
             bell,
             flush_at: limits.flush_at as i64,
@@ -207,6 +219,7 @@ impl Worker {
             settled: 0,
             waiters: Vec::new(),
             shut_down: false,
+            pipeline_gone: false,
         };
         (worker, doorbell)
     }
@@ -221,6 +234,9 @@ impl Worker {
             self.drain_data();
             self.dispatch();
             self.answer_waiters(Instant::now());
+            if self.batch_arrived_meanwhile() {
+                continue;
+            }
             let timeout = self
                 .next_wakeup()
                 .map(|at| at.saturating_duration_since(Instant::now()));
@@ -237,10 +253,14 @@ impl Worker {
                         self.settled += settled;
                         self.in_flight = self.in_flight.saturating_sub(1);
                     }
-                    // The encoder and sender threads are gone; `dispatch` settles what it is
-                    // handed as dropped.
+                    // The sender thread is gone (a bug; its panics from user code are
+                    // caught): settle what it will never send, and from now on `dispatch`
+                    // settles each batch as dropped instead of handing it on. The worker holds
+                    // receivers of the encoder's channels, so a send to them would not fail.
                     Err(_) => {
                         done = never();
+                        self.pipeline_gone = true;
+                        self.drop_unsent("sender thread died");
                         self.in_flight = 0;
                     }
                 },
@@ -255,6 +275,20 @@ impl Worker {
         for waiter in std::mem::take(&mut self.waiters) {
             self.answer(waiter, now);
         }
+    }
+
+    /// Publishes how many messages the worker holds, then says whether those and the ones
+    /// sent since make a batch that could be handed on now: if so, the worker must look again
+    /// before sleeping, since the callers may have read the old count and not rung
+    /// ([`Doorbell`]).
+    fn batch_arrived_meanwhile(&self) -> bool {
+        let queued = self.queue.len() as i64;
+        self.doorbell.queued.store(queued, Ordering::SeqCst);
+        let unclaimed = self.doorbell.unclaimed.load(Ordering::SeqCst);
+        unclaimed > 0
+            && queued + unclaimed >= self.doorbell.flush_at
+            && self.in_flight < MAX_IN_FLIGHT
+            && !self.shut_down
     }
 
     /// Takes every message sent so far (see [`Doorbell`] for why it loops).
@@ -354,20 +388,25 @@ impl Worker {
         } else {
             Some(Instant::now())
         };
-        match self.to_encoder.send(batch) {
-            Ok(()) => self.in_flight += 1,
-            Err(lost) => {
-                // The encoder thread is gone.
-                self.settled += lost.0.len() as u64;
-                self.ledger.settle_pending(
-                    &lost.0,
-                    &Outcome::Dropped {
-                        reason: DropReason::Shutdown,
-                        detail: "sender thread died",
-                    },
-                );
+        let lost = if self.pipeline_gone {
+            batch
+        } else {
+            match self.to_encoder.send(batch) {
+                Ok(()) => {
+                    self.in_flight += 1;
+                    return;
+                }
+                Err(lost) => lost.0,
             }
-        }
+        };
+        self.settled += lost.len() as u64;
+        self.ledger.settle_pending(
+            &lost,
+            &Outcome::Dropped {
+                reason: DropReason::Shutdown,
+                detail: "sender thread died",
+            },
+        );
     }
 
     /// Answers every flush that is complete or out of time.
@@ -387,9 +426,11 @@ impl Worker {
             self.shut_down = true;
             // Abandon retries in the sender; a request already on the wire still finishes.
             self.cancel = None;
-            self.drop_unsent();
+            self.drop_unsent("shutdown deadline passed");
             self.drop_queue(DropReason::Shutdown, "shutdown deadline passed");
-            self.await_sender(now + SETTLE_GRACE);
+            if !completed {
+                self.await_sender(now + SETTLE_GRACE);
+            }
         }
         let report = self.ledger.stats().report_since(&waiter.start, completed);
         if !completed {
@@ -417,11 +458,12 @@ impl Worker {
         }
     }
 
-    /// Drops the batches past the worker that are not on the wire yet (shutdown deadline).
-    fn drop_unsent(&mut self) {
+    /// Drops the batches past the worker that are not on the wire yet (shutdown deadline, or
+    /// the sender gone), with `detail` as the reason's detail.
+    fn drop_unsent(&mut self, detail: &str) {
         let outcome = Outcome::Dropped {
             reason: DropReason::Shutdown,
-            detail: "shutdown deadline passed",
+            detail,
         };
         let (encoding, sending) = &self.unsent;
         for batch in encoding.try_iter() {
@@ -476,3 +518,71 @@ pub(crate) fn later(at: Instant, wait: Duration) -> Instant {
 
 /// Stands in for deadlines too far away to represent.
 const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::Budget;
+    use crate::ledger::Payload;
+    use crate::{Builder, Overflow};
+
+    #[test]
+    fn batches_are_settled_as_dropped_once_the_sender_is_gone() {
+        let config = Builder::new("wk-0123456789")
+            .host("http://127.0.0.1:9")
+            .flush_at(1)
+            .validate()
+            .unwrap();
+        let ledger = Arc::new(Ledger::new(Budget::new(1 << 20, Overflow::Reject), None));
+        let (data_tx, data_rx) = crossbeam_channel::unbounded();
+        let (control_tx, control_rx) = crossbeam_channel::unbounded();
+        // The sender thread is gone before anything is sent: its end of `done` is dropped.
+        let (_, done_rx) = crossbeam_channel::unbounded::<u64>();
+        let (batch_tx, batch_rx) = crossbeam_channel::unbounded();
+        let (_prepared_tx, prepared_rx) = crossbeam_channel::unbounded();
+        let (cancel_tx, _cancel_rx) = crossbeam_channel::bounded(0);
+        let (bell_tx, bell_rx) = crossbeam_channel::bounded(1);
+        let (worker, doorbell) = Worker::new(
+            &config,
+            Arc::clone(&ledger),
+            bell_tx,
+            Channels {
+                data: data_rx,
+                bell: bell_rx,
+                control: control_rx,
+                done: done_rx,
+                to_encoder: batch_tx,
+                unsent: (batch_rx, prepared_rx),
+                cancel: cancel_tx,
+            },
+        );
+        let start = ledger.stats();
+        let thread = std::thread::spawn(move || worker.run());
+        for _ in 0..3 {
+            let cost = 64;
+            let used_before = ledger.budget.acquire(cost).unwrap();
+            let bytes: Box<[u8]> = b"{}".as_slice().into();
+            let payload = Payload::Encoded { bytes, id: 0..0 };
+            data_tx.send(Pending { payload, cost }).unwrap();
+            ledger.counters.enqueued();
+            doorbell.sent(used_before, cost);
+        }
+        let (reply, report) = crossbeam_channel::bounded(1);
+        control_tx
+            .send(Control {
+                deadline: Instant::now() + Duration::from_secs(30),
+                reply: Reply::Blocking(reply),
+                start,
+                shutdown: false,
+            })
+            .unwrap();
+        let report = report.recv_timeout(Duration::from_secs(30)).unwrap();
+        // Settled, not left pending: the flush completes, and the budget is free again.
+        assert!(report.completed, "{report}");
+        assert_eq!(report.dropped.get(DropReason::Shutdown), 3, "{report}");
+        assert_eq!(report.pending, 0, "{report}");
+        assert_eq!(ledger.budget.used(), 0);
+        drop((control_tx, data_tx));
+        thread.join().unwrap();
+    }
+}

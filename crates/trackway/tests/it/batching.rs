@@ -5,6 +5,7 @@ use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::Duration;
 
 use serde_json::json;
+use trackway::Track;
 use trackway_testkit::FakeApi;
 
 use crate::support::{GENEROUS, client_for};
@@ -12,7 +13,12 @@ use crate::support::{GENEROUS, client_for};
 #[test]
 fn batches_close_at_the_message_count() {
     let api = FakeApi::start();
-    let analytics = client_for(&api).flush_at(5).build().unwrap();
+    // No age limit in play: only the count can send a batch.
+    let analytics = client_for(&api)
+        .flush_at(5)
+        .flush_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
     let mut n = 0;
     for sent in [1, 2] {
         // Nothing in flight: the fifth message closes the batch, no flush needed.
@@ -88,15 +94,47 @@ fn behind_a_request_in_flight_batches_take_everything_queued() {
 
     let sizes: Vec<usize> = api.requests().iter().map(|r| r.messages().len()).collect();
     assert_eq!(sizes[0], 5, "nothing was in flight: {sizes:?}");
-    // Closing at 5 would take 80 requests; a few batches go out while the first is held
-    // (the pipeline holds four), then one takes the rest.
-    assert!(sizes.len() <= 6, "{sizes:?}");
-    assert!(sizes.iter().any(|&size| size > 100), "{sizes:?}");
+    // Closing at 5 would take 80 requests. Behind the held one, at most three more batches
+    // get past the worker (it holds four in flight), and once it is released one takes the
+    // rest: at most five requests, so one of them carries at least 395 / 4 messages.
+    assert!(sizes.len() <= 5, "{sizes:?}");
+    assert!(sizes.iter().any(|&size| size >= 99), "{sizes:?}");
     assert_eq!(arrival_order(&api), (0..400).collect::<Vec<_>>());
 }
 
 #[test]
+fn batches_behind_a_request_in_flight_stop_at_2500_messages() {
+    let api = FakeApi::start();
+    let held = Held::first_request_of(&api);
+    let analytics = client_for(&api).flush_at(1).build().unwrap();
+    // Short ids keep 2,500 messages well under the 500 KB limit, so the count is what stops.
+    let tiny = |n: usize| Track::new("T").user_id("u").message_id(format!("m{n}"));
+    analytics.enqueue(tiny(0)).unwrap();
+    held.wait_for_it();
+    // At most three more batches (of at most 2,500 each) get past the worker while the first
+    // is held, so at least 4,500 of these are still queued when it is released.
+    for n in 1..=12_000 {
+        analytics.enqueue(tiny(n)).unwrap();
+    }
+    held.release();
+    assert!(analytics.flush(GENEROUS).is_clean());
+    let sizes: Vec<usize> = api.requests().iter().map(|r| r.messages().len()).collect();
+    assert_eq!(sizes.iter().max(), Some(&2500), "{sizes:?}");
+    assert_eq!(api.accepted_messages().len(), 12_001);
+}
+
+#[test]
 fn batches_behind_a_request_in_flight_stay_within_the_byte_limit() {
+    within_the_byte_limit(false);
+}
+
+#[test]
+fn deferred_batches_behind_a_request_in_flight_stay_within_the_byte_limit() {
+    // Cut by estimated sizes, then into requests by real ones.
+    within_the_byte_limit(true);
+}
+
+fn within_the_byte_limit(defer_encoding: bool) {
     let api = FakeApi::start();
     let held = Held::first_request_of(&api);
     let limit = 40 * 1024;
@@ -104,6 +142,7 @@ fn batches_behind_a_request_in_flight_stay_within_the_byte_limit() {
         .flush_at(2)
         .max_batch_bytes(limit)
         .gzip(false)
+        .defer_encoding(defer_encoding)
         .build()
         .unwrap();
     let track = |n: i32| {

@@ -67,8 +67,17 @@ fn shutdown_past_its_deadline_reports_a_batch_waiting_to_retry_as_dropped() {
     for _ in 0..3 {
         analytics.track("u1", "Throttled", json!({})).unwrap();
     }
-    // The batch was sent and refused: the sender now waits out the Retry-After.
+    // The batch was sent and refused: the sender now waits out the Retry-After (it counts
+    // the retry just before it starts waiting).
     assert!(api.wait_for_requests(1, GENEROUS));
+    let patience = std::time::Instant::now() + GENEROUS;
+    while analytics.stats().retried == 0 {
+        assert!(
+            std::time::Instant::now() < patience,
+            "no retry was scheduled"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let report = analytics.shutdown(Duration::from_millis(100));
     assert!(!report.completed);
     // Told to abandon the wait, the sender settles the batch before the report is written.
