@@ -204,9 +204,9 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
             drop(ready);
             // Ends early only if a producer died before it was ready; its join says why.
             while calibrated.recv().is_ok() {}
-            drop(closed);
             started = Instant::now();
             cpu_at_start = process_cpu_seconds();
+            drop(closed);
             let mut all = latency_histogram().map_err(Failure::Failed)?;
             let mut callers_cpu = 0.0;
             let mut harness_cpu = 0.0;

@@ -238,6 +238,11 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs `work` on a multi-threaded runtime, and bounds the wait for stragglers at exit.
 fn run(work: impl std::future::Future<Output = Result<(), Failure>>) -> Result<(), Failure> {
+    #[cfg(not(feature = "ordered-keys"))]
+    tracing::warn!(
+        "this trackway is built without the `ordered-keys` feature: the collector stores \
+         events with their keys sorted, not in the order their library sent them"
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("trackway-collector")
