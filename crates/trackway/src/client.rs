@@ -20,7 +20,7 @@ use crate::ledger::{Ledger, Payload, Pending, UUID_LEN, encode_into};
 use crate::outcome::{DropReason, FlushReport};
 use crate::sender::{BatchSender, SenderChannels};
 use crate::stats::Stats;
-use crate::worker::{Channels, Control, Doorbell, Reply, Worker};
+use crate::worker::{Control, Doorbell, Reply, Worker};
 
 /// Why a call did not accept a message. Nothing was queued; the refusal is counted in
 /// [`Analytics::stats`] under the matching [`DropReason`].
@@ -111,36 +111,15 @@ impl Analytics {
             Budget::new(config.max_queue_bytes, config.overflow),
             config.observer.clone(),
         ));
-        let (data_tx, data_rx) = crossbeam_channel::unbounded();
-        let (control_tx, control_rx) = crossbeam_channel::unbounded();
-        let (done_tx, done_rx) = crossbeam_channel::unbounded();
-        // Unbounded, but the worker keeps at most two batches past it.
-        let (batch_tx, batch_rx) = crossbeam_channel::unbounded();
-        let (prepared_tx, prepared_rx) = crossbeam_channel::unbounded();
-        let unsent = (batch_rx.clone(), prepared_rx.clone());
-        let (cancel_tx, cancel_rx) = crossbeam_channel::bounded(0);
-        let (bell_tx, bell_rx) = crossbeam_channel::bounded(1);
+        let (worker, doorbell, ends) = Worker::wired(&config, Arc::clone(&ledger));
+        let (prepared_tx, prepared_rx) = ends.prepared;
         let sender = BatchSender::new(
             &config,
             Arc::clone(&ledger),
             SenderChannels {
                 batches: prepared_rx,
-                done: done_tx,
-                cancel: cancel_rx,
-            },
-        );
-        let (worker, doorbell) = Worker::new(
-            &config,
-            Arc::clone(&ledger),
-            bell_tx,
-            Channels {
-                data: data_rx,
-                bell: bell_rx,
-                control: control_rx,
-                done: done_rx,
-                to_encoder: batch_tx,
-                unsent,
-                cancel: cancel_tx,
+                done: ends.done,
+                cancel: ends.cancel,
             },
         );
         let spawn_error = |e: std::io::Error| ConfigError::Spawn(e.to_string());
@@ -153,7 +132,7 @@ impl Analytics {
         let encoder = Encoder::new(&config, encode.clone());
         std::thread::Builder::new()
             .name("trackway-encoder".into())
-            .spawn(move || encoder.run(&batch_rx, &prepared_tx))
+            .spawn(move || encoder.run(&ends.batches, &prepared_tx))
             .map_err(spawn_error)?;
         std::thread::Builder::new()
             .name("trackway-worker".into())
@@ -167,9 +146,9 @@ impl Analytics {
         Ok(Analytics {
             inner: Arc::new(Inner {
                 ledger,
-                data: data_tx,
+                data: ends.data,
                 doorbell,
-                control: control_tx,
+                control: ends.control,
                 encode,
                 defer_encoding: config.defer_encoding,
                 drop_timeout: config.drop_timeout,

@@ -157,14 +157,25 @@ pub(crate) struct Worker {
     pipeline_gone: bool,
 }
 
-pub(crate) struct Channels {
-    pub(crate) data: Receiver<Pending>,
-    pub(crate) bell: Receiver<()>,
-    pub(crate) control: Receiver<Control>,
-    pub(crate) done: Receiver<u64>,
-    pub(crate) to_encoder: Sender<Vec<Pending>>,
-    pub(crate) unsent: (Receiver<Vec<Pending>>, Receiver<Prepared>),
-    pub(crate) cancel: Sender<()>,
+struct Channels {
+    data: Receiver<Pending>,
+    bell: Receiver<()>,
+    control: Receiver<Control>,
+    done: Receiver<u64>,
+    to_encoder: Sender<Vec<Pending>>,
+    unsent: (Receiver<Vec<Pending>>, Receiver<Prepared>),
+    cancel: Sender<()>,
+}
+
+/// The other ends of the worker's channels: for the callers (`data`, `control`), the encoder
+/// (`batches`, the sending half of `prepared`) and the sender (the rest).
+pub(crate) struct WorkerEnds {
+    pub(crate) data: Sender<Pending>,
+    pub(crate) control: Sender<Control>,
+    pub(crate) done: Sender<u64>,
+    pub(crate) batches: Receiver<Vec<Pending>>,
+    pub(crate) prepared: (Sender<Prepared>, Receiver<Prepared>),
+    pub(crate) cancel: Receiver<()>,
 }
 
 /// Batches past the worker at once: one on the wire and up to three encoded (or being
@@ -181,7 +192,42 @@ const SETTLE_GRACE: Duration = Duration::from_millis(100);
 
 impl Worker {
     /// The worker, and the doorbell its callers ring (see [`Doorbell`]).
-    pub(crate) fn new(
+    /// A worker, its doorbell, and the other ends of its channels.
+    pub(crate) fn wired(
+        config: &Validated,
+        ledger: Arc<Ledger>,
+    ) -> (Worker, Arc<Doorbell>, WorkerEnds) {
+        let (data_tx, data) = crossbeam_channel::unbounded();
+        let (control_tx, control) = crossbeam_channel::unbounded();
+        let (done_tx, done) = crossbeam_channel::unbounded();
+        // Unbounded, but the worker keeps at most MAX_IN_FLIGHT batches past it.
+        let (to_encoder, batches) = crossbeam_channel::unbounded();
+        let (prepared_tx, prepared) = crossbeam_channel::unbounded();
+        let unsent = (batches.clone(), prepared.clone());
+        let (cancel, cancel_rx) = crossbeam_channel::bounded(0);
+        let (bell_tx, bell) = crossbeam_channel::bounded(1);
+        let channels = Channels {
+            data,
+            bell,
+            control,
+            done,
+            to_encoder,
+            unsent,
+            cancel,
+        };
+        let (worker, doorbell) = Worker::new(config, ledger, bell_tx, channels);
+        let ends = WorkerEnds {
+            data: data_tx,
+            control: control_tx,
+            done: done_tx,
+            batches,
+            prepared: (prepared_tx, prepared),
+            cancel: cancel_rx,
+        };
+        (worker, doorbell, ends)
+    }
+
+    fn new(
         config: &Validated,
         ledger: Arc<Ledger>,
         bell: Sender<()>,
@@ -534,28 +580,11 @@ mod tests {
             .validate()
             .unwrap();
         let ledger = Arc::new(Ledger::new(Budget::new(1 << 20, Overflow::Reject), None));
-        let (data_tx, data_rx) = crossbeam_channel::unbounded();
-        let (control_tx, control_rx) = crossbeam_channel::unbounded();
-        // The sender thread is gone before anything is sent: its end of `done` is dropped.
-        let (_, done_rx) = crossbeam_channel::unbounded::<u64>();
-        let (batch_tx, batch_rx) = crossbeam_channel::unbounded();
-        let (_prepared_tx, prepared_rx) = crossbeam_channel::unbounded();
-        let (cancel_tx, _cancel_rx) = crossbeam_channel::bounded(0);
-        let (bell_tx, bell_rx) = crossbeam_channel::bounded(1);
-        let (worker, doorbell) = Worker::new(
-            &config,
-            Arc::clone(&ledger),
-            bell_tx,
-            Channels {
-                data: data_rx,
-                bell: bell_rx,
-                control: control_rx,
-                done: done_rx,
-                to_encoder: batch_tx,
-                unsent: (batch_rx, prepared_rx),
-                cancel: cancel_tx,
-            },
-        );
+        let (worker, doorbell, ends) = Worker::wired(&config, Arc::clone(&ledger));
+        let (data_tx, control_tx) = (ends.data, ends.control);
+        // The encoder and sender threads are gone before anything is sent: their ends are
+        // dropped, `done` among them.
+        drop((ends.done, ends.batches, ends.prepared, ends.cancel));
         let start = ledger.stats();
         let thread = std::thread::spawn(move || worker.run());
         for _ in 0..3 {
