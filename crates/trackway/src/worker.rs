@@ -157,16 +157,6 @@ pub(crate) struct Worker {
     pipeline_gone: bool,
 }
 
-struct Channels {
-    data: Receiver<Pending>,
-    bell: Receiver<()>,
-    control: Receiver<Control>,
-    done: Receiver<u64>,
-    to_encoder: Sender<Vec<Pending>>,
-    unsent: (Receiver<Vec<Pending>>, Receiver<Prepared>),
-    cancel: Sender<()>,
-}
-
 /// The other ends of the worker's channels: for the callers (`data`, `control`), the encoder
 /// (`batches`, the sending half of `prepared`) and the sender (the rest).
 pub(crate) struct WorkerEnds {
@@ -191,8 +181,8 @@ const MAX_IN_FLIGHT: usize = 4;
 const SETTLE_GRACE: Duration = Duration::from_millis(100);
 
 impl Worker {
-    /// The worker, and the doorbell its callers ring (see [`Doorbell`]).
-    /// A worker, its doorbell, and the other ends of its channels.
+    /// A worker, the doorbell its callers ring (see [`Doorbell`]), and the other ends of its
+    /// channels.
     pub(crate) fn wired(
         config: &Validated,
         ledger: Arc<Ledger>,
@@ -206,33 +196,6 @@ impl Worker {
         let unsent = (batches.clone(), prepared.clone());
         let (cancel, cancel_rx) = crossbeam_channel::bounded(0);
         let (bell_tx, bell) = crossbeam_channel::bounded(1);
-        let channels = Channels {
-            data,
-            bell,
-            control,
-            done,
-            to_encoder,
-            unsent,
-            cancel,
-        };
-        let (worker, doorbell) = Worker::new(config, ledger, bell_tx, channels);
-        let ends = WorkerEnds {
-            data: data_tx,
-            control: control_tx,
-            done: done_tx,
-            batches,
-            prepared: (prepared_tx, prepared),
-            cancel: cancel_rx,
-        };
-        (worker, doorbell, ends)
-    }
-
-    fn new(
-        config: &Validated,
-        ledger: Arc<Ledger>,
-        bell: Sender<()>,
-        channels: Channels,
-    ) -> (Worker, Arc<Doorbell>) {
         let limits = Limits {
             flush_at: config.flush_at,
             batch_bytes: config.message_bytes_per_request(),
@@ -242,7 +205,7 @@ impl Worker {
             unclaimed: AtomicI64::new(0),
             queued: AtomicI64::new(0),
             armed: AtomicBool::new(false),
-            bell,
+            bell: bell_tx,
             flush_at: limits.flush_at as i64,
             batch_bytes: limits.batch_bytes as u64,
         });
@@ -250,13 +213,13 @@ impl Worker {
             limits,
             ledger,
             doorbell: Arc::clone(&doorbell),
-            bell: channels.bell,
-            data: channels.data,
-            control: channels.control,
-            done: channels.done,
-            to_encoder: channels.to_encoder,
-            unsent: channels.unsent,
-            cancel: Some(channels.cancel),
+            bell,
+            data,
+            control,
+            done,
+            to_encoder,
+            unsent,
+            cancel: Some(cancel),
             queue: VecDeque::new(),
             queue_bytes: 0,
             batch_started: None,
@@ -267,7 +230,15 @@ impl Worker {
             shut_down: false,
             pipeline_gone: false,
         };
-        (worker, doorbell)
+        let ends = WorkerEnds {
+            data: data_tx,
+            control: control_tx,
+            done: done_tx,
+            batches,
+            prepared: (prepared_tx, prepared),
+            cancel: cancel_rx,
+        };
+        (worker, doorbell, ends)
     }
 
     /// Runs until every handle is gone.
@@ -295,10 +266,7 @@ impl Worker {
                     Err(_) => break,
                 },
                 recv(done) -> settled => match settled {
-                    Ok(settled) => {
-                        self.settled += settled;
-                        self.in_flight = self.in_flight.saturating_sub(1);
-                    }
+                    Ok(settled) => self.batch_done(settled),
                     // The sender thread is gone (a bug; its panics from user code are
                     // caught): settle what it will never send, and from now on `dispatch`
                     // settles each batch as dropped instead of handing it on. The worker holds
@@ -490,14 +458,17 @@ impl Worker {
         waiter.reply.send(report);
     }
 
+    /// Counts the sender's report that a batch of `settled` messages has its outcome.
+    fn batch_done(&mut self, settled: u64) {
+        self.settled += settled;
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+
     /// Takes the sender's reports of settled batches until none is in flight or `until`.
     fn await_sender(&mut self, until: Instant) {
         while self.in_flight > 0 {
             match self.done.recv_deadline(until) {
-                Ok(settled) => {
-                    self.settled += settled;
-                    self.in_flight -= 1;
-                }
+                Ok(settled) => self.batch_done(settled),
                 // Out of time, or the sender is gone (the main loop sees that too).
                 Err(_) => break,
             }
