@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """How few gzip bytes per event are possible for `trackway bench`'s events.
 
-Rebuilds a sample like the benchmark's (`crates/trackway-testkit/src/samples.rs`: the
-templates of fixtures/realistic/ filled with random ids, a pool of 1,024 cycled, a fresh
-UUID messageId per event, batches of 250), then prints what deflate at several levels and xz
+Rebuilds a sample like the benchmark's (`crates/trackway-samples`: its templates in
+`realistic/` filled with random ids, a pool of 1,024 cycled, a fresh UUID messageId per
+event, batches of 250), then prints what deflate at several levels and xz
 make of each batch, and the random content each event carries: no compressor working one
 request at a time can write less than that.
 
@@ -14,7 +14,7 @@ import json, lzma, pathlib, random, re, uuid, zlib
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 random.seed(42)
 files = ['identify','track','track-extended','page','screen','group','ecommerce','ecommerce-extended','mobile-spec','user-journey']
-templates = [l.strip() for f in files for l in open(ROOT / 'fixtures' / 'realistic' / f'{f}.jsonl') if l.strip()]
+templates = [l.strip() for f in files for l in open(ROOT / 'crates' / 'trackway-samples' / 'realistic' / f'{f}.jsonl') if l.strip()]
 FIRST=["Ada","Grace","Alan","Edsger","Barbara","Ken","Margaret"]; LAST=["Lovelace","Hopper","Turing","Dijkstra","Liskov","Thompson"]
 PRODUCTS=["Men's 501 Jeans","Trail Runner 2","Espresso Maker","Desk Lamp"]; DOMAINS=["example.com","shop.example.org","news.example.net"]
 bits = 0.0

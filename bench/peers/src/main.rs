@@ -41,7 +41,7 @@ fn parse_args() -> anyhow::Result<Args> {
         segment_first: false,
         fixtures: PathBuf::from(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../fixtures/realistic"
+            "/../../crates/trackway-samples/realistic"
         )),
         trackway_no_gzip: false,
         trackway_flush_at: None,

@@ -19,7 +19,7 @@ use hdrhistogram::Histogram;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use trackway::{Analytics, Message, Overflow};
-use trackway_testkit::samples;
+use trackway_samples as samples;
 
 use crate::Failure;
 

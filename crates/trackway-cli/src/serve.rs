@@ -9,7 +9,7 @@ use trackway::{Analytics, Message};
 use trackway_collector::delivery::kind::{DestinationConfig, Kind};
 use trackway_collector::{Collector, Config, Source, generate_admin_token};
 
-use trackway_testkit::samples;
+use trackway_samples as samples;
 
 use crate::Failure;
 

@@ -1,13 +1,11 @@
-//! Test support for Trackway: realistic sample events ([`samples`]), and [`FakeApi`], a scripted
-//! fake of the Tracking API that really speaks HTTP/1.1 on a loopback port. The fake records
-//! every request (headers, raw and decoded body) and answers each from a script: a status, a
-//! `Retry-After`, a hang, a connection cut mid-response.
+//! Test support for Trackway: [`FakeApi`], a scripted fake of the Tracking API that really
+//! speaks HTTP/1.1 on a loopback port. The fake records every request (headers, raw and
+//! decoded body) and answers each from a script: a status, a `Retry-After`, a hang, a
+//! connection cut mid-response.
 //!
 //! It is deliberately written on `std::net` rather than a server framework: the faults it
 //! injects (half a response, a silent socket) are exactly what a well-behaved framework will
 //! not produce.
-
-pub mod samples;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};

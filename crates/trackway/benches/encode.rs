@@ -2,7 +2,7 @@
 //! default, on the encoder thread with `defer_encoding`), sizing it without encoding (the
 //! deferred call's `footprint`), and writing plus gzipping a batch body (the encoder thread).
 //!
-//! Messages are the realistic samples of `fixtures/realistic/` with fresh ids. The baseline
+//! Messages are the realistic samples of `trackway-samples` with fresh ids. The baseline
 //! in the same run serialises the same messages as `serde_json::Value`s, as a naive client
 //! would. Run: `cargo bench -p trackway --bench encode`.
 
@@ -16,7 +16,7 @@ use flate2::write::GzEncoder;
 use serde_json::Value;
 use trackway::Message;
 use trackway_protocol::{EncodeOptions, encode_message, footprint, write_batch};
-use trackway_testkit::samples;
+use trackway_samples as samples;
 
 fn main() {
     divan::main();

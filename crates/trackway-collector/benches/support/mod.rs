@@ -5,7 +5,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use trackway_collector::{Collector, Config};
-use trackway_testkit::samples;
+use trackway_samples as samples;
 
 /// Concurrent connections of the load generator.
 pub(crate) const CONNECTIONS: usize = 8;

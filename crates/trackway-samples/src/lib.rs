@@ -1,5 +1,15 @@
-//! Realistic sample events: the templated payloads of `fixtures/realistic/` (shaped like
-//! scrubbed production traffic), compiled into the binary and filled with fresh values.
+//! Realistic sample events for the Segment Tracking API: templated payloads shaped like
+//! scrubbed production traffic (this crate's `realistic/`), compiled in and filled with fresh
+//! values. `trackway demo` sends them, and `trackway bench` and the workspace's
+//! benchmarks measure with them.
+//!
+//! ```
+//! let mut rng = fastrand::Rng::with_seed(7);
+//! let template = trackway_samples::templates().next().expect("templates are compiled in");
+//! let message = trackway_samples::fill(template, &mut rng)?;
+//! assert!(message["type"].is_string());
+//! # Ok::<(), serde_json::Error>(())
+//! ```
 
 use std::time::SystemTime;
 
@@ -7,16 +17,16 @@ use serde_json::Value;
 
 /// Every template, one JSON message per line.
 const TEMPLATES: &[&str] = &[
-    include_str!("../../../fixtures/realistic/identify.jsonl"),
-    include_str!("../../../fixtures/realistic/track.jsonl"),
-    include_str!("../../../fixtures/realistic/track-extended.jsonl"),
-    include_str!("../../../fixtures/realistic/page.jsonl"),
-    include_str!("../../../fixtures/realistic/screen.jsonl"),
-    include_str!("../../../fixtures/realistic/group.jsonl"),
-    include_str!("../../../fixtures/realistic/ecommerce.jsonl"),
-    include_str!("../../../fixtures/realistic/ecommerce-extended.jsonl"),
-    include_str!("../../../fixtures/realistic/mobile-spec.jsonl"),
-    include_str!("../../../fixtures/realistic/user-journey.jsonl"),
+    include_str!("../realistic/identify.jsonl"),
+    include_str!("../realistic/track.jsonl"),
+    include_str!("../realistic/track-extended.jsonl"),
+    include_str!("../realistic/page.jsonl"),
+    include_str!("../realistic/screen.jsonl"),
+    include_str!("../realistic/group.jsonl"),
+    include_str!("../realistic/ecommerce.jsonl"),
+    include_str!("../realistic/ecommerce-extended.jsonl"),
+    include_str!("../realistic/mobile-spec.jsonl"),
+    include_str!("../realistic/user-journey.jsonl"),
 ];
 
 const FIRST_NAMES: &[&str] = &[
