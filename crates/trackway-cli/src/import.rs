@@ -9,7 +9,6 @@
 //! deduplicates them.
 
 use std::fs::File;
-use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,6 +16,7 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use trackway::{Analytics, Message, Overflow};
 
 use crate::Failure;
@@ -167,6 +167,15 @@ fn read_state(path: &Path) -> Result<u64, Failure> {
     }
 }
 
+/// The messageId of line `number`, whose text is `line`, when it has none: the same on every
+/// run, build and Rust release (a SHA-256 of the line, not std's hasher, whose algorithm may
+/// change), so that a resumed import's repeats are deduplicated.
+fn derived_id(line: &str, number: u64) -> String {
+    let digest = Sha256::digest(line.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("import-{hex}-{number}")
+}
+
 /// One line as a message, with a stable messageId when it has none.
 fn message(line: &str, number: u64) -> Result<Message, String> {
     let mut value: Value =
@@ -175,13 +184,23 @@ fn message(line: &str, number: u64) -> Result<Message, String> {
         return Err("not a JSON object".into());
     };
     if !matches!(object.get("messageId"), Some(Value::String(_))) {
-        // std's SipHash with its fixed default keys: the same line gets the same id on resume.
-        let mut hasher = std::hash::DefaultHasher::new();
-        line.hash(&mut hasher);
-        object.insert(
-            "messageId".into(),
-            Value::String(format!("import-{:016x}-{number}", hasher.finish())),
-        );
+        object.insert("messageId".into(), Value::String(derived_id(line, number)));
     }
     Message::from_json(value).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_ids_are_fixed_by_the_line_and_its_number() {
+        // Pinned: a resumed import must give a line the id the first run gave it.
+        assert_eq!(
+            derived_id(r#"{"type":"track","event":"A","userId":"u"}"#, 7),
+            "import-0a75f6ac5188751f-7"
+        );
+        assert_ne!(derived_id("x", 1), derived_id("x", 2));
+        assert_ne!(derived_id("x", 1), derived_id("y", 1));
+    }
 }
