@@ -21,6 +21,7 @@ use trackway_protocol::{EncodeOptions, write_batch};
 
 use crate::config::Validated;
 use crate::ledger::{Encoded, Payload, Pending, Slot, encode_into};
+use crate::worker::Handed;
 
 /// How long a body written ahead stays good: past this, its `sentAt` would be noticeably
 /// older than the request, so the sender writes it again.
@@ -29,6 +30,9 @@ pub(crate) const STALE_AFTER: Duration = Duration::from_millis(250);
 /// A batch, encoded, cut into parts that each fit one request, and the body of the first
 /// part's first request.
 pub(crate) struct Prepared {
+    /// The batch's number in the worker's order ([`crate::worker::Handed`]), for the sender's
+    /// report.
+    pub(crate) end: u64,
     pub(crate) batch: Encoded,
     pub(crate) parts: VecDeque<Range<usize>>,
     pub(crate) body: Vec<u8>,
@@ -131,10 +135,10 @@ impl Encoder {
     }
 
     /// Encodes batches until the worker goes away.
-    pub(crate) fn run(mut self, batches: &Receiver<Vec<Pending>>, prepared: &Sender<Prepared>) {
+    pub(crate) fn run(mut self, batches: &Receiver<Handed>, prepared: &Sender<Prepared>) {
         let mut capacity = (0, 0);
-        while let Ok(pending) = batches.recv() {
-            let batch = self.encode(pending, capacity.0);
+        while let Ok(Handed { end, messages }) = batches.recv() {
+            let batch = self.encode(messages, capacity.0);
             let parts = self.parts(&batch);
             let mut body = Vec::with_capacity(capacity.1);
             if let Some(first) = parts.front() {
@@ -145,6 +149,7 @@ impl Encoder {
                 capacity.1.max(body.len()),
             );
             let written = Prepared {
+                end,
                 batch,
                 parts,
                 body,

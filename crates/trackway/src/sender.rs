@@ -103,18 +103,19 @@ impl BatchSender {
     /// Delivers batches until the encoder goes away.
     pub(crate) fn run(mut self) {
         while let Ok(Prepared {
+            end,
             batch,
             parts,
             body,
             written_at,
         }) = self.batches.recv()
         {
-            let count = batch.slots.len() as u64;
             self.prepared = (written_at.elapsed() <= STALE_AFTER).then_some(body);
             self.deliver(&batch, parts);
-            if self.done.send(count).is_err() {
-                break;
-            }
+            // Once the worker is gone (every handle dropped after a shutdown), nobody reads
+            // this; the batches still coming from the encoder are settled all the same: the
+            // cancel channel is gone too, so each is dropped at once and counted.
+            let _ = self.done.send(end);
         }
     }
 
@@ -300,4 +301,70 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::Budget;
+    use crate::ledger::Slot;
+    use crate::testing::Recorder;
+    use crate::{Builder, Overflow};
+
+    /// A batch of `count` tiny messages, their budget taken as a call would.
+    fn prepared(ledger: &Ledger, end: u64, count: usize) -> Prepared {
+        let mut batch = Encoded::default();
+        for _ in 0..count {
+            let cost = 64;
+            ledger.budget.acquire(cost).unwrap();
+            ledger.counters.enqueued();
+            let start = batch.bytes.len();
+            batch.bytes.extend_from_slice(b"{}");
+            batch.slots.push(Slot {
+                bytes: start..batch.bytes.len(),
+                id: 0..0,
+                cost,
+            });
+        }
+        Prepared {
+            end,
+            parts: std::iter::once(0..count).collect(),
+            batch,
+            body: Vec::new(),
+            written_at: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn batches_arriving_after_the_worker_is_gone_are_still_settled() {
+        let recorder = Recorder::new();
+        let config = Builder::new("wk-0123456789")
+            .transport(recorder.clone())
+            .validate()
+            .unwrap();
+        let ledger = Arc::new(Ledger::new(Budget::new(1 << 20, Overflow::Reject), None));
+        // After a shutdown, every handle dropped: the worker, which reads `done` and holds
+        // the cancel channel, is gone; the encoder still hands over the batches it had.
+        let (batches_tx, batches) = crossbeam_channel::unbounded();
+        let (done, done_rx) = crossbeam_channel::unbounded();
+        let (cancel_tx, cancel) = crossbeam_channel::bounded(0);
+        drop((done_rx, cancel_tx));
+        batches_tx.send(prepared(&ledger, 2, 2)).unwrap();
+        batches_tx.send(prepared(&ledger, 5, 3)).unwrap();
+        drop(batches_tx);
+        let channels = SenderChannels {
+            batches,
+            done,
+            cancel,
+        };
+        BatchSender::new(&config, Arc::clone(&ledger), channels).run();
+        let stats = ledger.stats();
+        assert_eq!(stats.dropped.get(DropReason::Shutdown), 5, "{stats:?}");
+        assert_eq!(stats.pending(), 0, "{stats:?}");
+        assert_eq!(ledger.budget.used(), 0);
+        assert!(
+            recorder.requests().is_empty(),
+            "nothing is sent after a shutdown"
+        );
+    }
 }

@@ -24,9 +24,12 @@
 //!   the worker has a reason to look: the first message after it last emptied the channel
 //!   (which starts the batch's age timer), and each time a batch's worth of messages or bytes
 //!   has piled up. Everything else is picked up when the worker next drains.
-//! - A flush is complete when every message received before it has an outcome. Batches are
-//!   settled whole and in order, so "settled count ≥ received count at the flush" says exactly
-//!   that.
+//! - A flush is complete when every message received before it has an outcome. Messages are
+//!   numbered in the order received; each batch past the worker carries the number just past
+//!   its last message, and the sender reports it by that number. The sender settles batches in
+//!   order, but a shutdown settles the later ones first (those still queued or waiting to be
+//!   encoded or sent, while one is on the wire), so completion is by position: every batch up
+//!   to the flush's mark settled, not a count of settled messages.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -112,8 +115,22 @@ impl Doorbell {
     }
 }
 
+/// A batch handed to the encoder, and where it ends among the messages received (the first
+/// message is 0): the number the sender reports it by.
+pub(crate) struct Handed {
+    pub(crate) end: u64,
+    pub(crate) messages: Vec<Pending>,
+}
+
+/// A batch past the worker, in the order handed on: `start..end` among the messages received.
+struct Flight {
+    start: u64,
+    end: u64,
+    settled: bool,
+}
+
 struct Waiter {
-    /// Settled count that completes this flush.
+    /// Complete once every message before this one (in the order received) is settled.
     target: u64,
     deadline: Instant,
     reply: Reply,
@@ -136,21 +153,24 @@ pub(crate) struct Worker {
     doorbell: Arc<Doorbell>,
     bell: Receiver<()>,
     control: Receiver<Control>,
+    /// The sender's reports: the `end` of each batch it settled.
     done: Receiver<u64>,
-    to_encoder: Sender<Vec<Pending>>,
+    to_encoder: Sender<Handed>,
     /// The far ends of the encoder's and the sender's queues: at a shutdown deadline, batches
     /// still waiting in them are taken back and dropped, so the report says so at once.
-    unsent: (Receiver<Vec<Pending>>, Receiver<Prepared>),
+    unsent: (Receiver<Handed>, Receiver<Prepared>),
     /// Dropped to tell the sender to abandon retries (shutdown deadline).
     cancel: Option<Sender<()>>,
     queue: VecDeque<Pending>,
     queue_bytes: usize,
     /// When the oldest message not yet handed on arrived.
     batch_started: Option<Instant>,
-    /// Batches handed to the encoder and not yet reported done by the sender.
-    in_flight: usize,
+    /// Batches handed to the encoder, in order, until every one before them is settled too.
+    flights: VecDeque<Flight>,
     received: u64,
-    settled: u64,
+    /// Where the queue starts among the messages received: every one before it was handed on
+    /// or settled.
+    dispatched: u64,
     waiters: Vec<Waiter>,
     shut_down: bool,
     /// The sender (and so the encoder) thread is gone: batches are settled as dropped here.
@@ -163,7 +183,7 @@ pub(crate) struct WorkerEnds {
     pub(crate) data: Sender<Pending>,
     pub(crate) control: Sender<Control>,
     pub(crate) done: Sender<u64>,
-    pub(crate) batches: Receiver<Vec<Pending>>,
+    pub(crate) batches: Receiver<Handed>,
     pub(crate) prepared: (Sender<Prepared>, Receiver<Prepared>),
     pub(crate) cancel: Receiver<()>,
 }
@@ -223,9 +243,9 @@ impl Worker {
             queue: VecDeque::new(),
             queue_bytes: 0,
             batch_started: None,
-            in_flight: 0,
+            flights: VecDeque::new(),
             received: 0,
-            settled: 0,
+            dispatched: 0,
             waiters: Vec::new(),
             shut_down: false,
             pipeline_gone: false,
@@ -266,7 +286,7 @@ impl Worker {
                     Err(_) => break,
                 },
                 recv(done) -> settled => match settled {
-                    Ok(settled) => self.batch_done(settled),
+                    Ok(end) => self.batch_done(end),
                     // The sender thread is gone (a bug; its panics from user code are
                     // caught): settle what it will never send, and from now on `dispatch`
                     // settles each batch as dropped instead of handing it on. The worker holds
@@ -275,7 +295,9 @@ impl Worker {
                         done = never();
                         self.pipeline_gone = true;
                         self.drop_unsent("sender thread died");
-                        self.in_flight = 0;
+                        // What the sender held died with it: nothing will settle it now, and
+                        // flushes must not wait for it.
+                        self.flights.clear();
                     }
                 },
                 recv(timer) -> _ => {}
@@ -301,15 +323,35 @@ impl Worker {
         let unclaimed = self.doorbell.unclaimed.load(Ordering::SeqCst);
         unclaimed > 0
             && queued + unclaimed >= self.doorbell.flush_at
-            && self.in_flight < MAX_IN_FLIGHT
+            && self.in_flight() < MAX_IN_FLIGHT
             && !self.shut_down
+    }
+
+    /// Batches past the worker that the sender has not settled.
+    fn in_flight(&self) -> usize {
+        self.flights.iter().filter(|f| !f.settled).count()
+    }
+
+    /// How many messages, from the first received, all have an outcome.
+    fn settled_prefix(&self) -> u64 {
+        self.flights.front().map_or(self.dispatched, |f| f.start)
+    }
+
+    /// Marks the batch that ends at `end` settled, and forgets the settled ones at the front.
+    fn settle_flight(&mut self, end: u64) {
+        if let Some(flight) = self.flights.iter_mut().find(|f| f.end == end) {
+            flight.settled = true;
+        }
+        while self.flights.front().is_some_and(|f| f.settled) {
+            self.flights.pop_front();
+        }
     }
 
     /// Takes every message sent so far (see [`Doorbell`] for why it loops).
     fn drain_data(&mut self) {
         // Armed while the worker is sure to look again without a ring: a batch is building
         // (its age timer runs) or a batch is in flight (its report wakes the worker).
-        let armed = self.batch_started.is_some() || self.in_flight > 0;
+        let armed = self.batch_started.is_some() || self.in_flight() > 0;
         self.doorbell.armed.store(armed, Ordering::SeqCst);
         loop {
             let mut drained = 0;
@@ -327,7 +369,8 @@ impl Worker {
     fn accept(&mut self, message: Pending) {
         self.received += 1;
         if self.shut_down {
-            self.settled += 1;
+            // The queue is empty after a shutdown: this one is next in order.
+            self.dispatched += 1;
             self.ledger.settle_pending(
                 std::slice::from_ref(&message),
                 &Outcome::Dropped {
@@ -363,7 +406,7 @@ impl Worker {
 
     /// Hands the next batch on if there is room in flight and a batch is due.
     fn dispatch(&mut self) {
-        if self.in_flight >= MAX_IN_FLIGHT || self.queue.is_empty() || self.shut_down {
+        if self.in_flight() >= MAX_IN_FLIGHT || self.queue.is_empty() || self.shut_down {
             return;
         }
         let due = !self.waiters.is_empty()
@@ -379,7 +422,7 @@ impl Worker {
         // to the request's limits: under load, fewer and larger requests (less overhead on
         // both ends, and fewer requests per second against the API's rate limit). With
         // nothing in flight it closes at `flush_at`, as configured.
-        let most = if self.in_flight > 0 {
+        let most = if self.in_flight() > 0 {
             MAX_BATCH_MESSAGES
         } else {
             self.limits.flush_at
@@ -402,18 +445,28 @@ impl Worker {
         } else {
             Some(Instant::now())
         };
+        let start = self.dispatched;
+        let end = start + batch.len() as u64;
+        self.dispatched = end;
         let lost = if self.pipeline_gone {
             batch
         } else {
-            match self.to_encoder.send(batch) {
+            let handed = Handed {
+                end,
+                messages: batch,
+            };
+            match self.to_encoder.send(handed) {
                 Ok(()) => {
-                    self.in_flight += 1;
+                    self.flights.push_back(Flight {
+                        start,
+                        end,
+                        settled: false,
+                    });
                     return;
                 }
-                Err(lost) => lost.0,
+                Err(lost) => lost.0.messages,
             }
         };
-        self.settled += lost.len() as u64;
         self.ledger.settle_pending(
             &lost,
             &Outcome::Dropped {
@@ -427,7 +480,7 @@ impl Worker {
     fn answer_waiters(&mut self, now: Instant) {
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
             .into_iter()
-            .partition(|w| self.settled >= w.target || now >= w.deadline);
+            .partition(|w| self.settled_prefix() >= w.target || now >= w.deadline);
         self.waiters = waiting;
         for waiter in ready {
             self.answer(waiter, now);
@@ -435,7 +488,7 @@ impl Worker {
     }
 
     fn answer(&mut self, waiter: Waiter, now: Instant) {
-        let completed = self.settled >= waiter.target;
+        let completed = self.settled_prefix() >= waiter.target;
         if waiter.shutdown && !self.shut_down {
             self.shut_down = true;
             // Abandon retries in the sender; a request already on the wire still finishes.
@@ -458,17 +511,16 @@ impl Worker {
         waiter.reply.send(report);
     }
 
-    /// Counts the sender's report that a batch of `settled` messages has its outcome.
-    fn batch_done(&mut self, settled: u64) {
-        self.settled += settled;
-        self.in_flight = self.in_flight.saturating_sub(1);
+    /// Takes the sender's report that the batch ending at `end` has its outcome.
+    fn batch_done(&mut self, end: u64) {
+        self.settle_flight(end);
     }
 
     /// Takes the sender's reports of settled batches until none is in flight or `until`.
     fn await_sender(&mut self, until: Instant) {
-        while self.in_flight > 0 {
+        while self.in_flight() > 0 {
             match self.done.recv_deadline(until) {
-                Ok(settled) => self.batch_done(settled),
+                Ok(end) => self.batch_done(end),
                 // Out of time, or the sender is gone (the main loop sees that too).
                 Err(_) => break,
             }
@@ -483,17 +535,19 @@ impl Worker {
             detail,
         };
         let (encoding, sending) = &self.unsent;
-        for batch in encoding.try_iter() {
-            self.in_flight = self.in_flight.saturating_sub(1);
-            self.settled += batch.len() as u64;
-            self.ledger.settle_pending(&batch, &outcome);
+        let mut settled = Vec::new();
+        for handed in encoding.try_iter() {
+            self.ledger.settle_pending(&handed.messages, &outcome);
+            settled.push(handed.end);
         }
         for prepared in sending.try_iter() {
-            self.in_flight = self.in_flight.saturating_sub(1);
             let batch = &prepared.batch;
-            self.settled += batch.slots.len() as u64;
             self.ledger
                 .settle_encoded(batch, 0..batch.slots.len(), &outcome);
+            settled.push(prepared.end);
+        }
+        for end in settled {
+            self.settle_flight(end);
         }
     }
 
@@ -504,7 +558,7 @@ impl Worker {
         let dropped: Vec<Pending> = self.queue.drain(..).collect();
         self.queue_bytes = 0;
         self.batch_started = None;
-        self.settled += dropped.len() as u64;
+        self.dispatched += dropped.len() as u64;
         self.ledger
             .settle_pending(&dropped, &Outcome::Dropped { reason, detail });
     }
@@ -512,7 +566,7 @@ impl Worker {
     /// The next instant the worker must wake up without a message: a batch's age limit or a
     /// flush deadline. `None` when idle.
     fn next_wakeup(&self) -> Option<Instant> {
-        let batch_due = if self.in_flight >= MAX_IN_FLIGHT || self.shut_down {
+        let batch_due = if self.in_flight() >= MAX_IN_FLIGHT || self.shut_down {
             None
         } else {
             self.batch_started
@@ -543,6 +597,84 @@ mod tests {
     use crate::ledger::Payload;
     use crate::{Builder, Overflow};
 
+    /// Sends one two-byte message into the worker, as a call would.
+    fn send_one(ledger: &Ledger, data: &Sender<Pending>, doorbell: &Doorbell) {
+        let cost = 64;
+        let used_before = ledger.budget.acquire(cost).unwrap();
+        let bytes: Box<[u8]> = b"{}".as_slice().into();
+        let payload = Payload::Encoded { bytes, id: 0..0 };
+        data.send(Pending { payload, cost }).unwrap();
+        ledger.counters.enqueued();
+        doorbell.sent(used_before, cost);
+    }
+
+    /// A flush or shutdown request with this deadline, and where its report arrives.
+    fn control(
+        ledger: &Ledger,
+        deadline: Instant,
+        shutdown: bool,
+    ) -> (Control, Receiver<FlushReport>) {
+        let (reply, report) = crossbeam_channel::bounded(1);
+        let request = Control {
+            deadline,
+            reply: Reply::Blocking(reply),
+            start: ledger.stats(),
+            shutdown,
+        };
+        (request, report)
+    }
+
+    #[test]
+    fn a_flush_waits_for_its_own_batch_when_a_shutdown_drops_later_ones_first() {
+        let config = Builder::new("wk-0123456789")
+            .host("http://127.0.0.1:9")
+            .flush_at(2)
+            .validate()
+            .unwrap();
+        let ledger = Arc::new(Ledger::new(Budget::new(1 << 20, Overflow::Reject), None));
+        let (worker, doorbell, ends) = Worker::wired(&config, Arc::clone(&ledger));
+        let thread = std::thread::spawn(move || worker.run());
+        let long = Instant::now() + Duration::from_secs(60);
+
+        // One message, then a flush: the flush makes it a batch of one, which this test, as
+        // encoder and sender, takes and holds "on the wire". Its arrival also shows that the
+        // flush's mark is after this message and before the next ones.
+        send_one(&ledger, &ends.data, &doorbell);
+        let (flush, flushed) = control(&ledger, long, false);
+        ends.control.send(flush).unwrap();
+        let first = ends.batches.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!((first.end, first.messages.len()), (1, 1));
+        // Two more, handed on behind it and left waiting to be encoded.
+        send_one(&ledger, &ends.data, &doorbell);
+        send_one(&ledger, &ends.data, &doorbell);
+        // A shutdown whose deadline has passed drops those two at once: they settle before
+        // the first batch, which is still on the wire.
+        let (shutdown, shut) = control(&ledger, Instant::now(), true);
+        ends.control.send(shutdown).unwrap();
+        let report = shut.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(report.dropped.get(DropReason::Shutdown), 2, "{report}");
+        assert_eq!(report.pending, 1, "{report}");
+        // Another request past its deadline makes the worker look at its waiters again.
+        let (nudge, nudged) = control(&ledger, Instant::now(), false);
+        ends.control.send(nudge).unwrap();
+        let report = nudged.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert!(!report.completed, "{report}");
+        // Two messages are settled, but not the flush's own: it must still wait.
+        assert!(
+            flushed.try_recv().is_err(),
+            "the flush was answered while its message was still on the wire"
+        );
+        // The first batch is delivered: now the flush completes, and says so.
+        ledger.settle_pending(&first.messages, &Outcome::Delivered);
+        ends.done.send(first.end).unwrap();
+        let report = flushed.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert!(report.completed, "{report}");
+        assert_eq!(report.delivered, 1, "{report}");
+        assert_eq!(report.pending, 0, "{report}");
+        drop((ends.control, ends.data));
+        thread.join().unwrap();
+    }
+
     #[test]
     fn batches_are_settled_as_dropped_once_the_sender_is_gone() {
         let config = Builder::new("wk-0123456789")
@@ -559,23 +691,11 @@ mod tests {
         let start = ledger.stats();
         let thread = std::thread::spawn(move || worker.run());
         for _ in 0..3 {
-            let cost = 64;
-            let used_before = ledger.budget.acquire(cost).unwrap();
-            let bytes: Box<[u8]> = b"{}".as_slice().into();
-            let payload = Payload::Encoded { bytes, id: 0..0 };
-            data_tx.send(Pending { payload, cost }).unwrap();
-            ledger.counters.enqueued();
-            doorbell.sent(used_before, cost);
+            send_one(&ledger, &data_tx, &doorbell);
         }
-        let (reply, report) = crossbeam_channel::bounded(1);
-        control_tx
-            .send(Control {
-                deadline: Instant::now() + Duration::from_secs(30),
-                reply: Reply::Blocking(reply),
-                start,
-                shutdown: false,
-            })
-            .unwrap();
+        let (mut flush, report) = control(&ledger, Instant::now() + Duration::from_secs(30), false);
+        flush.start = start;
+        control_tx.send(flush).unwrap();
         let report = report.recv_timeout(Duration::from_secs(30)).unwrap();
         // Settled, not left pending: the flush completes, and the budget is free again.
         assert!(report.completed, "{report}");
