@@ -22,7 +22,9 @@ use serde_json::Value;
 
 use crate::transport::{Request, Response, Transport, TransportError, TransportErrorKind};
 
-/// One request the client made, decoded. Its `Debug` hides the `authorization` header.
+/// One request the client made, decoded. Its `Debug` hides the `authorization` header and
+/// masks the body's `writeKey` (tests often run with real keys, and a failed assertion prints
+/// what it compared).
 #[derive(Clone)]
 pub struct RecordedRequest {
     /// The URL posted to.
@@ -49,10 +51,14 @@ impl std::fmt::Debug for RecordedRequest {
                 )
             })
             .collect();
+        let mut body = self.body.clone();
+        if let Some(Value::String(key)) = body.get_mut("writeKey") {
+            *key = crate::config::mask_write_key(key);
+        }
         f.debug_struct("RecordedRequest")
             .field("url", &self.url)
             .field("headers", &headers)
-            .field("body", &self.body)
+            .field("body", &body)
             .finish()
     }
 }
@@ -128,5 +134,35 @@ impl Transport for Recorder {
             retry_after: None,
             body: r#"{"success":true}"#.into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::Analytics;
+
+    #[test]
+    fn debug_output_shows_no_write_key() {
+        let key = "sk_live_SECRETSECRETSECRET";
+        let recorder = Recorder::new();
+        let analytics = Analytics::builder(key)
+            .transport(recorder.clone())
+            .build()
+            .unwrap();
+        analytics
+            .track("user-1", "Signed Up", serde_json::json!({}))
+            .unwrap();
+        assert!(analytics.flush(Duration::from_secs(30)).is_clean());
+        assert_eq!(
+            recorder.requests()[0].body["writeKey"],
+            key,
+            "recorded as sent"
+        );
+        let printed = format!("{recorder:?}");
+        assert!(printed.contains("RecordedRequest"), "{printed}");
+        assert!(!printed.contains("SECRETSECRET"), "{printed}");
     }
 }
