@@ -309,7 +309,10 @@ impl Builder {
     }
 
     /// Send through this proxy (`http://user:pass@host:port` or `socks5://host:port`).
-    /// Without this, `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` are honoured.
+    /// Without this, the environment's proxy is used: the first set of `ALL_PROXY`,
+    /// `HTTPS_PROXY` and `HTTP_PROXY` (either case), whatever the host's scheme, unless
+    /// `NO_PROXY` names the host. (curl would pick by scheme; with only `HTTP_PROXY` set, an
+    /// `https` host goes through it here.)
     pub fn proxy(mut self, url: impl Into<String>) -> Self {
         self.proxy = ProxySetting::Url(url.into());
         self

@@ -12,7 +12,8 @@ const MAX_RESPONSE_BODY: u64 = 4096;
 /// How the transport finds a proxy.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) enum ProxySetting {
-    /// `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`, as curl reads them.
+    /// The first set of `ALL_PROXY`, `HTTPS_PROXY` and `HTTP_PROXY` (either case) for every
+    /// scheme, and `NO_PROXY` (ureq's rule, not curl's per-scheme one).
     #[default]
     FromEnv,
     /// Connect directly, whatever the environment says.
