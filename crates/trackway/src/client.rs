@@ -328,9 +328,10 @@ impl Analytics {
 
     /// Flushes, then stops: what is still queued at the deadline is dropped (and reported),
     /// and later calls return [`EnqueueError::Closed`]. Idempotent. Returns by the deadline
-    /// plus at most 100 ms, in which a batch waiting to be retried is settled as dropped; only
-    /// a batch whose request is still on the wire is reported pending (its outcome comes
-    /// later, through [`Analytics::stats`] and the observer).
+    /// plus at most 100 ms, in which a batch waiting to be retried is settled as dropped; a
+    /// batch whose request is still on the wire (or, rarely, one the encoder thread has not
+    /// finished within those 100 ms) is reported pending, and its outcome comes later,
+    /// through [`Analytics::stats`] and the observer.
     pub fn shutdown(&self, timeout: Duration) -> FlushReport {
         self.inner.request_blocking(timeout, true)
     }
