@@ -598,3 +598,70 @@ fn forward_with_concurrency_relays_every_event_once() {
     assert_eq!(seen.len(), 3000);
     assert!(seen.values().all(|n| *n == 1), "each relayed once");
 }
+
+#[test]
+fn forward_relays_a_full_chunk_of_large_events_in_order() {
+    // 1000 events of 12 KB: twice the forward client's 6 MiB memory budget in one chunk.
+    const EVENTS: usize = 1000;
+    const PER_POST: usize = 30;
+    let padding = "x".repeat(12 * 1024);
+    let id = |n: usize| format!("large-{n:04}");
+    let temp = tempfile::tempdir().unwrap();
+    {
+        // Stored before the destination exists, so that it starts with one full chunk.
+        let edge = TestServer::start_in(temp.path());
+        for first in (0..EVENTS).step_by(PER_POST) {
+            let batch = (first..(first + PER_POST).min(EVENTS))
+                .map(|n| {
+                    let mut message = track(&id(n));
+                    message["properties"]["padding"] = json!(padding);
+                    message
+                })
+                .collect();
+            send(&edge, batch);
+        }
+    }
+    // A slow but healthy upstream: the client cannot send the chunk as fast as it is handed
+    // over, so it fills its budget.
+    let upstream = FakeApi::start();
+    upstream.set_rule(|_| Some(Reply::Delay(Duration::from_millis(20))));
+    let forward = DestinationConfig {
+        name: "Upstream".into(),
+        kind: Kind::Forward {
+            host: upstream.url(),
+            write_key: "k".into(),
+        },
+        // Short, so that a chunk that cannot go through becomes dead letters within the test.
+        retry_window: Some(Duration::from_secs(3)),
+        backoff_base: Some(Duration::from_millis(1)),
+        backoff_cap: Some(Duration::from_millis(20)),
+        concurrency: None,
+    };
+    let edge = TestServer::start_configured(temp.path(), with_destinations(vec![forward]));
+    eventually("the chunk is delivered or dead", || {
+        let (_, status) = edge.admin("/api/destinations");
+        let upstream = destination(&status, "Upstream");
+        upstream["lag"] == 0
+    });
+    let (_, status) = edge.admin("/api/destinations");
+    let status = destination(&status, "Upstream");
+    assert_eq!(
+        (
+            status["delivered"].as_u64(),
+            status["open_dead_letters"].as_u64()
+        ),
+        (Some(EVENTS as u64), Some(0)),
+        "{status}"
+    );
+    let relayed: Vec<String> = upstream
+        .accepted_messages()
+        .iter()
+        .map(|m| m["messageId"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (0..EVENTS).map(id).collect();
+    assert!(
+        relayed == expected,
+        "each once, in order: {} relayed",
+        relayed.len()
+    );
+}

@@ -9,12 +9,29 @@
 //!
 //! The client is built with no retries of its own: the delivery engine retries (durably, with
 //! its cursor), so a failed flush never leaves copies queued inside the client.
+//!
+//! A chunk may be larger than the client's memory budget (1000 messages of up to 32 KB each
+//! against 6 MiB). When the budget is full, the relay waits for the client to drain (a flush)
+//! and goes on with the rest of the chunk, so every chunk of legal messages goes through and
+//! the client never holds more than its budget:
+//!
+//! ```text
+//!  chunk: e1 e2 … e600 │ e601 … e1000
+//!         enqueue ─────┤ BudgetFull: flush (all delivered?) ── enqueue the rest ── flush
+//!                      └─ not all delivered: stop; flush; the engine retries the chunk
+//! ```
+//!
+//! An attempt succeeds when every message it handed the client was delivered, counted from
+//! the client's stats: a flush's report only counts what was delivered while it waited, and a
+//! large chunk is partly sent before the final flush. Every attempt ends with a flush, and
+//! starts only once the client holds nothing from an earlier one, so those counts are the
+//! chunk's own.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::Value;
-use trackway::{Analytics, EnqueueError, Message};
+use trackway::{Analytics, EnqueueError, FlushReport, Message, Stats};
 
 use crate::delivery::{Attempt, Destination};
 use crate::storage::{BoxFuture, StoredEvent};
@@ -103,47 +120,106 @@ impl Destination for Forward {
                     reason: "no forward client free".into(),
                 };
             };
-            for event in events {
-                let Some(message) = as_sent(&event.body) else {
-                    return Attempt::Reject {
-                        reason: format!("event {} is not a message", event.seq),
-                    };
-                };
-                match client.enqueue(message) {
-                    Ok(()) => {}
-                    // Our own message broke the rules: no retry can help.
-                    Err(e @ (EnqueueError::Invalid(_) | EnqueueError::TooLarge { .. })) => {
-                        return Attempt::Reject {
-                            reason: format!("forward: {e}"),
-                        };
-                    }
-                    // Full or closed: transient; what is queued drains, then the engine retries.
-                    Err(e) => {
-                        let _ = client.flush_async(FLUSH_TIMEOUT).await;
-                        return Attempt::Retry {
-                            after: None,
-                            reason: format!("forward: {e}"),
-                        };
-                    }
-                }
-            }
-            let report = client.flush_async(FLUSH_TIMEOUT).await;
-            if report.completed && report.pending == 0 && report.delivered == events.len() as u64 {
-                Attempt::Delivered
-            } else if report.rejected > 0 {
-                Attempt::Reject {
-                    reason: format!("upstream refused: {report}"),
-                }
-            } else {
-                Attempt::Retry {
-                    after: None,
-                    reason: format!("upstream: {report}"),
-                }
-            }
+            relay(client, events).await
         })
     }
 
     fn chunk_size(&self) -> usize {
         CHUNK
+    }
+}
+
+/// One attempt at `events` through `client`, which nobody else uses meanwhile. Whatever
+/// happens, it flushes before it returns, so nothing of the attempt stays queued in the client
+/// to be sent after the engine has moved on; only a flush that runs out of time leaves some,
+/// and the next attempt waits for those first.
+async fn relay(client: &Analytics, events: &[StoredEvent]) -> Attempt {
+    // An earlier attempt whose flush ran out of time may have left messages behind: let them
+    // go first, so that the counts below are this chunk's and its messages have the budget.
+    if client.stats().pending() > 0 {
+        let report = client.flush_async(FLUSH_TIMEOUT).await;
+        if !report.completed {
+            return Attempt::Retry {
+                after: None,
+                reason: format!("forward: an earlier attempt is still being sent: {report}"),
+            };
+        }
+    }
+    let before = client.stats();
+    let stopped = enqueue_all(client, events, &before).await;
+    let report = client.flush_async(FLUSH_TIMEOUT).await;
+    match stopped {
+        Some(failure) => failure,
+        None => settle(&before, &client.stats(), &report),
+    }
+}
+
+/// Hands `events` to `client` in order, waiting for it to drain whenever its budget is full.
+/// Returns the failure that stopped it, if one did; what it enqueued is left for the caller
+/// to flush.
+async fn enqueue_all(
+    client: &Analytics,
+    events: &[StoredEvent],
+    before: &Stats,
+) -> Option<Attempt> {
+    for event in events {
+        let mut drained = false;
+        loop {
+            let Some(message) = as_sent(&event.body) else {
+                return Some(Attempt::Reject {
+                    reason: format!("event {} is not a message", event.seq),
+                });
+            };
+            match client.enqueue(message) {
+                Ok(()) => break,
+                // Full of this chunk's earlier messages: once they are sent, there is room,
+                // since the budget holds at least one message of the largest size. The refused
+                // message is parsed again (the client took it), which only happens here.
+                Err(EnqueueError::BudgetFull { .. }) if !drained => {
+                    drained = true;
+                    let report = client.flush_async(FLUSH_TIMEOUT).await;
+                    match settle(before, &client.stats(), &report) {
+                        Attempt::Delivered => {}
+                        failure => return Some(failure),
+                    }
+                }
+                // Our own message broke the rules: no retry can help.
+                Err(e @ (EnqueueError::Invalid(_) | EnqueueError::TooLarge { .. })) => {
+                    return Some(Attempt::Reject {
+                        reason: format!("forward: {e}"),
+                    });
+                }
+                // Closed, or still full with nothing of ours left to send: transient.
+                Err(e) => {
+                    return Some(Attempt::Retry {
+                        after: None,
+                        reason: format!("forward: {e}"),
+                    });
+                }
+            }
+        }
+    }
+    None
+}
+
+/// What became of every message accepted since `before`, once a flush returned `report`:
+/// delivered only if the flush completed and the upstream acknowledged each of them.
+fn settle(before: &Stats, now: &Stats, report: &FlushReport) -> Attempt {
+    let accepted = now.enqueued.saturating_sub(before.enqueued);
+    let delivered = now.delivered.saturating_sub(before.delivered);
+    if report.completed && delivered == accepted {
+        Attempt::Delivered
+    } else if now.rejected > before.rejected {
+        Attempt::Reject {
+            reason: format!(
+                "upstream refused {} messages: {report}",
+                now.rejected.saturating_sub(before.rejected)
+            ),
+        }
+    } else {
+        Attempt::Retry {
+            after: None,
+            reason: format!("upstream: {delivered} of {accepted} delivered: {report}"),
+        }
     }
 }
