@@ -3,19 +3,24 @@
 //!
 //! One request goes through these steps, and answers 200 only after the last:
 //!
-//! 1. read the body, at most [`MAX_REQUEST_BYTES`] (400 past that);
-//! 2. authenticate: Basic auth, or the body's `writeKey` (401 for an unknown key);
+//! 1. a Basic-auth key no source has is a 401 before the body is read;
+//! 2. read the body, at most [`MAX_REQUEST_BYTES`] (400 past that);
 //! 3. gunzip if `Content-Encoding: gzip`, capped at the same size (a gzip bomb is a 400 after
 //!    at most that much output);
-//! 4. parse: a batch's messages are kept as raw JSON first, so each one's size is checked
-//!    against [`MAX_MESSAGE_BYTES`] exactly as sent, and the count against
-//!    [`MAX_BATCH_MESSAGES`] (400 naming the message index);
-//! 5. per message: merge the batch's `context` and `integrations` (the message's keys win),
+//! 4. parse the envelope only: a batch's messages, `context` and `integrations` stay raw JSON
+//!    (checked for syntax, nothing built), and of a single message only its `writeKey` is
+//!    read (400 if the body is not JSON);
+//! 5. authenticate: the Basic key, or else the body's `writeKey` (401 for a missing or unknown
+//!    key). Nothing of the messages has been built yet, so an unauthenticated body costs one
+//!    pass over its bytes, not the many times its size that parsed JSON takes;
+//! 6. parse the messages: each one's size is checked against [`MAX_MESSAGE_BYTES`] exactly as
+//!    sent, and a batch's count against [`MAX_BATCH_MESSAGES`] (400 naming the message index);
+//! 7. per message: merge the batch's `context` and `integrations` (the message's keys win),
 //!    set `receivedAt`, keep the client's time as `originalTimestamp`, correct `timestamp` by
 //!    the clock skew `sentAt - receivedAt`, assign a missing `messageId`, drop any `writeKey`;
-//! 6. validate each message (`trackway_protocol::validate_json`): invalid ones are stored as
+//! 8. validate each message (`trackway_protocol::validate_json`): invalid ones are stored as
 //!    rejected with their reason and listed in the response, never dropped silently;
-//! 7. append to the store, durably; a store failure is a 503 with `Retry-After`.
+//! 9. append to the store, durably; a store failure is a 503 with `Retry-After`.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -38,19 +43,27 @@ use crate::error::ApiError;
 use crate::server::AppState;
 use crate::storage::NewEvent;
 
-/// A batch body, with its messages still raw.
+/// A batch body, with its messages and batch-wide objects still raw: parsing this checks the
+/// whole body's syntax and builds nothing but the list of message slices.
 #[derive(Deserialize)]
 struct RawBatch<'a> {
     #[serde(borrow)]
     batch: Vec<&'a RawValue>,
-    #[serde(default, rename = "sentAt")]
-    sent_at: Option<Value>,
-    #[serde(default)]
-    context: Option<Value>,
-    #[serde(default)]
-    integrations: Option<Value>,
+    #[serde(default, borrow, rename = "sentAt")]
+    sent_at: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    context: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    integrations: Option<&'a RawValue>,
     #[serde(default, rename = "writeKey")]
     write_key: Option<String>,
+}
+
+/// Of a single message, only its `writeKey`, read before the message is built.
+#[derive(Deserialize)]
+struct RawSingle<'a> {
+    #[serde(default, borrow, rename = "writeKey")]
+    write_key: Option<&'a RawValue>,
 }
 
 /// The single-message endpoints' paths, which name the type.
@@ -63,12 +76,13 @@ pub(crate) async fn batch(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let raw = read_body(&state, &headers, body).await?;
-    let decoded = decode_batch(&raw.bytes)?;
+    let parsed = parse_batch(&raw.bytes)?;
     let source = authenticate(
         &state,
         raw.basic_key.as_deref(),
-        decoded.write_key.as_deref(),
+        parsed.write_key.as_deref(),
     )?;
+    let decoded = decode_batch(&parsed)?;
     store(&state, source, decoded.messages, &decoded.envelope).await
 }
 
@@ -76,16 +90,19 @@ pub(crate) async fn batch(
 struct Decoded {
     messages: Vec<Map<String, Value>>,
     envelope: Envelope,
-    write_key: Option<String>,
 }
 
-/// Step 4 of the module doc: the body as a batch of messages, each size-checked.
-fn decode_batch(bytes: &[u8]) -> Result<Decoded, ApiError> {
-    let parsed: RawBatch<'_> = serde_json::from_slice(bytes).map_err(|e| {
+/// Step 4 of the module doc: the body as a batch envelope, its messages still raw.
+fn parse_batch(bytes: &[u8]) -> Result<RawBatch<'_>, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad(format!(
             "body must be a JSON object with a `batch` array: {e}"
         ))
-    })?;
+    })
+}
+
+/// Step 6 of the module doc: the batch's messages, each size-checked, and its envelope.
+fn decode_batch(parsed: &RawBatch<'_>) -> Result<Decoded, ApiError> {
     if parsed.batch.len() > MAX_BATCH_MESSAGES {
         return Err(ApiError::bad(format!(
             "batch has {} messages; the limit is {MAX_BATCH_MESSAGES}",
@@ -97,15 +114,17 @@ fn decode_batch(bytes: &[u8]) -> Result<Decoded, ApiError> {
         messages.push(parse_message(message.get(), index)?);
     }
     let envelope = Envelope {
-        sent_at: parsed.sent_at,
+        sent_at: parsed.sent_at.map(raw_value).transpose()?,
         context: object(parsed.context, "context")?,
         integrations: object(parsed.integrations, "integrations")?,
     };
-    Ok(Decoded {
-        messages,
-        envelope,
-        write_key: parsed.write_key,
-    })
+    Ok(Decoded { messages, envelope })
+}
+
+/// A raw value already checked for syntax, built.
+fn raw_value(raw: &RawValue) -> Result<Value, ApiError> {
+    serde_json::from_str(raw.get())
+        .map_err(|e| ApiError::bad(format!("body is not valid JSON: {e}")))
 }
 
 /// Runs a batch body through exactly what `POST /v1/batch` does to it, minus authentication
@@ -121,7 +140,8 @@ pub fn fuzz_batch(body: &[u8], gzip: bool) -> Result<usize, String> {
     } else {
         body.to_vec()
     };
-    let decoded = decode_batch(&bytes).map_err(|e| e.to_string())?;
+    let parsed = parse_batch(&bytes).map_err(|e| e.to_string())?;
+    let decoded = decode_batch(&parsed).map_err(|e| e.to_string())?;
     let source: Arc<str> = Arc::from("fuzz");
     let (events, _) = prepare(
         &source,
@@ -145,12 +165,13 @@ pub(crate) async fn single(
     let raw = read_body(&state, &headers, body).await?;
     let text =
         std::str::from_utf8(&raw.bytes).map_err(|_| ApiError::bad("body is not valid UTF-8"))?;
-    let mut message = parse_message(text, 0)?;
-    let body_key = match message.remove("writeKey") {
-        Some(Value::String(key)) => Some(key),
-        _ => None,
+    // Step 4: the body key, read without building the message (needed only without Basic).
+    let body_key = match &raw.basic_key {
+        Some(_) => None,
+        None => single_write_key(text)?,
     };
     let source = authenticate(&state, raw.basic_key.as_deref(), body_key.as_deref())?;
+    let mut message = parse_message(text, 0)?;
     message.insert("type".into(), Value::String(kind));
     let envelope = Envelope {
         sent_at: message.get("sentAt").cloned(),
@@ -158,6 +179,24 @@ pub(crate) async fn single(
         integrations: None,
     };
     store(&state, source, vec![message], &envelope).await
+}
+
+/// The `writeKey` of a single-message body, if it has a string one; the body's syntax is
+/// checked, nothing is built.
+fn single_write_key(text: &str) -> Result<Option<String>, ApiError> {
+    let parsed: RawSingle<'_> = serde_json::from_str(text).map_err(|e| match e.classify() {
+        // Valid JSON of the wrong shape: the same answer `parse_message` gives.
+        serde_json::error::Category::Data => ApiError::BadRequest {
+            message: "message 0 is not a JSON object".into(),
+            index: Some(0),
+            field: None,
+        },
+        _ => ApiError::bad(format!("message 0 is not valid JSON: {e}")),
+    })?;
+    // A key that is not a string is no key (as before): `authenticate` says so.
+    Ok(parsed
+        .write_key
+        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok()))
 }
 
 /// The body, decompressed, and the Basic-auth write key if the request had one.
@@ -282,11 +321,12 @@ fn parse_message(raw: &str, index: usize) -> Result<Map<String, Value>, ApiError
     }
 }
 
+/// A batch-wide object (`context`, `integrations`), built once the request is authenticated.
 fn object(
-    value: Option<Value>,
+    raw: Option<&RawValue>,
     field: &'static str,
 ) -> Result<Option<Map<String, Value>>, ApiError> {
-    match value {
+    match raw.map(raw_value).transpose()? {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(map)) => Ok(Some(map)),
         Some(_) => Err(ApiError::BadRequest {
@@ -325,7 +365,7 @@ async fn store(
     Ok(Json(body))
 }
 
-/// Steps 5 and 6: the events to store, and the rejections to list in the answer.
+/// Steps 7 and 8: the events to store, and the rejections to list in the answer.
 fn prepare(
     source: &Arc<str>,
     messages: Vec<Map<String, Value>>,
@@ -349,7 +389,7 @@ fn prepare(
     (events, rejected)
 }
 
-/// Applies step 5 of the module doc to one message.
+/// Applies step 7 of the module doc to one message.
 fn enrich(message: &mut Map<String, Value>, envelope: &Envelope, received: SystemTime) {
     message.remove("writeKey");
     for (field, batch_value) in [

@@ -317,3 +317,46 @@ fn invalid_messages_in_a_batch_are_stored_as_rejected_and_listed() {
     let good = events.iter().find(|e| e["messageId"] == "good-1").unwrap();
     assert!(good["_trackway"].get("rejected").is_none());
 }
+
+#[test]
+fn a_body_write_key_is_checked_before_any_message_is_built() {
+    let server = TestServer::start();
+    // Each of these bodies would be a 400 once its messages (or its context) were parsed; with
+    // a wrong or missing key it must be refused as unauthenticated first, without that work.
+    let big = json!({"type": "track", "userId": "u", "event": "E",
+                     "properties": {"x": "y".repeat(33 * 1024)}});
+    let bodies = [
+        json!({"batch": [[1, 2]], "writeKey": "nope"}),
+        json!({"batch": [track("ok"), big.clone()], "writeKey": "nope"}),
+        json!({"batch": [track("ok")], "context": [1, 2], "writeKey": "nope"}),
+        json!({"batch": [[1, 2]]}),
+    ];
+    for body in &bodies {
+        let (status, answer) = post(&server.url, "/v1/batch", &[], body.to_string().as_bytes());
+        assert_eq!(status, 401, "{body}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("write key"),
+            "{answer}"
+        );
+    }
+    // The single-message endpoints too: an oversized message with a wrong key is a 401.
+    let mut single = big;
+    single["writeKey"] = json!("nope");
+    let (status, answer) = post(&server.url, "/v1/track", &[], single.to_string().as_bytes());
+    assert_eq!(status, 401, "{answer}");
+    // With the right key, the same problems are still the 400s that name them.
+    let (status, answer) = post(
+        &server.url,
+        "/v1/batch",
+        &[],
+        json!({"batch": [[1, 2]], "writeKey": WRITE_KEY})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["index"], 0);
+    single["writeKey"] = json!(WRITE_KEY);
+    let (status, answer) = post(&server.url, "/v1/track", &[], single.to_string().as_bytes());
+    assert_eq!(status, 400, "{answer}");
+    assert!(server.events("").is_empty());
+}
