@@ -17,7 +17,8 @@
 //!    sent, and a batch's count against [`MAX_BATCH_MESSAGES`] (400 naming the message index);
 //! 7. per message: merge the batch's `context` and `integrations` (the message's keys win),
 //!    set `receivedAt`, keep the client's time as `originalTimestamp`, correct `timestamp` by
-//!    the clock skew `sentAt - receivedAt`, assign a missing `messageId`, drop any `writeKey`;
+//!    the clock skew `sentAt - receivedAt`, assign a missing or null `messageId` (any other
+//!    non-string one is left for step 8 to reject), drop any `writeKey`;
 //! 8. validate each message (`trackway_protocol::validate_json`): invalid ones are stored as
 //!    rejected with their reason and listed in the response, never dropped silently;
 //! 9. append to the store, durably; a store failure is a 503 with `Retry-After`.
@@ -414,7 +415,9 @@ fn enrich(message: &mut Map<String, Value>, envelope: &Envelope, received: Syste
             Some(_) => {}
         }
     }
-    if !matches!(message.get("messageId"), Some(Value::String(_))) {
+    // Only a missing id is assigned: any other value is the client's, left for validation to
+    // reject (a fresh id would hide the mistake and store each retry again).
+    if matches!(message.get("messageId"), None | Some(Value::Null)) {
         let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
         message.insert(
             "messageId".into(),
@@ -455,9 +458,16 @@ fn new_event(
     error: Option<ValidationError>,
 ) -> NewEvent {
     let text = |name: &str| message.get(name).and_then(Value::as_str).map(str::to_owned);
+    // A messageId that is not a string (rejected) is deduplicated by its JSON text, so a retry
+    // of it is stored once and two different ones are not taken for each other.
+    let message_id = match message.get("messageId") {
+        Some(Value::String(id)) => id.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
     NewEvent {
         source: Arc::clone(source),
-        message_id: text("messageId").unwrap_or_default(),
+        message_id,
         kind: text("type").unwrap_or_default(),
         user_id: text("userId"),
         anonymous_id: text("anonymousId"),

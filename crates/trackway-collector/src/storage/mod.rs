@@ -17,7 +17,8 @@ use serde::Serialize;
 pub struct NewEvent {
     /// The source (by name) whose write key sent it.
     pub source: Arc<str>,
-    /// Its `messageId` (assigned by the server when the client sent none).
+    /// Its `messageId` (assigned by the server when the client sent none or null; the JSON
+    /// text of one that is not a string, which is stored as rejected).
     pub message_id: String,
     /// Its `type`.
     pub kind: String,

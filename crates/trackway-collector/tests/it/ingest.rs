@@ -360,3 +360,46 @@ fn a_body_write_key_is_checked_before_any_message_is_built() {
     assert_eq!(status, 400, "{answer}");
     assert!(server.events("").is_empty());
 }
+
+#[test]
+fn a_message_id_that_is_not_a_string_is_rejected_not_replaced() {
+    let server = TestServer::start();
+    let auth = basic(WRITE_KEY);
+    let numbered = json!({"type": "track", "userId": "u", "event": "E", "messageId": 12345});
+    let body = batch_body(vec![
+        numbered.clone(),
+        json!({"type": "track", "userId": "u", "event": "E", "messageId": null}),
+        json!({"type": "track", "userId": "u", "event": "E"}),
+    ]);
+    let (status, answer) = post(&server.url, "/v1/batch", &[("authorization", &auth)], &body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["rejected"],
+        json!([{"index": 0, "messageId": 12345,
+                "reason": "`messageId` must be a string, not a number"}])
+    );
+    let events = server.events("");
+    assert_eq!(events.len(), 3, "the rejected one is kept");
+    let kept = events.iter().find(|e| e["messageId"] == 12345).unwrap();
+    assert_eq!(
+        kept["_trackway"]["rejected"],
+        "`messageId` must be a string, not a number"
+    );
+    // Absent or null: assigned.
+    let assigned: Vec<usize> = events
+        .iter()
+        .filter_map(|e| e["messageId"].as_str().map(str::len))
+        .collect();
+    assert_eq!(assigned, [36, 36]);
+
+    // A retry of the same message is the same message, stored once.
+    let (status, answer) = post(
+        &server.url,
+        "/v1/batch",
+        &[("authorization", &auth)],
+        &batch_body(vec![numbered]),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["duplicates"], 1, "{answer}");
+    assert_eq!(server.events("").len(), 3);
+}
