@@ -19,8 +19,9 @@
 //!    set `receivedAt`, keep the client's time as `originalTimestamp`, correct `timestamp` by
 //!    the clock skew `sentAt - receivedAt`, assign a missing or null `messageId` (any other
 //!    non-string one is left for step 8 to reject), drop any `writeKey`;
-//! 8. validate each message (`trackway_protocol::validate_json`): invalid ones are stored as
-//!    rejected with their reason and listed in the response, never dropped silently;
+//! 8. validate each message (`trackway_protocol::validate_json`, and a type other than the six):
+//!    invalid ones are stored as rejected with their reason and listed in the response, never
+//!    dropped silently;
 //! 9. append to the store, durably; a store failure is a 503 with `Retry-After`.
 
 use std::io::Read;
@@ -36,8 +37,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use trackway_protocol::{
-    MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, ValidationError, validate_json,
-    write_timestamp,
+    Kind, MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, validate_json, write_timestamp,
 };
 
 use crate::error::ApiError;
@@ -67,8 +67,10 @@ struct RawSingle<'a> {
     write_key: Option<&'a RawValue>,
 }
 
-/// The single-message endpoints' paths, which name the type.
-const SINGLE_TYPES: [&str; 6] = ["identify", "track", "page", "screen", "group", "alias"];
+/// The six message types the collector accepts; also the single-message endpoints' paths.
+/// `trackway_protocol` lets any other type through (a client may send custom types to other
+/// servers); the collector stores those as rejected.
+const TYPES: [&str; 6] = ["identify", "track", "page", "screen", "group", "alias"];
 
 /// `POST /v1/batch` and `POST /v1/import`.
 pub(crate) async fn batch(
@@ -160,7 +162,7 @@ pub(crate) async fn single(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    if !SINGLE_TYPES.contains(&kind.as_str()) {
+    if !TYPES.contains(&kind.as_str()) {
         return Err(ApiError::bad(format!("unknown endpoint /v1/{kind}")));
     }
     let raw = read_body(&state, &headers, body).await?;
@@ -377,12 +379,19 @@ fn prepare(
     let mut events = Vec::with_capacity(messages.len());
     for (index, mut message) in messages.into_iter().enumerate() {
         enrich(&mut message, envelope, received);
-        let verdict = validate_json(&message);
-        if let Err(error) = &verdict {
+        let verdict = match validate_json(&message) {
+            Ok(Kind::Other(name)) => Err(format!(
+                "unknown message type {name:?}: the type must be one of {}",
+                TYPES.join(", ")
+            )),
+            Ok(_) => Ok(()),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(reason) = &verdict {
             rejected.push(json!({
                 "index": index,
                 "messageId": message.get("messageId"),
-                "reason": error.to_string(),
+                "reason": reason,
             }));
         }
         events.push(new_event(source, message, received, verdict.err()));
@@ -455,7 +464,7 @@ fn new_event(
     source: &Arc<str>,
     message: Map<String, Value>,
     received: SystemTime,
-    error: Option<ValidationError>,
+    rejected: Option<String>,
 ) -> NewEvent {
     let text = |name: &str| message.get(name).and_then(Value::as_str).map(str::to_owned);
     // A messageId that is not a string (rejected) is deduplicated by its JSON text, so a retry
@@ -473,7 +482,7 @@ fn new_event(
         anonymous_id: text("anonymousId"),
         label: text("event").or_else(|| text("name")),
         received_at: millis(received),
-        rejected: error.map(|e| e.to_string()),
+        rejected,
         body: Value::Object(message).to_string(),
     }
 }

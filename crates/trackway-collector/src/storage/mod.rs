@@ -82,7 +82,8 @@ pub struct Query {
 pub struct Count {
     /// The source's name.
     pub source: String,
-    /// The `type`.
+    /// The `type`: one of the six, or [`sqlite::OTHER_TYPE`] for all others together (the
+    /// sender chooses the type, so a count per type would grow without bound).
     #[serde(rename = "type")]
     pub kind: String,
     /// Stored as rejected.

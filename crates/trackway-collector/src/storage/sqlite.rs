@@ -96,6 +96,20 @@ enum Job {
 
 type Counts = BTreeMap<(String, String, bool), u64>;
 
+/// The `type` under which events of any type but the six are counted: the type is the
+/// sender's choice, and a counter for each would grow without bound.
+pub const OTHER_TYPE: &str = "other";
+
+/// The counts' key for an event of `source` and `kind`: its type if it is one of the six, else
+/// [`OTHER_TYPE`]. (Sources are configured, so the keys are bounded.)
+fn count_key(source: String, kind: &str, rejected: bool) -> (String, String, bool) {
+    let kind = match trackway_protocol::Kind::from_wire(kind) {
+        trackway_protocol::Kind::Other(_) => OTHER_TYPE.to_owned(),
+        known => known.as_str().to_owned(),
+    };
+    (source, kind, rejected)
+}
+
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
     writes: tokio::sync::mpsc::Sender<Job>,
@@ -192,12 +206,17 @@ fn load_counts(conn: &Connection) -> Result<Counts, StoreError> {
     let rows = statement
         .query_map([], |row| {
             Ok((
-                (row.get(0)?, row.get(1)?, row.get(2)?),
+                count_key(row.get(0)?, &row.get::<_, String>(1)?, row.get(2)?),
                 row.get::<_, i64>(3)? as u64,
             ))
         })
         .map_err(sql_error)?;
-    rows.collect::<Result<Counts, _>>().map_err(sql_error)
+    let mut counts = Counts::new();
+    for row in rows {
+        let (key, n) = row.map_err(sql_error)?;
+        *counts.entry(key).or_default() += n;
+    }
+    Ok(counts)
 }
 
 impl Store for SqliteStore {
@@ -460,7 +479,7 @@ impl Writer {
                     ],
                     |row| {
                         Ok((
-                            (row.get(0)?, row.get(1)?, row.get(2)?),
+                            count_key(row.get(0)?, &row.get::<_, String>(1)?, row.get(2)?),
                             row.get::<_, i64>(3)? as u64,
                         ))
                     },
@@ -574,9 +593,9 @@ impl Writer {
     fn count(&self, stored: &[StoredEvent]) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         for event in stored {
-            let key = (
+            let key = count_key(
                 event.source.to_string(),
-                event.kind.clone(),
+                &event.kind,
                 event.rejected.is_some(),
             );
             *counts.entry(key).or_default() += 1;

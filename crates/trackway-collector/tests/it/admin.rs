@@ -141,3 +141,27 @@ fn the_stream_delivers_events_as_they_are_stored() {
     }
     assert_eq!(received, ["m1", "m2", "m3", "m4", "m5"], "in arrival order");
 }
+
+#[test]
+fn stats_count_unknown_types_in_one_bucket_across_restarts() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start_in(temp.path());
+    // Types chosen by the sender must not each get a counter of their own.
+    let messages = (0..50)
+        .map(|n| json!({"type": format!("made-up-{n}"), "userId": "u", "messageId": format!("m{n}")}))
+        .chain([json!({"type": "track", "userId": "u", "event": "E", "messageId": "t"})])
+        .collect();
+    send(&server, messages);
+    let expected = json!([
+        {"source": "web", "type": "other", "rejected": true, "count": 50},
+        {"source": "web", "type": "track", "rejected": false, "count": 1},
+    ]);
+    let (_, stats) = server.admin("/api/stats");
+    assert_eq!(stats["counts"], expected, "{stats}");
+    // Rebuilt from the store the same way.
+    server.stop();
+    let server = TestServer::start_in(temp.path());
+    let (_, stats) = server.admin("/api/stats");
+    assert_eq!(stats["counts"], expected, "{stats}");
+    assert_eq!(stats["total"], 51);
+}

@@ -403,3 +403,42 @@ fn a_message_id_that_is_not_a_string_is_rejected_not_replaced() {
     assert_eq!(answer["duplicates"], 1, "{answer}");
     assert_eq!(server.events("").len(), 3);
 }
+
+#[test]
+fn messages_of_unknown_types_are_stored_as_rejected_and_listed() {
+    let server = TestServer::start();
+    let body = batch_body(vec![
+        json!({"type": "Track", "userId": "u", "event": "E", "messageId": "capital"}),
+        json!({"type": "custom", "userId": "u", "messageId": "custom"}),
+        track("good"),
+    ]);
+    let (status, answer) = post(
+        &server.url,
+        "/v1/batch",
+        &[("authorization", &basic(WRITE_KEY))],
+        &body,
+    );
+    assert_eq!(status, 200, "{answer}");
+    let rejected = answer["rejected"].as_array().unwrap();
+    let summary: Vec<(u64, &str)> = rejected
+        .iter()
+        .map(|r| {
+            (
+                r["index"].as_u64().unwrap(),
+                r["messageId"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(summary, [(0, "capital"), (1, "custom")]);
+    let reason = rejected[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("\"Track\""), "names the type: {reason}");
+    for known in ["identify", "track", "page", "screen", "group", "alias"] {
+        assert!(reason.contains(known), "names {known}: {reason}");
+    }
+    let events = server.events("");
+    assert_eq!(events.len(), 3, "kept, not dropped");
+    let custom = events.iter().find(|e| e["messageId"] == "custom").unwrap();
+    assert_eq!(custom["_trackway"]["rejected"], rejected[1]["reason"]);
+    let good = events.iter().find(|e| e["messageId"] == "good").unwrap();
+    assert!(good["_trackway"].get("rejected").is_none());
+}
