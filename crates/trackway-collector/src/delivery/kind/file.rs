@@ -1,9 +1,15 @@
 //! `file`: JSON lines, one file per source and UTC day (`<source>-<YYYY-MM-DD>.jsonl`), rotated
 //! to `<source>-<YYYY-MM-DD>.<n>.jsonl` once a file reaches `max_bytes`. A delivery counts as
 //! done only after the lines are fsynced.
+//!
+//! A file only ever ends with a whole line: a write or fsync that fails cuts the file back to
+//! its size before the attempt, so the retry neither appends after a partial line nor repeats
+//! the lines that did get written; and a file opened with a partial last line (a crash in the
+//! middle of a write, or a cut that failed too) has it cut off first. Whole lines of a chunk
+//! a crash interrupted stay, and are written again: at least once.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -13,6 +19,9 @@ use crate::storage::{BoxFuture, StoredEvent};
 
 /// Events written per fsync at most.
 const CHUNK: usize = 500;
+
+/// Bytes read at a time when looking back for a file's last newline.
+const SCAN_BLOCK: usize = 64 * 1024;
 
 pub(crate) struct JsonLines {
     inner: Arc<Mutex<Writer>>,
@@ -60,48 +69,134 @@ impl Writer {
         }
     }
 
-    /// The file to append to now: today's, past any full ones.
-    fn file(&mut self) -> std::io::Result<&mut (String, u32, u64, File)> {
-        let day = trackway_protocol::format_timestamp(SystemTime::now())[..10].to_owned();
+    /// The file to append to on `day`: that day's, past any full ones.
+    fn file(&mut self, day: &str) -> std::io::Result<&mut (String, u32, u64, File)> {
         let stale = match &self.current {
             Some((open_day, _, size, _)) => *open_day != day || *size >= self.max_bytes,
             None => true,
         };
         if stale {
             let mut index = match &self.current {
-                Some((open_day, index, _, _)) if *open_day == day => index + 1,
+                Some((open_day, index, _, _)) if open_day == day => index + 1,
                 _ => 0,
             };
             // Skip past files a previous run filled.
             loop {
-                let size = std::fs::metadata(self.path(&day, index)).map_or(0, |m| m.len());
+                let size = std::fs::metadata(self.path(day, index)).map_or(0, |m| m.len());
                 if size < self.max_bytes {
                     break;
                 }
                 index += 1;
             }
-            let path = self.path(&day, index);
-            let file = OpenOptions::new().create(true).append(true).open(&path)?;
-            let size = file.metadata()?.len();
-            self.current = Some((day, index, size, file));
+            let path = self.path(day, index);
+            let mut file = OpenOptions::new()
+                .create(true)
+                .read(true)
+                .append(true)
+                .open(&path)?;
+            let found = file.metadata()?.len();
+            let size = cut_partial_line(&mut file, found)?;
+            if size < found {
+                tracing::warn!(file = %path.display(), "file destination: cut off a partial last line");
+            }
+            self.current = Some((day.to_owned(), index, size, file));
         }
         self.current
             .as_mut()
             .ok_or_else(|| std::io::Error::other("no file"))
     }
 
+    /// Appends `events` to today's file.
     fn append(&mut self, events: &[StoredEvent]) -> std::io::Result<()> {
+        let day = trackway_protocol::format_timestamp(SystemTime::now())[..10].to_owned();
+        self.append_on(&day, events)
+    }
+
+    fn append_on(&mut self, day: &str, events: &[StoredEvent]) -> std::io::Result<()> {
         let mut lines = Vec::new();
         for event in events {
             lines.extend_from_slice(event.body.as_bytes());
             lines.push(b'\n');
         }
-        let (_, _, size, file) = self.file()?;
-        file.write_all(&lines)?;
-        file.sync_data()?;
-        *size += lines.len() as u64;
-        Ok(())
+        let (_, _, size, file) = self.file(day)?;
+        match append_lines(file, *size, &lines) {
+            Ok(new_size) => {
+                *size = new_size;
+                Ok(())
+            }
+            Err(Failed::CutBack(e)) => Err(e),
+            Err(Failed::PartialLeft(e)) => {
+                // Reopened next time, and the partial line cut off then.
+                self.current = None;
+                Err(e)
+            }
+        }
     }
+}
+
+/// What [`append_lines`] needs of a file; tests put one that fails partway in its place.
+trait LineSink: Write {
+    fn sync(&mut self) -> std::io::Result<()>;
+    fn truncate(&mut self, len: u64) -> std::io::Result<()>;
+}
+
+impl LineSink for File {
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.sync_data()
+    }
+
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        self.set_len(len)
+    }
+}
+
+/// Why [`append_lines`] failed, and whether the file is whole again.
+#[derive(Debug)]
+enum Failed {
+    /// The file is back to its size before the attempt.
+    CutBack(std::io::Error),
+    /// Cutting back failed too: part of the attempt may be left at the end of the file.
+    PartialLeft(std::io::Error),
+}
+
+/// Appends `lines` to `sink`, which holds `size` bytes of whole lines, and syncs them; returns
+/// the new size. On failure the sink is cut back to `size`, so a retry starts clean.
+fn append_lines(sink: &mut impl LineSink, size: u64, lines: &[u8]) -> Result<u64, Failed> {
+    let written = sink.write_all(lines).and_then(|()| sink.sync());
+    match written {
+        Ok(()) => Ok(size + lines.len() as u64),
+        Err(error) => match sink.truncate(size) {
+            Ok(()) => Err(Failed::CutBack(error)),
+            Err(cut) => Err(Failed::PartialLeft(std::io::Error::new(
+                error.kind(),
+                format!("{error} (and cutting off the partial write failed: {cut})"),
+            ))),
+        },
+    }
+}
+
+/// Cuts whatever follows the last newline off `file` (whose length is `len`); returns the
+/// length kept.
+fn cut_partial_line(file: &mut File, len: u64) -> std::io::Result<u64> {
+    let mut block = vec![0; SCAN_BLOCK];
+    let mut end = len;
+    let keep = loop {
+        if end == 0 {
+            break 0;
+        }
+        let start = end.saturating_sub(SCAN_BLOCK as u64);
+        let chunk = &mut block[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
+            break start + i as u64 + 1;
+        }
+        end = start;
+    };
+    if keep < len {
+        file.set_len(keep)?;
+    }
+    Ok(keep)
 }
 
 impl Destination for JsonLines {
@@ -132,5 +227,93 @@ impl Destination for JsonLines {
 
     fn chunk_size(&self) -> usize {
         CHUNK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file in memory that takes `budget` more bytes, then fails every write.
+    struct Failing {
+        bytes: Vec<u8>,
+        budget: usize,
+    }
+
+    impl Write for Failing {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.budget == 0 {
+                return Err(std::io::Error::other("disk full"));
+            }
+            let n = buf.len().min(self.budget);
+            self.bytes.extend_from_slice(&buf[..n]);
+            self.budget -= n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl LineSink for Failing {
+        fn sync(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+
+        fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+            self.bytes.truncate(len as usize);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_write_that_fails_partway_leaves_no_partial_line_for_the_retry() {
+        let mut sink = Failing {
+            bytes: b"{\"old\":1}\n".to_vec(),
+            budget: 15,
+        };
+        let lines = b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n";
+        let size = sink.bytes.len() as u64;
+        assert!(matches!(
+            append_lines(&mut sink, size, lines),
+            Err(Failed::CutBack(_))
+        ));
+        assert_eq!(
+            sink.bytes, b"{\"old\":1}\n",
+            "cut back to the last good size"
+        );
+        sink.budget = usize::MAX;
+        let size = append_lines(&mut sink, size, lines).expect("the retry works");
+        let expected = b"{\"old\":1}\n{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n";
+        assert_eq!(sink.bytes, expected, "each line once, whole");
+        assert_eq!(size, expected.len() as u64);
+    }
+
+    #[test]
+    fn a_partial_line_found_when_a_file_is_opened_is_cut_off() {
+        // What a crash in the middle of a write leaves: whole lines, then part of one.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let day = "2026-01-01";
+        let mut writer = JsonLines::open(dir.path(), "web", 1 << 20)
+            .expect("opens")
+            .inner;
+        let writer = Arc::get_mut(&mut writer)
+            .expect("only handle")
+            .get_mut()
+            .expect("not poisoned");
+        let path = writer.path(day, 0);
+        std::fs::write(&path, "{\"a\":1}\n{\"b\":2}\n{\"c\"").expect("writes");
+        let event = StoredEvent {
+            seq: 1,
+            source: Arc::from("web"),
+            kind: "track".into(),
+            received_at: 0,
+            rejected: None,
+            body: "{\"c\":3}".into(),
+        };
+        writer.append_on(day, &[event]).expect("appends");
+        let text = std::fs::read_to_string(&path).expect("reads");
+        assert_eq!(text, "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n");
     }
 }
