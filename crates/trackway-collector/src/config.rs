@@ -240,6 +240,14 @@ impl Config {
                 if destination.name.is_empty() || !destinations.insert(destination.name.as_str()) {
                     return Err(problem("destination names must be non-empty and unique"));
                 }
+                // A destination's cursor and dead letters are keyed `<source>/<destination>`:
+                // with no '/' in the second part, no two pairs share a key.
+                if destination.name.contains('/') {
+                    return Err(problem(&format!(
+                        "destination {:?}: a destination name cannot contain '/'",
+                        destination.name
+                    )));
+                }
             }
         }
         Ok(keys)

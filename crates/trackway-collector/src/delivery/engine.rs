@@ -521,7 +521,8 @@ impl DeliveryEngine {
 }
 
 impl Lane {
-    /// The key of its cursor and dead letters: destinations are named per source.
+    /// The key of its cursor and dead letters: destinations are named per source. Unique,
+    /// because a destination name has no `/` (checked with the configuration).
     fn name_key(&self) -> String {
         format!("{}/{}", self.source, self.name)
     }

@@ -664,4 +664,30 @@ fn forward_relays_a_full_chunk_of_large_events_in_order() {
         "each once, in order: {} relayed",
         relayed.len()
     );
+
+fn a_destination_name_with_a_slash_is_refused_so_bookkeeping_keys_cannot_collide() {
+    // Source "a/b" with destination "c", and source "a" with destination "b/c", would share
+    // the key "a/b/c" of their cursor and dead letters.
+    let temp = tempfile::tempdir().unwrap();
+    let out = temp.path().join("out");
+    let mut config = crate::support::config(temp.path());
+    config.sources = vec![
+        trackway_collector::Source {
+            destinations: vec![file("c", &out, 1 << 20)],
+            ..trackway_collector::Source::new("a/b", vec!["wk-a-b-0123456789".into()])
+        },
+        trackway_collector::Source {
+            destinations: vec![file("b/c", &out, 1 << 20)],
+            ..trackway_collector::Source::new("a", vec!["wk-a-0123456789".into()])
+        },
+    ];
+    let error = match trackway_collector::Collector::open(&config) {
+        Ok(_) => panic!("a destination named \"b/c\" was accepted"),
+        Err(error) => error.to_string(),
+    };
+    assert!(error.contains("\"b/c\""), "{error}");
+    assert!(error.contains('/'), "{error}");
+    // A slash in a source name alone is fine: the key splits at its last slash.
+    config.sources[1].destinations[0].name = "b".into();
+    assert!(trackway_collector::Collector::open(&config).is_ok());
 }

@@ -31,7 +31,8 @@ pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 /// One destination of a source, as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct DestinationConfig {
-    /// The name messages' `integrations` refer to (case-sensitive), unique per source.
+    /// The name messages' `integrations` refer to (case-sensitive), unique per source, without
+    /// `/`.
     pub name: String,
     /// What it is.
     #[serde(flatten)]
