@@ -32,9 +32,11 @@ use crate::error::ApiError;
 use crate::server::AppState;
 use crate::storage::{self, StoredEvent};
 
-/// Default and largest `limit` of `/api/events`.
+/// Default `limit` of `/api/events` and `/api/dead-letters`; the largest is
+/// [`MAX_EVENTS_LIMIT`].
 pub const DEFAULT_EVENTS_LIMIT: usize = 100;
-/// Largest `limit` of `/api/events`.
+/// Largest `limit` of `/api/events` (past it, a 400) and of `/api/dead-letters` (clamped to
+/// it).
 pub const MAX_EVENTS_LIMIT: usize = 10_000;
 /// Interval of SSE keep-alive comments, which keep proxies from closing an idle stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
