@@ -33,6 +33,9 @@ pub(crate) enum ApiError {
     /// The store cannot take writes: 503 with Retry-After.
     #[error("the event store is unavailable; retry later")]
     Unavailable,
+    /// Every ingest slot stayed taken for the whole wait: 503 with Retry-After.
+    #[error("the collector is busy with other requests; retry later")]
+    Busy,
     /// Something that should not fail did: 500.
     #[error("internal error: {0}")]
     Internal(String),
@@ -55,7 +58,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(_) | ApiError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut body = json!({"success": false, "error": self.to_string()});
@@ -68,7 +71,7 @@ impl IntoResponse for ApiError {
             }
         }
         let mut response = (status, Json(body)).into_response();
-        if matches!(self, ApiError::Unavailable) {
+        if matches!(self, ApiError::Unavailable | ApiError::Busy) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));

@@ -3,26 +3,28 @@
 //!
 //! One request goes through these steps, and answers 200 only after the last:
 //!
-//! 1. a Basic-auth key no source has is a 401 before the body is read;
-//! 2. read the body, at most [`MAX_REQUEST_BYTES`] (400 past that);
-//! 3. gunzip if `Content-Encoding: gzip`, capped at the same size (a gzip bomb is a 400 after
+//! 1. a Basic-auth key no source has is a 401 at once, before the request waits for anything;
+//! 2. take one of the [`MAX_CONCURRENT_INGEST`](crate::MAX_CONCURRENT_INGEST) ingest slots, held until the answer, waiting
+//!    at most [`INGEST_SLOT_WAIT`] (503 with `Retry-After` past that);
+//! 3. read the body, at most [`MAX_REQUEST_BYTES`] (400 past that);
+//! 4. gunzip if `Content-Encoding: gzip`, capped at the same size (a gzip bomb is a 400 after
 //!    at most that much output);
-//! 4. parse the envelope only: a batch's messages, `context` and `integrations` stay raw JSON
+//! 5. parse the envelope only: a batch's messages, `context` and `integrations` stay raw JSON
 //!    (checked for syntax, nothing built), and of a single message only its `writeKey` is
 //!    read (400 if the body is not JSON);
-//! 5. authenticate: the Basic key, or else the body's `writeKey` (401 for a missing or unknown
+//! 6. authenticate: the Basic key, or else the body's `writeKey` (401 for a missing or unknown
 //!    key). Nothing of the messages has been built yet, so an unauthenticated body costs one
 //!    pass over its bytes, not the many times its size that parsed JSON takes;
-//! 6. parse the messages: each one's size is checked against [`MAX_MESSAGE_BYTES`] exactly as
+//! 7. parse the messages: each one's size is checked against [`MAX_MESSAGE_BYTES`] exactly as
 //!    sent, and a batch's count against [`MAX_BATCH_MESSAGES`] (400 naming the message index);
-//! 7. per message: merge the batch's `context` and `integrations` (the message's keys win),
+//! 8. per message: merge the batch's `context` and `integrations` (the message's keys win),
 //!    set `receivedAt`, keep the client's time as `originalTimestamp`, correct `timestamp` by
 //!    the clock skew `sentAt - receivedAt`, assign a missing or null `messageId` (any other
-//!    non-string one is left for step 8 to reject), drop any `writeKey`;
-//! 8. validate each message (`trackway_protocol::validate_json`, and a type other than the six):
+//!    non-string one is left for step 9 to reject), drop any `writeKey`;
+//! 9. validate each message (`trackway_protocol::validate_json`, and a type other than the six):
 //!    invalid ones are stored as rejected with their reason and listed in the response, never
 //!    dropped silently;
-//! 9. append to the store, durably; a store failure is a 503 with `Retry-After`.
+//! 10. append to the store, durably; a store failure is a 503 with `Retry-After`.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -36,12 +38,13 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
+use tokio::sync::SemaphorePermit;
 use trackway_protocol::{
     Kind, MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, validate_json, write_timestamp,
 };
 
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::server::{AppState, INGEST_SLOT_WAIT};
 use crate::storage::NewEvent;
 
 /// A batch body, with its messages and batch-wide objects still raw: parsing this checks the
@@ -78,7 +81,8 @@ pub(crate) async fn batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let raw = read_body(&state, &headers, body).await?;
+    let (basic_key, _slot) = admit(&state, &headers).await?;
+    let raw = read_body(&state, &headers, body, basic_key).await?;
     let parsed = parse_batch(&raw.bytes)?;
     let source = authenticate(
         &state,
@@ -95,7 +99,7 @@ struct Decoded {
     envelope: Envelope,
 }
 
-/// Step 4 of the module doc: the body as a batch envelope, its messages still raw.
+/// Step 5 of the module doc: the body as a batch envelope, its messages still raw.
 fn parse_batch(bytes: &[u8]) -> Result<RawBatch<'_>, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad(format!(
@@ -104,7 +108,7 @@ fn parse_batch(bytes: &[u8]) -> Result<RawBatch<'_>, ApiError> {
     })
 }
 
-/// Step 6 of the module doc: the batch's messages, each size-checked, and its envelope.
+/// Step 7 of the module doc: the batch's messages, each size-checked, and its envelope.
 fn decode_batch(parsed: &RawBatch<'_>) -> Result<Decoded, ApiError> {
     if parsed.batch.len() > MAX_BATCH_MESSAGES {
         return Err(ApiError::bad(format!(
@@ -165,10 +169,11 @@ pub(crate) async fn single(
     if !TYPES.contains(&kind.as_str()) {
         return Err(ApiError::bad(format!("unknown endpoint /v1/{kind}")));
     }
-    let raw = read_body(&state, &headers, body).await?;
+    let (basic_key, _slot) = admit(&state, &headers).await?;
+    let raw = read_body(&state, &headers, body, basic_key).await?;
     let text =
         std::str::from_utf8(&raw.bytes).map_err(|_| ApiError::bad("body is not valid UTF-8"))?;
-    // Step 4: the body key, read without building the message (needed only without Basic).
+    // Step 5: the body key, read without building the message (needed only without Basic).
     let body_key = match &raw.basic_key {
         Some(_) => None,
         None => single_write_key(text)?,
@@ -208,14 +213,34 @@ struct RawBody {
     basic_key: Option<String>,
 }
 
-async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<RawBody, ApiError> {
+/// Steps 1 and 2 of the module doc: the request's Basic-auth key (known, if any) and its
+/// ingest slot, held until the handler returns.
+async fn admit<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+) -> Result<(Option<String>, SemaphorePermit<'a>), ApiError> {
     let basic_key = basic_auth_key(headers);
-    // A request with a wrong Basic key is refused before its body is read or decompressed.
+    // A wrong Basic key is refused before it takes a slot, or anything else.
     if let Some(key) = &basic_key
         && !state.keys.contains_key(key)
     {
         return Err(ApiError::Unauthorized("unknown write key"));
     }
+    let slot = tokio::time::timeout(INGEST_SLOT_WAIT, state.ingest_slots.acquire())
+        .await
+        .map_err(|_| ApiError::Busy)?
+        // The semaphore is never closed.
+        .map_err(|_| ApiError::Busy)?;
+    Ok((basic_key, slot))
+}
+
+/// Steps 3 and 4 of the module doc.
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    basic_key: Option<String>,
+) -> Result<RawBody, ApiError> {
     // The whole body within the timeout (the tower-http layer only bounds the gaps between
     // frames, which a trickling client keeps short).
     let compressed = tokio::time::timeout(
@@ -368,7 +393,7 @@ async fn store(
     Ok(Json(body))
 }
 
-/// Steps 7 and 8: the events to store, and the rejections to list in the answer.
+/// Steps 8 and 9: the events to store, and the rejections to list in the answer.
 fn prepare(
     source: &Arc<str>,
     messages: Vec<Map<String, Value>>,
@@ -399,7 +424,7 @@ fn prepare(
     (events, rejected)
 }
 
-/// Applies step 7 of the module doc to one message.
+/// Applies step 8 of the module doc to one message.
 fn enrich(message: &mut Map<String, Value>, envelope: &Envelope, received: SystemTime) {
     message.remove("writeKey");
     for (field, batch_value) in [

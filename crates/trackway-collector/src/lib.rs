@@ -41,5 +41,6 @@ pub use error::RETRY_AFTER_SECONDS;
 #[doc(hidden)]
 pub use ingest::fuzz_batch;
 pub use server::{
-    Collector, CollectorError, MAX_CONCURRENT_INGEST, MAX_HEAD_BYTES, SHUTDOWN_GRACE, serve,
+    Collector, CollectorError, INGEST_SLOT_WAIT, MAX_CONCURRENT_INGEST, MAX_HEAD_BYTES,
+    SHUTDOWN_GRACE, serve,
 };

@@ -13,8 +13,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tower::limit::GlobalConcurrencyLimitLayer;
+use tokio::sync::{Semaphore, watch};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::config::{Config, ConfigError};
@@ -24,7 +23,8 @@ use crate::storage::sqlite::SqliteStore;
 use crate::storage::{Store, StoreError};
 use crate::{admin, debugger, ingest};
 
-/// Ingest requests handled at once; more wait their turn before their bodies are read.
+/// Ingest requests handled at once; more wait their turn, for at most [`INGEST_SLOT_WAIT`],
+/// before their bodies are read.
 ///
 /// This bounds how many bodies are held and decoded at once, not memory in bytes. Each request
 /// holds at most 500 KB of body and 500 KB decompressed (256 MB for all of them), but decoded
@@ -34,6 +34,13 @@ use crate::{admin, debugger, ingest};
 /// hold several GB. Only authenticated requests get that far: the write key is checked before
 /// any message is built.
 pub const MAX_CONCURRENT_INGEST: usize = 256;
+
+/// How long an ingest request waits for one of the [`MAX_CONCURRENT_INGEST`] slots before it
+/// is answered 503 with `Retry-After` (which clients retry). A fast request holds a slot for
+/// milliseconds, so this rides out a burst; slow uploads holding every slot (until the body
+/// timeout) delay the others by at most this, and then tell them to back off, instead of
+/// keeping their connections waiting.
+pub const INGEST_SLOT_WAIT: Duration = Duration::from_secs(2);
 
 /// Largest request head (request line and headers) accepted.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -47,6 +54,8 @@ pub(crate) struct AppState {
     pub(crate) keys: HashMap<String, Arc<str>>,
     pub(crate) admin_token: String,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// The [`MAX_CONCURRENT_INGEST`] ingest slots.
+    pub(crate) ingest_slots: Semaphore,
     header_timeout: Duration,
     pub(crate) body_timeout: Duration,
 }
@@ -93,6 +102,7 @@ impl Collector {
             keys,
             admin_token: config.admin_token.clone(),
             shutdown,
+            ingest_slots: Semaphore::new(MAX_CONCURRENT_INGEST),
             header_timeout: config.header_timeout,
             body_timeout: config.body_timeout,
         });
@@ -116,9 +126,8 @@ impl Collector {
         let ingest = Router::new()
             .route("/v1/batch", post(ingest::batch))
             .route("/v1/import", post(ingest::batch))
-            .route("/v1/{kind}", post(ingest::single))
-            // Bounds the memory of bodies being read and decoded at once.
-            .layer(GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_INGEST));
+            // Each handler takes one of `ingest_slots` before it reads the body.
+            .route("/v1/{kind}", post(ingest::single));
         Router::new()
             .merge(ingest)
             .route("/healthz", get(|| async { (StatusCode::OK, "ok") }))

@@ -122,3 +122,64 @@ fn a_client_that_trickles_its_body_is_cut_off_at_the_body_timeout() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     still_serves(&server);
 }
+
+/// POSTs a small valid batch with `key`, giving up after 10 s; the status and `Retry-After`,
+/// or `None` when no answer came in that time.
+fn probe(server: &TestServer, key: &str) -> Option<(u16, Option<String>)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .proxy(None)
+        .build()
+        .into();
+    let response = agent
+        .post(format!("{}/v1/batch", server.url))
+        .header("authorization", basic(key))
+        .send(&br#"{"batch":[{"type":"track","userId":"u","event":"E"}]}"#[..])
+        .ok()?;
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Some((response.status().as_u16(), retry_after))
+}
+
+#[test]
+fn when_slow_uploads_hold_every_ingest_slot_others_get_503_and_bad_keys_401() {
+    let temp = tempfile::tempdir().unwrap();
+    // Bodies may take their time: only the slot wait can turn a request away here.
+    let server = TestServer::start_configured(temp.path(), |config| {
+        config.body_timeout = Duration::from_secs(120);
+    });
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let head = format!(
+        "POST /v1/batch HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\ncontent-length: 1000\r\n\r\n{{\"batch\":[",
+        basic(WRITE_KEY)
+    );
+    let stalled: Vec<TcpStream> = (0..trackway_collector::MAX_CONCURRENT_INGEST)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&address).unwrap();
+            stream.write_all(head.as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    // Once the stalled uploads hold every slot, a request that cannot get one is told to
+    // come back later instead of waiting for them.
+    let mut answer = None;
+    crate::support::eventually("a request is turned away", || {
+        answer = probe(&server, WRITE_KEY);
+        answer.as_ref().is_some_and(|(status, _)| *status == 503)
+    });
+    let (_, retry_after) = answer.unwrap();
+    assert_eq!(
+        retry_after.as_deref(),
+        Some(trackway_collector::RETRY_AFTER_SECONDS.to_string().as_str())
+    );
+    // A wrong key does not wait for a slot at all.
+    assert_eq!(probe(&server, "wrong-key").map(|(s, _)| s), Some(401));
+    drop(stalled);
+    crate::support::eventually("ingest recovers", || {
+        probe(&server, WRITE_KEY).is_some_and(|(status, _)| status == 200)
+    });
+}
