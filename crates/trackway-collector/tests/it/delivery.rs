@@ -664,7 +664,9 @@ fn forward_relays_a_full_chunk_of_large_events_in_order() {
         "each once, in order: {} relayed",
         relayed.len()
     );
+}
 
+#[test]
 fn a_destination_name_with_a_slash_is_refused_so_bookkeeping_keys_cannot_collide() {
     // Source "a/b" with destination "c", and source "a" with destination "b/c", would share
     // the key "a/b/c" of their cursor and dead letters.
