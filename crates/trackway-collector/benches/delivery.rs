@@ -8,7 +8,8 @@
 //! realistic events as fast as they are acknowledged, and a poll of `/api/destinations` until
 //! every event is delivered. "Keeps up" means delivery finishes about when ingest does.
 //!
-//! Run: `cargo bench -p trackway-collector --bench delivery [-- EVENTS]` (default 100,000).
+//! Run: `cargo bench -p trackway-collector --bench delivery [-- EVENTS]` (default 100,000;
+//! rounded down to whole batches, at most 300,000, so that every body is sent once).
 
 mod support;
 
@@ -21,13 +22,15 @@ use trackway_collector::{Config, Source};
 use trackway_testkit::FakeApi;
 
 fn main() {
-    let events: usize = std::env::args()
+    let asked: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(100_000);
-    let requests = events / BATCH;
+    // Whole batches, each with its own messageIds: a body sent twice would be deduplicated.
+    let requests = (asked / BATCH).clamp(1, support::MAX_REQUESTS);
+    let events = requests * BATCH;
     let runtime = support::runtime();
-    let bodies = bodies(requests.min(2000));
+    let bodies = bodies(requests);
     let temp = tempfile::tempdir().expect("temp dir");
 
     let receiver = FakeApi::start();

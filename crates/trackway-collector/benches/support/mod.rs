@@ -36,6 +36,10 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// Requests a benchmark sends at most (the ingest bench's two phases together): every one
+/// has a body of its own, since a body sent twice would be deduplicated.
+pub(crate) const MAX_REQUESTS: usize = 3000;
+
 /// Gzipped request bodies of `BATCH` freshly filled sample events, with their raw size.
 pub(crate) fn bodies(count: usize) -> Vec<(Vec<u8>, usize)> {
     let templates: Vec<&str> = samples::templates().collect();
@@ -57,8 +61,9 @@ pub(crate) fn bodies(count: usize) -> Vec<(Vec<u8>, usize)> {
         .collect()
 }
 
-/// Sends `requests` requests over `CONNECTIONS` connections, optionally paced to
-/// `requests_per_second` overall; returns the wall time and every request's latency.
+/// Sends exactly `requests` requests over `CONNECTIONS` connections (the first ones take one
+/// more when they do not divide evenly), optionally paced to `requests_per_second` overall;
+/// returns the wall time and every request's latency.
 pub(crate) fn run(
     url: &str,
     bodies: &[(Vec<u8>, usize)],
@@ -66,7 +71,8 @@ pub(crate) fn run(
     requests_per_second: Option<f64>,
 ) -> (Duration, Vec<Duration>) {
     let started = Instant::now();
-    let per_connection = requests / CONNECTIONS;
+    // Connection `c` sends requests `c`, `c + CONNECTIONS`, `c + 2 * CONNECTIONS`, ...
+    let share = |c: usize| requests / CONNECTIONS + usize::from(c < requests % CONNECTIONS);
     let latencies: Vec<Duration> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..CONNECTIONS)
             .map(|c| {
@@ -75,8 +81,8 @@ pub(crate) fn run(
                         ureq::Agent::config_builder().proxy(None).build().into();
                     let interval = requests_per_second
                         .map(|r| Duration::from_secs_f64(CONNECTIONS as f64 / r));
-                    let mut latencies = Vec::with_capacity(per_connection);
-                    for n in 0..per_connection {
+                    let mut latencies = Vec::with_capacity(share(c));
+                    for n in 0..share(c) {
                         if let Some(interval) = interval {
                             let due = started
                                 + interval.mul_f64(n as f64 + c as f64 / CONNECTIONS as f64);
@@ -84,7 +90,7 @@ pub(crate) fn run(
                                 std::thread::sleep(wait);
                             }
                         }
-                        let body = &bodies[(c * per_connection + n) % bodies.len()].0;
+                        let body = &bodies[(n * CONNECTIONS + c) % bodies.len()].0;
                         let sent = Instant::now();
                         let response = agent
                             .post(url)
