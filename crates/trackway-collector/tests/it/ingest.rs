@@ -9,6 +9,19 @@ fn track(id: &str) -> Value {
            "properties": {"plan": "trial"}, "timestamp": "2026-01-01T00:00:00.000Z"})
 }
 
+/// The index and messageId of each entry of a 200's `rejected` list.
+fn indexes_and_ids(rejected: &[Value]) -> Vec<(u64, &str)> {
+    rejected
+        .iter()
+        .map(|r| {
+            (
+                r["index"].as_u64().unwrap(),
+                r["messageId"].as_str().unwrap(),
+            )
+        })
+        .collect()
+}
+
 fn batch_body(messages: Vec<Value>) -> Vec<u8> {
     json!({"batch": messages, "sentAt": "2026-01-01T00:00:01.000Z"})
         .to_string()
@@ -284,15 +297,7 @@ fn invalid_messages_in_a_batch_are_stored_as_rejected_and_listed() {
     assert_eq!(status, 200);
     assert_eq!(answer["success"], true);
     let rejected = answer["rejected"].as_array().unwrap();
-    let summary: Vec<(u64, &str)> = rejected
-        .iter()
-        .map(|r| {
-            (
-                r["index"].as_u64().unwrap(),
-                r["messageId"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let summary = indexes_and_ids(rejected);
     assert_eq!(summary, [(1, "bad-1"), (2, "bad-2"), (3, "bad-3")]);
     assert_eq!(
         rejected[0]["reason"],
@@ -420,15 +425,7 @@ fn messages_of_unknown_types_are_stored_as_rejected_and_listed() {
     );
     assert_eq!(status, 200, "{answer}");
     let rejected = answer["rejected"].as_array().unwrap();
-    let summary: Vec<(u64, &str)> = rejected
-        .iter()
-        .map(|r| {
-            (
-                r["index"].as_u64().unwrap(),
-                r["messageId"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let summary = indexes_and_ids(rejected);
     assert_eq!(summary, [(0, "capital"), (1, "custom")]);
     let reason = rejected[0]["reason"].as_str().unwrap();
     assert!(reason.contains("\"Track\""), "names the type: {reason}");
