@@ -309,10 +309,9 @@ impl Builder {
     }
 
     /// Send through this proxy (`http://user:pass@host:port` or `socks5://host:port`).
-    /// Without this, the environment's proxy is used: the first set of `ALL_PROXY`,
-    /// `HTTPS_PROXY` and `HTTP_PROXY` (either case), whatever the host's scheme, unless
-    /// `NO_PROXY` names the host. (curl would pick by scheme; with only `HTTP_PROXY` set, an
-    /// `https` host goes through it here.)
+    /// Without this, the environment's proxy is used as curl would use it: `https_proxy` or
+    /// `HTTPS_PROXY` for an `https` host, `http_proxy` for an `http` one, else `all_proxy` or
+    /// `ALL_PROXY`; none for the hosts `no_proxy` or `NO_PROXY` names.
     pub fn proxy(mut self, url: impl Into<String>) -> Self {
         self.proxy = ProxySetting::Url(url.into());
         self
@@ -397,7 +396,7 @@ impl Builder {
         let transport = match self.transport {
             Some(transport) => transport,
             None => Arc::new(
-                crate::transport::HttpTransport::new(self.request_timeout, &self.proxy)
+                crate::transport::HttpTransport::new(self.request_timeout, &self.proxy, &batch_url)
                     .map_err(ConfigError::Proxy)?,
             ),
         };
