@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::delivery::kind::DestinationConfig;
+use crate::delivery::kind::{DestinationConfig, Kind};
 use crate::storage::sqlite::DEFAULT_DEDUP_WINDOW;
 
 /// A source: one application or service sending events, with its write keys.
@@ -212,6 +212,9 @@ impl Config {
         }
         let mut keys = HashMap::new();
         let mut names = std::collections::HashSet::new();
+        // Each file destination writes `<dir>/<prefix>-<day>.jsonl`: two that share those
+        // files would cut each other's lines when a write fails.
+        let mut files: HashMap<(PathBuf, String), String> = HashMap::new();
         for source in &self.sources {
             let problem = |problem: &str| ConfigError::Source {
                 source_name: source.name.clone(),
@@ -247,6 +250,19 @@ impl Config {
                         "destination {:?}: a destination name cannot contain '/'",
                         destination.name
                     )));
+                }
+                if let Kind::File { dir, .. } = &destination.kind {
+                    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+                    let here = format!("{}/{}", source.name, destination.name);
+                    let prefix = crate::delivery::kind::file::file_prefix(&source.name);
+                    if let Some(other) = files.insert((dir, prefix), here) {
+                        return Err(problem(&format!(
+                            "destination {:?} would write the same files as {other:?} \
+                             (the same dir, and source names that make the same file names): \
+                             give it a dir of its own",
+                            destination.name
+                        )));
+                    }
                 }
             }
         }

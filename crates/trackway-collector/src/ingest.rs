@@ -26,6 +26,7 @@
 //!    dropped silently;
 //! 10. append to the store, durably; a store failure is a 503 with `Retry-After`.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -63,17 +64,9 @@ struct RawBatch<'a> {
     write_key: Option<String>,
 }
 
-/// Of a single message, only its `writeKey`, read before the message is built.
-#[derive(Deserialize)]
-struct RawSingle<'a> {
-    #[serde(default, borrow, rename = "writeKey")]
-    write_key: Option<&'a RawValue>,
-}
-
-/// The six message types the collector accepts; also the single-message endpoints' paths.
-/// `trackway_protocol` lets any other type through (a client may send custom types to other
-/// servers); the collector stores those as rejected.
-const TYPES: [&str; 6] = ["identify", "track", "page", "screen", "group", "alias"];
+// The six message types the collector accepts (`Kind::STANDARD`) are also the single-message
+// endpoints' paths. `trackway_protocol`'s validation lets any other type through (a client
+// may send custom types to other servers); the collector stores those as rejected.
 
 /// `POST /v1/batch` and `POST /v1/import`.
 pub(crate) async fn batch(
@@ -166,7 +159,7 @@ pub(crate) async fn single(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    if !TYPES.contains(&kind.as_str()) {
+    if !Kind::STANDARD.contains(&kind.as_str()) {
         return Err(ApiError::bad(format!("unknown endpoint /v1/{kind}")));
     }
     let (basic_key, _slot) = admit(&state, &headers).await?;
@@ -192,18 +185,17 @@ pub(crate) async fn single(
 /// The `writeKey` of a single-message body, if it has a string one; the body's syntax is
 /// checked, nothing is built.
 fn single_write_key(text: &str) -> Result<Option<String>, ApiError> {
-    let parsed: RawSingle<'_> = serde_json::from_str(text).map_err(|e| match e.classify() {
-        // Valid JSON of the wrong shape: the same answer `parse_message` gives.
-        serde_json::error::Category::Data => ApiError::BadRequest {
-            message: "message 0 is not a JSON object".into(),
-            index: Some(0),
-            field: None,
-        },
-        _ => ApiError::bad(format!("message 0 is not valid JSON: {e}")),
-    })?;
+    // The top-level members, their values left raw; a repeated name keeps its last value, as
+    // when the message is built.
+    let members: HashMap<String, &RawValue> =
+        serde_json::from_str(text).map_err(|e| match e.classify() {
+            // Valid JSON of another shape: the answer `parse_message` gives.
+            serde_json::error::Category::Data => not_an_object(0),
+            _ => not_json(0, &e),
+        })?;
     // A key that is not a string is no key (as before): `authenticate` says so.
-    Ok(parsed
-        .write_key
+    Ok(members
+        .get("writeKey")
         .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok()))
 }
 
@@ -338,15 +330,23 @@ fn parse_message(raw: &str, index: usize) -> Result<Map<String, Value>, ApiError
     }
     match serde_json::from_str(raw) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::BadRequest {
-            message: format!("message {index} is not a JSON object"),
-            index: Some(index),
-            field: None,
-        }),
-        Err(e) => Err(ApiError::bad(format!(
-            "message {index} is not valid JSON: {e}"
-        ))),
+        Ok(_) => Err(not_an_object(index)),
+        Err(e) => Err(not_json(index, &e)),
     }
+}
+
+/// The 400 for message `index`, valid JSON but not an object.
+fn not_an_object(index: usize) -> ApiError {
+    ApiError::BadRequest {
+        message: format!("message {index} is not a JSON object"),
+        index: Some(index),
+        field: None,
+    }
+}
+
+/// The 400 for message `index`, not JSON at all.
+fn not_json(index: usize, error: &serde_json::Error) -> ApiError {
+    ApiError::bad(format!("message {index} is not valid JSON: {error}"))
 }
 
 /// A batch-wide object (`context`, `integrations`), built once the request is authenticated.
@@ -407,7 +407,7 @@ fn prepare(
         let verdict = match validate_json(&message) {
             Ok(Kind::Other(name)) => Err(format!(
                 "unknown message type {name:?}: the type must be one of {}",
-                TYPES.join(", ")
+                Kind::STANDARD.join(", ")
             )),
             Ok(_) => Ok(()),
             Err(error) => Err(error.to_string()),
@@ -485,6 +485,14 @@ fn enrich(message: &mut Map<String, Value>, envelope: &Envelope, received: Syste
     );
 }
 
+/// The deduplication key of a `messageId` that is not a string (a rejected message): its JSON
+/// text, so that a retry of it is stored once, behind a prefix that starts with a NUL, so that
+/// `12345` is not taken for the string id `"12345"` (only a string id starting with that NUL
+/// and `json:` could be).
+fn non_string_id_key(id: &Value) -> String {
+    format!("\0json:{id}")
+}
+
 fn new_event(
     source: &Arc<str>,
     message: Map<String, Value>,
@@ -492,11 +500,9 @@ fn new_event(
     rejected: Option<String>,
 ) -> NewEvent {
     let text = |name: &str| message.get(name).and_then(Value::as_str).map(str::to_owned);
-    // A messageId that is not a string (rejected) is deduplicated by its JSON text, so a retry
-    // of it is stored once and two different ones are not taken for each other.
     let message_id = match message.get("messageId") {
         Some(Value::String(id)) => id.clone(),
-        Some(other) => other.to_string(),
+        Some(other) => non_string_id_key(other),
         None => String::new(),
     };
     NewEvent {

@@ -30,6 +30,10 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The wire names of the six types the Tracking API documents.
+    pub const STANDARD: [&'static str; 6] =
+        ["identify", "track", "page", "screen", "group", "alias"];
+
     /// The name of one of the six kinds; `""` for [`Kind::Other`].
     fn as_str_static(&self) -> &'static str {
         match self {

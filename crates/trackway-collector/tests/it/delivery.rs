@@ -693,3 +693,39 @@ fn a_destination_name_with_a_slash_is_refused_so_bookkeeping_keys_cannot_collide
     config.sources[1].destinations[0].name = "b".into();
     assert!(trackway_collector::Collector::open(&config).is_ok());
 }
+
+#[test]
+fn two_file_destinations_that_would_write_the_same_files_are_refused() {
+    // "web.app" and "web_app" make the same file names; in one dir they would share files,
+    // and one's failed write would cut the other's delivered lines.
+    let temp = tempfile::tempdir().unwrap();
+    let shared = temp.path().join("out");
+    let mut config = crate::support::config(temp.path());
+    config.sources = vec![
+        trackway_collector::Source {
+            destinations: vec![file("Archive", &shared, 1 << 20)],
+            ..trackway_collector::Source::new("web.app", vec!["wk-web-dot-0123456789".into()])
+        },
+        trackway_collector::Source {
+            destinations: vec![file("Backup", &shared, 1 << 20)],
+            ..trackway_collector::Source::new("web_app", vec!["wk-web-under-0123456789".into()])
+        },
+    ];
+    let error = match trackway_collector::Collector::open(&config) {
+        Ok(_) => panic!("two destinations writing the same files were accepted"),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        error.contains("\"Backup\"") && error.contains("web.app/Archive"),
+        "{error}"
+    );
+    // So would two file destinations of one source in one dir.
+    config.sources[1].destinations.clear();
+    config.sources[0]
+        .destinations
+        .push(file("Copy", &shared, 1 << 20));
+    assert!(trackway_collector::Collector::open(&config).is_err());
+    // A dir of its own is fine.
+    config.sources[0].destinations[1] = file("Copy", &temp.path().join("copy"), 1 << 20);
+    assert!(trackway_collector::Collector::open(&config).is_ok());
+}

@@ -364,6 +364,12 @@ fn a_body_write_key_is_checked_before_any_message_is_built() {
     let (status, answer) = post(&server.url, "/v1/track", &[], single.to_string().as_bytes());
     assert_eq!(status, 400, "{answer}");
     assert!(server.events("").is_empty());
+    // A body key given twice counts once, its last value, as when the message is built.
+    let repeated =
+        format!(r#"{{"writeKey":"nope","userId":"u","event":"E","writeKey":"{WRITE_KEY}"}}"#);
+    let (status, answer) = post(&server.url, "/v1/track", &[], repeated.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(server.events("").len(), 1);
 }
 
 #[test]
@@ -407,6 +413,21 @@ fn a_message_id_that_is_not_a_string_is_rejected_not_replaced() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["duplicates"], 1, "{answer}");
     assert_eq!(server.events("").len(), 3);
+
+    // A number is not the string of its digits: after the valid "777", the rejected 777 is
+    // stored, not taken for a retry of it.
+    for id in [json!("777"), json!(777)] {
+        let message = json!({"type": "track", "userId": "u", "event": "E", "messageId": id});
+        let (status, answer) = post(
+            &server.url,
+            "/v1/batch",
+            &[("authorization", &auth)],
+            &batch_body(vec![message]),
+        );
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer.get("duplicates"), None, "{id}: {answer}");
+    }
+    assert_eq!(server.events("").len(), 5);
 }
 
 #[test]

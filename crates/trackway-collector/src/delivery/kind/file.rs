@@ -39,17 +39,7 @@ impl JsonLines {
     pub(crate) fn open(dir: &Path, source: &str, max_bytes: u64) -> Result<JsonLines, String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        // A source name becomes part of a file name: keep it to safe characters.
-        let prefix: String = source
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let prefix = file_prefix(source);
         Ok(JsonLines {
             inner: Arc::new(Mutex::new(Writer {
                 dir: dir.to_owned(),
@@ -59,6 +49,22 @@ impl JsonLines {
             })),
         })
     }
+}
+
+/// What a source's files are named after: its name, kept to safe characters. Two sources can
+/// share one (`web.app` and `web_app`); the configuration refuses two file destinations that
+/// would write the same files.
+pub(crate) fn file_prefix(source: &str) -> String {
+    source
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 impl Writer {

@@ -1,7 +1,7 @@
 //! The destination kinds, each one module behind [`super::Destination`], and their
 //! configuration.
 
-mod file;
+pub(crate) mod file;
 mod forward;
 mod stdout;
 mod webhook;
