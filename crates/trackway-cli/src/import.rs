@@ -16,7 +16,8 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+use siphasher::sip::SipHasher13;
+use std::hash::Hasher;
 use trackway::{Analytics, Message, Overflow};
 
 use crate::Failure;
@@ -168,12 +169,15 @@ fn read_state(path: &Path) -> Result<u64, Failure> {
 }
 
 /// The messageId of line `number`, whose text is `line`, when it has none: the same on every
-/// run, build and Rust release (a SHA-256 of the line, not std's hasher, whose algorithm may
-/// change), so that a resumed import's repeats are deduplicated.
+/// run, build and Rust release, so that a resumed import's repeats are deduplicated. It is
+/// SipHash-1-3 with zero keys over the line and a 0xff byte: exactly what std's
+/// `DefaultHasher` gave earlier builds, whose ids it keeps, fixed here since std's algorithm
+/// may change.
 fn derived_id(line: &str, number: u64) -> String {
-    let digest = Sha256::digest(line.as_bytes());
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("import-{hex}-{number}")
+    let mut hasher = SipHasher13::new_with_keys(0, 0);
+    hasher.write(line.as_bytes());
+    hasher.write_u8(0xff);
+    format!("import-{:016x}-{number}", hasher.finish())
 }
 
 /// One line as a message, with a stable messageId when it has none.
@@ -195,10 +199,12 @@ mod tests {
 
     #[test]
     fn derived_ids_are_fixed_by_the_line_and_its_number() {
-        // Pinned: a resumed import must give a line the id the first run gave it.
+        // Pinned: a resumed import must give a line the id the first run gave it, whichever
+        // build ran that. This is also what std's `DefaultHasher` derived in earlier builds
+        // (checked against it on Rust 1.95, the toolchain of those builds).
         assert_eq!(
             derived_id(r#"{"type":"track","event":"A","userId":"u"}"#, 7),
-            "import-0a75f6ac5188751f-7"
+            "import-c6fbe00596c12043-7"
         );
         assert_ne!(derived_id("x", 1), derived_id("x", 2));
         assert_ne!(derived_id("x", 1), derived_id("y", 1));
