@@ -39,6 +39,30 @@ pub(crate) struct Prepared {
     pub(crate) written_at: Instant,
 }
 
+#[cfg(test)]
+impl Prepared {
+    /// For tests: a batch of `count` messages `{}` of 64 bytes' cost each, ending at `end`.
+    pub(crate) fn tiny(end: u64, count: usize) -> Prepared {
+        let mut batch = Encoded::default();
+        for _ in 0..count {
+            let start = batch.bytes.len();
+            batch.bytes.extend_from_slice(b"{}");
+            batch.slots.push(Slot {
+                bytes: start..batch.bytes.len(),
+                id: 0..0,
+                cost: 64,
+            });
+        }
+        Prepared {
+            end,
+            parts: std::iter::once(0..count).collect(),
+            batch,
+            body: Vec::new(),
+            written_at: Instant::now(),
+        }
+    }
+}
+
 /// The fixed ten bytes that start every gzip member written here (RFC 1952): magic, deflate,
 /// no flags, no modification time, no extra flags, unknown OS. What flate2's `GzEncoder`
 /// writes by default too, but for the extra-flags byte, which readers ignore.

@@ -307,32 +307,17 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 mod tests {
     use super::*;
     use crate::budget::Budget;
-    use crate::ledger::Slot;
     use crate::testing::Recorder;
     use crate::{Builder, Overflow};
 
     /// A batch of `count` tiny messages, their budget taken as a call would.
     fn prepared(ledger: &Ledger, end: u64, count: usize) -> Prepared {
-        let mut batch = Encoded::default();
-        for _ in 0..count {
-            let cost = 64;
-            ledger.budget.acquire(cost).unwrap();
+        let prepared = Prepared::tiny(end, count);
+        for slot in &prepared.batch.slots {
+            ledger.budget.acquire(slot.cost).unwrap();
             ledger.counters.enqueued();
-            let start = batch.bytes.len();
-            batch.bytes.extend_from_slice(b"{}");
-            batch.slots.push(Slot {
-                bytes: start..batch.bytes.len(),
-                id: 0..0,
-                cost,
-            });
         }
-        Prepared {
-            end,
-            parts: std::iter::once(0..count).collect(),
-            batch,
-            body: Vec::new(),
-            written_at: Instant::now(),
-        }
+        prepared
     }
 
     #[test]

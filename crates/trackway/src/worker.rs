@@ -267,6 +267,8 @@ impl Worker {
         let bell = self.bell.clone();
         let mut done = self.done.clone();
         let control = self.control.clone();
+        // Once the sender is gone: batches the encoder still finishes, settled as they come.
+        let mut orphans: Receiver<Prepared> = never();
         loop {
             self.drain_data();
             self.dispatch();
@@ -293,12 +295,21 @@ impl Worker {
                     // receivers of the encoder's channels, so a send to them would not fail.
                     Err(_) => {
                         done = never();
+                        orphans = self.unsent.1.clone();
                         self.pipeline_gone = true;
                         self.drop_unsent("sender thread died");
                         // What the sender held died with it: nothing will settle it now, and
                         // flushes must not wait for it.
                         self.flights.clear();
                     }
+                },
+                recv(orphans) -> prepared => match prepared {
+                    Ok(prepared) => self.drop_prepared(&prepared, &Outcome::Dropped {
+                        reason: DropReason::Shutdown,
+                        detail: "sender thread died",
+                    }),
+                    // The encoder is gone too: nothing more can come.
+                    Err(_) => orphans = never(),
                 },
                 recv(timer) -> _ => {}
             }
@@ -540,15 +551,21 @@ impl Worker {
             self.ledger.settle_pending(&handed.messages, &outcome);
             settled.push(handed.end);
         }
-        for prepared in sending.try_iter() {
-            let batch = &prepared.batch;
-            self.ledger
-                .settle_encoded(batch, 0..batch.slots.len(), &outcome);
-            settled.push(prepared.end);
-        }
+        let prepared: Vec<Prepared> = sending.try_iter().collect();
         for end in settled {
             self.settle_flight(end);
         }
+        for prepared in &prepared {
+            self.drop_prepared(prepared, &outcome);
+        }
+    }
+
+    /// Settles an encoded batch the sender will never take with `outcome`.
+    fn drop_prepared(&mut self, prepared: &Prepared, outcome: &Outcome<'_>) {
+        let batch = &prepared.batch;
+        self.ledger
+            .settle_encoded(batch, 0..batch.slots.len(), outcome);
+        self.settle_flight(prepared.end);
     }
 
     fn drop_queue(&mut self, reason: DropReason, detail: &str) {
@@ -672,6 +689,63 @@ mod tests {
         assert_eq!(report.delivered, 1, "{report}");
         assert_eq!(report.pending, 0, "{report}");
         drop((ends.control, ends.data));
+        thread.join().unwrap();
+    }
+
+    /// An observer that passes on the detail of each dropped message.
+    struct Told(std::sync::Mutex<Sender<String>>);
+
+    impl crate::Observer for Told {
+        fn on_outcome(&self, _: &str, outcome: &Outcome<'_>) {
+            if let Outcome::Dropped { detail, .. } = outcome
+                && let Ok(tell) = self.0.lock()
+            {
+                let _ = tell.send((*detail).to_owned());
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_the_encoder_finishes_after_the_sender_died_is_settled() {
+        let config = Builder::new("wk-0123456789")
+            .host("http://127.0.0.1:9")
+            .flush_at(1)
+            .validate()
+            .unwrap();
+        let (tell, told) = crossbeam_channel::unbounded();
+        let observer = Arc::new(Told(std::sync::Mutex::new(tell)));
+        let ledger = Arc::new(Ledger::new(
+            Budget::new(1 << 20, Overflow::Reject),
+            Some(observer),
+        ));
+        let (worker, doorbell, ends) = Worker::wired(&config, Arc::clone(&ledger));
+        let thread = std::thread::spawn(move || worker.run());
+        let long = Instant::now() + Duration::from_secs(60);
+        // This test is the encoder: it takes a batch, then the sender thread dies.
+        send_one(&ledger, &ends.data, &doorbell);
+        let handed = ends.batches.recv_timeout(Duration::from_secs(30)).unwrap();
+        drop(ends.done);
+        // A second message and a flush that covers both: it completes only once the worker
+        // has seen the sender die (the second is then settled as dropped at once, or taken
+        // back from the encoder's queue), so from here the worker knows.
+        send_one(&ledger, &ends.data, &doorbell);
+        let (flush, flushed) = control(&ledger, long, false);
+        ends.control.send(flush).unwrap();
+        let report = flushed.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert!(report.completed, "{report}");
+        assert_eq!(told.try_recv().as_deref(), Ok("sender thread died"));
+        // Now the encoder hands over the first batch, to no sender: it is settled as dropped
+        // (it used to stay pending, its budget held, for good).
+        let (prepared_tx, _) = ends.prepared;
+        prepared_tx
+            .send(Prepared::tiny(handed.end, handed.messages.len()))
+            .unwrap();
+        drop(handed);
+        let detail = told.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(detail, "sender thread died");
+        assert_eq!(ledger.stats().pending(), 0);
+        assert_eq!(ledger.budget.used(), 0);
+        drop((ends.control, ends.data, prepared_tx));
         thread.join().unwrap();
     }
 
