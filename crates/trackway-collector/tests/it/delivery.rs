@@ -2,6 +2,7 @@
 //! letters and replay.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -666,27 +667,45 @@ fn forward_relays_a_full_chunk_of_large_events_in_order() {
     );
 }
 
+/// A configuration of two sources, each with one file destination: `(source, destination,
+/// dir)`.
+fn two_file_sources(
+    root: &Path,
+    first: (&str, &str, &Path),
+    second: (&str, &str, &Path),
+) -> Config {
+    let mut config = crate::support::config(root);
+    config.sources = [
+        (first, "wk-first-0123456789"),
+        (second, "wk-second-0123456789"),
+    ]
+    .into_iter()
+    .map(
+        |((source, destination, dir), key)| trackway_collector::Source {
+            destinations: vec![file(destination, dir, 1 << 20)],
+            ..trackway_collector::Source::new(source, vec![key.into()])
+        },
+    )
+    .collect();
+    config
+}
+
+/// Why opening `config` failed; it must fail.
+fn refusal(config: &Config) -> String {
+    match trackway_collector::Collector::open(config) {
+        Ok(_) => panic!("the configuration was accepted"),
+        Err(error) => error.to_string(),
+    }
+}
+
 #[test]
 fn a_destination_name_with_a_slash_is_refused_so_bookkeeping_keys_cannot_collide() {
     // Source "a/b" with destination "c", and source "a" with destination "b/c", would share
     // the key "a/b/c" of their cursor and dead letters.
     let temp = tempfile::tempdir().unwrap();
     let out = temp.path().join("out");
-    let mut config = crate::support::config(temp.path());
-    config.sources = vec![
-        trackway_collector::Source {
-            destinations: vec![file("c", &out, 1 << 20)],
-            ..trackway_collector::Source::new("a/b", vec!["wk-a-b-0123456789".into()])
-        },
-        trackway_collector::Source {
-            destinations: vec![file("b/c", &out, 1 << 20)],
-            ..trackway_collector::Source::new("a", vec!["wk-a-0123456789".into()])
-        },
-    ];
-    let error = match trackway_collector::Collector::open(&config) {
-        Ok(_) => panic!("a destination named \"b/c\" was accepted"),
-        Err(error) => error.to_string(),
-    };
+    let mut config = two_file_sources(temp.path(), ("a/b", "c", &out), ("a", "b/c", &out));
+    let error = refusal(&config);
     assert!(error.contains("\"b/c\""), "{error}");
     assert!(error.contains('/'), "{error}");
     // A slash in a source name alone is fine: the key splits at its last slash.
@@ -700,21 +719,12 @@ fn two_file_destinations_that_would_write_the_same_files_are_refused() {
     // and one's failed write would cut the other's delivered lines.
     let temp = tempfile::tempdir().unwrap();
     let shared = temp.path().join("out");
-    let mut config = crate::support::config(temp.path());
-    config.sources = vec![
-        trackway_collector::Source {
-            destinations: vec![file("Archive", &shared, 1 << 20)],
-            ..trackway_collector::Source::new("web.app", vec!["wk-web-dot-0123456789".into()])
-        },
-        trackway_collector::Source {
-            destinations: vec![file("Backup", &shared, 1 << 20)],
-            ..trackway_collector::Source::new("web_app", vec!["wk-web-under-0123456789".into()])
-        },
-    ];
-    let error = match trackway_collector::Collector::open(&config) {
-        Ok(_) => panic!("two destinations writing the same files were accepted"),
-        Err(error) => error.to_string(),
-    };
+    let mut config = two_file_sources(
+        temp.path(),
+        ("web.app", "Archive", &shared),
+        ("web_app", "Backup", &shared),
+    );
+    let error = refusal(&config);
     assert!(
         error.contains("\"Backup\"") && error.contains("web.app/Archive"),
         "{error}"
@@ -724,7 +734,7 @@ fn two_file_destinations_that_would_write_the_same_files_are_refused() {
     config.sources[0]
         .destinations
         .push(file("Copy", &shared, 1 << 20));
-    assert!(trackway_collector::Collector::open(&config).is_err());
+    refusal(&config);
     // A dir of its own is fine.
     config.sources[0].destinations[1] = file("Copy", &temp.path().join("copy"), 1 << 20);
     assert!(trackway_collector::Collector::open(&config).is_ok());
