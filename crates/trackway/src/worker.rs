@@ -614,6 +614,25 @@ mod tests {
     use crate::ledger::Payload;
     use crate::{Builder, Overflow};
 
+    /// A worker closing batches at `flush_at`, its doorbell, its channels' other ends and its
+    /// ledger (1 MiB budget).
+    fn wired(
+        flush_at: usize,
+        observer: Option<Arc<dyn crate::Observer>>,
+    ) -> (Worker, Arc<Doorbell>, WorkerEnds, Arc<Ledger>) {
+        let config = Builder::new("wk-0123456789")
+            .host("http://127.0.0.1:9")
+            .flush_at(flush_at)
+            .validate()
+            .unwrap();
+        let ledger = Arc::new(Ledger::new(
+            Budget::new(1 << 20, Overflow::Reject),
+            observer,
+        ));
+        let (worker, doorbell, ends) = Worker::wired(&config, Arc::clone(&ledger));
+        (worker, doorbell, ends, ledger)
+    }
+
     /// Sends one two-byte message into the worker, as a call would.
     fn send_one(ledger: &Ledger, data: &Sender<Pending>, doorbell: &Doorbell) {
         let cost = 64;
@@ -643,13 +662,7 @@ mod tests {
 
     #[test]
     fn a_flush_waits_for_its_own_batch_when_a_shutdown_drops_later_ones_first() {
-        let config = Builder::new("wk-0123456789")
-            .host("http://127.0.0.1:9")
-            .flush_at(2)
-            .validate()
-            .unwrap();
-        let ledger = Arc::new(Ledger::new(Budget::new(1 << 20, Overflow::Reject), None));
-        let (worker, doorbell, ends) = Worker::wired(&config, Arc::clone(&ledger));
+        let (worker, doorbell, ends, ledger) = wired(2, None);
         let thread = std::thread::spawn(move || worker.run());
         let long = Instant::now() + Duration::from_secs(60);
 
@@ -707,18 +720,9 @@ mod tests {
 
     #[test]
     fn a_batch_the_encoder_finishes_after_the_sender_died_is_settled() {
-        let config = Builder::new("wk-0123456789")
-            .host("http://127.0.0.1:9")
-            .flush_at(1)
-            .validate()
-            .unwrap();
         let (tell, told) = crossbeam_channel::unbounded();
         let observer = Arc::new(Told(std::sync::Mutex::new(tell)));
-        let ledger = Arc::new(Ledger::new(
-            Budget::new(1 << 20, Overflow::Reject),
-            Some(observer),
-        ));
-        let (worker, doorbell, ends) = Worker::wired(&config, Arc::clone(&ledger));
+        let (worker, doorbell, ends, ledger) = wired(1, Some(observer));
         let thread = std::thread::spawn(move || worker.run());
         let long = Instant::now() + Duration::from_secs(60);
         // This test is the encoder: it takes a batch, then the sender thread dies.
@@ -751,13 +755,7 @@ mod tests {
 
     #[test]
     fn batches_are_settled_as_dropped_once_the_sender_is_gone() {
-        let config = Builder::new("wk-0123456789")
-            .host("http://127.0.0.1:9")
-            .flush_at(1)
-            .validate()
-            .unwrap();
-        let ledger = Arc::new(Ledger::new(Budget::new(1 << 20, Overflow::Reject), None));
-        let (worker, doorbell, ends) = Worker::wired(&config, Arc::clone(&ledger));
+        let (worker, doorbell, ends, ledger) = wired(1, None);
         let (data_tx, control_tx) = (ends.data, ends.control);
         // The encoder and sender threads are gone before anything is sent: their ends are
         // dropped, `done` among them.

@@ -22,6 +22,16 @@ fn indexes_and_ids(rejected: &[Value]) -> Vec<(u64, &str)> {
         .collect()
 }
 
+/// POSTs `body` to `/v1/batch` with the test source's key.
+fn post_batch(server: &TestServer, body: &[u8]) -> (u16, Value) {
+    post(
+        &server.url,
+        "/v1/batch",
+        &[("authorization", &basic(WRITE_KEY))],
+        body,
+    )
+}
+
 fn batch_body(messages: Vec<Value>) -> Vec<u8> {
     json!({"batch": messages, "sentAt": "2026-01-01T00:00:01.000Z"})
         .to_string()
@@ -288,12 +298,7 @@ fn invalid_messages_in_a_batch_are_stored_as_rejected_and_listed() {
         json!({"type": "group", "userId": "u", "messageId": "bad-3"}),
         track("good-2"),
     ]);
-    let (status, answer) = post(
-        &server.url,
-        "/v1/batch",
-        &[("authorization", &basic(WRITE_KEY))],
-        &body,
-    );
+    let (status, answer) = post_batch(&server, &body);
     assert_eq!(status, 200);
     assert_eq!(answer["success"], true);
     let rejected = answer["rejected"].as_array().unwrap();
@@ -438,12 +443,7 @@ fn messages_of_unknown_types_are_stored_as_rejected_and_listed() {
         json!({"type": "custom", "userId": "u", "messageId": "custom"}),
         track("good"),
     ]);
-    let (status, answer) = post(
-        &server.url,
-        "/v1/batch",
-        &[("authorization", &basic(WRITE_KEY))],
-        &body,
-    );
+    let (status, answer) = post_batch(&server, &body);
     assert_eq!(status, 200, "{answer}");
     let rejected = answer["rejected"].as_array().unwrap();
     let summary = indexes_and_ids(rejected);
