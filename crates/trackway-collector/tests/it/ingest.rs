@@ -380,14 +380,13 @@ fn a_body_write_key_is_checked_before_any_message_is_built() {
 #[test]
 fn a_message_id_that_is_not_a_string_is_rejected_not_replaced() {
     let server = TestServer::start();
-    let auth = basic(WRITE_KEY);
     let numbered = json!({"type": "track", "userId": "u", "event": "E", "messageId": 12345});
     let body = batch_body(vec![
         numbered.clone(),
         json!({"type": "track", "userId": "u", "event": "E", "messageId": null}),
         json!({"type": "track", "userId": "u", "event": "E"}),
     ]);
-    let (status, answer) = post(&server.url, "/v1/batch", &[("authorization", &auth)], &body);
+    let (status, answer) = post_batch(&server, &body);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(
         answer["rejected"],
@@ -409,12 +408,7 @@ fn a_message_id_that_is_not_a_string_is_rejected_not_replaced() {
     assert_eq!(assigned, [36, 36]);
 
     // A retry of the same message is the same message, stored once.
-    let (status, answer) = post(
-        &server.url,
-        "/v1/batch",
-        &[("authorization", &auth)],
-        &batch_body(vec![numbered]),
-    );
+    let (status, answer) = post_batch(&server, &batch_body(vec![numbered]));
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["duplicates"], 1, "{answer}");
     assert_eq!(server.events("").len(), 3);
@@ -423,12 +417,7 @@ fn a_message_id_that_is_not_a_string_is_rejected_not_replaced() {
     // stored, not taken for a retry of it.
     for id in [json!("777"), json!(777)] {
         let message = json!({"type": "track", "userId": "u", "event": "E", "messageId": id});
-        let (status, answer) = post(
-            &server.url,
-            "/v1/batch",
-            &[("authorization", &auth)],
-            &batch_body(vec![message]),
-        );
+        let (status, answer) = post_batch(&server, &batch_body(vec![message]));
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer.get("duplicates"), None, "{id}: {answer}");
     }
