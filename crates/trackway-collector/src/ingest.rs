@@ -403,6 +403,11 @@ fn prepare(
     let mut rejected = Vec::new();
     let mut events = Vec::with_capacity(messages.len());
     for (index, mut message) in messages.into_iter().enumerate() {
+        // An empty messageId (rejected) cannot tell messages apart: key it by the message as
+        // sent, so that a retry is stored once and different messages each are.
+        let empty_id_key =
+            matches!(message.get("messageId"), Some(Value::String(id)) if id.is_empty())
+                .then(|| content_key(&message));
         enrich(&mut message, envelope, received);
         let verdict = match validate_json(&message) {
             Ok(Kind::Other(name)) => Err(format!(
@@ -419,7 +424,11 @@ fn prepare(
                 "reason": reason,
             }));
         }
-        events.push(new_event(source, message, received, verdict.err()));
+        let mut event = new_event(source, message, received, verdict.err());
+        if let Some(key) = empty_id_key {
+            event.message_id = key;
+        }
+        events.push(event);
     }
     (events, rejected)
 }
@@ -491,6 +500,15 @@ fn enrich(message: &mut Map<String, Value>, envelope: &Envelope, received: Syste
 /// and `json:` could be).
 fn non_string_id_key(id: &Value) -> String {
     format!("\0json:{id}")
+}
+
+/// The deduplication key of a message with an empty `messageId`: a digest of the message as
+/// sent, behind a prefix that starts with a NUL (see [`non_string_id_key`]).
+fn content_key(message: &Map<String, Value>) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(serde_json::to_vec(message).unwrap_or_default());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("\0empty:{hex}")
 }
 
 fn new_event(

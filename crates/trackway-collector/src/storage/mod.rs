@@ -17,8 +17,10 @@ use serde::Serialize;
 pub struct NewEvent {
     /// The source (by name) whose write key sent it.
     pub source: Arc<str>,
-    /// Its `messageId` (assigned by the server when the client sent none or null; the JSON
-    /// text of one that is not a string, which is stored as rejected).
+    /// What it is deduplicated by: its `messageId` (assigned by the server when the client
+    /// sent none or null). For a rejected one that cannot serve, a key no string id starts
+    /// with (a NUL): the JSON text of a `messageId` that is not a string, or a digest of the
+    /// message as sent when its `messageId` is empty.
     pub message_id: String,
     /// Its `type`.
     pub kind: String,

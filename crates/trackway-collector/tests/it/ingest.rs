@@ -425,6 +425,40 @@ fn a_message_id_that_is_not_a_string_is_rejected_not_replaced() {
 }
 
 #[test]
+fn messages_with_an_empty_message_id_are_each_stored_as_rejected() {
+    let server = TestServer::start();
+    let empty =
+        |event: &str| json!({"type": "track", "userId": "u", "event": event, "messageId": ""});
+    let (status, answer) = post_batch(&server, &batch_body(vec![empty("A"), empty("B")]));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        indexes_and_ids(answer["rejected"].as_array().unwrap()),
+        [(0, ""), (1, "")]
+    );
+    assert_eq!(
+        answer.get("duplicates"),
+        None,
+        "two different messages: {answer}"
+    );
+    // A retry of one is the same message: stored once.
+    let (status, answer) = post_batch(&server, &batch_body(vec![empty("A")]));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["duplicates"], 1, "{answer}");
+    let events = server.events("");
+    let mut labels: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    labels.sort_unstable();
+    assert_eq!(labels, ["A", "B"]);
+    assert!(
+        events
+            .iter()
+            .all(|e| e["_trackway"]["rejected"].is_string())
+    );
+}
+
+#[test]
 fn messages_of_unknown_types_are_stored_as_rejected_and_listed() {
     let server = TestServer::start();
     let body = batch_body(vec![
