@@ -98,7 +98,7 @@ pub enum ConfigError {
     /// The default context is not a JSON object.
     #[error("the default context must be a JSON object")]
     ContextNotAnObject,
-    /// The proxy URL is invalid.
+    /// The proxy URL is invalid, or not an HTTP(S) proxy.
     #[error("{0}")]
     Proxy(String),
     /// The background threads could not be started.
@@ -308,10 +308,12 @@ impl Builder {
         self
     }
 
-    /// Send through this proxy (`http://user:pass@host:port` or `socks5://host:port`).
+    /// Send through this HTTP proxy (`http://user:pass@host:port` or `https://...`; SOCKS
+    /// is not supported, and [`Builder::build`] refuses it with [`ConfigError::Proxy`]).
     /// Without this, the environment's proxy is used as curl would use it: `https_proxy` or
     /// `HTTPS_PROXY` for an `https` host, `http_proxy` for an `http` one, else `all_proxy` or
-    /// `ALL_PROXY`; none for the hosts `no_proxy` or `NO_PROXY` names.
+    /// `ALL_PROXY` (a SOCKS one is ignored); none for the hosts `no_proxy` or `NO_PROXY`
+    /// covers (names with their subdomains, IP addresses, CIDR ranges, or `*`).
     pub fn proxy(mut self, url: impl Into<String>) -> Self {
         self.proxy = ProxySetting::Url(url.into());
         self

@@ -1,6 +1,7 @@
 //! The default transport: ureq, a small blocking HTTP client, with rustls for TLS.
 
 use std::io::Read;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use super::resolve::{CachingResolver, Forget};
@@ -18,7 +19,7 @@ pub(crate) enum ProxySetting {
     FromEnv,
     /// Connect directly, whatever the environment says.
     Direct,
-    /// This proxy URL (`http://user:pass@host:port`, `socks5://host:port`).
+    /// This HTTP(S) proxy URL (`http://user:pass@host:port`).
     Url(String),
 }
 
@@ -67,16 +68,9 @@ impl HttpTransport {
         target: &str,
     ) -> Result<HttpTransport, String> {
         let proxy = match proxy {
-            ProxySetting::FromEnv => {
-                let https = target
-                    .get(..8)
-                    .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
-                env_proxy(https, |name| std::env::var(name).ok())
-            }
+            ProxySetting::FromEnv => env_proxy(target, |name| std::env::var(name).ok()),
             ProxySetting::Direct => None,
-            ProxySetting::Url(url) => {
-                Some(ureq::Proxy::new(url).map_err(|e| format!("invalid proxy url: {e}"))?)
-            }
+            ProxySetting::Url(url) => Some(http_proxy(url)?),
         };
         Ok(HttpTransport::with_proxy(timeout, proxy))
     }
@@ -102,13 +96,16 @@ impl HttpTransport {
     }
 }
 
-/// The proxy the environment names for a host of this scheme, read through `var`, as curl
-/// reads it: `https_proxy` or `HTTPS_PROXY` for `https`, `http_proxy` for `http` (curl ignores
-/// the upper-case one there: a web server's CGI sets `HTTP_PROXY` from a request header),
-/// then `all_proxy` or `ALL_PROXY`. A variable that is not a proxy URL is skipped.
-/// `no_proxy` or `NO_PROXY` lists the hosts that go direct: `*`, or names that match
-/// themselves and their subdomains (`example.com`, `.example.com`).
-pub(crate) fn env_proxy(https: bool, var: impl Fn(&str) -> Option<String>) -> Option<ureq::Proxy> {
+/// The proxy the environment names for requests to `target` (a URL), read through `var`, as
+/// curl reads it: `https_proxy` or `HTTPS_PROXY` for an `https` host, `http_proxy` for an
+/// `http` one (curl ignores the upper-case one there: a web server's CGI sets `HTTP_PROXY`
+/// from a request header), then `all_proxy` or `ALL_PROXY`. A variable that is not an
+/// `http://` or `https://` proxy URL is skipped (this build has no SOCKS support). None when
+/// `no_proxy` or `NO_PROXY` names the host ([`bypasses`]).
+pub(crate) fn env_proxy(target: &str, var: impl Fn(&str) -> Option<String>) -> Option<ureq::Proxy> {
+    let https = target
+        .get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
     let names: &[&str] = if https {
         &["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"]
     } else {
@@ -117,31 +114,88 @@ pub(crate) fn env_proxy(https: bool, var: impl Fn(&str) -> Option<String>) -> Op
     let proxy = names
         .iter()
         .filter_map(|name| var(name).filter(|v| !v.trim().is_empty()))
-        .find_map(|url| ureq::Proxy::new(url.trim()).ok())?;
-    let Some(no_proxy) = var("no_proxy").or_else(|| var("NO_PROXY")) else {
-        return Some(proxy);
-    };
-    // Built again with the exceptions, which only ureq's own reading of the environment
-    // attaches otherwise.
-    let mut builder = ureq::Proxy::builder(proxy.protocol())
-        .host(proxy.host())
-        .port(proxy.port());
-    if let Some(username) = proxy.username() {
-        builder = builder.username(username);
+        .find_map(|url| http_proxy(url.trim()).ok())?;
+    let no_proxy = var("no_proxy")
+        .or_else(|| var("NO_PROXY"))
+        .unwrap_or_default();
+    (!bypasses(&no_proxy, host_of(target))).then_some(proxy)
+}
+
+/// `url` as a proxy, if it is an HTTP(S) one: ureq without its SOCKS feature fails every
+/// request through any other.
+fn http_proxy(url: &str) -> Result<ureq::Proxy, String> {
+    let proxy = ureq::Proxy::new(url).map_err(|e| format!("invalid proxy url: {e}"))?;
+    match proxy.protocol() {
+        ureq::ProxyProtocol::Http | ureq::ProxyProtocol::Https => Ok(proxy),
+        _ => Err("only http:// and https:// proxies are supported (no SOCKS)".into()),
     }
-    if let Some(password) = proxy.password() {
-        builder = builder.password(password);
+}
+
+/// The host of `url` (`scheme://host[:port]/...`), without brackets or port.
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => host.split(':').next().unwrap_or(host),
     }
-    for entry in no_proxy.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let name = entry.trim_start_matches('*').trim_start_matches('.');
-        builder = if entry == "*" || name.is_empty() {
-            builder.no_proxy("*")
-        } else {
-            // curl's "example.com" covers its subdomains too; ureq's covers only itself.
-            builder.no_proxy(name).no_proxy(&format!(".{name}"))
+}
+
+/// Whether `no_proxy` (comma-separated, as curl reads it) sends requests to `host` direct:
+/// `*`; a name, which covers itself and its subdomains (a leading `.` or `*.` and a trailing
+/// `.` change nothing); an IP address; or a CIDR range. A port on an entry is ignored.
+fn bypasses(no_proxy: &str, host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let host_ip: Option<IpAddr> = host.parse().ok();
+    no_proxy.split(',').map(str::trim).any(|entry| {
+        if entry == "*" {
+            return true;
+        }
+        if let Some((network, bits)) = entry.split_once('/') {
+            return host_ip.is_some_and(|ip| in_range(ip, network, bits));
+        }
+        let entry = match entry.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(v6),
+            // One colon is a port; more are an IPv6 address.
+            None if entry.matches(':').count() == 1 => entry.split(':').next().unwrap_or(entry),
+            None => entry,
         };
+        let name = entry
+            .trim_start_matches('*')
+            .trim_start_matches('.')
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        if name.is_empty() {
+            return false;
+        }
+        match (name.parse::<IpAddr>(), host_ip) {
+            (Ok(ip), Some(host_ip)) => ip == host_ip,
+            (Ok(_), None) => false,
+            _ => host == name || host.ends_with(&format!(".{name}")),
+        }
+    })
+}
+
+/// Whether `ip` is in the range `network/bits`.
+fn in_range(ip: IpAddr, network: &str, bits: &str) -> bool {
+    let (Ok(network), Ok(bits)) = (network.trim().parse::<IpAddr>(), bits.trim().parse::<u32>())
+    else {
+        return false;
+    };
+    match (ip, network) {
+        (IpAddr::V4(ip), IpAddr::V4(network)) if bits <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+            u32::from(ip) & mask == u32::from(network) & mask
+        }
+        (IpAddr::V6(ip), IpAddr::V6(network)) if bits <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            u128::from(ip) & mask == u128::from(network) & mask
+        }
+        _ => false,
     }
-    builder.build().ok()
 }
 
 impl Transport for HttpTransport {
@@ -209,82 +263,117 @@ fn map_error(error: ureq::Error) -> TransportError {
 mod tests {
     use super::*;
 
-    /// The proxy `env_proxy` picks, as `host:port`, for a host of this scheme, with these
-    /// variables set, and whether it leaves `host` out.
-    fn picked(https: bool, vars: &[(&str, &str)], host: &str) -> Option<(String, bool)> {
+    /// The proxy `env_proxy` picks for `target` with these variables set, as `host:port`.
+    fn picked(target: &str, vars: &[(&str, &str)]) -> Option<String> {
         let var = |name: &str| {
             vars.iter()
                 .find(|(n, _)| *n == name)
                 .map(|(_, v)| (*v).to_owned())
         };
-        let proxy = env_proxy(https, var)?;
-        let scheme = if https { "https" } else { "http" };
-        let uri: ureq::http::Uri = format!("{scheme}://{host}/v1/batch").parse().unwrap();
-        Some((
-            format!("{}:{}", proxy.host(), proxy.port()),
-            proxy.is_no_proxy(&uri),
-        ))
+        env_proxy(target, var).map(|proxy| format!("{}:{}", proxy.host(), proxy.port()))
     }
+
+    const SEGMENT: &str = "https://api.segment.io/v1/batch";
+    const LOCAL: &str = "http://127.0.0.1:8080/v1/batch";
 
     #[test]
     fn the_environment_proxy_is_chosen_by_scheme_as_curl_does() {
-        let direct = |https, vars: &[(&str, &str)]| picked(https, vars, "api.segment.io");
-        let via = |p: &str| Some((p.to_owned(), false));
+        let via = |p: &str| Some(p.to_owned());
         let both = [
             ("ALL_PROXY", "http://all:1"),
             ("HTTPS_PROXY", "http://secure:2"),
             ("http_proxy", "http://plain:3"),
         ];
-        assert_eq!(direct(true, &both), via("secure:2"));
-        assert_eq!(direct(false, &both), via("plain:3"));
+        assert_eq!(picked(SEGMENT, &both), via("secure:2"));
+        assert_eq!(picked(LOCAL, &both), via("plain:3"));
         // Only a plain-HTTP proxy set: an https host goes direct, as with curl.
-        assert_eq!(direct(true, &[("http_proxy", "http://plain:3")]), None);
+        assert_eq!(picked(SEGMENT, &[("http_proxy", "http://plain:3")]), None);
         // curl ignores HTTP_PROXY in upper case, which a CGI host sets from a request header.
-        assert_eq!(direct(false, &[("HTTP_PROXY", "http://evil:4")]), None);
-        assert_eq!(direct(true, &[("ALL_PROXY", "http://all:1")]), via("all:1"));
+        assert_eq!(picked(LOCAL, &[("HTTP_PROXY", "http://evil:4")]), None);
         assert_eq!(
-            direct(
-                true,
-                &[("https_proxy", "not a url"), ("ALL_PROXY", "http://all:1")]
-            ),
+            picked(SEGMENT, &[("ALL_PROXY", "http://all:1")]),
             via("all:1")
         );
-        assert_eq!(direct(true, &[]), None);
+        // Not a URL, or SOCKS (which this build cannot use): the next variable.
+        for skipped in ["not a url", "socks5://127.0.0.1:1080"] {
+            let vars = [("https_proxy", skipped), ("ALL_PROXY", "http://all:1")];
+            assert_eq!(picked(SEGMENT, &vars), via("all:1"), "{skipped}");
+        }
+        assert_eq!(
+            picked(SEGMENT, &[("ALL_PROXY", "socks5://127.0.0.1:1080")]),
+            None
+        );
+        assert_eq!(picked(SEGMENT, &[]), None);
     }
 
     #[test]
-    fn no_proxy_names_cover_their_subdomains() {
-        let with = |no_proxy: &str, host: &str| {
-            let vars = [
-                ("HTTPS_PROXY", "http://user:p%40ss@secure:2"),
-                ("NO_PROXY", no_proxy),
-            ];
-            picked(true, &vars, host).map(|(_, bypass)| bypass)
+    fn an_explicit_socks_proxy_is_refused_when_built() {
+        let refused = HttpTransport::new(
+            Duration::from_secs(1),
+            &ProxySetting::Url("socks5://127.0.0.1:1080".into()),
+            SEGMENT,
+        );
+        assert!(refused.is_err_and(|e| e.contains("SOCKS")));
+    }
+
+    #[test]
+    fn no_proxy_is_read_as_curl_reads_it() {
+        let direct = |no_proxy: &str, target: &str| {
+            picked(
+                target,
+                &[
+                    ("HTTPS_PROXY", "http://secure:2"),
+                    ("http_proxy", "http://plain:3"),
+                    ("NO_PROXY", no_proxy),
+                ],
+            )
+            .is_none()
         };
-        assert_eq!(with("segment.io", "api.segment.io"), Some(true));
-        assert_eq!(with("segment.io", "segment.io"), Some(true));
+        for no_proxy in [
+            "segment.io",
+            ".segment.io",
+            "*.segment.io",
+            "segment.io.",
+            " localhost , api.segment.io:443",
+            "*",
+        ] {
+            assert!(
+                direct(no_proxy, SEGMENT),
+                "{no_proxy:?} covers api.segment.io"
+            );
+        }
+        for no_proxy in [
+            "example.com",
+            "notsegment.io",
+            "",
+            ".",
+            "*.",
+            "io.segment",
+            "10.0.0.0/8",
+        ] {
+            assert!(
+                !direct(no_proxy, SEGMENT),
+                "{no_proxy:?} does not cover api.segment.io"
+            );
+        }
+        for no_proxy in ["127.0.0.1", "127.0.0.0/8", "10.0.0.0/8,127.0.0.1:8080"] {
+            assert!(direct(no_proxy, LOCAL), "{no_proxy:?} covers 127.0.0.1");
+        }
+        assert!(!direct("127.0.0.2", LOCAL));
+        assert!(direct("::1", "http://[::1]:8080/v1/batch"));
+        assert!(direct("[::1]:8080", "http://[::1]:8080/v1/batch"));
+        assert!(direct("fd00::/8", "http://[fd12::5]/v1/batch"));
+        assert!(!direct("fd00::/8", "http://[fe80::1]/v1/batch"));
+    }
+
+    #[test]
+    fn the_host_of_a_url_is_found() {
+        assert_eq!(host_of(SEGMENT), "api.segment.io");
         assert_eq!(
-            with(" .segment.io , localhost", "api.segment.io"),
-            Some(true)
+            host_of("http://user:pw@host.example:8080/x?y"),
+            "host.example"
         );
-        assert_eq!(with("*.segment.io", "api.segment.io"), Some(true));
-        assert_eq!(with("*", "anything.example"), Some(true));
-        assert_eq!(with("example.com", "api.segment.io"), Some(false));
-        assert_eq!(with("notsegment.io", "api.segment.io"), Some(false));
-        // The proxy's credentials survive being built again with the exceptions.
-        let vars = [
-            ("HTTPS_PROXY", "http://user:p%40ss@secure:2"),
-            ("NO_PROXY", "localhost"),
-        ];
-        let proxy = env_proxy(true, |name| {
-            vars.iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| (*v).to_owned())
-        })
-        .unwrap();
-        assert_eq!(
-            (proxy.username(), proxy.password()),
-            (Some("user"), Some("p@ss"))
-        );
+        assert_eq!(host_of("http://[::1]:8080/v1"), "::1");
+        assert_eq!(host_of("https://proxy.example"), "proxy.example");
     }
 }
