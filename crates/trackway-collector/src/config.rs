@@ -252,7 +252,10 @@ impl Config {
                     )));
                 }
                 if let Kind::File { dir, .. } = &destination.kind {
-                    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+                    // Resolved as far as it exists (`..`, symbolic links), else made absolute.
+                    let dir = std::fs::canonicalize(dir)
+                        .or_else(|_| std::path::absolute(dir))
+                        .unwrap_or_else(|_| dir.clone());
                     let here = format!("{}/{}", source.name, destination.name);
                     let prefix = crate::delivery::kind::file::file_prefix(&source.name);
                     if let Some(other) = files.insert((dir, prefix), here) {

@@ -26,7 +26,6 @@
 //!    dropped silently;
 //! 10. append to the store, durably; a store failure is a 503 with `Retry-After`.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -185,18 +184,48 @@ pub(crate) async fn single(
 /// The `writeKey` of a single-message body, if it has a string one; the body's syntax is
 /// checked, nothing is built.
 fn single_write_key(text: &str) -> Result<Option<String>, ApiError> {
-    // The top-level members, their values left raw; a repeated name keeps its last value, as
-    // when the message is built.
-    let members: HashMap<String, &RawValue> =
-        serde_json::from_str(text).map_err(|e| match e.classify() {
-            // Valid JSON of another shape: the answer `parse_message` gives.
-            serde_json::error::Category::Data => not_an_object(0),
-            _ => not_json(0, &e),
-        })?;
+    let LastWriteKey(raw) = serde_json::from_str(text).map_err(|e| match e.classify() {
+        // Valid JSON of another shape: the answer `parse_message` gives.
+        serde_json::error::Category::Data => not_an_object(0),
+        _ => not_json(0, &e),
+    })?;
     // A key that is not a string is no key (as before): `authenticate` says so.
-    Ok(members
-        .get("writeKey")
-        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok()))
+    Ok(raw.and_then(|raw| serde_json::from_str::<String>(raw.get()).ok()))
+}
+
+/// A JSON object's last `writeKey` member, left raw. Every other member is skipped as it is
+/// read, so an object of any number of members costs no memory before authentication.
+struct LastWriteKey<'a>(Option<&'a RawValue>);
+
+impl<'de> Deserialize<'de> for LastWriteKey<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = LastWriteKey<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut members: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut key = None;
+                // Names are owned only one at a time; a repeated `writeKey` keeps its last
+                // value, as when the message is built.
+                while let Some(name) = members.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if name == "writeKey" {
+                        key = Some(members.next_value()?);
+                    } else {
+                        members.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(LastWriteKey(key))
+            }
+        }
+        deserializer.deserialize_map(Members)
+    }
 }
 
 /// The body, decompressed, and the Basic-auth write key if the request had one.
@@ -565,6 +594,34 @@ fn parse_time(value: &Value) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_single_message_s_write_key_is_read_without_building_it() {
+        let key = |text: &str| single_write_key(text).map_err(|e| e.to_string());
+        assert_eq!(key(r#"{"writeKey":"a","event":"E"}"#), Ok(Some("a".into())));
+        // Repeated: the last one, as when the message is built; escapes in the name count.
+        assert_eq!(
+            key(r#"{"writeKey":"a","writeKey":"b"}"#),
+            Ok(Some("b".into()))
+        );
+        assert_eq!(key(r#"{"write\u004bey":"c"}"#), Ok(Some("c".into())));
+        // Not a string: no key (the request is then a 401).
+        assert_eq!(key(r#"{"writeKey":7,"nested":{"writeKey":"x"}}"#), Ok(None));
+        assert_eq!(key("{}"), Ok(None));
+        // Many members, skipped as read.
+        let many = format!(
+            "{{{},\"writeKey\":\"d\"}}",
+            (0..80_000)
+                .map(|n| format!("\"a{n}\":0"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert_eq!(key(&many), Ok(Some("d".into())));
+        let not_object = key("[1,2]").unwrap_err();
+        assert!(not_object.contains("not a JSON object"), "{not_object}");
+        let not_json = key(r#"{"writeKey":"#).unwrap_err();
+        assert!(not_json.contains("not valid JSON"), "{not_json}");
+    }
 
     fn enriched(message: Value, envelope: &Envelope, received_ms: u64) -> Value {
         let mut map = message.as_object().cloned().expect("object");

@@ -735,6 +735,10 @@ fn two_file_destinations_that_would_write_the_same_files_are_refused() {
         .destinations
         .push(file("Copy", &shared, 1 << 20));
     refusal(&config);
+    // The same dir by another path is the same dir.
+    std::fs::create_dir_all(&shared).unwrap();
+    config.sources[0].destinations[1] = file("Copy", &shared.join("..").join("out"), 1 << 20);
+    refusal(&config);
     // A dir of its own is fine.
     config.sources[0].destinations[1] = file("Copy", &temp.path().join("copy"), 1 << 20);
     assert!(trackway_collector::Collector::open(&config).is_ok());
