@@ -22,6 +22,13 @@ fn indexes_and_ids(rejected: &[Value]) -> Vec<(u64, &str)> {
         .collect()
 }
 
+/// The string `field` of each of `events`, sorted.
+fn sorted<'a>(events: &'a [Value], field: &str) -> Vec<&'a str> {
+    let mut values: Vec<&str> = events.iter().map(|e| e[field].as_str().unwrap()).collect();
+    values.sort_unstable();
+    values
+}
+
 /// POSTs `body` to `/v1/batch` with the test source's key.
 fn post_batch(server: &TestServer, body: &[u8]) -> (u16, Value) {
     post(
@@ -90,12 +97,10 @@ fn each_official_librarys_request_shape_is_accepted() {
         assert_eq!(body, json!({"success": true}), "{name}");
     }
     let events = server.events("");
-    let mut ids: Vec<&str> = events
-        .iter()
-        .map(|e| e["messageId"].as_str().unwrap())
-        .collect();
-    ids.sort_unstable();
-    assert_eq!(ids, ["go-1", "java-1", "node-1", "python-1", "single-1"]);
+    assert_eq!(
+        sorted(&events, "messageId"),
+        ["go-1", "java-1", "node-1", "python-1", "single-1"]
+    );
     let single = events
         .iter()
         .find(|e| e["messageId"] == "single-1")
@@ -445,12 +450,7 @@ fn messages_with_an_empty_message_id_are_each_stored_as_rejected() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["duplicates"], 1, "{answer}");
     let events = server.events("");
-    let mut labels: Vec<&str> = events
-        .iter()
-        .map(|e| e["event"].as_str().unwrap())
-        .collect();
-    labels.sort_unstable();
-    assert_eq!(labels, ["A", "B"]);
+    assert_eq!(sorted(&events, "event"), ["A", "B"]);
     assert!(
         events
             .iter()
