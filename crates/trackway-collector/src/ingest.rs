@@ -432,11 +432,8 @@ fn prepare(
     let mut rejected = Vec::new();
     let mut events = Vec::with_capacity(messages.len());
     for (index, mut message) in messages.into_iter().enumerate() {
-        // An empty messageId (rejected) cannot tell messages apart: key it by the message as
-        // sent, so that a retry is stored once and different messages each are.
-        let empty_id_key =
-            matches!(message.get("messageId"), Some(Value::String(id)) if id.is_empty())
-                .then(|| content_key(&message));
+        // Taken from the message as sent, before the server adds its fields.
+        let special_key = dedup_key(&message);
         enrich(&mut message, envelope, received);
         let verdict = match validate_json(&message) {
             Ok(Kind::Other(name)) => Err(format!(
@@ -453,11 +450,13 @@ fn prepare(
                 "reason": reason,
             }));
         }
-        let mut event = new_event(source, message, received, verdict.err());
-        if let Some(key) = empty_id_key {
-            event.message_id = key;
-        }
-        events.push(event);
+        events.push(new_event(
+            source,
+            message,
+            received,
+            verdict.err(),
+            special_key,
+        ));
     }
     (events, rejected)
 }
@@ -523,21 +522,26 @@ fn enrich(message: &mut Map<String, Value>, envelope: &Envelope, received: Syste
     );
 }
 
-/// The deduplication key of a `messageId` that is not a string (a rejected message): its JSON
-/// text, so that a retry of it is stored once, behind a prefix that starts with a NUL, so that
-/// `12345` is not taken for the string id `"12345"` (only a string id starting with that NUL
-/// and `json:` could be).
-fn non_string_id_key(id: &Value) -> String {
-    format!("\0json:{id}")
-}
-
-/// The deduplication key of a message with an empty `messageId`: a digest of the message as
-/// sent, behind a prefix that starts with a NUL (see [`non_string_id_key`]).
-fn content_key(message: &Map<String, Value>) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(serde_json::to_vec(message).unwrap_or_default());
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("\0empty:{hex}")
+/// What a message `as_sent` is deduplicated by when its `messageId` cannot serve (such a
+/// message is rejected), or `None` when it can (or will be assigned one). The keys start with
+/// a NUL, so that no string id is taken for them (only one starting with that NUL and `json:`
+/// or `empty:` could be):
+/// - an id that is not a string: its JSON text, so that a retry is stored once and `12345`
+///   is not taken for `"12345"`;
+/// - an empty id: a digest of the message as sent, so that a retry is stored once and
+///   different messages each are.
+fn dedup_key(as_sent: &Map<String, Value>) -> Option<String> {
+    match as_sent.get("messageId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) if !id.is_empty() => None,
+        Some(Value::String(_)) => {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(serde_json::to_vec(as_sent).unwrap_or_default());
+            let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+            Some(format!("\0empty:{hex}"))
+        }
+        Some(other) => Some(format!("\0json:{other}")),
+    }
 }
 
 fn new_event(
@@ -545,16 +549,12 @@ fn new_event(
     message: Map<String, Value>,
     received: SystemTime,
     rejected: Option<String>,
+    dedup_key: Option<String>,
 ) -> NewEvent {
     let text = |name: &str| message.get(name).and_then(Value::as_str).map(str::to_owned);
-    let message_id = match message.get("messageId") {
-        Some(Value::String(id)) => id.clone(),
-        Some(other) => non_string_id_key(other),
-        None => String::new(),
-    };
     NewEvent {
         source: Arc::clone(source),
-        message_id,
+        message_id: dedup_key.unwrap_or_else(|| text("messageId").unwrap_or_default()),
         kind: text("type").unwrap_or_default(),
         user_id: text("userId"),
         anonymous_id: text("anonymousId"),

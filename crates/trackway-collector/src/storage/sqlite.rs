@@ -103,11 +103,9 @@ pub const OTHER_TYPE: &str = "other";
 /// The counts' key for an event of `source` and `kind`: its type if it is one of the six, else
 /// [`OTHER_TYPE`]. (Sources are configured, so the keys are bounded.)
 fn count_key(source: String, kind: &str, rejected: bool) -> (String, String, bool) {
-    let kind = match trackway_protocol::Kind::from_wire(kind) {
-        trackway_protocol::Kind::Other(_) => OTHER_TYPE.to_owned(),
-        known => known.as_str().to_owned(),
-    };
-    (source, kind, rejected)
+    let known = trackway_protocol::Kind::STANDARD.contains(&kind);
+    let kind = if known { kind } else { OTHER_TYPE };
+    (source, kind.to_owned(), rejected)
 }
 
 /// SQLite-backed [`Store`].
