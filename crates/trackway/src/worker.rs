@@ -288,7 +288,7 @@ impl Worker {
                     Err(_) => break,
                 },
                 recv(done) -> settled => match settled {
-                    Ok(end) => self.batch_done(end),
+                    Ok(end) => self.settle_flight(end),
                     // The sender thread is gone (a bug; its panics from user code are
                     // caught): settle what it will never send, and from now on `dispatch`
                     // settles each batch as dropped instead of handing it on. The worker holds
@@ -522,16 +522,11 @@ impl Worker {
         waiter.reply.send(report);
     }
 
-    /// Takes the sender's report that the batch ending at `end` has its outcome.
-    fn batch_done(&mut self, end: u64) {
-        self.settle_flight(end);
-    }
-
     /// Takes the sender's reports of settled batches until none is in flight or `until`.
     fn await_sender(&mut self, until: Instant) {
         while self.in_flight() > 0 {
             match self.done.recv_deadline(until) {
-                Ok(end) => self.batch_done(end),
+                Ok(end) => self.settle_flight(end),
                 // Out of time, or the sender is gone (the main loop sees that too).
                 Err(_) => break,
             }
