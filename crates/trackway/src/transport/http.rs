@@ -104,8 +104,8 @@ impl HttpTransport {
 /// `no_proxy` or `NO_PROXY` names the host ([`bypasses`]).
 pub(crate) fn env_proxy(target: &str, var: impl Fn(&str) -> Option<String>) -> Option<ureq::Proxy> {
     let https = target
-        .get(..8)
-        .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+        .parse::<ureq::http::Uri>()
+        .is_ok_and(|u| u.scheme_str() == Some("https"));
     let names: &[&str] = if https {
         &["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"]
     } else {
@@ -118,7 +118,7 @@ pub(crate) fn env_proxy(target: &str, var: impl Fn(&str) -> Option<String>) -> O
     let no_proxy = var("no_proxy")
         .or_else(|| var("NO_PROXY"))
         .unwrap_or_default();
-    (!bypasses(&no_proxy, host_of(target))).then_some(proxy)
+    (!bypasses(&no_proxy, &host_of(target))).then_some(proxy)
 }
 
 /// `url` as a proxy, if it is an HTTP(S) one: ureq without its SOCKS feature fails every
@@ -131,17 +131,15 @@ fn http_proxy(url: &str) -> Result<ureq::Proxy, String> {
     }
 }
 
-/// The host of `url` (`scheme://host[:port]/...`), without brackets or port.
-fn host_of(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => host.split(':').next().unwrap_or(host),
-    }
+/// The host of `url` (`scheme://host[:port]/...`), without brackets or port; empty if `url`
+/// is not one.
+fn host_of(url: &str) -> String {
+    let uri = url.parse::<ureq::http::Uri>().ok();
+    let host = uri.as_ref().and_then(|u| u.host()).unwrap_or_default();
+    // `[::1]` in a URL is the address `::1`.
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned()
 }
 
 /// Whether `no_proxy` (comma-separated, as curl reads it) sends requests to `host` direct:
