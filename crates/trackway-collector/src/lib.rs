@@ -30,6 +30,7 @@ mod debugger;
 pub mod delivery;
 mod error;
 mod ingest;
+mod lock;
 mod server;
 pub mod storage;
 
@@ -41,6 +42,6 @@ pub use error::RETRY_AFTER_SECONDS;
 #[doc(hidden)]
 pub use ingest::fuzz_batch;
 pub use server::{
-    Collector, CollectorError, INGEST_SLOT_WAIT, MAX_CONCURRENT_INGEST, MAX_HEAD_BYTES,
-    SHUTDOWN_GRACE, serve,
+    Collector, CollectorError, DATA_DIR_LOCK, INGEST_SLOT_WAIT, MAX_CONCURRENT_INGEST,
+    MAX_HEAD_BYTES, SHUTDOWN_GRACE, serve,
 };

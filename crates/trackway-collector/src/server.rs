@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 use crate::config::{Config, ConfigError};
 use crate::delivery::DeliveryEngine;
 use crate::delivery::state::DeliveryState;
+use crate::lock::{FileLock, LockError};
 use crate::storage::sqlite::SqliteStore;
 use crate::storage::{Store, StoreError};
 use crate::{admin, debugger, ingest};
@@ -58,6 +60,8 @@ pub(crate) struct AppState {
     pub(crate) ingest_slots: Semaphore,
     header_timeout: Duration,
     pub(crate) body_timeout: Duration,
+    /// The data directory's lock, released when the last handler is done with the state.
+    _lock: Option<FileLock>,
 }
 
 /// Why the collector could not start or run.
@@ -73,7 +77,22 @@ pub enum CollectorError {
     /// The listener failed.
     #[error("listener failed: {0}")]
     Listen(std::io::Error),
+    /// Another collector is running on the same data directory.
+    #[error(
+        "the data directory {} is in use by {}: stop that collector, or give this one its own data directory",
+        dir.display(),
+        crate::lock::holder(*pid)
+    )]
+    InUse {
+        /// The data directory.
+        dir: PathBuf,
+        /// The other collector's process id, if known.
+        pid: Option<u32>,
+    },
 }
+
+/// The file in the data directory a running collector holds locked.
+pub const DATA_DIR_LOCK: &str = "LOCK";
 
 /// A collector: its configuration checked and its store open, ready to serve.
 pub struct Collector {
@@ -83,14 +102,27 @@ pub struct Collector {
 
 impl Collector {
     /// Checks `config` and opens the embedded SQLite store in its data directory.
+    ///
+    /// Fails with [`CollectorError::InUse`] while another collector runs on that directory:
+    /// the directory stays locked ([`DATA_DIR_LOCK`]) for as long as this collector lives.
     pub fn open(config: &Config) -> Result<Collector, CollectorError> {
+        let lock = lock_data_dir(&config.data_dir)?;
         let store = SqliteStore::open(&config.data_dir, config.dedup_window)?;
-        Collector::with_store(config, Arc::new(store))
+        Collector::build(config, Arc::new(store), lock)
     }
 
     /// Like [`Collector::open`] with any [`Store`]; delivery bookkeeping still lives in the
-    /// data directory.
+    /// data directory, which is locked the same way.
     pub fn with_store(config: &Config, store: Arc<dyn Store>) -> Result<Collector, CollectorError> {
+        let lock = lock_data_dir(&config.data_dir)?;
+        Collector::build(config, store, lock)
+    }
+
+    fn build(
+        config: &Config,
+        store: Arc<dyn Store>,
+        lock: Option<FileLock>,
+    ) -> Result<Collector, CollectorError> {
         let keys = config.key_index()?;
         let delivery_state = DeliveryState::open(&config.data_dir)?;
         let delivery = DeliveryEngine::new(config, Arc::clone(&store), delivery_state)
@@ -105,6 +137,7 @@ impl Collector {
             ingest_slots: Semaphore::new(MAX_CONCURRENT_INGEST),
             header_timeout: config.header_timeout,
             body_timeout: config.body_timeout,
+            _lock: lock,
         });
         Ok(Collector { state, stop })
     }
@@ -183,6 +216,19 @@ impl Collector {
         }
         Ok(())
     }
+}
+
+/// Locks `dir` (created if needed) for this collector.
+fn lock_data_dir(dir: &Path) -> Result<Option<FileLock>, CollectorError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+    FileLock::acquire(&dir.join(DATA_DIR_LOCK)).map_err(|e| match e {
+        LockError::Held { pid, .. } => CollectorError::InUse {
+            dir: dir.to_owned(),
+            pid,
+        },
+        LockError::Io { .. } => StoreError(e.to_string()).into(),
+    })
 }
 
 /// Opens the collector for `config` and serves on `listener` until `shutdown` resolves.

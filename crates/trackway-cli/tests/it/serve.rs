@@ -512,3 +512,89 @@ fn the_stdout_destination_prints_each_event() {
     );
     assert_eq!(terminate(&mut child).code(), Some(0));
 }
+
+/// A child process killed when dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `trackway serve` expecting it to refuse to start; returns its standard error. One
+/// that starts instead prints its address first: it is stopped and the test fails.
+fn refused_serve(args: &[&OsStr]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trackway"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--write-key", KEY])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    if !first.is_empty() {
+        terminate(&mut child);
+        panic!("a second collector started: {first}");
+    }
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    text
+}
+
+#[test]
+fn a_second_collector_on_the_same_files_is_refused_until_the_first_stops() {
+    let temp = tempfile::tempdir().unwrap();
+    let (data, other_data, out) = (
+        temp.path().join("data"),
+        temp.path().join("other"),
+        temp.path().join("out"),
+    );
+    let served = spawn_serve(
+        [
+            OsStr::new("--write-key"),
+            OsStr::new(KEY),
+            OsStr::new("--file-dir"),
+            out.as_os_str(),
+        ],
+        &data,
+    );
+    let url = served.url;
+    // Stopped even when an assertion fails, so no collector outlives the test.
+    let mut first = KillOnDrop(served.child);
+    let pid = first.0.id();
+
+    let text = refused_serve(&[OsStr::new("--data-dir"), data.as_os_str()]);
+    assert!(
+        text.contains(&format!("{} is in use by process {pid}", data.display())),
+        "{text}"
+    );
+    let text = refused_serve(&[
+        OsStr::new("--data-dir"),
+        other_data.as_os_str(),
+        OsStr::new("--file-dir"),
+        out.as_os_str(),
+    ]);
+    assert!(
+        text.contains("-*.jsonl are being written by another collector"),
+        "{text}"
+    );
+
+    // The first one still works, and once it has stopped the directory is free again.
+    let analytics = Analytics::builder(KEY)
+        .host(&url)
+        .no_proxy()
+        .build()
+        .unwrap();
+    analytics.identify("u-1", json!({})).unwrap();
+    assert!(analytics.shutdown(Duration::from_secs(30)).is_clean());
+    assert_eq!(terminate(&mut first.0).code(), Some(0));
+    let (mut second, url) = start(&data);
+    assert_eq!(stored(&url).len(), 1);
+    assert_eq!(terminate(&mut second).code(), Some(0));
+}

@@ -7,6 +7,9 @@
 //! the lines that did get written; and a file opened with a partial last line (a crash in the
 //! middle of a write, or a cut that failed too) has it cut off first. Whole lines of a chunk
 //! a crash interrupted stay, and are written again: at least once.
+//!
+//! The destination holds `.<source>.lock` (empty) in its directory locked while it runs, so
+//! that no second collector writes the same files.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -15,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use crate::delivery::{Attempt, Destination};
+use crate::lock::{FileLock, LockError};
 use crate::storage::{BoxFuture, StoredEvent};
 
 /// Events written per fsync at most.
@@ -33,6 +37,8 @@ struct Writer {
     max_bytes: u64,
     /// The open file: its day, its rotation index, its size.
     current: Option<(String, u32, u64, File)>,
+    /// `.<prefix>.lock` in `dir`: no other collector writes these files while it is held.
+    _lock: Option<FileLock>,
 }
 
 impl JsonLines {
@@ -40,12 +46,20 @@ impl JsonLines {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let prefix = file_prefix(source);
+        let lock = FileLock::acquire_empty(&dir.join(format!(".{prefix}.lock"))).map_err(|e| match e {
+            LockError::Held { .. } => format!(
+                "{}/{prefix}-*.jsonl are being written by another collector (or, on a file system that ignores case, for a source whose name differs only in case): stop it, or give this destination another dir",
+                dir.display(),
+            ),
+            LockError::Io { .. } => e.to_string(),
+        })?;
         Ok(JsonLines {
             inner: Arc::new(Mutex::new(Writer {
                 dir: dir.to_owned(),
                 prefix,
                 max_bytes,
                 current: None,
+                _lock: lock,
             })),
         })
     }
