@@ -72,8 +72,20 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_dedup ON events (source, message_id, received_at);
 CREATE INDEX IF NOT EXISTS events_type ON events (type, seq);
-
+-- What `/api/stats` shows, kept in the transactions that add and delete events, so that
+-- opening the store reads a few rows instead of scanning every event.
+CREATE TABLE IF NOT EXISTS counts (
+    source   TEXT    NOT NULL,
+    type     TEXT    NOT NULL,
+    rejected INTEGER NOT NULL,
+    n        INTEGER NOT NULL,
+    PRIMARY KEY (source, type, rejected)
+) WITHOUT ROWID;
 ";
+
+/// `PRAGMA user_version` of a store whose `counts` table is kept; a store from before it
+/// (version 0) has the table filled from its events once, when it is first opened.
+const COUNTS_VERSION: i64 = 1;
 
 struct WriteRequest {
     events: Vec<NewEvent>,
@@ -146,7 +158,7 @@ impl SqliteStore {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", data_dir.display())))?;
         let path = data_dir.join(DATABASE_FILE);
-        let writer = open_connection(&path)?;
+        let mut writer = open_connection(&path)?;
         writer.execute_batch(SCHEMA).map_err(sql_error)?;
         // Checkpoints run on their own thread, off the commit path (see `checkpoint_loop`).
         writer
@@ -158,8 +170,8 @@ impl SqliteStore {
             .name("trackway-checkpoint".into())
             .spawn(move || checkpoint_loop(&checkpointer, &stop_checkpointing))
             .map_err(|e| StoreError(format!("cannot start the checkpointer: {e}")))?;
+        let counts = Arc::new(Mutex::new(load_counts(&mut writer)?));
         let reader = open_connection(&path)?;
-        let counts = Arc::new(Mutex::new(load_counts(&reader)?));
         let (live, _) = broadcast::channel(LIVE_BUFFER);
         let (writes, requests) = tokio::sync::mpsc::channel(WRITE_QUEUE);
         let thread = Writer {
@@ -197,24 +209,86 @@ fn checkpoint_loop(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>) {
     }
 }
 
-fn load_counts(conn: &Connection) -> Result<Counts, StoreError> {
+/// The counts, from the `counts` table; filled first from the events themselves in a store
+/// from before the table (a scan of every event, once).
+fn load_counts(conn: &mut Connection) -> Result<Counts, StoreError> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(sql_error)?;
+    if version < COUNTS_VERSION {
+        let transaction = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_error)?;
+        let mut counts = Counts::new();
+        {
+            let mut statement = transaction
+                .prepare(
+                    "SELECT source, type, rejected IS NOT NULL, COUNT(*) FROM events GROUP BY 1, 2, 3",
+                )
+                .map_err(sql_error)?;
+            let rows = statement
+                .query_map([], |row| {
+                    Ok((
+                        count_key(row.get(0)?, &row.get::<_, String>(1)?, row.get(2)?),
+                        row.get::<_, i64>(3)? as u64,
+                    ))
+                })
+                .map_err(sql_error)?;
+            for row in rows {
+                let (key, n) = row.map_err(sql_error)?;
+                *counts.entry(key).or_default() += n;
+            }
+        }
+        transaction
+            .execute("DELETE FROM counts", [])
+            .map_err(sql_error)?;
+        change_counts(&transaction, &counts, 1)?;
+        transaction
+            .pragma_update(None, "user_version", COUNTS_VERSION)
+            .map_err(sql_error)?;
+        transaction.commit().map_err(sql_error)?;
+        if !counts.is_empty() {
+            tracing::info!("store: counted the events of a store from an earlier version, once");
+        }
+        return Ok(counts);
+    }
     let mut statement = conn
-        .prepare("SELECT source, type, rejected IS NOT NULL, COUNT(*) FROM events GROUP BY 1, 2, 3")
+        .prepare("SELECT source, type, rejected, n FROM counts")
         .map_err(sql_error)?;
     let rows = statement
         .query_map([], |row| {
             Ok((
-                count_key(row.get(0)?, &row.get::<_, String>(1)?, row.get(2)?),
+                (row.get(0)?, row.get(1)?, row.get(2)?),
                 row.get::<_, i64>(3)? as u64,
             ))
         })
         .map_err(sql_error)?;
-    let mut counts = Counts::new();
-    for row in rows {
-        let (key, n) = row.map_err(sql_error)?;
-        *counts.entry(key).or_default() += n;
+    rows.collect::<Result<_, _>>().map_err(sql_error)
+}
+
+/// Adds `sign` (1 or -1) times `delta` to the `counts` table, dropping rows that reach zero.
+fn change_counts(
+    transaction: &rusqlite::Transaction<'_>,
+    delta: &Counts,
+    sign: i64,
+) -> Result<(), StoreError> {
+    let mut upsert = transaction
+        .prepare_cached(
+            "INSERT INTO counts (source, type, rejected, n) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (source, type, rejected) DO UPDATE SET n = n + excluded.n",
+        )
+        .map_err(sql_error)?;
+    for ((source, kind, rejected), n) in delta {
+        upsert
+            .execute(params![source, kind, rejected, sign * *n as i64])
+            .map_err(sql_error)?;
     }
-    Ok(counts)
+    if sign < 0 {
+        transaction
+            .execute("DELETE FROM counts WHERE n <= 0", [])
+            .map_err(sql_error)?;
+    }
+    Ok(())
 }
 
 impl Store for SqliteStore {
@@ -433,10 +507,10 @@ impl Writer {
                 }
             }
             match self.commit(&group) {
-                Ok((results, stored)) => {
+                Ok((results, stored, added)) => {
                     // Counted before anyone hears 200, so `/api/stats` read after an
                     // acknowledgement includes the acknowledged events.
-                    self.count(&stored);
+                    self.count(added);
                     for (request, result) in group.into_iter().zip(results) {
                         let _ = request.reply.send(Ok(result));
                     }
@@ -460,7 +534,7 @@ impl Writer {
             .map_err(sql_error)?;
         let chunk = "SELECT seq FROM events WHERE source = ?1 AND received_at < ?2 AND seq <= ?3
                      ORDER BY seq LIMIT ?4";
-        let removed: Vec<((String, String, bool), u64)> = {
+        let removed: Counts = {
             let mut statement = transaction
                 .prepare(&format!(
                     "SELECT source, type, rejected IS NOT NULL, COUNT(*) FROM events
@@ -496,6 +570,7 @@ impl Writer {
                 ],
             )
             .map_err(sql_error)?;
+        change_counts(&transaction, &removed, -1)?;
         transaction.commit().map_err(sql_error)?;
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         for (key, n) in removed {
@@ -511,7 +586,7 @@ impl Writer {
     fn commit(
         &mut self,
         group: &[WriteRequest],
-    ) -> Result<(Vec<Appended>, Vec<StoredEvent>), StoreError> {
+    ) -> Result<(Vec<Appended>, Vec<StoredEvent>, Counts), StoreError> {
         // IMMEDIATE: take the write lock up front, so the read of the dedup check can never
         // need an upgrade that SQLite would refuse with SQLITE_BUSY.
         let transaction = self
@@ -583,20 +658,25 @@ impl Writer {
                 results.push(appended);
             }
         }
-        transaction.commit().map_err(sql_error)?;
-        Ok((results, stored))
-    }
-
-    /// Adds committed events to the per-source, type and status counts.
-    fn count(&self, stored: &[StoredEvent]) {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        for event in stored {
+        let mut added = Counts::new();
+        for event in &stored {
             let key = count_key(
                 event.source.to_string(),
                 &event.kind,
                 event.rejected.is_some(),
             );
-            *counts.entry(key).or_default() += 1;
+            *added.entry(key).or_default() += 1;
+        }
+        change_counts(&transaction, &added, 1)?;
+        transaction.commit().map_err(sql_error)?;
+        Ok((results, stored, added))
+    }
+
+    /// Adds committed events' counts to the per-source, type and status counts.
+    fn count(&self, added: Counts) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, n) in added {
+            *counts.entry(key).or_default() += n;
         }
     }
 
@@ -606,5 +686,127 @@ impl Writer {
             // No subscriber is fine.
             let _ = self.live.send(Arc::new(event));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WINDOW: Duration = Duration::from_secs(86_400);
+
+    fn event(n: usize) -> NewEvent {
+        let kind = ["track", "identify", "page", "made-up"][n % 4];
+        NewEvent {
+            source: Arc::from(["web", "jobs"][n % 2]),
+            message_id: format!("m{n}"),
+            kind: kind.to_owned(),
+            user_id: Some("u".into()),
+            anonymous_id: None,
+            label: None,
+            received_at: n as i64,
+            rejected: (n.is_multiple_of(3) || kind == "made-up").then(|| "a reason".to_owned()),
+            body: format!(r#"{{"type":"{kind}","messageId":"m{n}"}}"#),
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// The store's counts, as sorted tuples.
+    fn counts(store: &SqliteStore) -> Vec<(String, String, bool, u64)> {
+        let mut counts: Vec<_> = store
+            .counts()
+            .into_iter()
+            .map(|c| (c.source, c.kind, c.rejected, c.count))
+            .collect();
+        counts.sort();
+        counts
+    }
+
+    /// The counts as `events` would give them, counted one by one.
+    fn recount(events: impl Iterator<Item = NewEvent>) -> Vec<(String, String, bool, u64)> {
+        let mut counts = Counts::new();
+        for e in events {
+            *counts
+                .entry(count_key(
+                    e.source.to_string(),
+                    &e.kind,
+                    e.rejected.is_some(),
+                ))
+                .or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .map(|((s, k, r), n)| (s, k, r, n))
+            .collect()
+    }
+
+    #[test]
+    fn counts_survive_reopening_and_pruning_without_a_scan_of_the_events() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let runtime = runtime();
+        {
+            let store = SqliteStore::open(dir.path(), WINDOW).expect("store");
+            runtime.block_on(async {
+                store
+                    .append((0..100).map(event).collect())
+                    .await
+                    .expect("append");
+                store
+                    .append((100..150).map(event).collect())
+                    .await
+                    .expect("append");
+                // `web`'s events received before 40, whatever their seq.
+                assert_eq!(store.prune("web", 40, i64::MAX).await.expect("prune"), 20);
+            });
+        }
+        let kept = || {
+            (0..150)
+                .map(event)
+                .filter(|e| !(&*e.source == "web" && e.received_at < 40))
+        };
+        let store = SqliteStore::open(dir.path(), WINDOW).expect("reopened");
+        assert_eq!(counts(&store), recount(kept()));
+        // Opening read the table, not the events: an event written behind the store's back
+        // is not counted.
+        drop(store);
+        let conn = Connection::open(dir.path().join(DATABASE_FILE)).expect("database");
+        conn.execute(
+            "INSERT INTO events (source, message_id, type, received_at, body) VALUES ('web', 'x', 'track', 0, '{}')",
+            [],
+        )
+        .expect("insert");
+        drop(conn);
+        let store = SqliteStore::open(dir.path(), WINDOW).expect("reopened");
+        assert_eq!(counts(&store), recount(kept()));
+    }
+
+    #[test]
+    fn a_store_from_before_the_counts_table_is_counted_once_when_first_opened() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let runtime = runtime();
+        {
+            let store = SqliteStore::open(dir.path(), WINDOW).expect("store");
+            runtime
+                .block_on(store.append((0..60).map(event).collect()))
+                .expect("append");
+        }
+        let conn = Connection::open(dir.path().join(DATABASE_FILE)).expect("database");
+        conn.execute_batch("DROP TABLE counts; PRAGMA user_version = 0;")
+            .expect("made old");
+        drop(conn);
+        let store = SqliteStore::open(dir.path(), WINDOW).expect("opened");
+        assert_eq!(counts(&store), recount((0..60).map(event)));
+        runtime
+            .block_on(store.append((60..80).map(event).collect()))
+            .expect("append");
+        drop(store);
+        let store = SqliteStore::open(dir.path(), WINDOW).expect("reopened");
+        assert_eq!(counts(&store), recount((0..80).map(event)));
     }
 }
