@@ -79,6 +79,17 @@ fn main() {
             percentiles(&mut latencies)
         ),
     );
+    let wal = temp.path().join(format!(
+        "{}-wal",
+        trackway_collector::storage::sqlite::DATABASE_FILE
+    ));
+    report(
+        "log",
+        &format!(
+            "{} MiB of WAL at the end",
+            std::fs::metadata(wal).map_or(0, |m| m.len()) >> 20
+        ),
+    );
 }
 
 /// The store alone: every request's events appended by 8 concurrent tasks, as the ingest path
