@@ -208,8 +208,8 @@ impl SqliteStore {
             .map_err(sql_error)?;
         let checkpointer = open_connection(&path)?;
         let (keep_checkpointing, stop_checkpointing) = std::sync::mpsc::channel::<()>();
-        let restart_log = Arc::new(AtomicBool::new(false));
-        let restart = Arc::clone(&restart_log);
+        let restart_wanted = Arc::new(AtomicBool::new(false));
+        let restart = Arc::clone(&restart_wanted);
         std::thread::Builder::new()
             .name("trackway-checkpoint".into())
             .spawn(move || checkpoint_loop(&checkpointer, &stop_checkpointing, &restart, tuning))
@@ -224,7 +224,7 @@ impl SqliteStore {
             counts: Arc::clone(&counts),
             live: live.clone(),
             dedup_window_ms: dedup_window.as_millis() as i64,
-            restart_log,
+            restart_wanted,
         };
         std::thread::Builder::new()
             .name("trackway-store".into())
@@ -287,26 +287,7 @@ fn load_counts(conn: &mut Connection) -> Result<Counts, StoreError> {
         let transaction = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql_error)?;
-        let mut counts = Counts::new();
-        {
-            let mut statement = transaction
-                .prepare(
-                    "SELECT source, type, rejected IS NOT NULL, COUNT(*) FROM events GROUP BY 1, 2, 3",
-                )
-                .map_err(sql_error)?;
-            let rows = statement
-                .query_map([], |row| {
-                    Ok((
-                        count_key(row.get(0)?, &row.get::<_, String>(1)?, row.get(2)?),
-                        row.get::<_, i64>(3)? as u64,
-                    ))
-                })
-                .map_err(sql_error)?;
-            for row in rows {
-                let (key, n) = row.map_err(sql_error)?;
-                *counts.entry(key).or_default() += n;
-            }
-        }
+        let counts = count_events(&transaction, "", [])?;
         transaction
             .execute("DELETE FROM counts", [])
             .map_err(sql_error)?;
@@ -332,6 +313,34 @@ fn load_counts(conn: &mut Connection) -> Result<Counts, StoreError> {
         })
         .map_err(sql_error)?;
     rows.collect::<Result<_, _>>().map_err(sql_error)
+}
+
+/// The counts of the events `filter` (a `WHERE` clause, or nothing) selects with `params`,
+/// keyed as the stats are: types other than the six add up under [`OTHER_TYPE`].
+fn count_events(
+    conn: &Connection,
+    filter: &str,
+    params: impl rusqlite::Params,
+) -> Result<Counts, StoreError> {
+    let mut statement = conn
+        .prepare(&format!(
+            "SELECT source, type, rejected IS NOT NULL, COUNT(*) FROM events {filter} GROUP BY 1, 2, 3"
+        ))
+        .map_err(sql_error)?;
+    let rows = statement
+        .query_map(params, |row| {
+            Ok((
+                count_key(row.get(0)?, &row.get::<_, String>(1)?, row.get(2)?),
+                row.get::<_, i64>(3)? as u64,
+            ))
+        })
+        .map_err(sql_error)?;
+    let mut counts = Counts::new();
+    for row in rows {
+        let (key, n) = row.map_err(sql_error)?;
+        *counts.entry(key).or_default() += n;
+    }
+    Ok(counts)
 }
 
 /// Adds `sign` (1 or -1) times `delta` to the `counts` table, dropping rows that reach zero.
@@ -538,7 +547,7 @@ struct Writer {
     live: broadcast::Sender<Arc<StoredEvent>>,
     dedup_window_ms: i64,
     /// Set by the checkpointer when the log has grown past [`WAL_RESTART_PAGES`].
-    restart_log: Arc<AtomicBool>,
+    restart_wanted: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -546,7 +555,7 @@ impl Writer {
     fn run(mut self) {
         let mut deferred: Option<PruneRequest> = None;
         loop {
-            if self.restart_log.swap(false, Ordering::Relaxed) {
+            if self.restart_wanted.swap(false, Ordering::Relaxed) {
                 self.restart_log();
             }
             let first = match deferred.take() {
@@ -583,7 +592,7 @@ impl Writer {
                 Ok((results, stored, added)) => {
                     // Counted before anyone hears 200, so `/api/stats` read after an
                     // acknowledgement includes the acknowledged events.
-                    self.count(added);
+                    self.count(&added, 1);
                     for (request, result) in group.into_iter().zip(results) {
                         let _ = request.reply.send(Ok(result));
                     }
@@ -630,31 +639,16 @@ impl Writer {
             .map_err(sql_error)?;
         let chunk = "SELECT seq FROM events WHERE source = ?1 AND received_at < ?2 AND seq <= ?3
                      ORDER BY seq LIMIT ?4";
-        let removed: Counts = {
-            let mut statement = transaction
-                .prepare(&format!(
-                    "SELECT source, type, rejected IS NOT NULL, COUNT(*) FROM events
-                     WHERE seq IN ({chunk}) GROUP BY 1, 2, 3"
-                ))
-                .map_err(sql_error)?;
-            let rows = statement
-                .query_map(
-                    params![
-                        request.source,
-                        request.received_before,
-                        request.up_to,
-                        PRUNE_CHUNK
-                    ],
-                    |row| {
-                        Ok((
-                            count_key(row.get(0)?, &row.get::<_, String>(1)?, row.get(2)?),
-                            row.get::<_, i64>(3)? as u64,
-                        ))
-                    },
-                )
-                .map_err(sql_error)?;
-            rows.collect::<Result<_, _>>().map_err(sql_error)?
-        };
+        let removed = count_events(
+            &transaction,
+            &format!("WHERE seq IN ({chunk})"),
+            params![
+                request.source,
+                request.received_before,
+                request.up_to,
+                PRUNE_CHUNK
+            ],
+        )?;
         let deleted = transaction
             .execute(
                 &format!("DELETE FROM events WHERE seq IN ({chunk})"),
@@ -668,13 +662,7 @@ impl Writer {
             .map_err(sql_error)?;
         change_counts(&transaction, &removed, -1)?;
         transaction.commit().map_err(sql_error)?;
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        for (key, n) in removed {
-            if let Some(count) = counts.get_mut(&key) {
-                *count = count.saturating_sub(n);
-            }
-        }
-        counts.retain(|_, n| *n > 0);
+        self.count(&removed, -1);
         Ok(deleted)
     }
 
@@ -768,11 +756,20 @@ impl Writer {
         Ok((results, stored, added))
     }
 
-    /// Adds committed events' counts to the per-source, type and status counts.
-    fn count(&self, added: Counts) {
+    /// Adds `sign` (1 or -1) times `delta` to the in-memory counts, as [`change_counts`] does
+    /// to the table, dropping keys that reach zero.
+    fn count(&self, delta: &Counts, sign: i64) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        for (key, n) in added {
-            *counts.entry(key).or_default() += n;
+        for (key, n) in delta {
+            let count = counts.entry(key.clone()).or_default();
+            *count = if sign < 0 {
+                count.saturating_sub(*n)
+            } else {
+                *count + n
+            };
+        }
+        if sign < 0 {
+            counts.retain(|_, n| *n > 0);
         }
     }
 
@@ -792,7 +789,7 @@ mod tests {
     const WINDOW: Duration = Duration::from_secs(86_400);
 
     fn event(n: usize) -> NewEvent {
-        let kind = ["track", "identify", "page", "made-up"][n % 4];
+        let kind = ["track", "identify", "page", "made-up", "also-made-up"][n % 5];
         NewEvent {
             source: Arc::from(["web", "jobs"][n % 2]),
             message_id: format!("m{n}"),
@@ -801,7 +798,8 @@ mod tests {
             anonymous_id: None,
             label: None,
             received_at: n as i64,
-            rejected: (n.is_multiple_of(3) || kind == "made-up").then(|| "a reason".to_owned()),
+            rejected: (n.is_multiple_of(3) || kind.ends_with("made-up"))
+                .then(|| "a reason".to_owned()),
             body: format!(r#"{{"type":"{kind}","messageId":"m{n}"}}"#),
         }
     }
