@@ -8,3 +8,4 @@
 mod bench;
 mod send;
 mod serve;
+mod stdout;

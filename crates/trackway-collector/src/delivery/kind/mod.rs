@@ -175,7 +175,7 @@ pub fn build(config: &DestinationConfig, source: &str) -> Result<Arc<dyn Destina
             write_key,
             config.concurrency.unwrap_or(1),
         )?),
-        Kind::Stdout {} => Arc::new(stdout::Stdout),
+        Kind::Stdout {} => Arc::new(stdout::Stdout::new()?),
     })
 }
 
