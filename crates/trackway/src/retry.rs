@@ -5,7 +5,12 @@
 //! analytics-node 3.1): retry network errors, timeouts, 408, 410, 429, 460 and every 5xx except
 //! 501, 505 and 511; treat everything else as final. A `Retry-After` from the server is obeyed
 //! (capped at [`MAX_RETRY_AFTER`]) and does not spend the retry budget, since the server asked
-//! for exactly that wait. Our own backoff is exponential with full jitter (AWS's "full jitter":
+//! for exactly that wait. A server's wait shorter than our schedule's (a `Retry-After: 0`, a
+//! date in the past) is not obeyed as is: that would be a tight loop for as long as the
+//! server keeps answering so. [`RetryPolicy::retry_wait`], the one place both the client's
+//! sender and the collector's delivery ask, raises it to the schedule's wait and at least the
+//! base backoff, and counts it as a retry like any other, so repeated `Retry-After: 0`
+//! answers are spaced like repeated failures without the header. Our own backoff is exponential with full jitter (AWS's "full jitter":
 //! a uniform draw between zero and the exponential ceiling), which spreads a fleet of clients
 //! that all failed at once.
 
@@ -70,16 +75,60 @@ impl RetryPolicy {
     /// The wait before retry number `retry` (1 for the first), given a uniform draw
     /// `unit` in `[0, 1)`.
     pub fn backoff(&self, retry: u32, unit: f64) -> Duration {
-        let exponent = retry.saturating_sub(1).min(31);
-        let ceiling = self
-            .backoff_base
-            .saturating_mul(1 << exponent)
-            .min(self.backoff_cap);
+        let ceiling = self.ceiling(retry);
         if self.jitter {
             ceiling.mul_f64(unit.clamp(0.0, 1.0))
         } else {
             ceiling
         }
+    }
+}
+
+/// The wait before the next attempt after a transient failure: [`RetryPolicy::retry_wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryWait {
+    /// How long to wait.
+    pub wait: Duration,
+    /// True when the wait follows our own schedule: it spends one of
+    /// [`RetryPolicy::max_retries`] and moves the schedule on. False when it is the server's
+    /// own wait, at least as long as the schedule's, which the server chose.
+    pub counts: bool,
+}
+
+impl RetryPolicy {
+    /// The wait before the next attempt, after `retries` counted retries (see
+    /// [`RetryWait::counts`]), when the server asked for `server` (its `Retry-After`, already
+    /// capped) and `unit` is a uniform draw in `[0, 1)`.
+    ///
+    /// A server's wait at least the schedule's ceiling for this retry is obeyed as is and
+    /// does not count. A shorter one is raised to the schedule's jittered wait, and to at
+    /// least [`RetryPolicy::backoff_base`], and counts, so that a server answering
+    /// `Retry-After: 0` again and again is not hammered.
+    pub fn retry_wait(&self, retries: u32, server: Option<Duration>, unit: f64) -> RetryWait {
+        let retry = retries.saturating_add(1);
+        let scheduled = self.backoff(retry, unit);
+        match server {
+            Some(asked) if asked >= self.ceiling(retry) => RetryWait {
+                wait: asked,
+                counts: false,
+            },
+            Some(asked) => RetryWait {
+                wait: asked.max(scheduled).max(self.backoff_base),
+                counts: true,
+            },
+            None => RetryWait {
+                wait: scheduled,
+                counts: true,
+            },
+        }
+    }
+
+    /// The longest wait the schedule allows before retry number `retry` (1 for the first).
+    fn ceiling(&self, retry: u32) -> Duration {
+        let exponent = retry.saturating_sub(1).min(31);
+        self.backoff_base
+            .saturating_mul(1 << exponent)
+            .min(self.backoff_cap)
     }
 }
 
@@ -269,6 +318,48 @@ mod tests {
                 policy.max_retries
             );
         }
+    }
+
+    #[test]
+    fn a_server_wait_shorter_than_the_schedule_is_raised_and_counts() {
+        let policy = RetryPolicy {
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(1),
+            jitter: true,
+            ..RetryPolicy::default()
+        };
+        // Retry-After: 0, with a draw of zero: still the base backoff, and a retry spent.
+        assert_eq!(
+            policy.retry_wait(0, Some(Duration::ZERO), 0.0),
+            RetryWait {
+                wait: Duration::from_millis(100),
+                counts: true
+            }
+        );
+        // ... and later in the schedule, the schedule's draw when it is longer.
+        assert_eq!(
+            policy.retry_wait(3, Some(Duration::ZERO), 0.5),
+            RetryWait {
+                wait: Duration::from_millis(400),
+                counts: true
+            }
+        );
+        // A wait at least the schedule's ceiling is the server's: obeyed, not counted.
+        assert_eq!(
+            policy.retry_wait(0, Some(Duration::from_secs(2)), 0.5),
+            RetryWait {
+                wait: Duration::from_secs(2),
+                counts: false
+            }
+        );
+        // No wait asked: the jittered schedule, counted.
+        assert_eq!(
+            policy.retry_wait(1, None, 0.5),
+            RetryWait {
+                wait: Duration::from_millis(100),
+                counts: true
+            }
+        );
     }
 
     #[test]

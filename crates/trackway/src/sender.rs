@@ -209,24 +209,20 @@ impl BatchSender {
                         splittable,
                     };
                 }
-                // The server's wait, but never less than our base backoff: a `Retry-After: 0`
-                // (or a date in the past) must not turn into a tight loop.
-                Decision::Retry {
-                    after: Some(wait),
-                    reason,
-                } => (wait.max(self.policy.backoff_base), reason),
-                Decision::Retry {
-                    after: None,
-                    reason,
-                } => {
-                    retries += 1;
-                    if retries > self.policy.max_retries {
-                        return Settlement::Dropped {
-                            reason: DropReason::RetriesExhausted,
-                            detail: format!("gave up after {attempts} attempts: {reason}"),
-                        };
+                // A server's wait shorter than the schedule's (`Retry-After: 0`) is raised
+                // and counts as a retry: it must not turn into a tight loop.
+                Decision::Retry { after, reason } => {
+                    let next = self.policy.retry_wait(retries, after, fastrand::f64());
+                    if next.counts {
+                        retries += 1;
+                        if retries > self.policy.max_retries {
+                            return Settlement::Dropped {
+                                reason: DropReason::RetriesExhausted,
+                                detail: format!("gave up after {attempts} attempts: {reason}"),
+                            };
+                        }
                     }
-                    (self.policy.backoff(retries, fastrand::f64()), reason)
+                    (next.wait, reason)
                 }
             };
             if started.elapsed().saturating_add(wait) > self.policy.max_retry_duration {

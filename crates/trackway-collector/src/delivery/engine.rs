@@ -322,22 +322,28 @@ impl DeliveryEngine {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Final {
         let started = Instant::now();
-        let mut retry = 0;
+        let (mut attempts, mut retries) = (0_u64, 0_u32);
         loop {
             let (after, reason) = match lane.destination.deliver(chunk).await {
                 Attempt::Delivered => return Final::Delivered,
                 Attempt::Reject { reason } => return Final::Dead(reason),
                 Attempt::Retry { after, reason } => (after, reason),
             };
-            retry += 1;
-            let wait = after.unwrap_or_else(|| lane.policy.backoff(retry, fastrand::f64()));
+            attempts += 1;
+            // The client's rule: a server's wait shorter than the schedule's (a
+            // `Retry-After: 0`) is raised, so it cannot make a tight loop.
+            let next = lane.policy.retry_wait(retries, after, fastrand::f64());
+            if next.counts {
+                retries = retries.saturating_add(1);
+            }
+            let wait = next.wait;
             if started.elapsed() + wait > lane.policy.max_retry_duration {
                 return Final::Expired(format!(
                     "still failing after {:?} of retries: {reason}",
                     lane.policy.max_retry_duration
                 ));
             }
-            tracing::warn!(destination = %lane.name, retry, wait_ms = wait.as_millis() as u64, "delivery: will retry: {reason}");
+            tracing::warn!(destination = %lane.name, attempts, wait_ms = wait.as_millis() as u64, "delivery: will retry: {reason}");
             if sleep_or_stop(wait, shutdown).await {
                 return Final::Stopped;
             }

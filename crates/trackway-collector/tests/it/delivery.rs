@@ -743,3 +743,40 @@ fn two_file_destinations_that_would_write_the_same_files_are_refused() {
     config.sources[0].destinations[1] = file("Copy", &temp.path().join("copy"), 1 << 20);
     assert!(trackway_collector::Collector::open(&config).is_ok());
 }
+
+#[test]
+fn retry_after_zero_is_spaced_like_a_plain_503() {
+    // Backoff base and cap alike: a plain 503 waits a draw below 250 ms; a `Retry-After: 0`
+    // must wait no less (it used to be retried at once, for the whole retry window).
+    const BACKOFF: Duration = Duration::from_millis(250);
+    const WATCHED: Duration = Duration::from_secs(5);
+    let eager = FakeApi::start();
+    eager.set_rule(|_| Some(Reply::RetryAfter(503, "0".into())));
+    let plain = FakeApi::start();
+    plain.set_rule(|_| Some(Reply::Status(503)));
+    let spaced = |name: &str, url: String| {
+        let mut destination = webhook(name, url, None);
+        destination.backoff_base = Some(BACKOFF);
+        destination.backoff_cap = Some(BACKOFF);
+        destination
+    };
+    let temp = tempfile::tempdir().unwrap();
+    let server = TestServer::start_configured(
+        temp.path(),
+        with_destinations(vec![
+            spaced("Eager", eager.url()),
+            spaced("Plain", plain.url()),
+        ]),
+    );
+    send(&server, vec![track("retried")]);
+    std::thread::sleep(WATCHED);
+    let (eager_attempts, plain_attempts) = (eager.requests().len(), plain.requests().len());
+    assert!(
+        plain_attempts >= 2,
+        "the plain 503 was retried: {plain_attempts}"
+    );
+    assert!(
+        eager_attempts <= plain_attempts + 1,
+        "Retry-After: 0 got {eager_attempts} attempts in {WATCHED:?}, a plain 503 {plain_attempts}"
+    );
+}

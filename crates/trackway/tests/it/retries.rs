@@ -115,16 +115,34 @@ fn a_connection_closed_mid_response_is_retried() {
 
 #[test]
 fn retry_after_does_not_spend_the_retry_budget() {
+    // A second is past the schedule's first wait (1 ms): the server's own wait.
     let api = FakeApi::start();
     api.push_replies([
-        Reply::RetryAfter(429, "0".into()),
-        Reply::RetryAfter(503, "0".into()),
+        Reply::RetryAfter(429, "1".into()),
+        Reply::RetryAfter(503, "1".into()),
     ]);
     let analytics = client_for(&api).max_retries(0).build().unwrap();
     analytics.track("u1", "Patient", json!({})).unwrap();
     let report = analytics.flush(GENEROUS);
     assert!(report.is_clean(), "{report}");
     assert_eq!(api.requests().len(), 3);
+}
+
+#[test]
+fn retry_after_zero_spends_the_retry_budget_like_a_plain_failure() {
+    // Shorter than the schedule's wait: raised to it, and a retry like any other, so a server
+    // answering `Retry-After: 0` forever cannot keep the client in a loop.
+    let api = FakeApi::start();
+    api.set_rule(|_| Some(Reply::RetryAfter(503, "0".into())));
+    let analytics = client_for(&api).max_retries(2).build().unwrap();
+    analytics.track("u1", "Impatient", json!({})).unwrap();
+    let report = analytics.flush(GENEROUS);
+    assert!(!report.is_clean(), "{report}");
+    assert_eq!(api.requests().len(), 3, "the first attempt and two retries");
+    assert_eq!(
+        analytics.stats().dropped.get(DropReason::RetriesExhausted),
+        1
+    );
 }
 
 #[test]
