@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use trackway_collector::Config;
-use trackway_collector::delivery::kind::{DestinationConfig, Kind, sign};
+use trackway_collector::delivery::kind::{
+    DEFAULT_SIGNATURE_TOLERANCE, DestinationConfig, Kind, SignatureError, verify,
+};
 use trackway_testkit::{FakeApi, Reply};
 
 use crate::support::{TestServer, eventually, send};
@@ -110,9 +112,16 @@ fn a_webhook_that_fails_five_times_then_succeeds_gets_each_message_once() {
     for request in &requests {
         assert_eq!(request.path, "/hook");
         assert_eq!(request.header("x-team"), Some("growth"));
+        let signature = request.header("x-signature").unwrap();
         assert_eq!(
-            request.header("x-signature"),
-            Some(sign(b"s3cret", &request.raw_body).as_str())
+            verify(
+                b"s3cret",
+                signature,
+                &request.raw_body,
+                std::time::SystemTime::now(),
+                DEFAULT_SIGNATURE_TOLERANCE
+            ),
+            Ok(())
         );
     }
     let (_, status) = server.admin("/api/destinations");
@@ -779,4 +788,66 @@ fn retry_after_zero_is_spaced_like_a_plain_503() {
         eager_attempts <= plain_attempts + 1,
         "Retry-After: 0 got {eager_attempts} attempts in {WATCHED:?}, a plain 503 {plain_attempts}"
     );
+}
+
+#[test]
+fn webhook_signatures_cover_a_timestamp_so_an_old_request_is_refused() {
+    let hook = FakeApi::start();
+    let temp = tempfile::tempdir().unwrap();
+    let server = TestServer::start_configured(
+        temp.path(),
+        with_destinations(vec![webhook("Webhook", hook.url(), Some("s3cret"))]),
+    );
+    let before = std::time::SystemTime::now();
+    send(&server, vec![track("signed")]);
+    eventually("delivered", || acknowledged(&hook).len() == 1);
+    let request = hook.requests().pop().unwrap();
+    let signature = request.header("x-signature").unwrap().to_owned();
+    let check = |body: &[u8], now| {
+        verify(
+            b"s3cret",
+            &signature,
+            body,
+            now,
+            DEFAULT_SIGNATURE_TOLERANCE,
+        )
+    };
+    let stamped: u64 = signature
+        .strip_prefix("t=")
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no timestamp first: {signature}"));
+    let sent_after = before
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        stamped >= sent_after,
+        "stamped when sent: {stamped} < {sent_after}"
+    );
+    assert_eq!(
+        check(&request.raw_body, std::time::SystemTime::now()),
+        Ok(())
+    );
+    // The same request sent again ten minutes later is refused...
+    let later = std::time::SystemTime::now() + Duration::from_secs(600);
+    assert!(matches!(
+        check(&request.raw_body, later),
+        Err(SignatureError::OutsideTolerance { .. })
+    ));
+    // ... and so is a changed body.
+    assert_eq!(
+        check(b"{}", std::time::SystemTime::now()),
+        Err(SignatureError::Mismatch)
+    );
+}
+
+#[test]
+fn a_webhook_with_an_empty_secret_is_refused_at_start() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut config = crate::support::config(temp.path());
+    config.sources[0].destinations =
+        vec![webhook("Webhook", "http://127.0.0.1:9/".into(), Some(""))];
+    let error = refusal(&config);
+    assert!(error.contains("secret is empty"), "{error}");
 }

@@ -6,7 +6,7 @@ mod forward;
 mod stdout;
 mod webhook;
 
-pub use webhook::{SIGNATURE_HEADER, sign};
+pub use webhook::{DEFAULT_SIGNATURE_TOLERANCE, SIGNATURE_HEADER, SignatureError, sign, verify};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -64,7 +64,8 @@ pub enum Kind {
         /// Extra headers.
         #[serde(default)]
         headers: BTreeMap<String, String>,
-        /// When set, `X-Signature` carries the hex HMAC-SHA256 of the body under this secret.
+        /// When set, `X-Signature` carries `t=<unix seconds>,v1=<hex HMAC-SHA256 of
+        /// "<t>.<body>">` under this secret (see [`verify`]). Must not be empty.
         #[serde(default)]
         secret: Option<String>,
         /// Messages per request: 1 posts each message as an object; more posts arrays.
