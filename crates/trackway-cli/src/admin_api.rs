@@ -61,6 +61,16 @@ fn check(
         401 => Err(Failure::Usage(
             "the admin token was refused (--admin-token)".into(),
         )),
+        // Something the command line named does not exist (a destination to replay): the
+        // collector's answer says what there is.
+        404 => {
+            let body = response.into_body().read_to_string().unwrap_or_default();
+            let message = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|answer| answer["error"].as_str().map(str::to_owned))
+                .unwrap_or(body);
+            Err(Failure::Usage(message))
+        }
         status => {
             let body = response.into_body().read_to_string().unwrap_or_default();
             Err(Failure::Failed(format!(

@@ -10,7 +10,7 @@
 //!   dead-lettered counts.
 //! - `GET /api/dead-letters?destination=&limit=`: open dead letters, with reason and event.
 //! - `POST /api/replay?destination=&id=`: re-deliver open dead letters (all, one
-//!   destination's, or one).
+//!   destination's, or one); a destination that does not exist is a 404 naming those that do.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -28,6 +28,7 @@ use serde_json::{Map, Value, json};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
+use crate::delivery::ReplayError;
 use crate::error::ApiError;
 use crate::server::AppState;
 use crate::storage::{self, StoredEvent};
@@ -203,6 +204,9 @@ pub(crate) async fn replay(
         .delivery
         .replay(params.destination.as_deref(), params.id)
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| match e {
+            ReplayError::UnknownDestination { .. } => ApiError::NotFound(e.to_string()),
+            _ => ApiError::Internal(e.to_string()),
+        })?;
     Ok(Json(json!(report)))
 }

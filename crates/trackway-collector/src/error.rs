@@ -36,6 +36,9 @@ pub(crate) enum ApiError {
     /// Every ingest slot stayed taken for the whole wait: 503 with Retry-After.
     #[error("the collector is busy with other requests; retry later")]
     Busy,
+    /// What the request names does not exist (an unknown destination to replay): 404.
+    #[error("{0}")]
+    NotFound(String),
     /// Something that should not fail did: 500.
     #[error("internal error: {0}")]
     Internal(String),
@@ -58,6 +61,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(_) | ApiError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

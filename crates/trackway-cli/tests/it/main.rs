@@ -6,6 +6,7 @@
 )]
 
 mod bench;
+mod replay;
 mod send;
 mod serve;
 mod stdout;

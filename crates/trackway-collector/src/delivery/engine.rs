@@ -81,6 +81,34 @@ pub struct ReplayReport {
     pub missing: u64,
 }
 
+/// Why a replay was not done.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    /// No destination has that name: nothing was replayed. `known` lists the names there are.
+    #[error("{}", unknown_destination(name, known))]
+    UnknownDestination {
+        /// The name asked for.
+        name: String,
+        /// The configured destinations' names.
+        known: Vec<String>,
+    },
+    /// The store or the bookkeeping failed; what was replayed before stays replayed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn unknown_destination(name: &str, known: &[String]) -> String {
+    if known.is_empty() {
+        format!("no destination named {name:?}: no destination is configured")
+    } else {
+        format!(
+            "no destination named {name:?}; the destinations are: {}",
+            known.join(", ")
+        )
+    }
+}
+
 /// Runs every destination of every source.
 #[derive(Clone)]
 pub struct DeliveryEngine {
@@ -406,11 +434,23 @@ impl DeliveryEngine {
     }
 
     /// Re-delivers open dead letters (of one destination, or one by id), one attempt each.
+    /// A destination name no destination has is an error, not an empty report.
     pub async fn replay(
         &self,
         destination: Option<&str>,
         id: Option<i64>,
-    ) -> Result<ReplayReport, StoreError> {
+    ) -> Result<ReplayReport, ReplayError> {
+        if let Some(name) = destination
+            && self.lane_named(name).is_none()
+        {
+            let mut known: Vec<String> = self.lanes.iter().map(|l| l.name.clone()).collect();
+            known.sort();
+            known.dedup();
+            return Err(ReplayError::UnknownDestination {
+                name: name.to_owned(),
+                known,
+            });
+        }
         let mut report = ReplayReport::default();
         for lane in self.lanes.iter() {
             if destination.is_some_and(|name| name != lane.name && name != lane.name_key()) {

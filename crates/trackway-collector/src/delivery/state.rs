@@ -40,7 +40,8 @@ pub struct Progress {
     pub cursor: i64,
     /// Events delivered.
     pub delivered: u64,
-    /// Events dead-lettered.
+    /// Events dead-lettered and not delivered since: a replay that delivers one moves it to
+    /// `delivered`.
     pub dead_lettered: u64,
     /// Events skipped because their `integrations` excluded the destination.
     pub skipped: u64,
@@ -199,19 +200,35 @@ impl DeliveryState {
         .await
     }
 
-    /// Marks a dead letter replayed (delivered), or records its new failure.
+    /// Marks a dead letter replayed (delivered), moving it from its destination's
+    /// dead-lettered count to its delivered one in the same transaction; or records its new
+    /// failure.
     pub async fn replayed(&self, id: i64, failure: Option<String>) -> Result<(), StoreError> {
         self.with(move |conn| {
-            match failure {
-                None => conn.execute(
-                    "UPDATE dead_letters SET replayed_at = ?2 WHERE id = ?1",
-                    params![id, now_ms()],
-                ),
-                Some(reason) => conn.execute(
-                    "UPDATE dead_letters SET reason = ?2, failed_at = ?3 WHERE id = ?1",
-                    params![id, reason, now_ms()],
-                ),
-            }
+            let Some(reason) = failure else {
+                let tx = conn.transaction().map_err(sql_error)?;
+                // Only an open one: two replays racing must not count it twice.
+                let marked = tx
+                    .execute(
+                        "UPDATE dead_letters SET replayed_at = ?2 WHERE id = ?1 AND replayed_at IS NULL",
+                        params![id, now_ms()],
+                    )
+                    .map_err(sql_error)?;
+                if marked > 0 {
+                    tx.execute(
+                        "UPDATE cursors SET delivered = delivered + 1,
+                                dead_lettered = MAX(dead_lettered - 1, 0)
+                         WHERE destination = (SELECT destination FROM dead_letters WHERE id = ?1)",
+                        params![id],
+                    )
+                    .map_err(sql_error)?;
+                }
+                return tx.commit().map_err(sql_error);
+            };
+            conn.execute(
+                "UPDATE dead_letters SET reason = ?2, failed_at = ?3 WHERE id = ?1",
+                params![id, reason, now_ms()],
+            )
             .map_err(sql_error)?;
             Ok(())
         })

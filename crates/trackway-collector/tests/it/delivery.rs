@@ -188,6 +188,43 @@ fn a_400_becomes_a_dead_letter_and_replay_delivers_it_once_fixed() {
     assert_eq!(acknowledged(&hook).get("poison"), Some(&1));
     let (_, letters) = server.admin("/api/dead-letters");
     assert!(letters["dead_letters"].as_array().unwrap().is_empty());
+    // The counts follow: the replayed event is delivered, no longer a dead letter.
+    let (_, status) = server.admin("/api/destinations");
+    let webhook = destination(&status, "Webhook");
+    assert_eq!(
+        (
+            webhook["delivered"].as_u64(),
+            webhook["dead_lettered"].as_u64(),
+            webhook["open_dead_letters"].as_u64()
+        ),
+        (Some(3), Some(0), Some(0)),
+        "{webhook}"
+    );
+    // Replaying it again changes nothing.
+    let (_, report) = crate::support::post_admin(&server, "/api/replay");
+    assert_eq!(report, json!({"replayed": 0, "failed": 0, "missing": 0}));
+    let (_, status) = server.admin("/api/destinations");
+    assert_eq!(destination(&status, "Webhook")["delivered"], 3);
+}
+
+#[test]
+fn replaying_an_unknown_destination_is_a_404_naming_the_destinations() {
+    let hook = FakeApi::start();
+    let temp = tempfile::tempdir().unwrap();
+    let server = TestServer::start_configured(
+        temp.path(),
+        with_destinations(vec![
+            webhook("Webhook", hook.url(), None),
+            file("Archive", &temp.path().join("archive"), 1 << 20),
+        ]),
+    );
+    let (status, body) = crate::support::post_admin(&server, "/api/replay?destination=Nope");
+    assert_eq!(status, 404, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("\"Nope\"") && error.contains("Archive, Webhook"),
+        "{error}"
+    );
 }
 
 #[test]
