@@ -154,15 +154,17 @@ impl Writer {
     }
 }
 
-/// What [`append_lines`] needs of a file; tests put one that fails partway in its place.
+/// What [`append_lines`] needs of a file; tests put one in its place that counts syncs or
+/// fails partway.
 trait LineSink: Write {
-    fn sync(&mut self) -> std::io::Result<()>;
+    /// Makes what was written durable (`fdatasync`): a delivery is acknowledged only after.
+    fn sync_data(&mut self) -> std::io::Result<()>;
     fn truncate(&mut self, len: u64) -> std::io::Result<()>;
 }
 
 impl LineSink for File {
-    fn sync(&mut self) -> std::io::Result<()> {
-        self.sync_data()
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        File::sync_data(self)
     }
 
     fn truncate(&mut self, len: u64) -> std::io::Result<()> {
@@ -182,7 +184,7 @@ enum Failed {
 /// Appends `lines` to `sink`, which holds `size` bytes of whole lines, and syncs them; returns
 /// the new size. On failure the sink is cut back to `size`, so a retry starts clean.
 fn append_lines(sink: &mut impl LineSink, size: u64, lines: &[u8]) -> Result<u64, Failed> {
-    let written = sink.write_all(lines).and_then(|()| sink.sync());
+    let written = sink.write_all(lines).and_then(|()| sink.sync_data());
     match written {
         Ok(()) => Ok(size + lines.len() as u64),
         Err(error) => match sink.truncate(size) {
@@ -254,10 +256,24 @@ impl Destination for JsonLines {
 mod tests {
     use super::*;
 
-    /// A file in memory that takes `budget` more bytes, then fails every write.
+    /// A file in memory that takes `budget` more bytes, then fails every write; it records
+    /// its length at each sync, and fails syncs while `sync_fails`.
     struct Failing {
         bytes: Vec<u8>,
         budget: usize,
+        synced_at: Vec<usize>,
+        sync_fails: bool,
+    }
+
+    impl Failing {
+        fn holding(bytes: &[u8], budget: usize) -> Failing {
+            Failing {
+                bytes: bytes.to_vec(),
+                budget,
+                synced_at: Vec::new(),
+                sync_fails: false,
+            }
+        }
     }
 
     impl Write for Failing {
@@ -277,7 +293,11 @@ mod tests {
     }
 
     impl LineSink for Failing {
-        fn sync(&mut self) -> std::io::Result<()> {
+        fn sync_data(&mut self) -> std::io::Result<()> {
+            if self.sync_fails {
+                return Err(std::io::Error::other("fsync failed"));
+            }
+            self.synced_at.push(self.bytes.len());
             Ok(())
         }
 
@@ -289,10 +309,7 @@ mod tests {
 
     #[test]
     fn a_write_that_fails_partway_leaves_no_partial_line_for_the_retry() {
-        let mut sink = Failing {
-            bytes: b"{\"old\":1}\n".to_vec(),
-            budget: 15,
-        };
+        let mut sink = Failing::holding(b"{\"old\":1}\n", 15);
         let lines = b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n";
         let size = sink.bytes.len() as u64;
         assert!(matches!(
@@ -308,6 +325,33 @@ mod tests {
         let expected = b"{\"old\":1}\n{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n";
         assert_eq!(sink.bytes, expected, "each line once, whole");
         assert_eq!(size, expected.len() as u64);
+    }
+
+    #[test]
+    fn each_append_is_synced_once_after_all_its_lines_are_written() {
+        // Without the sync a delivery would be acknowledged (and the cursor moved past it)
+        // with the lines only in the page cache: a power cut would lose them.
+        let mut sink = Failing::holding(b"", usize::MAX);
+        let size = append_lines(&mut sink, 0, b"{\"a\":1}\n{\"b\":2}\n").expect("appends");
+        assert_eq!(
+            sink.synced_at,
+            [size as usize],
+            "one sync, after every line"
+        );
+        let size = append_lines(&mut sink, size, b"{\"c\":3}\n").expect("appends");
+        assert_eq!(sink.synced_at, [16, size as usize], "one sync per append");
+    }
+
+    #[test]
+    fn a_failed_sync_fails_the_append_and_cuts_the_lines_back() {
+        let mut sink = Failing::holding(b"{\"old\":1}\n", usize::MAX);
+        sink.sync_fails = true;
+        let size = sink.bytes.len() as u64;
+        assert!(matches!(
+            append_lines(&mut sink, size, b"{\"a\":1}\n"),
+            Err(Failed::CutBack(_))
+        ));
+        assert_eq!(sink.bytes, b"{\"old\":1}\n", "not durable: not kept");
     }
 
     #[test]
