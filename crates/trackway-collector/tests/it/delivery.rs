@@ -477,9 +477,11 @@ fn retention_keeps_dead_lettered_events_for_replay() {
             .load(std::sync::atomic::Ordering::SeqCst)
             .then_some(Reply::Status(400))
     });
+    let other = FakeApi::start();
     let temp = tempfile::tempdir().unwrap();
     let server = TestServer::start_configured(temp.path(), |config| {
         config.sources[0].destinations = vec![webhook("Webhook", hook.url(), None)];
+        config.sources[1].destinations = vec![webhook("Other", other.url(), None)];
         config.retention = Some(Duration::ZERO);
         config.dedup_window = Duration::ZERO;
         config.prune_interval = Duration::from_millis(20);
@@ -489,9 +491,28 @@ fn retention_keeps_dead_lettered_events_for_replay() {
         let (_, status) = server.admin("/api/destinations");
         destination(&status, "Webhook")["dead_lettered"] == 1
     });
-    // Several prune rounds pass; the event stays for replay.
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(server.events("").len(), 1);
+    // Instead of sleeping and hoping a prune round ran: an event of the other source, sent
+    // after the dead letter, is pruned by a round that may have looked at this source just
+    // before; a second one sent after that is pruned by a round that began after the first
+    // was pruned, and so looked at this source after the dead letter was recorded.
+    for id in ["other-1", "other-2"] {
+        let body = json!({"batch": [track(id)]}).to_string();
+        let auth = crate::support::basic(crate::support::OTHER_KEY);
+        let (status, _) = crate::support::post(
+            &server.url,
+            "/v1/batch",
+            &[("authorization", &auth)],
+            body.as_bytes(),
+        );
+        assert_eq!(status, 200);
+        eventually("a prune round passed", || {
+            acknowledged(&other).contains_key(id)
+                && server.events("").iter().all(|e| e["messageId"] != id)
+        });
+    }
+    let kept: Vec<Value> = server.events("");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0]["messageId"], "refused", "kept for replay");
     broken.store(false, std::sync::atomic::Ordering::SeqCst);
     let (_, report) = crate::support::post_admin(&server, "/api/replay");
     assert_eq!(report["replayed"], 1, "{report}");
