@@ -236,7 +236,9 @@ impl Builder {
         self
     }
 
-    /// Retries after the first attempt, not counting waits the server asked for.
+    /// Retries after the first attempt, not counting waits the server asked for (a
+    /// `Retry-After` shorter than the backoff's own wait, such as `0`, counts: see
+    /// [`crate::RetryPolicy::retry_wait`]).
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.retry.max_retries = retries;
         self

@@ -44,7 +44,8 @@ pub const DEFAULT_MAX_RETRY_DURATION: Duration = Duration::from_secs(12 * 60 * 6
 /// How a failed batch is retried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Retries after the first attempt, not counting waits the server asked for.
+    /// Retries after the first attempt, not counting waits the server asked for (unless
+    /// shorter than the schedule's: [`RetryPolicy::retry_wait`]).
     pub max_retries: u32,
     /// Ceiling of the first backoff; it doubles with each retry.
     pub backoff_base: Duration,
