@@ -134,7 +134,24 @@ fn a_stalled_stdout_stops_only_the_stdout_destinations() {
     assert_eq!(health.map(|r| r.status().as_u16()).ok(), Some(200));
     assert_eq!(ingest(&url, EVENTS, 1).ok(), Some(200), "ingest goes on");
 
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // And it still stops on SIGTERM, the writer thread blocked or not.
+    let signalled = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("SIGTERM did not stop the collector");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
     drop(stdout);
 }
