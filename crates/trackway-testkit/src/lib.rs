@@ -7,6 +7,8 @@
 //! injects (half a response, a silent socket) are exactly what a well-behaved framework will
 //! not produce.
 
+pub mod postgres;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -10,5 +10,6 @@ mod delivery;
 mod durability;
 mod end_to_end;
 mod ingest;
+mod postgres;
 mod slow_clients;
 mod support;
