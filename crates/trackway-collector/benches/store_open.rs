@@ -84,7 +84,8 @@ fn main() {
         let started = Instant::now();
         let store = SqliteStore::open(temp.path(), window).expect("store");
         let opened = started.elapsed();
-        let counted: u64 = store.counts().iter().map(|c| c.count).sum();
+        let counts = runtime.block_on(store.counts()).expect("counts");
+        let counted: u64 = counts.iter().map(|c| c.count).sum();
         assert_eq!(counted, events as u64, "the counts cover every event");
         report(&format!(
             "open {round}: {:.1} ms",

@@ -133,10 +133,13 @@ pub(crate) fn presentable(event: &StoredEvent) -> Value {
     Value::Object(message)
 }
 
-pub(crate) async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
-    let counts = state.store.counts();
+pub(crate) async fn stats(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let counts = state.store.counts().await.map_err(|e| {
+        tracing::warn!("admin: cannot read the counts: {e}");
+        ApiError::Unavailable
+    })?;
     let total: u64 = counts.iter().map(|c| c.count).sum();
-    Json(json!({"total": total, "counts": counts}))
+    Ok(Json(json!({"total": total, "counts": counts})))
 }
 
 pub(crate) async fn stream(

@@ -2,8 +2,10 @@
 //!
 //! The ingest path hands a request's events to [`Store::append`] and answers 200 only after
 //! it returns `Ok`: by then the events are durable. The embedded implementation is
-//! [`sqlite::SqliteStore`]; tests plug failing or in-memory stores in through the same trait.
+//! [`sqlite::SqliteStore`]; several collectors share a [`postgres::PostgresStore`]; tests plug
+//! failing or in-memory stores in through the same trait.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::future::Future;
@@ -110,8 +112,8 @@ pub trait Store: Send + Sync + 'static {
     /// Events matching `query`, newest first.
     fn query(&self, query: Query) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
 
-    /// Counts per source, type and status.
-    fn counts(&self) -> Vec<Count>;
+    /// Counts per source, type and status: of every collector sharing the store.
+    fn counts(&self) -> BoxFuture<'_, Result<Vec<Count>, StoreError>>;
 
     /// A receiver of every event stored from now on, in order.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<StoredEvent>>;
@@ -139,4 +141,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many accepted events of `source` have `seq > after`: a destination's lag.
     fn lag(&self, source: &str, after: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
+}
+
+/// Now, in milliseconds since the Unix epoch (0 on a clock before it).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -149,7 +149,7 @@ pub const OTHER_TYPE: &str = "other";
 
 /// The counts' key for an event of `source` and `kind`: its type if it is one of the six, else
 /// [`OTHER_TYPE`]. (Sources are configured, so the keys are bounded.)
-fn count_key(source: String, kind: &str, rejected: bool) -> (String, String, bool) {
+pub(crate) fn count_key(source: String, kind: &str, rejected: bool) -> (String, String, bool) {
     let known = trackway_protocol::Kind::STANDARD.contains(&kind);
     let kind = if known { kind } else { OTHER_TYPE };
     (source, kind.to_owned(), rejected)
@@ -407,6 +407,9 @@ impl Store for SqliteStore {
     fn get(&self, seqs: Vec<i64>) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
         self.read(move |conn| {
             let mut events = Vec::with_capacity(seqs.len());
+            // Oldest first, as the trait promises, whatever order they were asked in.
+            let mut seqs = seqs;
+            seqs.sort_unstable();
             for seq in seqs {
                 events.extend(select_events(conn, "WHERE seq = ?1", params![seq])?);
             }
@@ -460,7 +463,18 @@ impl Store for SqliteStore {
         })
     }
 
-    fn counts(&self) -> Vec<Count> {
+    fn counts(&self) -> BoxFuture<'_, Result<Vec<Count>, StoreError>> {
+        Box::pin(async move { Ok(self.current_counts()) })
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
+        self.live.subscribe()
+    }
+}
+
+impl SqliteStore {
+    /// The counts kept in memory, as the table holds them.
+    fn current_counts(&self) -> Vec<Count> {
         let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         counts
             .iter()
@@ -473,12 +487,6 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
-        self.live.subscribe()
-    }
-}
-
-impl SqliteStore {
     /// Runs `work` on the reader connection, off the async runtime.
     fn read<T: Send + 'static>(
         &self,
@@ -814,7 +822,7 @@ mod tests {
     /// The store's counts, as sorted tuples.
     fn counts(store: &SqliteStore) -> Vec<(String, String, bool, u64)> {
         let mut counts: Vec<_> = store
-            .counts()
+            .current_counts()
             .into_iter()
             .map(|c| (c.source, c.kind, c.rejected, c.count))
             .collect();

@@ -115,8 +115,8 @@ impl Store for FullDisk {
     fn query(&self, _: Query) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
-    fn counts(&self) -> Vec<Count> {
-        Vec::new()
+    fn counts(&self) -> BoxFuture<'_, Result<Vec<Count>, StoreError>> {
+        Box::pin(async { Ok(Vec::new()) })
     }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<StoredEvent>> {
         tokio::sync::broadcast::channel(1).1

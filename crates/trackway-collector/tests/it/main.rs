@@ -12,4 +12,6 @@ mod end_to_end;
 mod ingest;
 mod postgres;
 mod slow_clients;
+mod store_contract;
+mod store_postgres;
 mod support;

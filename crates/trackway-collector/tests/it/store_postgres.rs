@@ -1,0 +1,216 @@
+//! What only the PostgreSQL store has: several collectors on one database, transactions that
+//! commit out of order, the schema's versions, and outages of the database.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use trackway_collector::storage::postgres::{PostgresStore, SCHEMA_VERSION, SEQUENCE_LOCK};
+use trackway_collector::storage::{NewEvent, Store};
+use trackway_testkit::postgres::TestPostgres;
+
+use crate::store_contract::{WINDOW, event, postgres_database, runtime};
+use crate::support::{TestServer, WRITE_KEY, agent, basic};
+
+/// A plain connection, as another program (or an older release) would hold one.
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+#[test]
+fn copies_of_a_batch_sent_to_two_collectors_at_once_are_stored_once() {
+    let (_server, url) = postgres_database("two");
+    let a: Arc<dyn Store> = Arc::new(PostgresStore::open(&url, WINDOW).unwrap());
+    let b: Arc<dyn Store> = Arc::new(PostgresStore::open(&url, WINDOW).unwrap());
+    let runtime = runtime();
+    const ROUNDS: usize = 30;
+    const BATCH: usize = 50;
+    let stored = runtime.block_on(async {
+        let mut stored = 0;
+        for round in 0..ROUNDS {
+            // A client's retry after a timeout, landing on the other collector while the
+            // first copy is still being committed.
+            let batch: Vec<NewEvent> = (0..BATCH)
+                .map(|i| event("web", &format!("{round}-{i}"), (round * BATCH + i) as i64))
+                .collect();
+            let (x, y) = tokio::join!(a.append(batch.clone()), b.append(batch));
+            let (x, y) = (x.unwrap(), y.unwrap());
+            assert_eq!(x.stored + y.stored, BATCH, "round {round}: {x:?} {y:?}");
+            assert_eq!(x.duplicates + y.duplicates, BATCH);
+            stored += x.stored + y.stored;
+        }
+        stored
+    });
+    assert_eq!(stored, ROUNDS * BATCH);
+    // Each collector counted what it stored; either one shows the sum.
+    for store in [&a, &b] {
+        let counts = runtime.block_on(store.counts()).unwrap();
+        let total: u64 = counts.iter().map(|c| c.count).sum();
+        assert_eq!(total, (ROUNDS * BATCH) as u64, "{counts:?}");
+    }
+    let all = runtime.block_on(a.read_after("web", 0, 100_000)).unwrap();
+    assert_eq!(all.len(), ROUNDS * BATCH);
+}
+
+#[test]
+fn a_cursor_never_skips_an_event_whose_transaction_commits_late() {
+    let (_server, url) = postgres_database("late");
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::open(&url, WINDOW).unwrap());
+    let runtime = runtime();
+    runtime.block_on(async {
+        // One writer's transaction has its seq and has not committed yet.
+        let mut held = connect(&url).await;
+        let transaction = held.transaction().await.unwrap();
+        transaction
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&SEQUENCE_LOCK])
+            .await
+            .unwrap();
+        let row = transaction
+            .query_one(
+                "INSERT INTO events (source, message_id, type, received_at, body)
+                 VALUES ('web', 'late', 'track', 0, '{\"messageId\":\"late\"}') RETURNING seq",
+                &[],
+            )
+            .await
+            .unwrap();
+        let late: i64 = row.get(0);
+        // Later groups commit meanwhile (or wait: that is the store's business).
+        let later = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .append(vec![event("web", "next-1", 1), event("web", "next-2", 2)])
+                    .await
+            })
+        };
+        // A destination reads after its cursor all the while, as the delivery engine does.
+        let mut cursor = 0;
+        let mut delivered = Vec::new();
+        deliver_for_a_while(&store, &mut cursor, &mut delivered).await;
+        transaction.commit().await.unwrap();
+        later.await.unwrap().unwrap();
+        deliver_for_a_while(&store, &mut cursor, &mut delivered).await;
+        assert!(
+            delivered.contains(&late),
+            "the event committed late ({late}) was skipped: delivered {delivered:?}"
+        );
+        assert_eq!(delivered.len(), 3, "{delivered:?}");
+    });
+}
+
+/// Reads after `cursor` for a while, moving it past each event read.
+async fn deliver_for_a_while(store: &Arc<dyn Store>, cursor: &mut i64, delivered: &mut Vec<i64>) {
+    let until = Instant::now() + Duration::from_millis(600);
+    while Instant::now() < until {
+        for event in store.read_after("web", *cursor, 100).await.unwrap() {
+            *cursor = event.seq;
+            delivered.push(event.seq);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn collectors_starting_at_once_migrate_once_and_a_release_too_old_refuses() {
+    let (_server, url) = postgres_database("schema");
+    let opened: Vec<_> = std::thread::scope(|scope| {
+        let starts: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| PostgresStore::open(&url, WINDOW).map(|_| ())))
+            .collect();
+        starts.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    assert!(opened.iter().all(Result::is_ok), "{opened:?}");
+    let runtime = runtime();
+    runtime.block_on(async {
+        let client = connect(&url).await;
+        let versions = client
+            .query("SELECT version FROM trackway_schema", &[])
+            .await
+            .unwrap();
+        assert_eq!(versions.len(), SCHEMA_VERSION as usize);
+        // The next release's change, readable by this one: it still starts.
+        client
+            .execute(
+                "INSERT INTO trackway_schema (version, oldest_release) VALUES ($1, $2)",
+                &[&(SCHEMA_VERSION + 1), &SCHEMA_VERSION],
+            )
+            .await
+            .unwrap();
+    });
+    PostgresStore::open(&url, WINDOW).expect("one release behind still runs");
+    runtime.block_on(async {
+        let client = connect(&url).await;
+        client
+            .execute(
+                "INSERT INTO trackway_schema (version, oldest_release) VALUES ($1, $2)",
+                &[&(SCHEMA_VERSION + 2), &(SCHEMA_VERSION + 1)],
+            )
+            .await
+            .unwrap();
+    });
+    let Err(refused) = PostgresStore::open(&url, WINDOW) else {
+        panic!("a release two schema versions behind started");
+    };
+    let message = refused.to_string();
+    assert!(message.contains("upgrade this collector"), "{message}");
+}
+
+#[test]
+fn during_an_outage_ingest_answers_503_with_retry_after_and_recovers_by_itself() {
+    // A server of its own: this test stops it.
+    let mut server = TestPostgres::new().unwrap();
+    let url = server.url();
+    let store = PostgresStore::open(&url, WINDOW).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let collector = TestServer::with_store(data.path(), Arc::new(store));
+    let send = |id: &str| {
+        let body = serde_json::json!({"batch": [{"type": "track", "event": "E", "userId": "u", "messageId": id}]});
+        agent()
+            .post(format!("{}/v1/batch", collector.url))
+            .header("authorization", basic(WRITE_KEY))
+            .header("content-type", "application/json")
+            .send(body.to_string().as_bytes())
+            .unwrap()
+    };
+    assert_eq!(send("before").status(), 200);
+    server.stop().unwrap();
+    let started = Instant::now();
+    let refused = send("during");
+    assert_eq!(refused.status(), 503);
+    assert!(
+        refused.headers().get("retry-after").is_some(),
+        "no Retry-After"
+    );
+    // Told at once, not after a client's timeout (a connection refused fails fast).
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    server.start().unwrap();
+    let recovered = Instant::now();
+    let mut statuses = Vec::new();
+    loop {
+        let status = send("after").status().as_u16();
+        statuses.push(status);
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{statuses:?}");
+        assert!(
+            recovered.elapsed() < Duration::from_secs(30),
+            "never recovered: {statuses:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ids: HashSet<String> = collector
+        .events("")
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, HashSet::from(["before".into(), "after".into()]));
+}
