@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use trackway::{Analytics, Message};
 use trackway_collector::delivery::kind::{DestinationConfig, Kind};
+use trackway_collector::storage::StoreLocation;
 use trackway_collector::{Collector, Config, Source, generate_admin_token};
 
 use trackway_samples as samples;
@@ -25,6 +26,10 @@ pub(crate) struct ServeArgs {
     /// Directory of the embedded event store (created if missing).
     #[arg(long, default_value = "./trackway-data")]
     data_dir: PathBuf,
+    /// Where events live: sqlite://DIR (the embedded store, as --data-dir) or
+    /// postgres://user:password@host/database, shared by a group of collectors.
+    #[arg(long, env = "TRACKWAY_STORE", hide_env_values = true)]
+    store: Option<String>,
     /// A write key to accept (source "default"); repeat for several.
     #[arg(long = "write-key")]
     write_keys: Vec<String>,
@@ -123,7 +128,20 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), Failure> {
         source.destinations = args.flag_destinations();
         sources.push(source);
     }
+    let store = match (&args.store, &args.config) {
+        (Some(text), _) => Some(
+            text.parse::<StoreLocation>()
+                .map_err(|e| Failure::Usage(e.to_string()))?,
+        ),
+        (None, Some(path)) => {
+            Config::store_from_file(path).map_err(|e| Failure::Usage(e.to_string()))?
+        }
+        (None, None) => None,
+    };
     let mut config = config(args.data_dir, sources, args.admin_token)?;
+    if let Some(store) = store {
+        config.set_store(store);
+    }
     config.retention = args
         .retention_days
         .map(|days| Duration::from_secs(days * 24 * 60 * 60));
@@ -219,12 +237,20 @@ fn announce(addr: SocketAddr, config: &Config) {
     let sources: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
     let text = format!(
         "trackway collector listening on http://{addr}\n  store:    {}\n  sources:  {}\n  debugger: http://{addr}/#token={}\n",
-        config.data_dir.display(),
+        store_shown(config),
         sources.join(", "),
         config.admin_token
     );
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// The store as the operator may see it: a database URL with its password masked.
+fn store_shown(config: &Config) -> String {
+    match &config.postgres {
+        Some(url) => StoreLocation::Postgres(url.clone()).to_string(),
+        None => config.data_dir.display().to_string(),
+    }
 }
 
 #[expect(clippy::print_stderr, reason = "the demo reports its traffic")]

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::delivery::kind::{DestinationConfig, Kind};
 use crate::storage::sqlite::DEFAULT_DEDUP_WINDOW;
+use crate::storage::{StoreLocation, UnknownStore};
 
 /// A source: one application or service sending events, with its write keys.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -68,6 +69,9 @@ pub struct Config {
     pub retention: Option<Duration>,
     /// How often retention runs.
     pub prune_interval: Duration,
+    /// The database shared by a group of collectors; `None`: the embedded store in
+    /// [`Config::data_dir`]. Delivery bookkeeping stays in the data directory either way.
+    pub postgres: Option<String>,
 }
 
 /// Default [`Config::prune_interval`].
@@ -95,6 +99,10 @@ impl std::fmt::Debug for Config {
             .field("header_timeout", &self.header_timeout)
             .field("body_timeout", &self.body_timeout)
             .field("retention", &self.retention)
+            .field(
+                "postgres",
+                &self.postgres.as_deref().map(crate::storage::mask_password),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -158,6 +166,20 @@ pub const MIN_ADMIN_TOKEN: usize = 16;
 struct File {
     #[serde(default)]
     source: Vec<Source>,
+    /// `sqlite://DIR` or `postgres://...`, as `--store`.
+    #[serde(default)]
+    store: Option<String>,
+}
+
+fn read_file(path: &Path) -> Result<File, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.to_owned(),
+        error: e.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        error: e.to_string(),
+    })
 }
 
 impl Config {
@@ -172,7 +194,33 @@ impl Config {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             retention: None,
             prune_interval: DEFAULT_PRUNE_INTERVAL,
+            postgres: None,
         }
+    }
+
+    /// Points the configuration at `location`: a PostgreSQL database, or the embedded store
+    /// in another data directory.
+    pub fn set_store(&mut self, location: StoreLocation) {
+        match location {
+            StoreLocation::Sqlite(dir) => {
+                self.data_dir = dir;
+                self.postgres = None;
+            }
+            StoreLocation::Postgres(url) => self.postgres = Some(url),
+        }
+    }
+
+    /// The `store = "..."` entry of a TOML config file, if it has one.
+    pub fn store_from_file(path: &Path) -> Result<Option<StoreLocation>, ConfigError> {
+        let file = read_file(path)?;
+        file.store
+            .map(|text| {
+                text.parse().map_err(|e: UnknownStore| ConfigError::Parse {
+                    path: path.to_owned(),
+                    error: e.to_string(),
+                })
+            })
+            .transpose()
     }
 
     /// Reads the `[[source]]` entries of a TOML file:
@@ -183,15 +231,7 @@ impl Config {
     /// write_keys = ["wk_live_..."]
     /// ```
     pub fn sources_from_file(path: &Path) -> Result<Vec<Source>, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.to_owned(),
-            error: e.to_string(),
-        })?;
-        let file: File = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            error: e.to_string(),
-        })?;
-        Ok(file.source)
+        Ok(read_file(path)?.source)
     }
 
     /// Checks the configuration and indexes write keys to source names.

@@ -29,6 +29,7 @@ pub mod config;
 mod debugger;
 pub mod delivery;
 mod error;
+pub mod group;
 mod ingest;
 mod lock;
 mod server;

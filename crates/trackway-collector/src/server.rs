@@ -105,8 +105,14 @@ impl Collector {
     ///
     /// Fails with [`CollectorError::InUse`] while another collector runs on that directory:
     /// the directory stays locked ([`DATA_DIR_LOCK`]) for as long as this collector lives.
+    ///
+    /// With [`Config::postgres`] set, the events live in that database instead, shared with
+    /// the other collectors of the group (see [`crate::group`]).
     pub fn open(config: &Config) -> Result<Collector, CollectorError> {
         let lock = lock_data_dir(&config.data_dir)?;
+        if let Some(url) = &config.postgres {
+            return crate::group::open(config, url, lock);
+        }
         let store = SqliteStore::open(&config.data_dir, config.dedup_window)?;
         Collector::build(config, Arc::new(store), lock)
     }
@@ -118,7 +124,7 @@ impl Collector {
         Collector::build(config, store, lock)
     }
 
-    fn build(
+    pub(crate) fn build(
         config: &Config,
         store: Arc<dyn Store>,
         lock: Option<FileLock>,
@@ -219,7 +225,7 @@ impl Collector {
 }
 
 /// Locks `dir` (created if needed) for this collector.
-fn lock_data_dir(dir: &Path) -> Result<Option<FileLock>, CollectorError> {
+pub(crate) fn lock_data_dir(dir: &Path) -> Result<Option<FileLock>, CollectorError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
     FileLock::acquire(&dir.join(DATA_DIR_LOCK)).map_err(|e| match e {

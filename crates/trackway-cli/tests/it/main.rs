@@ -6,6 +6,7 @@
 )]
 
 mod bench;
+mod group;
 mod replay;
 mod send;
 mod serve;

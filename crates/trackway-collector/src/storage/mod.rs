@@ -5,8 +5,11 @@
 //! [`sqlite::SqliteStore`]; several collectors share a [`postgres::PostgresStore`]; tests plug
 //! failing or in-memory stores in through the same trait.
 
+mod location;
 pub mod postgres;
 pub mod sqlite;
+
+pub use location::{StoreLocation, UnknownStore, mask_password};
 
 use std::future::Future;
 use std::pin::Pin;

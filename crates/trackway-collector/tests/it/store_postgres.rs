@@ -214,3 +214,62 @@ fn during_an_outage_ingest_answers_503_with_retry_after_and_recovers_by_itself()
         .collect();
     assert_eq!(ids, HashSet::from(["before".into(), "after".into()]));
 }
+
+/// Lines in every file under `dir`.
+fn lines_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .map(|text| text.lines().count())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn until_delivery_state_is_shared_only_one_collector_of_a_group_delivers() {
+    use trackway_collector::delivery::kind::{DestinationConfig, Kind};
+    let (_server, url) = postgres_database("deliver");
+    let dirs = tempfile::tempdir().unwrap();
+    let start = |name: &str| {
+        let archive = dirs.path().join(format!("archive-{name}"));
+        let url = url.clone();
+        let server = TestServer::start_configured(&dirs.path().join(name), move |config| {
+            config.postgres = Some(url);
+            config.sources[0].destinations = vec![DestinationConfig {
+                name: "File".into(),
+                kind: Kind::File {
+                    dir: archive,
+                    max_bytes: 1 << 20,
+                },
+                retry_window: None,
+                backoff_base: None,
+                backoff_cap: None,
+                concurrency: None,
+            }];
+        });
+        (server, dirs.path().join(format!("archive-{name}")))
+    };
+    let (first, first_archive) = start("first");
+    let (second, second_archive) = start("second");
+    for (i, collector) in [&first, &second].iter().enumerate() {
+        let batch: Vec<serde_json::Value> = (0..5)
+            .map(|n| serde_json::json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("{i}-{n}")}))
+            .collect();
+        crate::support::send(collector, batch);
+    }
+    crate::support::eventually("the first collector archives all 10 events", || {
+        lines_in(&first_archive) == 10
+    });
+    // Give the second one time it would need to archive them too.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(lines_in(&second_archive), 0, "both collectors delivered");
+    let (status, destinations) = second.admin("/api/destinations");
+    assert_eq!(status, 200);
+    assert_eq!(
+        destinations["destinations"].as_array().map(Vec::len),
+        Some(0)
+    );
+}

@@ -88,6 +88,10 @@ pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
 /// then 2). Any transaction inserting events by hand must take it too.
 pub const SEQUENCE_LOCK: i64 = 0x7472_6163_6b77_0002;
 
+/// The session advisory lock held by the one collector of a group that delivers (see
+/// [`PostgresStore::claim_delivery`]; "trackway" as ASCII, then 3).
+pub const DELIVERY_LOCK: i64 = 0x7472_6163_6b77_0003;
+
 /// Worker threads of the store's runtime: the writer and reads run on them, mostly waiting on
 /// the network.
 const RUNTIME_THREADS: usize = 2;
@@ -104,6 +108,10 @@ const DEDUP_PRUNE_INTERVAL: Duration = Duration::from_secs(10 * 60);
 /// PostgreSQL-backed [`Store`], shared by every collector on the same database.
 pub struct PostgresStore {
     pool: Pool,
+    /// For connections of its own, outside the pool (the delivery claim).
+    config: tokio_postgres::Config,
+    /// The connection holding [`DELIVERY_LOCK`], while this collector delivers.
+    delivery_claim: std::sync::Mutex<Option<tokio_postgres::Client>>,
     writes: mpsc::Sender<writer::WriteRequest>,
     live: broadcast::Sender<Arc<StoredEvent>>,
     collector: Arc<str>,
@@ -164,7 +172,7 @@ impl PostgresStore {
             // A 200 follows a flushed commit, whatever the database's default says.
             .options("-c synchronous_commit=on");
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             tokio_postgres::NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -203,14 +211,7 @@ impl PostgresStore {
                 counts::adopt_others(&mut client, &collector).await
             }
         };
-        // On a thread of its own: `open` may be called from inside another runtime, where
-        // blocking on this one would panic.
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| handle.block_on(setup))
-                .join()
-                .unwrap_or_else(|_| Err(StoreError("the store's setup panicked".into())))
-        })?;
+        block_on(&handle, setup)?;
         let (live, _) = broadcast::channel(LIVE_BUFFER);
         let (writes, requests) = mpsc::channel(WRITE_QUEUE);
         handle.spawn(
@@ -231,11 +232,54 @@ impl PostgresStore {
         tracing::info!("store: postgres schema version {SCHEMA_VERSION}, collector {collector}");
         Ok(PostgresStore {
             pool,
+            config,
+            delivery_claim: std::sync::Mutex::new(None),
             writes,
             live,
             collector,
             runtime,
         })
+    }
+
+    /// Claims delivery for this collector, if no other collector of the group has it; says
+    /// whether this one delivers.
+    ///
+    /// Interim, until cursors and leases live in the database (issue #14, guarantee 3): the
+    /// delivery bookkeeping is still in each collector's data directory, so if every collector
+    /// of a group delivered, each would send every event. The claim is a session advisory lock
+    /// ([`DELIVERY_LOCK`]) on a connection of its own, held as long as the store: the first
+    /// collector to start delivers, the others only ingest and serve reads. It is not handed
+    /// over when the holder stops; restart that collector (its cursors are in its data
+    /// directory) or another on the same data directory.
+    pub fn claim_delivery(&self) -> Result<bool, StoreError> {
+        let Some(handle) = self.runtime.handle() else {
+            return Err(StoreError("the store is closed".into()));
+        };
+        let config = self.config.clone();
+        let claimed = block_on(handle, async move {
+            let (client, connection) = config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(pg_error)?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::warn!("store: the delivery claim's connection ended: {e}");
+                }
+            });
+            let row = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&DELIVERY_LOCK])
+                .await
+                .map_err(pg_error)?;
+            Ok(row.get::<_, bool>(0).then_some(client))
+        })?;
+        let delivers = claimed.is_some();
+        if let Some(client) = claimed {
+            *self
+                .delivery_claim
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(client);
+        }
+        Ok(delivers)
     }
 
     /// This collector's id in the database (its counts rows).
@@ -262,6 +306,20 @@ impl PostgresStore {
     async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, StoreError> {
         pool.get().await.map_err(pool_error)
     }
+}
+
+/// Runs `work` to completion on `handle`'s runtime, from a thread of its own: the caller may
+/// be inside another runtime, where blocking on this one would panic.
+fn block_on<T: Send>(
+    handle: &tokio::runtime::Handle,
+    work: impl Future<Output = Result<T, StoreError>> + Send,
+) -> Result<T, StoreError> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| handle.block_on(work))
+            .join()
+            .unwrap_or_else(|_| Err(StoreError("the store's setup panicked".into())))
+    })
 }
 
 impl Store for PostgresStore {
