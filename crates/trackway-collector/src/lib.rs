@@ -42,6 +42,7 @@ pub use error::RETRY_AFTER_SECONDS;
 #[doc(hidden)]
 pub use ingest::fuzz_batch;
 pub use server::{
-    Collector, CollectorError, DATA_DIR_LOCK, INGEST_SLOT_WAIT, MAX_CONCURRENT_INGEST,
-    MAX_HEAD_BYTES, SHUTDOWN_GRACE, serve,
+    Collector, CollectorError, DATA_DIR_LOCK, INGEST_SLOT_WAIT, MAX_BUFFERED_BODY_BYTES,
+    MAX_CONCURRENT_INGEST, MAX_HEAD_BYTES, MIN_UPLOAD_BYTES_PER_SECOND, MIN_UPLOAD_GRACE,
+    SHUTDOWN_GRACE, serve,
 };
