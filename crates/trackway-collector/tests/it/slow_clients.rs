@@ -152,16 +152,19 @@ fn probe(server: &TestServer, key: &str) -> Option<(u16, Option<String>)> {
 }
 
 /// A store whose commits wait until `open` is set: requests waiting on them hold their
-/// ingest slots.
+/// ingest slots. `waiting` counts them.
 struct SlowCommits {
     inner: SqliteStore,
     open: tokio::sync::watch::Receiver<bool>,
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Store for SlowCommits {
     fn append(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Appended, StoreError>> {
         let mut open = self.open.clone();
         Box::pin(async move {
+            self.waiting
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let _ = open.wait_for(|open| *open).await;
             self.inner.append(events).await
         })
@@ -203,11 +206,17 @@ impl Store for SlowCommits {
 fn when_slow_commits_hold_every_ingest_slot_others_get_503_and_bad_keys_401() {
     let temp = tempfile::tempdir().unwrap();
     let (open, opened) = tokio::sync::watch::channel(false);
+    let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let store = SlowCommits {
         inner: SqliteStore::open(&temp.path().join("store"), DEFAULT_DEDUP_WINDOW).unwrap(),
         open: opened,
+        waiting: Arc::clone(&held),
     };
-    let server = TestServer::with_store(temp.path(), Arc::new(store));
+    // Hundreds of connections at once on a busy machine: the test's 300 ms for a head could
+    // drop some before they are read.
+    let server = TestServer::with_store_configured(temp.path(), Arc::new(store), |config| {
+        config.header_timeout = Duration::from_secs(10);
+    });
     let address = server.url.trim_start_matches("http://").to_owned();
     let body = br#"{"batch":[{"type":"track","userId":"u","event":"E"}]}"#;
     let head = format!(
@@ -224,8 +233,10 @@ fn when_slow_commits_hold_every_ingest_slot_others_get_503_and_bad_keys_401() {
             stream
         })
         .collect();
-    // Once they hold every slot, a request that cannot get one is told to come back later
-    // instead of waiting for them.
+    crate::support::eventually("every slot is held", || {
+        held.load(std::sync::atomic::Ordering::Relaxed) == trackway_collector::MAX_CONCURRENT_INGEST
+    });
+    // A request that cannot get a slot is told to come back later instead of waiting.
     let mut answer = None;
     crate::support::eventually("a request is turned away", || {
         answer = probe(&server, WRITE_KEY);
