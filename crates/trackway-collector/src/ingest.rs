@@ -284,7 +284,7 @@ async fn read_body(state: &AppState, body: Body) -> Result<Received, ApiError> {
         let behind = started + MIN_UPLOAD_GRACE + rate_time(bytes.len() as u64 + 1);
         let deadline = behind.min(body_deadline);
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Ok(Some(frame)) => frame.map_err(|e| unreadable(&e))?,
+            Ok(Some(frame)) => frame.map_err(|e| unreadable(state, &e))?,
             Ok(None) => break,
             Err(_) if deadline == body_deadline => {
                 return Err(ApiError::Timeout(state.body_timeout));
@@ -336,8 +336,15 @@ fn too_long() -> ApiError {
     ApiError::bad(format!("request body is over {MAX_REQUEST_BYTES} bytes"))
 }
 
-/// The answer to a body that could not be read (the connection failed).
-fn unreadable(error: &axum::Error) -> ApiError {
+/// The answer to a body that could not be read: 408 when the server's idle timeout between
+/// frames (tower-http's layer) stopped it, which clients retry (a 400 would make them drop a
+/// batch that was never stored); else a 400 (the connection failed, or the framing was bad).
+fn unreadable(state: &AppState, error: &axum::Error) -> ApiError {
+    let timed_out = std::iter::successors(Some(error as &dyn std::error::Error), |e| e.source())
+        .any(|e| e.is::<tower_http::timeout::TimeoutError>());
+    if timed_out {
+        return ApiError::Timeout(state.body_timeout);
+    }
     ApiError::bad(format!("could not read the request body: {error}"))
 }
 

@@ -14,7 +14,11 @@ use crate::support::{TestServer, WRITE_KEY, basic, post};
 
 /// Writes `request` raw and returns everything the server answers before closing.
 fn exchange(server: &TestServer, request: &[u8]) -> String {
-    let address = server.url.trim_start_matches("http://");
+    exchange_at(server.url.trim_start_matches("http://"), request)
+}
+
+/// [`exchange`] with the server at `address`.
+fn exchange_at(address: &str, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(address).unwrap();
     // A safety net only: the server must close long before this.
     stream
@@ -391,5 +395,28 @@ fn a_body_that_stops_arriving_is_cut_off_after_the_grace_not_the_body_timeout() 
         "a client gets the whole grace: {:?}",
         started.elapsed()
     );
+    still_serves(&server);
+}
+
+#[test]
+fn a_stalled_body_is_408_whichever_timeout_fires_never_a_final_400() {
+    // The test configuration's idle (between frames) and whole-body timeouts are equal, so
+    // either may fire first; several uploads at once make both happen. Every Segment library
+    // drops a batch answered 400, and this one was never stored.
+    let server = TestServer::start();
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let head = format!(
+        "POST /v1/batch HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\ncontent-length: 1000\r\n\r\n{{\"batch\":[",
+        basic(WRITE_KEY)
+    );
+    let answers: Vec<String> = std::thread::scope(|scope| {
+        let uploads: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| exchange_at(&address, head.as_bytes())))
+            .collect();
+        uploads.into_iter().map(|u| u.join().unwrap()).collect()
+    });
+    for answer in &answers {
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answers:?}");
+    }
     still_serves(&server);
 }
