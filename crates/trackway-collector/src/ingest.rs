@@ -492,7 +492,10 @@ async fn store(
     envelope: &Envelope,
 ) -> Result<Json<Value>, ApiError> {
     let (events, rejected) = prepare(&source, messages, envelope, SystemTime::now());
-    let appended = state.store.append(events).await.map_err(|e| {
+    let appended = state.store.append(events).await;
+    // Evidence for `/readyz`: the outcome of a real write.
+    state.readiness.record(appended.as_ref().map(|_| ()));
+    let appended = appended.map_err(|e| {
         tracing::error!("ingest: {e}");
         ApiError::Unavailable
     })?;

@@ -21,9 +21,10 @@ use crate::config::{Config, ConfigError};
 use crate::delivery::DeliveryEngine;
 use crate::delivery::state::DeliveryState;
 use crate::lock::{FileLock, LockError};
+use crate::readiness::Readiness;
 use crate::storage::sqlite::SqliteStore;
 use crate::storage::{Store, StoreError};
-use crate::{admin, debugger, ingest};
+use crate::{admin, debugger, ingest, readiness};
 
 /// Ingest requests decoded and stored at once; more wait their turn, for at most
 /// [`INGEST_SLOT_WAIT`], once their bodies have arrived.
@@ -86,6 +87,8 @@ pub(crate) struct AppState {
     /// [`MAX_BUFFERED_BODY_BYTES`] permits, one per byte of body received and not yet done
     /// with.
     pub(crate) body_bytes: Arc<Semaphore>,
+    /// What `/readyz` knows of the store's writes.
+    pub(crate) readiness: Readiness,
     header_timeout: Duration,
     pub(crate) body_timeout: Duration,
     /// The data directory's lock, released when the last handler is done with the state.
@@ -164,6 +167,7 @@ impl Collector {
             shutdown,
             ingest_slots: Semaphore::new(MAX_CONCURRENT_INGEST),
             body_bytes: Arc::new(Semaphore::new(MAX_BUFFERED_BODY_BYTES)),
+            readiness: Readiness::default(),
             header_timeout: config.header_timeout,
             body_timeout: config.body_timeout,
             _lock: lock,
@@ -171,7 +175,8 @@ impl Collector {
         Ok(Collector { state, stop })
     }
 
-    /// The router: the Tracking API, the admin API, the debugger and `/healthz`.
+    /// The router: the Tracking API, the admin API, the debugger, `/healthz` (liveness) and
+    /// `/readyz` (readiness: 503 while the store cannot write).
     pub fn router(&self) -> Router {
         let state = Arc::clone(&self.state);
         let admin = Router::new()
@@ -192,7 +197,10 @@ impl Collector {
             .route("/v1/{kind}", post(ingest::single));
         Router::new()
             .merge(ingest)
+            // Liveness: the process answers.
             .route("/healthz", get(|| async { (StatusCode::OK, "ok") }))
+            // Readiness: the store can write.
+            .route("/readyz", get(readiness::readyz))
             .route("/", get(debugger::page))
             .merge(admin)
             .layer(RequestBodyTimeoutLayer::new(self.state.body_timeout))

@@ -109,6 +109,12 @@ CREATE INDEX IF NOT EXISTS events_dedup ON events (source, message_id, received_
 CREATE INDEX IF NOT EXISTS events_type ON events (type, seq);
 -- What `/api/stats` shows, kept in the transactions that add and delete events, so that
 -- opening the store reads a few rows instead of scanning every event.
+-- One row, rewritten by each readiness probe (`Store::probe`): a real, fsynced write that
+-- stores no event.
+CREATE TABLE IF NOT EXISTS probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS counts (
     source   TEXT    NOT NULL,
     type     TEXT    NOT NULL,
@@ -139,6 +145,8 @@ struct PruneRequest {
 enum Job {
     Append(WriteRequest),
     Prune(PruneRequest),
+    /// A readiness probe: one small committed write.
+    Probe(oneshot::Sender<Result<(), StoreError>>),
 }
 
 type Counts = BTreeMap<(String, String, bool), u64>;
@@ -447,6 +455,19 @@ impl Store for SqliteStore {
         })
     }
 
+    fn probe(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            self.writes
+                .send(Job::Probe(reply))
+                .await
+                .map_err(|_| StoreError("the writer stopped".into()))?;
+            answer
+                .await
+                .map_err(|_| StoreError("the writer stopped".into()))?
+        })
+    }
+
     fn lag(&self, source: &str, after: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
         let source = source.to_owned();
         self.read(move |conn| {
@@ -553,13 +574,13 @@ struct Writer {
 impl Writer {
     /// Commits groups of requests until every handle to the store is gone.
     fn run(mut self) {
-        let mut deferred: Option<PruneRequest> = None;
+        let mut deferred: Option<Job> = None;
         loop {
             if self.restart_wanted.swap(false, Ordering::Relaxed) {
                 self.restart_log();
             }
             let first = match deferred.take() {
-                Some(prune) => Job::Prune(prune),
+                Some(job) => job,
                 None => match self.requests.blocking_recv() {
                     Some(job) => job,
                     None => return,
@@ -572,6 +593,10 @@ impl Writer {
                     let _ = prune.reply.send(result);
                     continue;
                 }
+                Job::Probe(reply) => {
+                    let _ = reply.send(self.probe());
+                    continue;
+                }
             };
             let mut events = first.events.len();
             let mut group = vec![first];
@@ -581,8 +606,8 @@ impl Writer {
                         events += next.events.len();
                         group.push(next);
                     }
-                    Ok(Job::Prune(prune)) => {
-                        deferred = Some(prune);
+                    Ok(other) => {
+                        deferred = Some(other);
                         break;
                     }
                     Err(_) => break,
@@ -629,6 +654,25 @@ impl Writer {
             Ok(_) => tracing::debug!("store: the log could not be restarted yet (readers)"),
             Err(e) => tracing::warn!("store: restarting the log failed (will retry): {e}"),
         }
+    }
+
+    /// A readiness probe: rewrites the `probe` row and commits, fsync included, as a request's
+    /// commit would.
+    fn probe(&mut self) -> Result<(), StoreError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let transaction = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_error)?;
+        transaction
+            .execute(
+                "INSERT INTO probe (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                params![now],
+            )
+            .map_err(sql_error)?;
+        transaction.commit().map_err(sql_error)
     }
 
     /// Deletes one chunk of expired events, and takes them off the counts.
@@ -902,6 +946,23 @@ mod tests {
         drop(store);
         let store = SqliteStore::open(dir.path(), WINDOW).expect("reopened");
         assert_eq!(counts(&store), recount((0..80).map(event)));
+    }
+
+    #[test]
+    fn a_probe_commits_a_write_that_stores_no_event() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path(), WINDOW).expect("store");
+        runtime().block_on(store.probe()).expect("probe");
+        let conn = Connection::open(dir.path().join(DATABASE_FILE)).expect("database");
+        let at: i64 = conn
+            .query_row("SELECT at FROM probe WHERE id = 1", [], |row| row.get(0))
+            .expect("the probe's row is committed");
+        assert!(at > 0);
+        let events: i64 = conn
+            .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
+            .expect("count");
+        assert_eq!(events, 0);
+        assert!(counts(&store).is_empty());
     }
 
     /// The WAL file's size after 4 tasks appended 100 chunks of 50 events each, back to back,
