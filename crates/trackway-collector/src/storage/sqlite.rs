@@ -179,6 +179,12 @@ fn sql_error(e: rusqlite::Error) -> StoreError {
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(sql_error)?;
+    configure(&conn)?;
+    Ok(conn)
+}
+
+/// The settings every connection of the store runs with, checked.
+fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(sql_error)?;
@@ -191,7 +197,35 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         .map_err(sql_error)?;
     conn.pragma_update(None, "mmap_size", MMAP_BYTES)
         .map_err(sql_error)?;
-    Ok(conn)
+    check_durability(conn)
+}
+
+/// `PRAGMA synchronous` of `FULL`.
+const SYNCHRONOUS_FULL: i64 = 2;
+
+/// Refuses a connection that would acknowledge what it may lose: SQLite keeps its old journal
+/// without an error where WAL is unavailable (some network file systems), and without
+/// `synchronous=FULL` a WAL commit is not fsynced, which a test killing the process cannot
+/// notice (the page cache survives a `kill -9`, not a power cut).
+fn check_durability(conn: &Connection) -> Result<(), StoreError> {
+    let (journal, synchronous) = durability_settings(conn)?;
+    if !journal.eq_ignore_ascii_case("wal") || synchronous != SYNCHRONOUS_FULL {
+        return Err(StoreError(format!(
+            "the store needs WAL with synchronous=FULL, and got journal_mode={journal}, synchronous={synchronous}"
+        )));
+    }
+    Ok(())
+}
+
+/// A connection's `journal_mode` and `synchronous`, as SQLite reports them.
+fn durability_settings(conn: &Connection) -> Result<(String, i64), StoreError> {
+    let journal = conn
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .map_err(sql_error)?;
+    let synchronous = conn
+        .query_row("PRAGMA synchronous", [], |row| row.get(0))
+        .map_err(sql_error)?;
+    Ok((journal, synchronous))
 }
 
 impl SqliteStore {
@@ -946,6 +980,39 @@ mod tests {
         drop(store);
         let store = SqliteStore::open(dir.path(), WINDOW).expect("reopened");
         assert_eq!(counts(&store), recount((0..80).map(event)));
+    }
+
+    #[test]
+    fn the_store_s_connections_run_with_wal_and_full_sync() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path(), WINDOW).expect("store");
+        let reader = store.reader.lock().expect("reader");
+        assert_eq!(
+            durability_settings(&reader).expect("settings"),
+            ("wal".to_owned(), SYNCHRONOUS_FULL)
+        );
+        // The writer and the checkpointer are opened the same way.
+        let another = open_connection(&dir.path().join(DATABASE_FILE)).expect("connection");
+        assert_eq!(
+            durability_settings(&another).expect("settings"),
+            ("wal".to_owned(), SYNCHRONOUS_FULL)
+        );
+        // Whatever the SQLite build's defaults (this one's is FULL already, another's may be
+        // NORMAL in WAL mode), the settings are the store's own.
+        let raw = Connection::open(dir.path().join("other.sqlite3")).expect("raw");
+        raw.pragma_update(None, "synchronous", "OFF")
+            .expect("pragma");
+        configure(&raw).expect("configured");
+        assert_eq!(
+            durability_settings(&raw).expect("settings"),
+            ("wal".to_owned(), SYNCHRONOUS_FULL)
+        );
+        // A connection that would not fsync its commits is refused, not used.
+        another
+            .pragma_update(None, "synchronous", "NORMAL")
+            .expect("pragma");
+        let refused = check_durability(&another).expect_err("refused");
+        assert!(refused.to_string().contains("synchronous=1"), "{refused}");
     }
 
     #[test]
