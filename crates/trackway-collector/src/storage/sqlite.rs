@@ -1016,6 +1016,49 @@ mod tests {
     }
 
     #[test]
+    fn a_message_id_is_a_duplicate_for_24_hours_and_new_after() {
+        // Written out rather than taken from the constants, so that a different window fails.
+        const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+        let config = crate::Config::new("unused", Vec::new(), String::new());
+        assert_eq!(
+            config.dedup_window, DEFAULT_DEDUP_WINDOW,
+            "the collector's default"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path(), config.dedup_window).expect("store");
+        // Arrival times are the events' own: the test sets them instead of waiting a day.
+        let at = |id: &str, received_at: i64| {
+            let mut e = event(0);
+            e.source = Arc::from("web");
+            e.message_id = id.to_owned();
+            e.rejected = None;
+            e.received_at = received_at;
+            vec![e]
+        };
+        let start = 1_700_000_000_000;
+        let runtime = runtime();
+        let append = |events| runtime.block_on(store.append(events)).expect("append");
+        let stored = Appended {
+            stored: 1,
+            duplicates: 0,
+        };
+        let duplicate = Appended {
+            stored: 0,
+            duplicates: 1,
+        };
+        for id in ["early", "late", "much-later"] {
+            assert_eq!(append(at(id, start)), stored, "{id}");
+        }
+        // A millisecond inside the day: still the same message.
+        assert_eq!(append(at("early", start + DAY_MS - 1)), duplicate);
+        // A day or more later: a new message.
+        assert_eq!(append(at("late", start + DAY_MS)), stored);
+        assert_eq!(append(at("much-later", start + 2 * DAY_MS)), stored);
+        // Each new copy starts its own day.
+        assert_eq!(append(at("late", start + 2 * DAY_MS - 1)), duplicate);
+    }
+
+    #[test]
     fn a_probe_commits_a_write_that_stores_no_event() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(dir.path(), WINDOW).expect("store");
