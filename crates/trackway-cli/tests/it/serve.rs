@@ -122,7 +122,7 @@ fn sigterm_during_a_slow_upload_lets_it_commit_and_be_answered() {
     let body = json!({"batch": batch, "writeKey": KEY}).to_string();
     let head = format!(
         "POST /v1/batch HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\n\r\n",
+         content-length: {}\r\nexpect: 100-continue\r\n\r\n",
         body.len()
     );
     let (first_half, second_half) = body.as_bytes().split_at(body.len() / 2);
@@ -131,9 +131,16 @@ fn sigterm_during_a_slow_upload_lets_it_commit_and_be_answered() {
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     upload.write_all(head.as_bytes()).unwrap();
+    // The server says `100 Continue` once its handler reads the body: the request is in
+    // flight from then on.
+    let continued = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let mut interim = vec![0; continued.len()];
+    upload.read_exact(&mut interim).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&interim),
+        String::from_utf8_lossy(continued)
+    );
     upload.write_all(first_half).unwrap();
-    // Time for the server to read the head and start on the body: the request is in flight.
-    std::thread::sleep(Duration::from_millis(500));
 
     let status = Command::new("kill")
         .arg("-TERM")
