@@ -152,8 +152,12 @@ pub enum ConfigError {
     /// A destination cannot be built.
     #[error("{0}")]
     Destination(String),
-    /// The admin token is too short to be a secret.
-    #[error("the admin token must be at least {MIN_ADMIN_TOKEN} characters")]
+    /// The admin token is too short to be a secret, or has characters a client cannot send
+    /// in an `Authorization` header as they are (whitespace, which is trimmed, or anything
+    /// but printable ASCII).
+    #[error(
+        "the admin token must be at least {MIN_ADMIN_TOKEN} characters of printable ASCII, none of them whitespace"
+    )]
     WeakAdminToken,
 }
 
@@ -236,7 +240,10 @@ impl Config {
 
     /// Checks the configuration and indexes write keys to source names.
     pub(crate) fn key_index(&self) -> Result<HashMap<String, Arc<str>>, ConfigError> {
-        if self.admin_token.chars().count() < MIN_ADMIN_TOKEN {
+        // Sixteen spaces are sixteen characters, but no secret, and a client could never send
+        // them: the server trims what it is sent, and a header holds printable ASCII.
+        let sendable = self.admin_token.bytes().all(|b| b.is_ascii_graphic());
+        if !sendable || self.admin_token.len() < MIN_ADMIN_TOKEN {
             return Err(ConfigError::WeakAdminToken);
         }
         if self.sources.is_empty() {

@@ -15,10 +15,14 @@ pub(crate) async fn page() -> impl IntoResponse {
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             // No inline script or style from anywhere else; the page talks to this server only.
+            // No page may frame it (`frame-ancestors`, and `X-Frame-Options` for browsers
+            // without CSP 2): framed, a page of another site could overlay it to click through
+            // the operator's session (clickjacking, e.g. a replay).
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:",
+                "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
             ),
+            (header::X_FRAME_OPTIONS, "DENY"),
             (header::CACHE_CONTROL, "no-store"),
         ],
         PAGE,

@@ -30,6 +30,9 @@ pub(crate) enum ApiError {
     /// The body did not arrive in time: 408.
     #[error("the request body did not arrive within {0:?}")]
     Timeout(std::time::Duration),
+    /// The body arrived slower than the minimum upload rate: 408, so the client retries.
+    #[error("the request body arrived slower than {0} bytes a second")]
+    TooSlow(u64),
     /// The store cannot take writes: 503 with Retry-After.
     #[error("the event store is unavailable; retry later")]
     Unavailable,
@@ -60,7 +63,7 @@ impl IntoResponse for ApiError {
         let status = match &self {
             ApiError::Unauthorized(_) | ApiError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Timeout(_) | ApiError::TooSlow(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

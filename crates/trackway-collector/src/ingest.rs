@@ -4,9 +4,15 @@
 //! One request goes through these steps, and answers 200 only after the last:
 //!
 //! 1. a Basic-auth key no source has is a 401 at once, before the request waits for anything;
-//! 2. take one of the [`MAX_CONCURRENT_INGEST`](crate::MAX_CONCURRENT_INGEST) ingest slots, held until the answer, waiting
-//!    at most [`INGEST_SLOT_WAIT`] (503 with `Retry-After` past that);
-//! 3. read the body, at most [`MAX_REQUEST_BYTES`] (400 past that);
+//! 2. read the body, at most [`MAX_REQUEST_BYTES`] (400 past that), within the body timeout
+//!    and at [`MIN_UPLOAD_BYTES_PER_SECOND`] at least once [`MIN_UPLOAD_GRACE`] has passed
+//!    (408 otherwise, which clients retry); its bytes count against
+//!    [`MAX_BUFFERED_BODY_BYTES`](crate::MAX_BUFFERED_BODY_BYTES) as they arrive (503 with
+//!    `Retry-After` after [`INGEST_SLOT_WAIT`] without room);
+//! 3. take one of the [`MAX_CONCURRENT_INGEST`](crate::MAX_CONCURRENT_INGEST) ingest slots,
+//!    held until the answer, waiting at most [`INGEST_SLOT_WAIT`] (503 with `Retry-After` past
+//!    that). Only a request whose body is all in takes one, so slow or stalled uploads, keyed
+//!    or not, never keep a slot from anyone;
 //! 4. gunzip if `Content-Encoding: gzip`, capped at the same size (a gzip bomb is a 400 after
 //!    at most that much output);
 //! 5. parse the envelope only: a batch's messages, `context` and `integrations` stay raw JSON
@@ -35,16 +41,18 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use base64::Engine;
+use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
-use tokio::sync::SemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, SemaphorePermit};
+use tokio::time::Instant;
 use trackway_protocol::{
     Kind, MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, validate_json, write_timestamp,
 };
 
 use crate::error::ApiError;
-use crate::server::{AppState, INGEST_SLOT_WAIT};
+use crate::server::{AppState, INGEST_SLOT_WAIT, MIN_UPLOAD_BYTES_PER_SECOND, MIN_UPLOAD_GRACE};
 use crate::storage::NewEvent;
 
 /// A batch body, with its messages and batch-wide objects still raw: parsing this checks the
@@ -73,8 +81,10 @@ pub(crate) async fn batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let (basic_key, _slot) = admit(&state, &headers).await?;
-    let raw = read_body(&state, &headers, body, basic_key).await?;
+    let basic_key = known_basic_key(&state, &headers)?;
+    let received = read_body(&state, body).await?;
+    let _slot = admit(&state).await?;
+    let raw = decode_body(&headers, received, basic_key)?;
     let parsed = parse_batch(&raw.bytes)?;
     let source = authenticate(
         &state,
@@ -161,8 +171,10 @@ pub(crate) async fn single(
     if !Kind::STANDARD.contains(&kind.as_str()) {
         return Err(ApiError::bad(format!("unknown endpoint /v1/{kind}")));
     }
-    let (basic_key, _slot) = admit(&state, &headers).await?;
-    let raw = read_body(&state, &headers, body, basic_key).await?;
+    let basic_key = known_basic_key(&state, &headers)?;
+    let received = read_body(&state, body).await?;
+    let _slot = admit(&state).await?;
+    let raw = decode_body(&headers, received, basic_key)?;
     let text =
         std::str::from_utf8(&raw.bytes).map_err(|_| ApiError::bad("body is not valid UTF-8"))?;
     // Step 5: the body key, read without building the message (needed only without Basic).
@@ -234,58 +246,130 @@ struct RawBody {
     basic_key: Option<String>,
 }
 
-/// Steps 1 and 2 of the module doc: the request's Basic-auth key (known, if any) and its
-/// ingest slot, held until the handler returns.
-async fn admit<'a>(
-    state: &'a AppState,
-    headers: &HeaderMap,
-) -> Result<(Option<String>, SemaphorePermit<'a>), ApiError> {
+/// Step 1 of the module doc: the request's Basic-auth key, if it has one; a key no source
+/// has is refused before the request reads or waits for anything.
+fn known_basic_key(state: &AppState, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let basic_key = basic_auth_key(headers);
-    // A wrong Basic key is refused before it takes a slot, or anything else.
     if let Some(key) = &basic_key
         && !state.keys.contains_key(key)
     {
         return Err(ApiError::Unauthorized("unknown write key"));
     }
-    let slot = tokio::time::timeout(INGEST_SLOT_WAIT, state.ingest_slots.acquire())
+    Ok(basic_key)
+}
+
+/// A body as it arrived, and its share of the bytes budget, given back when it is dropped.
+struct Received {
+    bytes: Vec<u8>,
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+/// Step 2 of the module doc.
+///
+/// Each frame must arrive by the time the bytes so far would fall behind the minimum rate
+/// (`grace + (received + 1) / rate` after the start) and within the body timeout, whichever
+/// is sooner. So a client that sends a byte and stops is cut off after the grace, and one that
+/// sends a byte a second soon after; either way its connection is freed within seconds, and
+/// it never held an ingest slot. (tower-http's body timeout layer only bounds the gaps between
+/// frames, which a trickling client keeps short.)
+async fn read_body(state: &AppState, body: Body) -> Result<Received, ApiError> {
+    let started = Instant::now();
+    let body_deadline = started + state.body_timeout;
+    let mut body = body;
+    // Not sized by the declared length: a client that declares 500 KB and sends one byte
+    // must not make the server hold 500 KB.
+    let mut bytes = Vec::new();
+    let mut budget: Option<OwnedSemaphorePermit> = None;
+    loop {
+        let behind = started + MIN_UPLOAD_GRACE + rate_time(bytes.len() as u64 + 1);
+        let deadline = behind.min(body_deadline);
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(frame)) => frame.map_err(|e| unreadable(state, &e))?,
+            Ok(None) => break,
+            Err(_) if deadline == body_deadline => {
+                return Err(ApiError::Timeout(state.body_timeout));
+            }
+            Err(_) => return Err(ApiError::TooSlow(MIN_UPLOAD_BYTES_PER_SECOND)),
+        };
+        // Trailers carry no body bytes.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if bytes.len() + data.len() > MAX_REQUEST_BYTES {
+            return Err(too_long());
+        }
+        let share = take_budget(state, data.len()).await?;
+        match &mut budget {
+            Some(held) => held.merge(share),
+            None => budget = Some(share),
+        }
+        bytes.extend_from_slice(&data);
+    }
+    Ok(Received {
+        bytes,
+        _budget: budget,
+    })
+}
+
+/// How long `bytes` take at [`MIN_UPLOAD_BYTES_PER_SECOND`].
+fn rate_time(bytes: u64) -> Duration {
+    Duration::from_millis(bytes.saturating_mul(1000) / MIN_UPLOAD_BYTES_PER_SECOND)
+}
+
+/// `len` bytes of [`MAX_BUFFERED_BODY_BYTES`](crate::MAX_BUFFERED_BODY_BYTES), waiting at
+/// most [`INGEST_SLOT_WAIT`] for them.
+async fn take_budget(state: &AppState, len: usize) -> Result<OwnedSemaphorePermit, ApiError> {
+    // A frame is never over the request limit, checked before, so it fits a u32.
+    let len = u32::try_from(len).map_err(|_| too_long())?;
+    tokio::time::timeout(
+        INGEST_SLOT_WAIT,
+        Arc::clone(&state.body_bytes).acquire_many_owned(len),
+    )
+    .await
+    .map_err(|_| ApiError::Busy)?
+    // The semaphore is never closed.
+    .map_err(|_| ApiError::Busy)
+}
+
+/// The 400 for a body over [`MAX_REQUEST_BYTES`].
+fn too_long() -> ApiError {
+    ApiError::bad(format!("request body is over {MAX_REQUEST_BYTES} bytes"))
+}
+
+/// The answer to a body that could not be read: 408 when the server's idle timeout between
+/// frames (tower-http's layer) stopped it, which clients retry (a 400 would make them drop a
+/// batch that was never stored); else a 400 (the connection failed, or the framing was bad).
+fn unreadable(state: &AppState, error: &axum::Error) -> ApiError {
+    let timed_out = std::iter::successors(Some(error as &dyn std::error::Error), |e| e.source())
+        .any(|e| e.is::<tower_http::timeout::TimeoutError>());
+    if timed_out {
+        return ApiError::Timeout(state.body_timeout);
+    }
+    ApiError::bad(format!("could not read the request body: {error}"))
+}
+
+/// Step 3 of the module doc: an ingest slot, held until the handler returns.
+async fn admit(state: &AppState) -> Result<SemaphorePermit<'_>, ApiError> {
+    tokio::time::timeout(INGEST_SLOT_WAIT, state.ingest_slots.acquire())
         .await
         .map_err(|_| ApiError::Busy)?
         // The semaphore is never closed.
-        .map_err(|_| ApiError::Busy)?;
-    Ok((basic_key, slot))
+        .map_err(|_| ApiError::Busy)
 }
 
-/// Steps 3 and 4 of the module doc.
-async fn read_body(
-    state: &AppState,
+/// Step 4 of the module doc.
+fn decode_body(
     headers: &HeaderMap,
-    body: Body,
+    received: Received,
     basic_key: Option<String>,
 ) -> Result<RawBody, ApiError> {
-    // The whole body within the timeout (the tower-http layer only bounds the gaps between
-    // frames, which a trickling client keeps short).
-    let compressed = tokio::time::timeout(
-        state.body_timeout,
-        axum::body::to_bytes(body, MAX_REQUEST_BYTES),
-    )
-    .await
-    .map_err(|_| ApiError::Timeout(state.body_timeout))?
-    .map_err(|e| {
-        let too_long = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
-            .any(|e| e.is::<http_body_util::LengthLimitError>());
-        if too_long {
-            ApiError::bad(format!("request body is over {MAX_REQUEST_BYTES} bytes"))
-        } else {
-            ApiError::bad(format!("could not read the request body: {e}"))
-        }
-    })?;
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase());
     let bytes = match encoding.as_deref() {
-        None | Some("" | "identity") => compressed.to_vec(),
-        Some("gzip") => gunzip_capped(&compressed)?,
+        None | Some("" | "identity") => received.bytes,
+        Some("gzip") => gunzip_capped(&received.bytes)?,
         Some(other) => {
             return Err(ApiError::bad(format!(
                 "unsupported content-encoding {other:?}; use gzip"
@@ -408,7 +492,10 @@ async fn store(
     envelope: &Envelope,
 ) -> Result<Json<Value>, ApiError> {
     let (events, rejected) = prepare(&source, messages, envelope, SystemTime::now());
-    let appended = state.store.append(events).await.map_err(|e| {
+    let appended = state.store.append(events).await;
+    // Evidence for `/readyz`: the outcome of a real write.
+    state.readiness.record(appended.as_ref().map(|_| ()));
+    let appended = appended.map_err(|e| {
         tracing::error!("ingest: {e}");
         ApiError::Unavailable
     })?;

@@ -32,6 +32,7 @@ mod error;
 pub mod group;
 mod ingest;
 mod lock;
+mod readiness;
 mod server;
 pub mod storage;
 
@@ -42,7 +43,9 @@ pub use config::{
 pub use error::RETRY_AFTER_SECONDS;
 #[doc(hidden)]
 pub use ingest::fuzz_batch;
+pub use readiness::{READINESS_EVIDENCE_AGE, READINESS_PROBE_TIMEOUT};
 pub use server::{
-    Collector, CollectorError, DATA_DIR_LOCK, INGEST_SLOT_WAIT, MAX_CONCURRENT_INGEST,
-    MAX_HEAD_BYTES, SHUTDOWN_GRACE, serve,
+    Collector, CollectorError, DATA_DIR_LOCK, INGEST_SLOT_WAIT, MAX_BUFFERED_BODY_BYTES,
+    MAX_CONCURRENT_INGEST, MAX_HEAD_BYTES, MIN_UPLOAD_BYTES_PER_SECOND, MIN_UPLOAD_GRACE,
+    SHUTDOWN_GRACE, serve,
 };

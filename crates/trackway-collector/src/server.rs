@@ -21,27 +21,53 @@ use crate::config::{Config, ConfigError};
 use crate::delivery::DeliveryEngine;
 use crate::delivery::state::DeliveryState;
 use crate::lock::{FileLock, LockError};
+use crate::readiness::Readiness;
 use crate::storage::sqlite::SqliteStore;
 use crate::storage::{Store, StoreError};
-use crate::{admin, debugger, ingest};
+use crate::{admin, debugger, ingest, readiness};
 
-/// Ingest requests handled at once; more wait their turn, for at most [`INGEST_SLOT_WAIT`],
-/// before their bodies are read.
+/// Ingest requests decoded and stored at once; more wait their turn, for at most
+/// [`INGEST_SLOT_WAIT`], once their bodies have arrived.
 ///
-/// This bounds how many bodies are held and decoded at once, not memory in bytes. Each request
-/// holds at most 500 KB of body and 500 KB decompressed (256 MB for all of them), but decoded
-/// JSON takes many times its size: measured with a counting allocator, decoding and validating
-/// a 500 KB batch peaks at about 6 MB of heap for realistic track messages and about 28 MB for
-/// a body made of tiny JSON objects (`{"a":0}` repeated), so 256 such requests at once can
-/// hold several GB. Only authenticated requests get that far: the write key is checked before
-/// any message is built.
+/// This bounds how many bodies are decompressed and decoded at once, not memory in bytes.
+/// Decoded JSON takes many times its size: measured with a counting allocator, decoding and
+/// validating a 500 KB batch peaks at about 6 MB of heap for realistic track messages and
+/// about 28 MB for a body made of tiny JSON objects (`{"a":0}` repeated), so 256 such requests
+/// at once can hold several GB. Only authenticated requests get that far: the write key is
+/// checked before any message is built.
+///
+/// A request takes its slot only once its whole body is in, so a client that sends its body
+/// slowly (or not at all) never holds one: slow uploads are bounded by
+/// [`MIN_UPLOAD_BYTES_PER_SECOND`] and [`MAX_BUFFERED_BODY_BYTES`] instead.
 pub const MAX_CONCURRENT_INGEST: usize = 256;
 
-/// How long an ingest request waits for one of the [`MAX_CONCURRENT_INGEST`] slots before it
-/// is answered 503 with `Retry-After` (which clients retry). A fast request holds a slot for
-/// milliseconds, so this rides out a burst; slow uploads holding every slot (until the body
-/// timeout) delay the others by at most this, and then tell them to back off, instead of
-/// keeping their connections waiting.
+/// The slowest average rate, after [`MIN_UPLOAD_GRACE`], at which an ingest body may arrive;
+/// a body that falls behind is answered 408 (retryable) and its connection closed.
+///
+/// Bodies are read before they take an ingest slot, so a slow body holds no slot; this frees
+/// the connection (a file descriptor) and the bytes it holds from a client that trickles
+/// bytes or stops sending. 2 KiB/s is below any real uplink (GPRS manages about 5 KB/s), and
+/// a body of the largest size needs 17 KB/s anyway to arrive within the default body timeout.
+pub const MIN_UPLOAD_BYTES_PER_SECOND: u64 = 2048;
+
+/// How long an ingest body may take before [`MIN_UPLOAD_BYTES_PER_SECOND`] applies: room for
+/// a slow link's first round trips (and a `100-continue` exchange) before the rate counts.
+/// A client that sends its headers and then nothing is answered 408 after this long.
+pub const MIN_UPLOAD_GRACE: Duration = Duration::from_secs(5);
+
+/// Most bytes of ingest bodies being received at once, over all requests: the memory that
+/// bodies still arriving can hold, as much as [`MAX_CONCURRENT_INGEST`] full-size bodies
+/// (128 MB). Bytes count as they arrive, not as declared, so connections that declare a large
+/// `Content-Length` and send little hold next to nothing. A request whose next bytes find the
+/// budget spent waits [`INGEST_SLOT_WAIT`] for room, then gets a 503 with `Retry-After`.
+pub const MAX_BUFFERED_BODY_BYTES: usize =
+    MAX_CONCURRENT_INGEST * trackway_protocol::MAX_REQUEST_BYTES;
+
+/// How long an ingest request waits for one of the [`MAX_CONCURRENT_INGEST`] slots (or for
+/// room in [`MAX_BUFFERED_BODY_BYTES`]) before it is answered 503 with `Retry-After` (which
+/// clients retry). A request holds a slot for milliseconds (decoding and the commit), so this
+/// rides out a burst; a store slow to commit holding every slot delays the others by at most
+/// this, and then tells them to back off, instead of keeping their connections waiting.
 pub const INGEST_SLOT_WAIT: Duration = Duration::from_secs(2);
 
 /// Largest request head (request line and headers) accepted.
@@ -58,6 +84,11 @@ pub(crate) struct AppState {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// The [`MAX_CONCURRENT_INGEST`] ingest slots.
     pub(crate) ingest_slots: Semaphore,
+    /// [`MAX_BUFFERED_BODY_BYTES`] permits, one per byte of body received and not yet done
+    /// with.
+    pub(crate) body_bytes: Arc<Semaphore>,
+    /// What `/readyz` knows of the store's writes.
+    pub(crate) readiness: Readiness,
     header_timeout: Duration,
     pub(crate) body_timeout: Duration,
     /// The data directory's lock, released when the last handler is done with the state.
@@ -141,6 +172,8 @@ impl Collector {
             admin_token: config.admin_token.clone(),
             shutdown,
             ingest_slots: Semaphore::new(MAX_CONCURRENT_INGEST),
+            body_bytes: Arc::new(Semaphore::new(MAX_BUFFERED_BODY_BYTES)),
+            readiness: Readiness::default(),
             header_timeout: config.header_timeout,
             body_timeout: config.body_timeout,
             _lock: lock,
@@ -148,7 +181,8 @@ impl Collector {
         Ok(Collector { state, stop })
     }
 
-    /// The router: the Tracking API, the admin API, the debugger and `/healthz`.
+    /// The router: the Tracking API, the admin API, the debugger, `/healthz` (liveness) and
+    /// `/readyz` (readiness: 503 while the store cannot write).
     pub fn router(&self) -> Router {
         let state = Arc::clone(&self.state);
         let admin = Router::new()
@@ -165,11 +199,14 @@ impl Collector {
         let ingest = Router::new()
             .route("/v1/batch", post(ingest::batch))
             .route("/v1/import", post(ingest::batch))
-            // Each handler takes one of `ingest_slots` before it reads the body.
+            // Each handler reads the body, then takes one of `ingest_slots` to decode it.
             .route("/v1/{kind}", post(ingest::single));
         Router::new()
             .merge(ingest)
+            // Liveness: the process answers.
             .route("/healthz", get(|| async { (StatusCode::OK, "ok") }))
+            // Readiness: the store can write.
+            .route("/readyz", get(readiness::readyz))
             .route("/", get(debugger::page))
             .merge(admin)
             .layer(RequestBodyTimeoutLayer::new(self.state.body_timeout))

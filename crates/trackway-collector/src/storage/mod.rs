@@ -144,6 +144,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many accepted events of `source` have `seq > after`: a destination's lag.
     fn lag(&self, source: &str, after: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Makes one small durable write that stores no event, to learn whether the store can
+    /// write (`/readyz` when no request has written lately). The default appends nothing,
+    /// which suits a store whose every append touches its medium; the SQLite store writes a
+    /// row, since an empty transaction writes nothing.
+    fn probe(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move { self.append(Vec::new()).await.map(|_| ()) })
+    }
 }
 
 /// Now, in milliseconds since the Unix epoch (0 on a clock before it).

@@ -109,6 +109,12 @@ CREATE INDEX IF NOT EXISTS events_dedup ON events (source, message_id, received_
 CREATE INDEX IF NOT EXISTS events_type ON events (type, seq);
 -- What `/api/stats` shows, kept in the transactions that add and delete events, so that
 -- opening the store reads a few rows instead of scanning every event.
+-- One row, rewritten by each readiness probe (`Store::probe`): a real, fsynced write that
+-- stores no event.
+CREATE TABLE IF NOT EXISTS probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS counts (
     source   TEXT    NOT NULL,
     type     TEXT    NOT NULL,
@@ -139,6 +145,8 @@ struct PruneRequest {
 enum Job {
     Append(WriteRequest),
     Prune(PruneRequest),
+    /// A readiness probe: one small committed write.
+    Probe(oneshot::Sender<Result<(), StoreError>>),
 }
 
 type Counts = BTreeMap<(String, String, bool), u64>;
@@ -171,6 +179,12 @@ fn sql_error(e: rusqlite::Error) -> StoreError {
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(sql_error)?;
+    configure(&conn)?;
+    Ok(conn)
+}
+
+/// The settings every connection of the store runs with, checked.
+fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(sql_error)?;
@@ -183,7 +197,35 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         .map_err(sql_error)?;
     conn.pragma_update(None, "mmap_size", MMAP_BYTES)
         .map_err(sql_error)?;
-    Ok(conn)
+    check_durability(conn)
+}
+
+/// `PRAGMA synchronous` of `FULL`.
+const SYNCHRONOUS_FULL: i64 = 2;
+
+/// Refuses a connection that would acknowledge what it may lose: SQLite keeps its old journal
+/// without an error where WAL is unavailable (some network file systems), and without
+/// `synchronous=FULL` a WAL commit is not fsynced, which a test killing the process cannot
+/// notice (the page cache survives a `kill -9`, not a power cut).
+fn check_durability(conn: &Connection) -> Result<(), StoreError> {
+    let (journal, synchronous) = durability_settings(conn)?;
+    if !journal.eq_ignore_ascii_case("wal") || synchronous != SYNCHRONOUS_FULL {
+        return Err(StoreError(format!(
+            "the store needs WAL with synchronous=FULL, and got journal_mode={journal}, synchronous={synchronous}"
+        )));
+    }
+    Ok(())
+}
+
+/// A connection's `journal_mode` and `synchronous`, as SQLite reports them.
+fn durability_settings(conn: &Connection) -> Result<(String, i64), StoreError> {
+    let journal = conn
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .map_err(sql_error)?;
+    let synchronous = conn
+        .query_row("PRAGMA synchronous", [], |row| row.get(0))
+        .map_err(sql_error)?;
+    Ok((journal, synchronous))
 }
 
 impl SqliteStore {
@@ -450,6 +492,19 @@ impl Store for SqliteStore {
         })
     }
 
+    fn probe(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            self.writes
+                .send(Job::Probe(reply))
+                .await
+                .map_err(|_| StoreError("the writer stopped".into()))?;
+            answer
+                .await
+                .map_err(|_| StoreError("the writer stopped".into()))?
+        })
+    }
+
     fn lag(&self, source: &str, after: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
         let source = source.to_owned();
         self.read(move |conn| {
@@ -561,13 +616,13 @@ struct Writer {
 impl Writer {
     /// Commits groups of requests until every handle to the store is gone.
     fn run(mut self) {
-        let mut deferred: Option<PruneRequest> = None;
+        let mut deferred: Option<Job> = None;
         loop {
             if self.restart_wanted.swap(false, Ordering::Relaxed) {
                 self.restart_log();
             }
             let first = match deferred.take() {
-                Some(prune) => Job::Prune(prune),
+                Some(job) => job,
                 None => match self.requests.blocking_recv() {
                     Some(job) => job,
                     None => return,
@@ -580,6 +635,10 @@ impl Writer {
                     let _ = prune.reply.send(result);
                     continue;
                 }
+                Job::Probe(reply) => {
+                    let _ = reply.send(self.probe());
+                    continue;
+                }
             };
             let mut events = first.events.len();
             let mut group = vec![first];
@@ -589,8 +648,8 @@ impl Writer {
                         events += next.events.len();
                         group.push(next);
                     }
-                    Ok(Job::Prune(prune)) => {
-                        deferred = Some(prune);
+                    Ok(other) => {
+                        deferred = Some(other);
                         break;
                     }
                     Err(_) => break,
@@ -637,6 +696,25 @@ impl Writer {
             Ok(_) => tracing::debug!("store: the log could not be restarted yet (readers)"),
             Err(e) => tracing::warn!("store: restarting the log failed (will retry): {e}"),
         }
+    }
+
+    /// A readiness probe: rewrites the `probe` row and commits, fsync included, as a request's
+    /// commit would.
+    fn probe(&mut self) -> Result<(), StoreError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let transaction = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_error)?;
+        transaction
+            .execute(
+                "INSERT INTO probe (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                params![now],
+            )
+            .map_err(sql_error)?;
+        transaction.commit().map_err(sql_error)
     }
 
     /// Deletes one chunk of expired events, and takes them off the counts.
@@ -910,6 +988,99 @@ mod tests {
         drop(store);
         let store = SqliteStore::open(dir.path(), WINDOW).expect("reopened");
         assert_eq!(counts(&store), recount((0..80).map(event)));
+    }
+
+    #[test]
+    fn the_store_s_connections_run_with_wal_and_full_sync() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path(), WINDOW).expect("store");
+        let reader = store.reader.lock().expect("reader");
+        assert_eq!(
+            durability_settings(&reader).expect("settings"),
+            ("wal".to_owned(), SYNCHRONOUS_FULL)
+        );
+        // The writer and the checkpointer are opened the same way.
+        let another = open_connection(&dir.path().join(DATABASE_FILE)).expect("connection");
+        assert_eq!(
+            durability_settings(&another).expect("settings"),
+            ("wal".to_owned(), SYNCHRONOUS_FULL)
+        );
+        // Whatever the SQLite build's defaults (this one's is FULL already, another's may be
+        // NORMAL in WAL mode), the settings are the store's own.
+        let raw = Connection::open(dir.path().join("other.sqlite3")).expect("raw");
+        raw.pragma_update(None, "synchronous", "OFF")
+            .expect("pragma");
+        configure(&raw).expect("configured");
+        assert_eq!(
+            durability_settings(&raw).expect("settings"),
+            ("wal".to_owned(), SYNCHRONOUS_FULL)
+        );
+        // A connection that would not fsync its commits is refused, not used.
+        another
+            .pragma_update(None, "synchronous", "NORMAL")
+            .expect("pragma");
+        let refused = check_durability(&another).expect_err("refused");
+        assert!(refused.to_string().contains("synchronous=1"), "{refused}");
+    }
+
+    #[test]
+    fn a_message_id_is_a_duplicate_for_24_hours_and_new_after() {
+        // Written out rather than taken from the constants, so that a different window fails.
+        const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+        let config = crate::Config::new("unused", Vec::new(), String::new());
+        assert_eq!(
+            config.dedup_window, DEFAULT_DEDUP_WINDOW,
+            "the collector's default"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path(), config.dedup_window).expect("store");
+        // Arrival times are the events' own: the test sets them instead of waiting a day.
+        let at = |id: &str, received_at: i64| {
+            let mut e = event(0);
+            e.source = Arc::from("web");
+            e.message_id = id.to_owned();
+            e.rejected = None;
+            e.received_at = received_at;
+            vec![e]
+        };
+        let start = 1_700_000_000_000;
+        let runtime = runtime();
+        let append = |events| runtime.block_on(store.append(events)).expect("append");
+        let stored = Appended {
+            stored: 1,
+            duplicates: 0,
+        };
+        let duplicate = Appended {
+            stored: 0,
+            duplicates: 1,
+        };
+        for id in ["early", "late", "much-later"] {
+            assert_eq!(append(at(id, start)), stored, "{id}");
+        }
+        // A millisecond inside the day: still the same message.
+        assert_eq!(append(at("early", start + DAY_MS - 1)), duplicate);
+        // A day or more later: a new message.
+        assert_eq!(append(at("late", start + DAY_MS)), stored);
+        assert_eq!(append(at("much-later", start + 2 * DAY_MS)), stored);
+        // Each new copy starts its own day.
+        assert_eq!(append(at("late", start + 2 * DAY_MS - 1)), duplicate);
+    }
+
+    #[test]
+    fn a_probe_commits_a_write_that_stores_no_event() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path(), WINDOW).expect("store");
+        runtime().block_on(store.probe()).expect("probe");
+        let conn = Connection::open(dir.path().join(DATABASE_FILE)).expect("database");
+        let at: i64 = conn
+            .query_row("SELECT at FROM probe WHERE id = 1", [], |row| row.get(0))
+            .expect("the probe's row is committed");
+        assert!(at > 0);
+        let events: i64 = conn
+            .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
+            .expect("count");
+        assert_eq!(events, 0);
+        assert!(counts(&store).is_empty());
     }
 
     /// The WAL file's size after 4 tasks appended 100 chunks of 50 events each, back to back,

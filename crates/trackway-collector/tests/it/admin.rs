@@ -165,3 +165,73 @@ fn stats_count_unknown_types_in_one_bucket_across_restarts() {
     assert_eq!(stats["counts"], expected, "{stats}");
     assert_eq!(stats["total"], 51);
 }
+
+#[test]
+fn the_bearer_scheme_is_case_insensitive() {
+    let server = TestServer::start();
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let response = agent()
+            .get(format!("{}/api/stats", server.url))
+            .header("authorization", format!("{scheme} {ADMIN_TOKEN}"))
+            .call()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{scheme}");
+    }
+    // Still the token that counts, and a scheme that is not Bearer is not.
+    for value in [
+        format!("bearer {ADMIN_TOKEN}x"),
+        format!("bearerx {ADMIN_TOKEN}"),
+        format!("Basic {ADMIN_TOKEN}"),
+        ADMIN_TOKEN.to_owned(),
+    ] {
+        let response = agent()
+            .get(format!("{}/api/stats", server.url))
+            .header("authorization", value.as_str())
+            .call()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 401, "{value}");
+    }
+}
+
+#[test]
+fn an_admin_token_no_client_could_send_is_refused_at_startup() {
+    let temp = tempfile::tempdir().unwrap();
+    for token in [
+        " ".repeat(16),
+        format!("{} ", "a".repeat(15)),
+        format!("\t{}", "a".repeat(20)),
+        format!("{} {}", "a".repeat(10), "b".repeat(10)),
+        "é".repeat(16),
+        "a".repeat(15),
+    ] {
+        let mut config = crate::support::config(temp.path());
+        config.admin_token = token.clone();
+        let error = match trackway_collector::Collector::open(&config) {
+            Ok(_) => panic!("{token:?} was accepted"),
+            Err(error) => error.to_string(),
+        };
+        assert!(error.contains("admin token"), "{token:?}: {error}");
+    }
+    let mut config = crate::support::config(temp.path());
+    config.admin_token = "a".repeat(16);
+    assert!(trackway_collector::Collector::open(&config).is_ok());
+}
+
+#[test]
+fn the_debugger_page_may_not_be_framed() {
+    let server = TestServer::start();
+    let page = agent().get(format!("{}/", server.url)).call().unwrap();
+    let header = |name: &str| {
+        page.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(header("x-frame-options"), "DENY");
+    assert!(
+        header("content-security-policy").contains("frame-ancestors 'none'"),
+        "{}",
+        header("content-security-policy")
+    );
+}

@@ -2,8 +2,10 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde_json::json;
+use trackway_collector::storage::sqlite::{DEFAULT_DEDUP_WINDOW, SqliteStore};
 use trackway_collector::storage::{
     Appended, BoxFuture, Count, NewEvent, Query, Store, StoreError, StoredEvent,
 };
@@ -194,4 +196,135 @@ fn a_rejected_copy_does_not_make_the_fixed_event_a_duplicate() {
         "one rejected copy (the resend was a duplicate) and the fixed event"
     );
     assert_eq!(events[0]["event"], "Fixed");
+}
+
+/// A SQLite store whose disk can be filled: while `full` is set every write fails, as it does
+/// on a full disk. Counts its probe writes.
+struct FillableDisk {
+    inner: SqliteStore,
+    full: Arc<AtomicBool>,
+    probes: Arc<AtomicUsize>,
+}
+
+impl FillableDisk {
+    fn refuse(&self) -> Result<(), StoreError> {
+        if self.full.load(Ordering::Relaxed) {
+            return Err(StoreError("database or disk is full".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Store for FillableDisk {
+    fn append(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        Box::pin(async move {
+            self.refuse()?;
+            self.inner.append(events).await
+        })
+    }
+    fn probe(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.probes.fetch_add(1, Ordering::Relaxed);
+            self.refuse()?;
+            self.inner.probe().await
+        })
+    }
+    fn query(&self, query: Query) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        self.inner.query(query)
+    }
+    fn counts(&self) -> BoxFuture<'_, Result<Vec<Count>, StoreError>> {
+        self.inner.counts()
+    }
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<StoredEvent>> {
+        self.inner.subscribe()
+    }
+    fn read_after(
+        &self,
+        source: &str,
+        after: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        self.inner.read_after(source, after, limit)
+    }
+    fn get(&self, seqs: Vec<i64>) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        self.inner.get(seqs)
+    }
+    fn prune(
+        &self,
+        source: &str,
+        before: i64,
+        up_to: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        self.inner.prune(source, before, up_to)
+    }
+    fn lag(&self, source: &str, after: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.lag(source, after)
+    }
+}
+
+fn status_of(server: &TestServer, path: &str) -> u16 {
+    crate::support::agent()
+        .get(format!("{}{path}", server.url))
+        .call()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn readyz_is_503_while_the_store_cannot_write_and_healthz_stays_200() {
+    let temp = tempfile::tempdir().unwrap();
+    let full = Arc::new(AtomicBool::new(true));
+    let probes = Arc::new(AtomicUsize::new(0));
+    let store = FillableDisk {
+        inner: SqliteStore::open(&temp.path().join("store"), DEFAULT_DEDUP_WINDOW).unwrap(),
+        full: Arc::clone(&full),
+        probes: Arc::clone(&probes),
+    };
+    let server = TestServer::with_store(temp.path(), Arc::new(store));
+    // Idle and full from the start: no request has written, so a probe write decides.
+    assert_eq!(status_of(&server, "/readyz"), 503);
+    assert_eq!(
+        status_of(&server, "/healthz"),
+        200,
+        "liveness is not readiness"
+    );
+    assert!(probes.load(Ordering::Relaxed) >= 1);
+    // Room again: the next probe, once the failure has aged, puts it back in rotation.
+    full.store(false, Ordering::Relaxed);
+    crate::support::eventually("ready again", || status_of(&server, "/readyz") == 200);
+    // A real write's success is evidence: no probe while it is fresh.
+    let auth = basic(WRITE_KEY);
+    let (status, _) = post(
+        &server.url,
+        "/v1/batch",
+        &[("authorization", &auth)],
+        &batch("a", 1),
+    );
+    assert_eq!(status, 200);
+    let probed = probes.load(Ordering::Relaxed);
+    assert_eq!(status_of(&server, "/readyz"), 200);
+    assert_eq!(
+        probes.load(Ordering::Relaxed),
+        probed,
+        "answered by the commit"
+    );
+    // The disk fills: the first failed commit takes it out of rotation at once, however
+    // recent the last success.
+    full.store(true, Ordering::Relaxed);
+    let (status, _) = post(
+        &server.url,
+        "/v1/batch",
+        &[("authorization", &auth)],
+        &batch("b", 1),
+    );
+    assert_eq!(status, 503);
+    assert_eq!(status_of(&server, "/readyz"), 503);
+    assert_eq!(status_of(&server, "/healthz"), 200);
+}
+
+#[test]
+fn readyz_of_an_idle_sqlite_store_is_200_after_a_probe_write() {
+    let server = TestServer::start();
+    assert_eq!(status_of(&server, "/readyz"), 200);
 }

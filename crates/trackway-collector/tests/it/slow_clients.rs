@@ -2,13 +2,23 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::Duration;
+
+use trackway_collector::storage::sqlite::{DEFAULT_DEDUP_WINDOW, SqliteStore};
+use trackway_collector::storage::{
+    Appended, BoxFuture, Count, NewEvent, Query, Store, StoreError, StoredEvent,
+};
 
 use crate::support::{TestServer, WRITE_KEY, basic, post};
 
 /// Writes `request` raw and returns everything the server answers before closing.
 fn exchange(server: &TestServer, request: &[u8]) -> String {
-    let address = server.url.trim_start_matches("http://");
+    exchange_at(server.url.trim_start_matches("http://"), request)
+}
+
+/// [`exchange`] with the server at `address`.
+fn exchange_at(address: &str, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(address).unwrap();
     // A safety net only: the server must close long before this.
     stream
@@ -145,27 +155,92 @@ fn probe(server: &TestServer, key: &str) -> Option<(u16, Option<String>)> {
     Some((response.status().as_u16(), retry_after))
 }
 
+/// A store whose commits wait until `open` is set: requests waiting on them hold their
+/// ingest slots. `waiting` counts them.
+struct SlowCommits {
+    inner: SqliteStore,
+    open: tokio::sync::watch::Receiver<bool>,
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Store for SlowCommits {
+    fn append(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        let mut open = self.open.clone();
+        Box::pin(async move {
+            self.waiting
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = open.wait_for(|open| *open).await;
+            self.inner.append(events).await
+        })
+    }
+    fn query(&self, query: Query) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        self.inner.query(query)
+    }
+    fn counts(&self) -> BoxFuture<'_, Result<Vec<Count>, StoreError>> {
+        self.inner.counts()
+    }
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<StoredEvent>> {
+        self.inner.subscribe()
+    }
+    fn read_after(
+        &self,
+        source: &str,
+        after: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        self.inner.read_after(source, after, limit)
+    }
+    fn get(&self, seqs: Vec<i64>) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        self.inner.get(seqs)
+    }
+    fn prune(
+        &self,
+        source: &str,
+        before: i64,
+        up_to: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        self.inner.prune(source, before, up_to)
+    }
+    fn lag(&self, source: &str, after: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.lag(source, after)
+    }
+}
+
 #[test]
-fn when_slow_uploads_hold_every_ingest_slot_others_get_503_and_bad_keys_401() {
+fn when_slow_commits_hold_every_ingest_slot_others_get_503_and_bad_keys_401() {
     let temp = tempfile::tempdir().unwrap();
-    // Bodies may take their time: only the slot wait can turn a request away here.
-    let server = TestServer::start_configured(temp.path(), |config| {
-        config.body_timeout = Duration::from_secs(120);
+    let (open, opened) = tokio::sync::watch::channel(false);
+    let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let store = SlowCommits {
+        inner: SqliteStore::open(&temp.path().join("store"), DEFAULT_DEDUP_WINDOW).unwrap(),
+        open: opened,
+        waiting: Arc::clone(&held),
+    };
+    // Hundreds of connections at once on a busy machine: the test's 300 ms for a head could
+    // drop some before they are read.
+    let server = TestServer::with_store_configured(temp.path(), Arc::new(store), |config| {
+        config.header_timeout = Duration::from_secs(10);
     });
     let address = server.url.trim_start_matches("http://").to_owned();
+    let body = br#"{"batch":[{"type":"track","userId":"u","event":"E"}]}"#;
     let head = format!(
-        "POST /v1/batch HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\ncontent-length: 1000\r\n\r\n{{\"batch\":[",
-        basic(WRITE_KEY)
+        "POST /v1/batch HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\ncontent-length: {}\r\n\r\n",
+        basic(WRITE_KEY),
+        body.len()
     );
-    let stalled: Vec<TcpStream> = (0..trackway_collector::MAX_CONCURRENT_INGEST)
+    // Whole requests, each holding a slot while it waits for its commit.
+    let waiting: Vec<TcpStream> = (0..trackway_collector::MAX_CONCURRENT_INGEST)
         .map(|_| {
             let mut stream = TcpStream::connect(&address).unwrap();
             stream.write_all(head.as_bytes()).unwrap();
+            stream.write_all(body).unwrap();
             stream
         })
         .collect();
-    // Once the stalled uploads hold every slot, a request that cannot get one is told to
-    // come back later instead of waiting for them.
+    crate::support::eventually("every slot is held", || {
+        held.load(std::sync::atomic::Ordering::Relaxed) == trackway_collector::MAX_CONCURRENT_INGEST
+    });
+    // A request that cannot get a slot is told to come back later instead of waiting.
     let mut answer = None;
     crate::support::eventually("a request is turned away", || {
         answer = probe(&server, WRITE_KEY);
@@ -178,8 +253,170 @@ fn when_slow_uploads_hold_every_ingest_slot_others_get_503_and_bad_keys_401() {
     );
     // A wrong key does not wait for a slot at all.
     assert_eq!(probe(&server, "wrong-key").map(|(s, _)| s), Some(401));
-    drop(stalled);
+    open.send_replace(true);
     crate::support::eventually("ingest recovers", || {
         probe(&server, WRITE_KEY).is_some_and(|(status, _)| status == 200)
     });
+    drop(waiting);
+}
+
+/// Connections the trickling attacker keeps open, as in the review. Each costs this process
+/// two file descriptors (the test's end and the server's), 600 in all: within even the
+/// common soft limit of 1024, so the test needs no higher limit.
+const TRICKLERS: usize = 300;
+
+/// Keeps [`TRICKLERS`] connections open, each declaring a 500 KB body with no key and sending
+/// one byte of it; a connection the server answers or closes is replaced at once, as an
+/// attacker would. Runs until `stop` is set, and at most 60 s or 20,000 connections (a guard:
+/// the test needs a few seconds). Tells `ready` once all are open.
+fn trickle(
+    address: &str,
+    stop: &std::sync::atomic::AtomicBool,
+    ready: &std::sync::mpsc::Sender<()>,
+) {
+    use std::sync::atomic::Ordering;
+    let head =
+        b"POST /v1/batch HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 500000\r\n\r\n{";
+    let open = || {
+        let mut stream = TcpStream::connect(address).unwrap();
+        stream.write_all(head).unwrap();
+        stream.set_nonblocking(true).unwrap();
+        stream
+    };
+    let mut streams: Vec<TcpStream> = (0..TRICKLERS).map(|_| open()).collect();
+    let _ = ready.send(());
+    let started = std::time::Instant::now();
+    let mut opened = TRICKLERS;
+    while !stop.load(Ordering::Relaxed)
+        && started.elapsed() < Duration::from_secs(60)
+        && opened < 20_000
+    {
+        for stream in &mut streams {
+            let mut buffer = [0_u8; 512];
+            match stream.read(&mut buffer) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                // Answered or closed: take its place again.
+                _ => {
+                    *stream = open();
+                    opened += 1;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// POSTs a small batch, its key as Basic auth or in the body; the status and how long the
+/// answer took.
+fn timed_probe(server: &TestServer, key_in_body: bool) -> (u16, Duration) {
+    let started = std::time::Instant::now();
+    let (status, answer) = if key_in_body {
+        let body = serde_json::json!({
+            "writeKey": WRITE_KEY,
+            "batch": [{"type": "track", "userId": "u", "event": "E"}],
+        });
+        post(&server.url, "/v1/batch", &[], body.to_string().as_bytes())
+    } else {
+        let body = br#"{"batch":[{"type":"track","userId":"u","event":"E"}]}"#;
+        post(
+            &server.url,
+            "/v1/batch",
+            &[("authorization", &basic(WRITE_KEY))],
+            body,
+        )
+    };
+    let took = started.elapsed();
+    assert!(status == 200 || status == 503, "{status} {answer}");
+    (status, took)
+}
+
+#[test]
+fn trickling_unauthenticated_uploads_cannot_starve_keyed_requests() {
+    let temp = tempfile::tempdir().unwrap();
+    // Bodies may take their time: only the collector's own defences can free the tricklers'
+    // connections.
+    let server = TestServer::start_configured(temp.path(), |config| {
+        config.body_timeout = Duration::from_secs(120);
+    });
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (ready, all_open) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        let attacker = scope.spawn(|| trickle(&address, &stop, &ready));
+        all_open.recv_timeout(Duration::from_secs(30)).unwrap();
+        // Give the server time to read every head: each trickler then waits on its body.
+        std::thread::sleep(Duration::from_millis(500));
+        // Over several seconds, through at least one round of tricklers cut off and replaced.
+        let mut answers = Vec::new();
+        for round in 0..8 {
+            answers.push(("basic", timed_probe(&server, false)));
+            answers.push(("body", timed_probe(&server, true)));
+            if round < 7 {
+                std::thread::sleep(Duration::from_millis(750));
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        attacker.join().unwrap();
+        for (how, (status, took)) in &answers {
+            // The broken collector answered 503 after its 2 s slot wait.
+            assert_eq!(*status, 200, "key in {how}: {answers:?}");
+            assert!(
+                *took < Duration::from_secs(1),
+                "key in {how} took {took:?}: {answers:?}"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_body_that_stops_arriving_is_cut_off_after_the_grace_not_the_body_timeout() {
+    let temp = tempfile::tempdir().unwrap();
+    let server = TestServer::start_configured(temp.path(), |config| {
+        config.body_timeout = Duration::from_secs(120);
+    });
+    let address = server.url.trim_start_matches("http://");
+    let started = std::time::Instant::now();
+    let mut stream = TcpStream::connect(address).unwrap();
+    // A hang guard: without the minimum rate the answer comes after 120 s.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "POST /v1/batch HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\ncontent-length: 500000\r\n\r\n{{",
+        basic(WRITE_KEY)
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        started.elapsed() >= trackway_collector::MIN_UPLOAD_GRACE,
+        "a client gets the whole grace: {:?}",
+        started.elapsed()
+    );
+    still_serves(&server);
+}
+
+#[test]
+fn a_stalled_body_is_408_whichever_timeout_fires_never_a_final_400() {
+    // The test configuration's idle (between frames) and whole-body timeouts are equal, so
+    // either may fire first; several uploads at once make both happen. Every Segment library
+    // drops a batch answered 400, and this one was never stored.
+    let server = TestServer::start();
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let head = format!(
+        "POST /v1/batch HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\ncontent-length: 1000\r\n\r\n{{\"batch\":[",
+        basic(WRITE_KEY)
+    );
+    let answers: Vec<String> = std::thread::scope(|scope| {
+        let uploads: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| exchange_at(&address, head.as_bytes())))
+            .collect();
+        uploads.into_iter().map(|u| u.join().unwrap()).collect()
+    });
+    for answer in &answers {
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answers:?}");
+    }
+    still_serves(&server);
 }

@@ -71,6 +71,17 @@ impl TestServer {
         TestServer::run(collector)
     }
 
+    /// A collector on any store, its configuration changed by `adjust`.
+    pub(crate) fn with_store_configured(
+        data_dir: &Path,
+        store: Arc<dyn Store>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        let mut config = config(data_dir);
+        adjust(&mut config);
+        TestServer::run(Collector::with_store(&config, store).unwrap())
+    }
+
     fn run(collector: Collector) -> TestServer {
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready, address) = std::sync::mpsc::channel();
