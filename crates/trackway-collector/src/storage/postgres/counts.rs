@@ -27,6 +27,9 @@ pub(super) type Counts = BTreeMap<(String, String, bool), i64>;
 /// Random bytes in a collector's id: enough that two processes never pick the same.
 const ID_BYTES: usize = 8;
 
+/// A probe row untouched this long belongs to a collector that is gone.
+const STALE_PROBE_MS: i64 = 24 * 60 * 60 * 1000;
+
 /// A fresh id for this process's counts rows.
 pub(super) fn collector_id() -> Result<String, StoreError> {
     let mut bytes = [0u8; ID_BYTES];
@@ -112,6 +115,15 @@ pub(super) async fn adopt_others(client: &mut Object, collector: &str) -> Result
         .map_err(pg_error)?;
     transaction
         .execute("DELETE FROM counts WHERE n = 0", &[])
+        .await
+        .map_err(pg_error)?;
+    // Probe rows of collectors gone for a day (a live one rewrites its row every few seconds
+    // while it is probed).
+    transaction
+        .execute(
+            "DELETE FROM probe WHERE at < $1",
+            &[&(crate::storage::now_ms() - STALE_PROBE_MS)],
+        )
         .await
         .map_err(pg_error)?;
     transaction.commit().await.map_err(pg_error)

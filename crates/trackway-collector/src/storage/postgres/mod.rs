@@ -383,6 +383,25 @@ impl Store for PostgresStore {
         })
     }
 
+    fn probe(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        let pool = self.pool.clone();
+        let collector = Arc::clone(&self.collector);
+        self.run(async move {
+            // A durable write of its own: an empty transaction would not notice a database
+            // that is read-only or out of disk.
+            Self::client(&pool)
+                .await?
+                .execute(
+                    "INSERT INTO probe (collector, at) VALUES ($1, $2)
+                     ON CONFLICT (collector) DO UPDATE SET at = excluded.at",
+                    &[&&*collector, &crate::storage::now_ms()],
+                )
+                .await
+                .map_err(pg_error)
+                .map(|_| ())
+        })
+    }
+
     fn lag(&self, source: &str, after: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
         let pool = self.pool.clone();
         let source = source.to_owned();

@@ -73,6 +73,11 @@ CREATE TABLE counts (
     n         bigint  NOT NULL,
     PRIMARY KEY (collector, source, type, rejected)
 );
+-- `/readyz`'s probe writes: one row per collector, rewritten.
+CREATE TABLE probe (
+    collector text   PRIMARY KEY,
+    at        bigint NOT NULL
+);
 ",
 }];
 
