@@ -1,0 +1,559 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`.
+//!
+//! ```text
+//!  ingest tasks ──(events, reply)──▶ writer thread ──▶ BEGIN; INSERT…; COMMIT (fsync)
+//!                ◀────── Appended ───┘        └──▶ broadcast to live subscribers
+//!  admin reads ──▶ reader connection (WAL: readers never block the writer)
+//! ```
+//!
+//! Group commit: the writer takes the first waiting request, then every request queued behind
+//! it (up to [`MAX_GROUP_EVENTS`]), and commits them in one transaction: one fsync for many
+//! requests, so throughput grows with concurrency instead of collapsing to one fsync each.
+//!
+//! Indexes: only two. Every secondary index keyed by a random value (a user id, an event name)
+//! dirties a random page per insert, and the WAL then writes each dirty page per commit: with
+//! user, anonymous-id and label indexes ingest fell from 55k to 21k events/s (BENCHMARKS.md).
+//! So filters other than `type` scan newest-first and stop at `limit` matches, which is fast
+//! for the debugger's "recent events of this user" and slow only for rare values in a huge
+//! store.
+//!
+//! Checkpoints run on their own thread in PASSIVE mode, never inside a commit.
+//!
+//! Deduplication: an event is skipped when the same source stored the same messageId within
+//! the dedup window (24 hours, as Segment). The writer is the only writer, so the check and
+//! the insert cannot race.
+//!
+//! ```text
+//!  sqlite/
+//!    mod.rs         the store: opening, the seam's methods
+//!    connection.rs  schema and per-connection settings, checked
+//!    writer.rs      the writer thread: group commit, dedupe, pruning, probes
+//!    checkpoint.rs  the checkpointer thread
+//!    counts.rs      the stats' counts, in the table and in memory
+//!    reads.rs       the reader connection's queries
+//! ```
+
+mod checkpoint;
+mod connection;
+mod counts;
+mod reads;
+mod writer;
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, params};
+use tokio::sync::{broadcast, oneshot};
+
+use super::{Appended, BoxFuture, Count, NewEvent, Query, Store, StoreError, StoredEvent};
+
+use checkpoint::{TUNING, Tuning, checkpoint_loop};
+use connection::{SCHEMA, open_connection, sql_error};
+pub use counts::OTHER_TYPE;
+pub(crate) use counts::count_key;
+use counts::{Counts, load_counts};
+use reads::{run_query, select_events};
+use writer::{Job, PRUNE_CHUNK, PruneRequest, WriteRequest, Writer};
+
+/// Most events committed in one transaction; bounds the latency one commit adds.
+pub const MAX_GROUP_EVENTS: usize = 20_000;
+
+/// Default deduplication window, Segment's.
+pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Requests waiting for the writer before ingest is pushed back on (bounded memory).
+const WRITE_QUEUE: usize = 1024;
+
+/// Live subscribers may lag this many events before they miss some.
+const LIVE_BUFFER: usize = 4096;
+
+/// The database file's name inside the data directory.
+pub const DATABASE_FILE: &str = "events.sqlite3";
+
+/// SQLite-backed [`Store`].
+pub struct SqliteStore {
+    writes: tokio::sync::mpsc::Sender<Job>,
+    /// Dropped with the store, which stops the checkpointer.
+    _keep_checkpointing: std::sync::mpsc::Sender<()>,
+    reader: Arc<Mutex<Connection>>,
+    counts: Arc<Mutex<Counts>>,
+    live: broadcast::Sender<Arc<StoredEvent>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `data_dir` and starts its writer thread.
+    pub fn open(data_dir: &Path, dedup_window: Duration) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_tuned(data_dir, dedup_window, TUNING)
+    }
+
+    fn open_tuned(
+        data_dir: &Path,
+        dedup_window: Duration,
+        tuning: Tuning,
+    ) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError(format!("cannot create {}: {e}", data_dir.display())))?;
+        let path = data_dir.join(DATABASE_FILE);
+        let mut writer = open_connection(&path)?;
+        writer.execute_batch(SCHEMA).map_err(sql_error)?;
+        // Checkpoints run on their own thread, off the commit path (see `checkpoint_loop`).
+        writer
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(sql_error)?;
+        let checkpointer = open_connection(&path)?;
+        let (keep_checkpointing, stop_checkpointing) = std::sync::mpsc::channel::<()>();
+        let restart_wanted = Arc::new(AtomicBool::new(false));
+        let restart = Arc::clone(&restart_wanted);
+        std::thread::Builder::new()
+            .name("trackway-checkpoint".into())
+            .spawn(move || checkpoint_loop(&checkpointer, &stop_checkpointing, &restart, tuning))
+            .map_err(|e| StoreError(format!("cannot start the checkpointer: {e}")))?;
+        let counts = Arc::new(Mutex::new(load_counts(&mut writer)?));
+        let reader = open_connection(&path)?;
+        let (live, _) = broadcast::channel(LIVE_BUFFER);
+        let (writes, requests) = tokio::sync::mpsc::channel(WRITE_QUEUE);
+        let thread = Writer {
+            conn: writer,
+            requests,
+            counts: Arc::clone(&counts),
+            live: live.clone(),
+            dedup_window_ms: dedup_window.as_millis() as i64,
+            restart_wanted,
+        };
+        std::thread::Builder::new()
+            .name("trackway-store".into())
+            .spawn(move || thread.run())
+            .map_err(|e| StoreError(format!("cannot start the writer: {e}")))?;
+        Ok(SqliteStore {
+            writes,
+            _keep_checkpointing: keep_checkpointing,
+            reader: Arc::new(Mutex::new(reader)),
+            counts,
+            live,
+        })
+    }
+}
+
+impl Store for SqliteStore {
+    fn append(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            self.writes
+                .send(Job::Append(WriteRequest { events, reply }))
+                .await
+                .map_err(|_| StoreError("the writer stopped".into()))?;
+            answer
+                .await
+                .map_err(|_| StoreError("the writer stopped".into()))?
+        })
+    }
+
+    fn query(&self, query: Query) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        self.read(move |conn| run_query(conn, &query))
+    }
+
+    fn read_after(
+        &self,
+        source: &str,
+        after: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        let source = source.to_owned();
+        self.read(move |conn| {
+            select_events(
+                conn,
+                // `+source`: walk the rowid range after the cursor instead of the dedup
+                // index (which would visit and sort every event of the source).
+                "WHERE +source = ?1 AND seq > ?2 AND rejected IS NULL ORDER BY seq LIMIT ?3",
+                params![source, after, limit as i64],
+            )
+        })
+    }
+
+    fn get(&self, seqs: Vec<i64>) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        self.read(move |conn| {
+            let mut events = Vec::with_capacity(seqs.len());
+            // Oldest first, as the trait promises, whatever order they were asked in.
+            let mut seqs = seqs;
+            seqs.sort_unstable();
+            for seq in seqs {
+                events.extend(select_events(conn, "WHERE seq = ?1", params![seq])?);
+            }
+            Ok(events)
+        })
+    }
+
+    fn prune(
+        &self,
+        source: &str,
+        received_before: i64,
+        up_to: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        let source = source.to_owned();
+        Box::pin(async move {
+            // Chunk by chunk through the writer, so ingest groups commit in between.
+            let mut total = 0;
+            loop {
+                let (reply, answer) = oneshot::channel();
+                let request = PruneRequest {
+                    source: source.clone(),
+                    received_before,
+                    up_to,
+                    reply,
+                };
+                self.writes
+                    .send(Job::Prune(request))
+                    .await
+                    .map_err(|_| StoreError("the writer stopped".into()))?;
+                let deleted = answer
+                    .await
+                    .map_err(|_| StoreError("the writer stopped".into()))??;
+                total += deleted;
+                if deleted < PRUNE_CHUNK as usize {
+                    return Ok(total);
+                }
+            }
+        })
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            self.writes
+                .send(Job::Probe(reply))
+                .await
+                .map_err(|_| StoreError("the writer stopped".into()))?;
+            answer
+                .await
+                .map_err(|_| StoreError("the writer stopped".into()))?
+        })
+    }
+
+    fn lag(&self, source: &str, after: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let source = source.to_owned();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT COUNT(*) FROM events WHERE +source = ?1 AND seq > ?2 AND rejected IS NULL",
+                params![source, after],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(sql_error)
+        })
+    }
+
+    fn counts(&self) -> BoxFuture<'_, Result<Vec<Count>, StoreError>> {
+        Box::pin(async move { Ok(self.current_counts()) })
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
+        self.live.subscribe()
+    }
+}
+
+impl SqliteStore {
+    /// The counts kept in memory, as the table holds them.
+    fn current_counts(&self) -> Vec<Count> {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts
+            .iter()
+            .map(|((source, kind, rejected), count)| Count {
+                source: source.clone(),
+                kind: kind.clone(),
+                rejected: *rejected,
+                count: *count,
+            })
+            .collect()
+    }
+
+    /// Runs `work` on the reader connection, off the async runtime.
+    fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> BoxFuture<'_, Result<T, StoreError>> {
+        let reader = Arc::clone(&self.reader);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = reader.lock().unwrap_or_else(|e| e.into_inner());
+                work(&conn)
+            })
+            .await
+            .map_err(|e| StoreError(e.to_string()))?
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checkpoint::*;
+    use super::connection::*;
+    use super::counts::*;
+    use super::*;
+
+    const WINDOW: Duration = Duration::from_secs(86_400);
+
+    fn event(n: usize) -> NewEvent {
+        let kind = ["track", "identify", "page", "made-up", "also-made-up"][n % 5];
+        NewEvent {
+            source: Arc::from(["web", "jobs"][n % 2]),
+            message_id: format!("m{n}"),
+            kind: kind.to_owned(),
+            user_id: Some("u".into()),
+            anonymous_id: None,
+            label: None,
+            received_at: n as i64,
+            rejected: (n.is_multiple_of(3) || kind.ends_with("made-up"))
+                .then(|| "a reason".to_owned()),
+            body: format!(r#"{{"type":"{kind}","messageId":"m{n}"}}"#),
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// The store's counts, as sorted tuples.
+    fn counts(store: &SqliteStore) -> Vec<(String, String, bool, u64)> {
+        let mut counts: Vec<_> = store
+            .current_counts()
+            .into_iter()
+            .map(|c| (c.source, c.kind, c.rejected, c.count))
+            .collect();
+        counts.sort();
+        counts
+    }
+
+    /// The counts as `events` would give them, counted one by one.
+    fn recount(events: impl Iterator<Item = NewEvent>) -> Vec<(String, String, bool, u64)> {
+        let mut counts = Counts::new();
+        for e in events {
+            *counts
+                .entry(count_key(
+                    e.source.to_string(),
+                    &e.kind,
+                    e.rejected.is_some(),
+                ))
+                .or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .map(|((s, k, r), n)| (s, k, r, n))
+            .collect()
+    }
+
+    #[test]
+    fn counts_survive_reopening_and_pruning_without_a_scan_of_the_events() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let runtime = runtime();
+        {
+            let store = SqliteStore::open(dir.path(), WINDOW).expect("store");
+            runtime.block_on(async {
+                store
+                    .append((0..100).map(event).collect())
+                    .await
+                    .expect("append");
+                store
+                    .append((100..150).map(event).collect())
+                    .await
+                    .expect("append");
+                // `web`'s events received before 40, whatever their seq.
+                assert_eq!(store.prune("web", 40, i64::MAX).await.expect("prune"), 20);
+            });
+        }
+        let kept = || {
+            (0..150)
+                .map(event)
+                .filter(|e| !(&*e.source == "web" && e.received_at < 40))
+        };
+        let store = SqliteStore::open(dir.path(), WINDOW).expect("reopened");
+        assert_eq!(counts(&store), recount(kept()));
+        // Opening read the table, not the events: an event written behind the store's back
+        // is not counted.
+        drop(store);
+        let conn = Connection::open(dir.path().join(DATABASE_FILE)).expect("database");
+        conn.execute(
+            "INSERT INTO events (source, message_id, type, received_at, body) VALUES ('web', 'x', 'track', 0, '{}')",
+            [],
+        )
+        .expect("insert");
+        drop(conn);
+        let store = SqliteStore::open(dir.path(), WINDOW).expect("reopened");
+        assert_eq!(counts(&store), recount(kept()));
+    }
+
+    #[test]
+    fn a_store_from_before_the_counts_table_is_counted_once_when_first_opened() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let runtime = runtime();
+        {
+            let store = SqliteStore::open(dir.path(), WINDOW).expect("store");
+            runtime
+                .block_on(store.append((0..60).map(event).collect()))
+                .expect("append");
+        }
+        let conn = Connection::open(dir.path().join(DATABASE_FILE)).expect("database");
+        conn.execute_batch("DROP TABLE counts; PRAGMA user_version = 0;")
+            .expect("made old");
+        drop(conn);
+        let store = SqliteStore::open(dir.path(), WINDOW).expect("opened");
+        assert_eq!(counts(&store), recount((0..60).map(event)));
+        runtime
+            .block_on(store.append((60..80).map(event).collect()))
+            .expect("append");
+        drop(store);
+        let store = SqliteStore::open(dir.path(), WINDOW).expect("reopened");
+        assert_eq!(counts(&store), recount((0..80).map(event)));
+    }
+
+    #[test]
+    fn the_store_s_connections_run_with_wal_and_full_sync() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path(), WINDOW).expect("store");
+        let reader = store.reader.lock().expect("reader");
+        assert_eq!(
+            durability_settings(&reader).expect("settings"),
+            ("wal".to_owned(), SYNCHRONOUS_FULL)
+        );
+        // The writer and the checkpointer are opened the same way.
+        let another = open_connection(&dir.path().join(DATABASE_FILE)).expect("connection");
+        assert_eq!(
+            durability_settings(&another).expect("settings"),
+            ("wal".to_owned(), SYNCHRONOUS_FULL)
+        );
+        // Whatever the SQLite build's defaults (this one's is FULL already, another's may be
+        // NORMAL in WAL mode), the settings are the store's own.
+        let raw = Connection::open(dir.path().join("other.sqlite3")).expect("raw");
+        raw.pragma_update(None, "synchronous", "OFF")
+            .expect("pragma");
+        configure(&raw).expect("configured");
+        assert_eq!(
+            durability_settings(&raw).expect("settings"),
+            ("wal".to_owned(), SYNCHRONOUS_FULL)
+        );
+        // A connection that would not fsync its commits is refused, not used.
+        another
+            .pragma_update(None, "synchronous", "NORMAL")
+            .expect("pragma");
+        let refused = check_durability(&another).expect_err("refused");
+        assert!(refused.to_string().contains("synchronous=1"), "{refused}");
+    }
+
+    #[test]
+    fn a_message_id_is_a_duplicate_for_24_hours_and_new_after() {
+        // Written out rather than taken from the constants, so that a different window fails.
+        const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+        let config = crate::Config::new("unused", Vec::new(), String::new());
+        assert_eq!(
+            config.dedup_window, DEFAULT_DEDUP_WINDOW,
+            "the collector's default"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path(), config.dedup_window).expect("store");
+        // Arrival times are the events' own: the test sets them instead of waiting a day.
+        let at = |id: &str, received_at: i64| {
+            let mut e = event(0);
+            e.source = Arc::from("web");
+            e.message_id = id.to_owned();
+            e.rejected = None;
+            e.received_at = received_at;
+            vec![e]
+        };
+        let start = 1_700_000_000_000;
+        let runtime = runtime();
+        let append = |events| runtime.block_on(store.append(events)).expect("append");
+        let stored = Appended {
+            stored: 1,
+            duplicates: 0,
+        };
+        let duplicate = Appended {
+            stored: 0,
+            duplicates: 1,
+        };
+        for id in ["early", "late", "much-later"] {
+            assert_eq!(append(at(id, start)), stored, "{id}");
+        }
+        // A millisecond inside the day: still the same message.
+        assert_eq!(append(at("early", start + DAY_MS - 1)), duplicate);
+        // A day or more later: a new message.
+        assert_eq!(append(at("late", start + DAY_MS)), stored);
+        assert_eq!(append(at("much-later", start + 2 * DAY_MS)), stored);
+        // Each new copy starts its own day.
+        assert_eq!(append(at("late", start + 2 * DAY_MS - 1)), duplicate);
+    }
+
+    #[test]
+    fn a_probe_commits_a_write_that_stores_no_event() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path(), WINDOW).expect("store");
+        runtime().block_on(store.probe()).expect("probe");
+        let conn = Connection::open(dir.path().join(DATABASE_FILE)).expect("database");
+        let at: i64 = conn
+            .query_row("SELECT at FROM probe WHERE id = 1", [], |row| row.get(0))
+            .expect("the probe's row is committed");
+        assert!(at > 0);
+        let events: i64 = conn
+            .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
+            .expect("count");
+        assert_eq!(events, 0);
+        assert!(counts(&store).is_empty());
+    }
+
+    /// The WAL file's size after 4 tasks appended 100 chunks of 50 events each, back to back,
+    /// to a store tuned as given. A WAL file never shrinks: this is its peak.
+    fn wal_after_steady_writes(tuning: Tuning) -> u64 {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(SqliteStore::open_tuned(dir.path(), WINDOW, tuning).expect("store"));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let tasks: Vec<_> = (0..4)
+                .map(|task| {
+                    let store = Arc::clone(&store);
+                    tokio::spawn(async move {
+                        for chunk in 0..100 {
+                            let events = (0..50)
+                                .map(|i| {
+                                    let mut e = event(i);
+                                    e.message_id = format!("{task}-{chunk}-{i}-{}", "x".repeat(40));
+                                    e.body = format!(r#"{{"padding":"{}"}}"#, "p".repeat(800));
+                                    e
+                                })
+                                .collect();
+                            store.append(events).await.expect("append");
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.expect("task");
+            }
+        });
+        std::fs::metadata(dir.path().join(format!("{DATABASE_FILE}-wal"))).map_or(0, |m| m.len())
+    }
+
+    #[test]
+    fn under_steady_writes_the_log_is_restarted_instead_of_growing() {
+        let checkpoint_interval = Duration::from_millis(5);
+        let growing = wal_after_steady_writes(Tuning {
+            checkpoint_interval,
+            restart_pages: i64::MAX,
+        });
+        let restarted = wal_after_steady_writes(Tuning {
+            checkpoint_interval,
+            restart_pages: 64,
+        });
+        // 20,000 events of about 1 KB: about 20 MB of log without restarts.
+        assert!(
+            restarted * 3 < growing,
+            "restarted {restarted} bytes, growing {growing} bytes"
+        );
+    }
+}
