@@ -3,25 +3,22 @@
 //!
 //! ```text
 //!               ┌─▶ collector 1 ─┐   ingest, admin reads: every collector
-//!  load balancer├─▶ collector 2 ─┼─▶ PostgreSQL (events, dedup window, counts, schema)
-//!               └─▶ collector 3 ─┘   delivery: the one holding the delivery claim
+//!  load balancer├─▶ collector 2 ─┼─▶ PostgreSQL: events, dedup window, counts, schema,
+//!               └─▶ collector 3 ─┘   cursors, leases, dead letters
 //! ```
 //!
-//! Every collector ingests and answers the admin API from the shared database. Delivery is
-//! interim: its bookkeeping (cursors, dead letters) still lives in each collector's data
-//! directory, so only one collector of the group may deliver, or each would send every event.
-//! The first to start claims delivery ([`PostgresStore::claim_delivery`]); the others start
-//! with no destinations and no retention (retention must not delete what the delivering
-//! collector has not sent, and only it knows its cursors). The claim is not handed over when
-//! its holder stops; delivery resumes when it (or another collector on its data directory)
-//! starts again.
+//! Every collector is configured alike. Each ingests and answers the admin API from the
+//! shared database; each destination of each source is delivered by whichever collector holds
+//! its lease ([`crate::storage::postgres::PostgresBook`]), and another takes it over once the
+//! holder stops renewing it.
 
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::delivery::state::DeliveryState;
 use crate::lock::FileLock;
 use crate::server::{Collector, CollectorError};
-use crate::storage::postgres::PostgresStore;
+use crate::storage::postgres::{PostgresBook, PostgresStore};
 
 /// Opens a collector whose events live in the PostgreSQL database at `url`.
 pub(crate) fn open(
@@ -29,21 +26,7 @@ pub(crate) fn open(
     url: &str,
     lock: Option<FileLock>,
 ) -> Result<Collector, CollectorError> {
-    let store = PostgresStore::open(url, config.dedup_window)?;
-    let delivers = config.sources.iter().any(|s| !s.destinations.is_empty());
-    if !delivers || store.claim_delivery()? {
-        if delivers {
-            tracing::info!("group: this collector delivers for the group");
-        }
-        return Collector::build(config, Arc::new(store), lock);
-    }
-    tracing::info!(
-        "group: another collector of the group delivers; this one only ingests and serves reads"
-    );
-    let mut ingest_only = config.clone();
-    for source in &mut ingest_only.sources {
-        source.destinations.clear();
-    }
-    ingest_only.retention = None;
-    Collector::build(&ingest_only, Arc::new(store), lock)
+    let store = Arc::new(PostgresStore::open(url, config.dedup_window)?);
+    let delivery = DeliveryState::with_book(Arc::new(PostgresBook::new(Arc::clone(&store))));
+    Collector::build(config, store, delivery, lock)
 }

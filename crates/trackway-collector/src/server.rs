@@ -145,23 +145,25 @@ impl Collector {
             return crate::group::open(config, url, lock);
         }
         let store = SqliteStore::open(&config.data_dir, config.dedup_window)?;
-        Collector::build(config, Arc::new(store), lock)
+        let delivery = DeliveryState::open(&config.data_dir)?;
+        Collector::build(config, Arc::new(store), delivery, lock)
     }
 
     /// Like [`Collector::open`] with any [`Store`]; delivery bookkeeping still lives in the
     /// data directory, which is locked the same way.
     pub fn with_store(config: &Config, store: Arc<dyn Store>) -> Result<Collector, CollectorError> {
         let lock = lock_data_dir(&config.data_dir)?;
-        Collector::build(config, store, lock)
+        let delivery = DeliveryState::open(&config.data_dir)?;
+        Collector::build(config, store, delivery, lock)
     }
 
     pub(crate) fn build(
         config: &Config,
         store: Arc<dyn Store>,
+        delivery_state: DeliveryState,
         lock: Option<FileLock>,
     ) -> Result<Collector, CollectorError> {
         let keys = config.key_index()?;
-        let delivery_state = DeliveryState::open(&config.data_dir)?;
         let delivery = DeliveryEngine::new(config, Arc::clone(&store), delivery_state)
             .map_err(ConfigError::Destination)?;
         let (stop, shutdown) = watch::channel(false);

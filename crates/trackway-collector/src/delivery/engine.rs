@@ -13,7 +13,7 @@ use super::kind::{
     self, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, DEFAULT_RETRY_WINDOW, DestinationConfig,
 };
 use super::route::enabled;
-use super::state::{DeadLetter, DeliveryState, Progress};
+use super::state::{Batch, DeadLetter, DeliveryState, Lease, Progress};
 use super::{Attempt, Destination};
 use crate::config::Config;
 use crate::storage::{Store, StoreError, StoredEvent};
@@ -22,6 +22,15 @@ use crate::storage::{Store, StoreError, StoredEvent};
 const READ_BATCH: usize = 1000;
 /// A destination task looks for new events at least this often even without a wake-up.
 const POLL: Duration = Duration::from_secs(1);
+/// How long a destination's lease lasts without renewal: a collector that dies (`kill -9`, a
+/// network cut) loses its leases this long after its last renewal, and another takes each
+/// over within [`LEASE_RETRY`] more: 12 s at most, within the 15 s promised.
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
+/// How often a holder renews its lease: a third of [`LEASE_TTL`], so two renewals can fail (a
+/// slow database) before it is lost.
+const LEASE_RENEW: Duration = Duration::from_secs(3);
+/// How often a collector without a destination's lease tries to take it.
+const LEASE_RETRY: Duration = Duration::from_secs(2);
 /// Most dead letters one replay handles.
 const REPLAY_LIMIT: usize = 10_000;
 
@@ -180,20 +189,62 @@ impl DeliveryEngine {
         }
     }
 
-    /// One destination's loop: read after the cursor, deliver, store the cursor.
+    /// One destination's loop: take its lease, then deliver while it is held; when it is
+    /// lost, try to take it again (another collector of a group may hold it meanwhile).
     async fn run(&self, lane: &Lane, mut shutdown: watch::Receiver<bool>) {
+        let key = lane.name_key();
+        while !*shutdown.borrow() {
+            let lease = match self.state.acquire(&key).await {
+                Ok(Some(lease)) => lease,
+                Ok(None) => {
+                    if sleep_or_stop(LEASE_RETRY, &mut shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(destination = %lane.name, "delivery: cannot take the lease: {e}");
+                    if sleep_or_stop(POLL, &mut shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            tracing::debug!(destination = %lane.name, epoch = lease.epoch, "delivery: holding the lease");
+            // Turns true when the lease is lost or the collector stops: the lane stops within
+            // the chunk it is on.
+            let (held_tx, held) = watch::channel(false);
+            let keeper = tokio::spawn(keep_lease(
+                self.state.clone(),
+                key.clone(),
+                lease,
+                shutdown.clone(),
+                held_tx,
+            ));
+            self.deliver_while_held(lane, lease, held).await;
+            keeper.abort();
+            if let Err(e) = self.state.release(&key, lease).await {
+                tracing::debug!(destination = %lane.name, "delivery: lease not released (it expires): {e}");
+            }
+        }
+    }
+
+    /// Reads after the cursor, delivers, stores the cursor, until `stop` turns true or the
+    /// lease turns out lost when the cursor is stored.
+    async fn deliver_while_held(&self, lane: &Lane, lease: Lease, mut stop: watch::Receiver<bool>) {
+        // Read again at every lease: another collector may have moved it.
         let mut cursor = loop {
             match self.state.progress(&lane.name_key(), 0).await {
                 Ok(progress) => break progress.cursor,
                 Err(e) => {
                     tracing::error!(destination = %lane.name, "delivery: cannot read the cursor: {e}");
-                    if sleep_or_stop(POLL, &mut shutdown).await {
+                    if sleep_or_stop(POLL, &mut stop).await {
                         return;
                     }
                 }
             }
         };
-        while !*shutdown.borrow() {
+        while !*stop.borrow() {
             let events = match self
                 .store
                 .read_after(&lane.source, cursor, READ_BATCH)
@@ -209,17 +260,21 @@ impl DeliveryEngine {
                 tokio::select! {
                     () = lane.wake.notified() => {}
                     () = tokio::time::sleep(POLL) => {}
-                    _ = shutdown.wait_for(|stop| *stop) => {}
+                    _ = stop.wait_for(|stop| *stop) => {}
                 }
                 continue;
             }
-            match self.deliver_batch(lane, &events, &mut shutdown).await {
-                Ok(done) => cursor = done,
+            match self.deliver_batch(lane, lease, &events, &mut stop).await {
+                Ok(Some(done)) => cursor = done,
+                Ok(None) => {
+                    tracing::warn!(destination = %lane.name, epoch = lease.epoch, "delivery: the lease was lost; another collector delivers");
+                    return;
+                }
                 Err(e) => {
                     // The batch is delivered again once the bookkeeping works: wait, rather
                     // than resend it in a tight loop.
                     tracing::error!(destination = %lane.name, "delivery: {e}");
-                    if sleep_or_stop(POLL, &mut shutdown).await {
+                    if sleep_or_stop(POLL, &mut stop).await {
                         return;
                     }
                 }
@@ -230,12 +285,15 @@ impl DeliveryEngine {
     /// Delivers one read batch; returns the new cursor (stored durably). Events are handled
     /// in order, so when a shutdown interrupts a chunk, everything before its first event is
     /// done and the cursor stops just before it.
+    ///
+    /// `Ok(None)`: the lease was lost, and the cursor was not moved.
     async fn deliver_batch(
         &self,
         lane: &Lane,
+        lease: Lease,
         events: &[StoredEvent],
         shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         let routed: Vec<bool> = events
             .iter()
             .map(|e| enabled(integrations(e).as_ref(), &lane.name))
@@ -292,10 +350,14 @@ impl DeliveryEngine {
             .zip(&routed)
             .filter(|(e, r)| !**r && e.seq <= done)
             .count();
-        self.state
-            .advance(&lane.name_key(), done, delivered, skipped as u64, dead)
-            .await?;
-        Ok(done)
+        let batch = Batch {
+            cursor: done,
+            delivered,
+            skipped: skipped as u64,
+            dead,
+        };
+        let moved = self.state.advance(&lane.name_key(), lease, batch).await?;
+        Ok(moved.then_some(done))
     }
 
     /// [`DeliveryEngine::deliver_chunk`], tagged with the chunk's number.
@@ -603,6 +665,40 @@ fn integrations(event: &StoredEvent) -> Option<Value> {
     serde_json::from_str::<Only>(&event.body)
         .ok()
         .and_then(|o| o.integrations)
+}
+
+/// Renews `lease` every [`LEASE_RENEW`] until it is lost or the collector stops, then turns
+/// `held` true. A renewal that cannot reach the database is retried; once the lease may have
+/// expired unrenewed, the lane stops too, since another collector may be delivering by then
+/// (the epoch would refuse its cursor anyway).
+async fn keep_lease(
+    state: DeliveryState,
+    key: String,
+    lease: Lease,
+    mut shutdown: watch::Receiver<bool>,
+    held: watch::Sender<bool>,
+) {
+    let mut renewed = Instant::now();
+    loop {
+        if sleep_or_stop(LEASE_RENEW, &mut shutdown).await {
+            break;
+        }
+        match state.renew(&key, lease).await {
+            Ok(true) => renewed = Instant::now(),
+            Ok(false) => {
+                tracing::warn!(destination = %key, epoch = lease.epoch, "delivery: lease taken over");
+                break;
+            }
+            Err(e) if renewed.elapsed() + LEASE_RENEW < LEASE_TTL => {
+                tracing::warn!(destination = %key, "delivery: cannot renew the lease (will retry): {e}");
+            }
+            Err(e) => {
+                tracing::warn!(destination = %key, "delivery: lease expired unrenewed: {e}");
+                break;
+            }
+        }
+    }
+    let _ = held.send(true);
 }
 
 /// Sleeps `wait`; true if shutdown came first.

@@ -24,7 +24,7 @@ pub mod state;
 
 use std::time::Duration;
 
-pub use engine::{DeliveryEngine, ReplayError, ReplayReport};
+pub use engine::{DeliveryEngine, LEASE_TTL, ReplayError, ReplayReport};
 
 use crate::storage::{BoxFuture, StoredEvent};
 

@@ -1,6 +1,18 @@
-//! Delivery bookkeeping, in its own SQLite file (`delivery.sqlite3`) so it never contends with
-//! ingest for the events database's write lock: per destination a cursor and counts, and the
-//! dead letters with their reasons.
+//! Delivery bookkeeping: per destination a cursor and counts, the dead letters with their
+//! reasons, and the lease that says which collector delivers it.
+//!
+//! ```text
+//!  DeliveryEngine ──▶ DeliveryState ──▶ dyn DeliveryBook ─┬─ SqliteBook: delivery.sqlite3 in
+//!                                                        │  the data directory; the lease is
+//!                                                        │  always this collector's (the data
+//!                                                        │  directory's lock already says so)
+//!                                                        └─ PostgresBook (storage::postgres):
+//!                                                           shared by a group; leases with an
+//!                                                           epoch, checked when the cursor moves
+//! ```
+//!
+//! The SQLite book is its own file so it never contends with ingest for the events database's
+//! write lock.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -9,7 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use crate::storage::StoreError;
+use crate::storage::{BoxFuture, StoreError};
 
 /// The file's name inside the data directory.
 pub const DELIVERY_FILE: &str = "delivery.sqlite3";
@@ -72,15 +84,251 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The bookkeeping database.
+/// The right to deliver one destination, held by one collector at a time.
+///
+/// Its `epoch` grows with every change of holder; a cursor moves only with the current epoch,
+/// so a collector that lost the lease (paused, cut off, presumed dead) cannot move it after
+/// another took over: it is fenced off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The fencing number.
+    pub epoch: i64,
+}
+
+/// Where delivery bookkeeping lives: the seam between the engine and a database.
+pub trait DeliveryBook: Send + Sync + 'static {
+    /// The destination's progress; a new destination starts at `start`.
+    fn progress(
+        &self,
+        destination: &str,
+        start: i64,
+    ) -> BoxFuture<'_, Result<Progress, StoreError>>;
+
+    /// Records a finished read batch in one transaction, if `lease` is still the current one:
+    /// the new cursor, the counts, the dead letters `(seq, reason)`. `Ok(false)`: the lease
+    /// was lost and nothing changed.
+    fn advance(
+        &self,
+        destination: &str,
+        lease: Lease,
+        batch: Batch,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Open dead letters, oldest first; `destination` and `id` filter.
+    fn dead_letters(
+        &self,
+        destination: Option<String>,
+        id: Option<i64>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<DeadLetter>, StoreError>>;
+
+    /// Marks a dead letter replayed (delivered), or records its new failure.
+    fn replayed(&self, id: i64, failure: Option<String>) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The `seq` of the destination's oldest open dead letter.
+    fn oldest_open_dead_letter(
+        &self,
+        destination: &str,
+    ) -> BoxFuture<'_, Result<Option<i64>, StoreError>>;
+
+    /// An open dead letter's reason for event `seq` at `destination`.
+    fn dead_reason(
+        &self,
+        destination: &str,
+        seq: i64,
+    ) -> BoxFuture<'_, Result<Option<String>, StoreError>>;
+
+    /// Takes the destination's lease when nobody holds it or its holder let it expire;
+    /// `None` while another collector holds it.
+    fn acquire(&self, destination: &str) -> BoxFuture<'_, Result<Option<Lease>, StoreError>>;
+
+    /// Extends the lease; `Ok(false)` when it is no longer ours.
+    fn renew(&self, destination: &str, lease: Lease) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Gives the lease up at once (a clean stop), so another collector need not wait for it
+    /// to expire.
+    fn release(&self, destination: &str, lease: Lease) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+/// One read batch's outcome, for [`DeliveryBook::advance`].
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// Every event up to this `seq` is done.
+    pub cursor: i64,
+    /// Events delivered.
+    pub delivered: u64,
+    /// Events skipped by their `integrations`.
+    pub skipped: u64,
+    /// Dead letters, `(seq, reason)`.
+    pub dead: Vec<(i64, String)>,
+}
+
+/// The engine's handle on its [`DeliveryBook`].
 #[derive(Clone)]
 pub struct DeliveryState {
-    conn: Arc<Mutex<Connection>>,
+    book: Arc<dyn DeliveryBook>,
 }
 
 impl DeliveryState {
     /// Opens (creating) `delivery.sqlite3` in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<DeliveryState, StoreError> {
+        Ok(DeliveryState::with_book(Arc::new(SqliteBook::open(
+            data_dir,
+        )?)))
+    }
+
+    /// Bookkeeping kept in `book` (a database shared by a group of collectors).
+    pub fn with_book(book: Arc<dyn DeliveryBook>) -> DeliveryState {
+        DeliveryState { book }
+    }
+
+    /// See [`DeliveryBook::progress`].
+    pub async fn progress(&self, destination: &str, start: i64) -> Result<Progress, StoreError> {
+        self.book.progress(destination, start).await
+    }
+
+    /// See [`DeliveryBook::advance`].
+    pub async fn advance(
+        &self,
+        destination: &str,
+        lease: Lease,
+        batch: Batch,
+    ) -> Result<bool, StoreError> {
+        self.book.advance(destination, lease, batch).await
+    }
+
+    /// See [`DeliveryBook::dead_letters`].
+    pub async fn dead_letters(
+        &self,
+        destination: Option<String>,
+        id: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        self.book.dead_letters(destination, id, limit).await
+    }
+
+    /// See [`DeliveryBook::replayed`].
+    pub async fn replayed(&self, id: i64, failure: Option<String>) -> Result<(), StoreError> {
+        self.book.replayed(id, failure).await
+    }
+
+    /// See [`DeliveryBook::oldest_open_dead_letter`].
+    pub async fn oldest_open_dead_letter(
+        &self,
+        destination: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        self.book.oldest_open_dead_letter(destination).await
+    }
+
+    /// See [`DeliveryBook::dead_reason`].
+    pub async fn dead_reason(
+        &self,
+        destination: &str,
+        seq: i64,
+    ) -> Result<Option<String>, StoreError> {
+        self.book.dead_reason(destination, seq).await
+    }
+
+    /// See [`DeliveryBook::acquire`].
+    pub async fn acquire(&self, destination: &str) -> Result<Option<Lease>, StoreError> {
+        self.book.acquire(destination).await
+    }
+
+    /// See [`DeliveryBook::renew`].
+    pub async fn renew(&self, destination: &str, lease: Lease) -> Result<bool, StoreError> {
+        self.book.renew(destination, lease).await
+    }
+
+    /// See [`DeliveryBook::release`].
+    pub async fn release(&self, destination: &str, lease: Lease) -> Result<(), StoreError> {
+        self.book.release(destination, lease).await
+    }
+}
+
+/// The bookkeeping of one collector, in `delivery.sqlite3` in its data directory.
+#[derive(Clone)]
+struct SqliteBook {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl DeliveryBook for SqliteBook {
+    fn progress(
+        &self,
+        destination: &str,
+        start: i64,
+    ) -> BoxFuture<'_, Result<Progress, StoreError>> {
+        let destination = destination.to_owned();
+        Box::pin(async move { SqliteBook::progress(self, &destination, start).await })
+    }
+
+    fn advance(
+        &self,
+        destination: &str,
+        _lease: Lease,
+        batch: Batch,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let destination = destination.to_owned();
+        Box::pin(async move {
+            SqliteBook::advance(
+                self,
+                &destination,
+                batch.cursor,
+                batch.delivered,
+                batch.skipped,
+                batch.dead,
+            )
+            .await
+            .map(|()| true)
+        })
+    }
+
+    fn dead_letters(
+        &self,
+        destination: Option<String>,
+        id: Option<i64>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<DeadLetter>, StoreError>> {
+        Box::pin(SqliteBook::dead_letters(self, destination, id, limit))
+    }
+
+    fn replayed(&self, id: i64, failure: Option<String>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(SqliteBook::replayed(self, id, failure))
+    }
+
+    fn oldest_open_dead_letter(
+        &self,
+        destination: &str,
+    ) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        let destination = destination.to_owned();
+        Box::pin(async move { SqliteBook::oldest_open_dead_letter(self, &destination).await })
+    }
+
+    fn dead_reason(
+        &self,
+        destination: &str,
+        seq: i64,
+    ) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+        let destination = destination.to_owned();
+        Box::pin(async move { SqliteBook::dead_reason(self, &destination, seq).await })
+    }
+
+    // One collector per data directory (its lock): every lease is this one's, at epoch 0.
+    fn acquire(&self, _destination: &str) -> BoxFuture<'_, Result<Option<Lease>, StoreError>> {
+        Box::pin(async { Ok(Some(Lease { epoch: 0 })) })
+    }
+
+    fn renew(&self, _destination: &str, _lease: Lease) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async { Ok(true) })
+    }
+
+    fn release(&self, _destination: &str, _lease: Lease) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl SqliteBook {
+    /// Opens (creating) `delivery.sqlite3` in `data_dir`.
+    fn open(data_dir: &Path) -> Result<SqliteBook, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError(e.to_string()))?;
         let conn = Connection::open(data_dir.join(DELIVERY_FILE)).map_err(sql_error)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -90,7 +338,7 @@ impl DeliveryState {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(sql_error)?;
         conn.execute_batch(SCHEMA).map_err(sql_error)?;
-        Ok(DeliveryState {
+        Ok(SqliteBook {
             conn: Arc::new(Mutex::new(conn)),
         })
     }
@@ -110,7 +358,7 @@ impl DeliveryState {
     }
 
     /// The destination's progress; a new destination starts at `start`.
-    pub async fn progress(&self, destination: &str, start: i64) -> Result<Progress, StoreError> {
+    async fn progress(&self, destination: &str, start: i64) -> Result<Progress, StoreError> {
         let destination = destination.to_owned();
         self.with(move |conn| {
             conn.execute(
@@ -137,7 +385,7 @@ impl DeliveryState {
 
     /// Records a finished read batch in one transaction: the new cursor, the counts, and the
     /// dead letters `(seq, reason)`.
-    pub async fn advance(
+    async fn advance(
         &self,
         destination: &str,
         cursor: i64,
@@ -169,7 +417,7 @@ impl DeliveryState {
     }
 
     /// Open (not yet replayed) dead letters, oldest first; `destination` and `id` filter.
-    pub async fn dead_letters(
+    async fn dead_letters(
         &self,
         destination: Option<String>,
         id: Option<i64>,
@@ -203,7 +451,7 @@ impl DeliveryState {
     /// Marks a dead letter replayed (delivered), moving it from its destination's
     /// dead-lettered count to its delivered one in the same transaction; or records its new
     /// failure.
-    pub async fn replayed(&self, id: i64, failure: Option<String>) -> Result<(), StoreError> {
+    async fn replayed(&self, id: i64, failure: Option<String>) -> Result<(), StoreError> {
         self.with(move |conn| {
             let Some(reason) = failure else {
                 let tx = conn.transaction().map_err(sql_error)?;
@@ -236,10 +484,7 @@ impl DeliveryState {
     }
 
     /// The `seq` of the destination's oldest open dead letter.
-    pub async fn oldest_open_dead_letter(
-        &self,
-        destination: &str,
-    ) -> Result<Option<i64>, StoreError> {
+    async fn oldest_open_dead_letter(&self, destination: &str) -> Result<Option<i64>, StoreError> {
         let destination = destination.to_owned();
         self.with(move |conn| {
             conn.query_row(
@@ -253,11 +498,7 @@ impl DeliveryState {
     }
 
     /// The delivery state of event `seq` at `destination`: a dead letter's reason, if any.
-    pub async fn dead_reason(
-        &self,
-        destination: &str,
-        seq: i64,
-    ) -> Result<Option<String>, StoreError> {
+    async fn dead_reason(&self, destination: &str, seq: i64) -> Result<Option<String>, StoreError> {
         let destination = destination.to_owned();
         self.with(move |conn| {
             conn.query_row(

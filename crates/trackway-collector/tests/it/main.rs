@@ -9,6 +9,7 @@ mod admin;
 mod delivery;
 mod durability;
 mod end_to_end;
+mod group;
 mod ingest;
 mod postgres;
 mod slow_clients;

@@ -35,6 +35,8 @@
 //!   id per process) in its group's transaction, so no two collectors update one row; a read
 //!   sums them. At start a collector folds every other id's rows into its own, so rows of
 //!   collectors long gone do not pile up.
+//! - **Delivery** ([`delivery`]): cursors, counts, dead letters and per-destination leases
+//!   with an epoch that fences a cursor update by a collector that lost its lease.
 //! - **Schema** ([`schema`]): versioned migrations, applied under a transaction advisory lock
 //!   so two collectors starting at once do not race; a collector refuses a database whose
 //!   schema needs a newer one.
@@ -44,6 +46,7 @@
 //! store's threads.
 
 mod counts;
+mod delivery;
 mod reads;
 mod schema;
 mod writer;
@@ -56,6 +59,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime a
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{Appended, BoxFuture, Count, NewEvent, Query, Store, StoreError, StoredEvent};
+pub use delivery::PostgresBook;
 pub use schema::SCHEMA_VERSION;
 
 /// Connections per collector: the writer's, delivery's reads (one per destination at a time)
@@ -88,10 +92,6 @@ pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
 /// then 2). Any transaction inserting events by hand must take it too.
 pub const SEQUENCE_LOCK: i64 = 0x7472_6163_6b77_0002;
 
-/// The session advisory lock held by the one collector of a group that delivers (see
-/// [`PostgresStore::claim_delivery`]; "trackway" as ASCII, then 3).
-pub const DELIVERY_LOCK: i64 = 0x7472_6163_6b77_0003;
-
 /// Worker threads of the store's runtime: the writer and reads run on them, mostly waiting on
 /// the network.
 const RUNTIME_THREADS: usize = 2;
@@ -108,10 +108,6 @@ const DEDUP_PRUNE_INTERVAL: Duration = Duration::from_secs(10 * 60);
 /// PostgreSQL-backed [`Store`], shared by every collector on the same database.
 pub struct PostgresStore {
     pool: Pool,
-    /// For connections of its own, outside the pool (the delivery claim).
-    config: tokio_postgres::Config,
-    /// The connection holding [`DELIVERY_LOCK`], while this collector delivers.
-    delivery_claim: std::sync::Mutex<Option<tokio_postgres::Client>>,
     writes: mpsc::Sender<writer::WriteRequest>,
     live: broadcast::Sender<Arc<StoredEvent>>,
     collector: Arc<str>,
@@ -172,7 +168,7 @@ impl PostgresStore {
             // A 200 follows a flushed commit, whatever the database's default says.
             .options("-c synchronous_commit=on");
         let manager = Manager::from_config(
-            config.clone(),
+            config,
             tokio_postgres::NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -232,54 +228,11 @@ impl PostgresStore {
         tracing::info!("store: postgres schema version {SCHEMA_VERSION}, collector {collector}");
         Ok(PostgresStore {
             pool,
-            config,
-            delivery_claim: std::sync::Mutex::new(None),
             writes,
             live,
             collector,
             runtime,
         })
-    }
-
-    /// Claims delivery for this collector, if no other collector of the group has it; says
-    /// whether this one delivers.
-    ///
-    /// Interim, until cursors and leases live in the database (issue #14, guarantee 3): the
-    /// delivery bookkeeping is still in each collector's data directory, so if every collector
-    /// of a group delivered, each would send every event. The claim is a session advisory lock
-    /// ([`DELIVERY_LOCK`]) on a connection of its own, held as long as the store: the first
-    /// collector to start delivers, the others only ingest and serve reads. It is not handed
-    /// over when the holder stops; restart that collector (its cursors are in its data
-    /// directory) or another on the same data directory.
-    pub fn claim_delivery(&self) -> Result<bool, StoreError> {
-        let Some(handle) = self.runtime.handle() else {
-            return Err(StoreError("the store is closed".into()));
-        };
-        let config = self.config.clone();
-        let claimed = block_on(handle, async move {
-            let (client, connection) = config
-                .connect(tokio_postgres::NoTls)
-                .await
-                .map_err(pg_error)?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::warn!("store: the delivery claim's connection ended: {e}");
-                }
-            });
-            let row = client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&DELIVERY_LOCK])
-                .await
-                .map_err(pg_error)?;
-            Ok(row.get::<_, bool>(0).then_some(client))
-        })?;
-        let delivers = claimed.is_some();
-        if let Some(client) = claimed {
-            *self
-                .delivery_claim
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = Some(client);
-        }
-        Ok(delivers)
     }
 
     /// This collector's id in the database (its counts rows).

@@ -1,0 +1,176 @@
+//! Several collectors on one PostgreSQL database: each destination delivered by one collector
+//! at a time (a lease with an epoch), taken over when its holder dies, fenced when it lost it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use trackway_collector::delivery::LEASE_TTL;
+use trackway_collector::delivery::kind::{DestinationConfig, Kind};
+
+use crate::store_contract::postgres_database;
+use crate::support::{TestServer, eventually, send};
+
+/// The destination's key in the bookkeeping (`<source>/<name>`).
+const KEY: &str = "web/File";
+
+/// A collector on `url` whose file destination writes into `archive` (each machine its own).
+fn collector(url: &str, data_dir: &Path, archive: PathBuf) -> TestServer {
+    let url = url.to_owned();
+    TestServer::start_configured(data_dir, move |config| {
+        config.postgres = Some(url);
+        config.sources[0].destinations = vec![DestinationConfig {
+            name: "File".into(),
+            kind: Kind::File {
+                dir: archive,
+                max_bytes: 1 << 20,
+            },
+            retry_window: None,
+            backoff_base: None,
+            backoff_cap: None,
+            concurrency: None,
+        }];
+    })
+}
+
+/// Lines in every file under `dir`.
+fn lines_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .map(|text| text.lines().count())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn batch(prefix: &str, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("{prefix}-{i}")}))
+        .collect()
+}
+
+/// Runs `sql` on the database at `url`; returns the first column of the first row, if any.
+fn sql(url: &str, sql: &str) -> Option<i64> {
+    let runtime = crate::store_contract::runtime();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let rows = client.query(sql, &[]).await.unwrap();
+        rows.first().map(|r| r.get::<_, i64>(0))
+    })
+}
+
+#[test]
+fn each_destination_is_delivered_by_one_collector_at_a_time() {
+    let (_server, url) = postgres_database("group");
+    let dirs = tempfile::tempdir().unwrap();
+    let archive = |name: &str| dirs.path().join(format!("archive-{name}"));
+    let a = collector(&url, &dirs.path().join("a"), archive("a"));
+    let b = collector(&url, &dirs.path().join("b"), archive("b"));
+    send(&a, batch("a", 10));
+    send(&b, batch("b", 10));
+    eventually("every event archived", || {
+        lines_in(&archive("a")) + lines_in(&archive("b")) >= 20
+    });
+    // Time for a second deliverer, if there were one, to archive them again.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (in_a, in_b) = (lines_in(&archive("a")), lines_in(&archive("b")));
+    assert_eq!(in_a + in_b, 20, "archived twice: {in_a} by a, {in_b} by b");
+    assert!(
+        in_a == 0 || in_b == 0,
+        "both delivered: {in_a} by a, {in_b} by b"
+    );
+    // Both collectors show the one shared progress.
+    for collector in [&a, &b] {
+        let (status, body) = collector.admin("/api/destinations");
+        assert_eq!(status, 200);
+        assert_eq!(body["destinations"][0]["delivered"], 20, "{body}");
+    }
+}
+
+#[test]
+fn a_dead_holders_lease_is_taken_over_within_15_s() {
+    let (_server, url) = postgres_database("takeover");
+    // The schema, then a collector that took the lease an instant ago and died (kill -9):
+    // it never renews nor releases it.
+    drop(
+        trackway_collector::storage::postgres::PostgresStore::open(
+            &url,
+            crate::store_contract::WINDOW,
+        )
+        .unwrap(),
+    );
+    sql(
+        &url,
+        &format!(
+            "INSERT INTO delivery_cursors (destination, seq, epoch, holder, expires_at)
+             VALUES ('{KEY}', 0, 1, 'dead', now() + interval '{} milliseconds') RETURNING epoch",
+            LEASE_TTL.as_millis()
+        ),
+    );
+    let dirs = tempfile::tempdir().unwrap();
+    let archive = dirs.path().join("archive");
+    let live = collector(&url, &dirs.path().join("live"), archive.clone());
+    let died = Instant::now();
+    send(&live, batch("m", 5));
+    eventually("the live collector takes the lease over", || {
+        lines_in(&archive) == 5
+    });
+    let took = died.elapsed();
+    // Not before the dead holder's lease expired (it might only be paused), and well within
+    // 15 s of its last renewal.
+    assert!(
+        took >= LEASE_TTL - Duration::from_millis(500),
+        "taken early: {took:?}"
+    );
+    assert!(took <= Duration::from_secs(15), "taken over after {took:?}");
+}
+
+#[test]
+fn a_collector_that_lost_its_lease_cannot_move_the_cursor() {
+    let (_server, url) = postgres_database("fence");
+    let dirs = tempfile::tempdir().unwrap();
+    let archive = dirs.path().join("archive");
+    let holder = collector(&url, &dirs.path().join("holder"), archive.clone());
+    send(&holder, batch("before", 5));
+    eventually("delivered while held", || lines_in(&archive) == 5);
+    let cursor = |url: &str| {
+        sql(
+            url,
+            &format!("SELECT seq FROM delivery_cursors WHERE destination = '{KEY}'"),
+        )
+        .unwrap()
+    };
+    let at_the_theft = cursor(&url);
+    // Another collector takes the lease (the holder was paused past its expiry): a new epoch.
+    sql(
+        &url,
+        &format!(
+            "UPDATE delivery_cursors SET holder = 'thief', epoch = epoch + 1,
+                 expires_at = now() + interval '60 seconds'
+             WHERE destination = '{KEY}' RETURNING epoch"
+        ),
+    );
+    send(&holder, batch("after", 5));
+    send(&holder, batch("later", 5));
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        cursor(&url),
+        at_the_theft,
+        "the fenced collector moved the cursor"
+    );
+    // It may have sent the batch in flight once more (at least once), and no more.
+    let archived = lines_in(&archive);
+    assert!(
+        archived <= 15,
+        "kept delivering without its lease: {archived} lines"
+    );
+    let (_, body) = holder.admin("/api/destinations");
+    assert_eq!(body["destinations"][0]["delivered"], 5, "{body}");
+}
