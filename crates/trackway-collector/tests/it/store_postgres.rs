@@ -224,3 +224,32 @@ fn during_an_outage_ingest_answers_503_with_retry_after_and_recovers_by_itself()
         .collect();
     assert_eq!(ids, HashSet::from(["before".into(), "after".into()]));
 }
+
+#[test]
+fn subscribers_of_every_collector_hear_of_an_event_within_a_second() {
+    let (_server, url) = postgres_database("live");
+    let a = PostgresStore::open(&url, WINDOW).unwrap();
+    let b = PostgresStore::open(&url, WINDOW).unwrap();
+    let runtime = runtime();
+    let mut on_a = a.subscribe();
+    let mut on_b = b.subscribe();
+    // Let both polls pass what is stored before the subscription.
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = Instant::now();
+    runtime
+        .block_on(a.append(vec![event("web", "seen-everywhere", 1)]))
+        .unwrap();
+    for (name, live) in [("a", &mut on_a), ("b", &mut on_b)] {
+        let heard = runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), live.recv()).await })
+            .unwrap_or_else(|_| panic!("{name} never heard of the event"))
+            .unwrap();
+        assert!(heard.body.contains("seen-everywhere"), "{}", heard.body);
+        let after = sent.elapsed();
+        assert!(
+            after < Duration::from_secs(1),
+            "{name} heard after {after:?}"
+        );
+        assert!(live.try_recv().is_err(), "{name} heard it twice");
+    }
+}

@@ -41,6 +41,13 @@
 //!   so two collectors starting at once do not race; a collector refuses a database whose
 //!   schema needs a newer one.
 //!
+//! - **Live events**: every collector polls for events after the last it has seen, every
+//!   [`LIVE_POLL`], and hands them to its subscribers, its own and the others' alike, in seq
+//!   order (seqs become visible in order, so polling after the last one never misses one).
+//!   Polling rather than LISTEN/NOTIFY: a notification per commit would need a connection
+//!   per collector held in LISTEN, and is lost while it reconnects, so a poll would be needed
+//!   anyway; an index lookup five times a second costs little.
+//!
 //! The store runs its own small runtime (`trackway-postgres` threads): the pool's connections
 //! live on it, so the store can be opened and used from any runtime or none, like the SQLite
 //! store's threads.
@@ -95,6 +102,14 @@ pub const SEQUENCE_LOCK: i64 = 0x7472_6163_6b77_0002;
 /// Worker threads of the store's runtime: the writer and reads run on them, mostly waiting on
 /// the network.
 const RUNTIME_THREADS: usize = 2;
+
+/// How often the store looks for events stored by any collector of the group, for live
+/// subscribers (`/api/stream`, the debugger, delivery's wake-ups): an event shows everywhere
+/// within this long (the promise is 1 s).
+pub const LIVE_POLL: Duration = Duration::from_millis(200);
+
+/// Most events handed to live subscribers per look.
+const LIVE_BATCH: i64 = 1000;
 
 /// Requests waiting for the writer before ingest is pushed back on (bounded memory).
 const WRITE_QUEUE: usize = 1024;
@@ -214,12 +229,17 @@ impl PostgresStore {
             writer::Writer {
                 pool: pool.clone(),
                 requests,
-                live: live.clone(),
                 window_ms,
                 collector: Arc::clone(&collector),
             }
             .run(),
         );
+        handle.spawn(reads::live_loop(
+            pool.clone(),
+            live.clone(),
+            LIVE_POLL,
+            LIVE_BATCH,
+        ));
         handle.spawn(reads::prune_dedup_loop(
             pool.clone(),
             window_ms,

@@ -9,7 +9,7 @@
 //!    4. upsert rejected keys  ┘ keys sorted, so two collectors lock rows in one order
 //!    5. counts(this collector) += stored
 //!    6. pg_advisory_xact_lock(SEQUENCE_LOCK); INSERT events … RETURNING seq
-//!    7. COMMIT (synchronous) ─▶ replies, broadcast to live subscribers
+//!    7. COMMIT (synchronous) ─▶ replies (live subscribers hear of it from the poll)
 //! ```
 //!
 //! The upsert `ON CONFLICT … DO UPDATE … WHERE dedup.received_at <= excluded.received_at -
@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use deadpool_postgres::{Pool, Transaction};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
     COMMIT_TIMEOUT, SEQUENCE_LOCK, counts, displayable, pg_error, pool_error, storable_body,
@@ -47,7 +47,6 @@ pub(super) struct WriteRequest {
 pub(super) struct Writer {
     pub(super) pool: Pool,
     pub(super) requests: mpsc::Receiver<WriteRequest>,
-    pub(super) live: broadcast::Sender<Arc<StoredEvent>>,
     pub(super) window_ms: i64,
     pub(super) collector: Arc<str>,
 }
@@ -73,13 +72,11 @@ impl Writer {
                 ))),
             };
             match outcome {
-                Ok((results, stored)) => {
+                // Live subscribers hear of the events from the store's poll, as they hear of
+                // other collectors' events.
+                Ok((results, _stored)) => {
                     for (request, result) in group.into_iter().zip(results) {
                         let _ = request.reply.send(Ok(result));
-                    }
-                    for event in stored {
-                        // No subscriber is fine.
-                        let _ = self.live.send(Arc::new(event));
                     }
                 }
                 Err(error) => {
