@@ -96,7 +96,7 @@ fn main() {
         let config = Config::new(temp.path().join(label), vec![source], ADMIN_TOKEN.into());
         let url = support::start(&runtime, &config);
         let started = Instant::now();
-        let (ingest, _) = run(&format!("{url}/v1/batch"), &bodies, requests, None);
+        let (ingest, _) = run(&[format!("{url}/v1/batch")], &bodies, requests, None);
         let lag_after_ingest = status(&url)["lag"].as_u64().unwrap_or(0);
         while status(&url)["delivered"].as_u64().unwrap_or(0) < events as u64 {
             std::thread::sleep(Duration::from_millis(20));

@@ -5,9 +5,12 @@
 //! sends as fast as the server acknowledges; phase 2 sends at half that rate and reports the
 //! latency distribution. Server and clients share this machine's cores.
 //!
-//! Run: `cargo bench -p trackway-collector --bench ingest [-- EVENTS]` (default and most
-//! 200,000, in whole batches; each body is sent once, phase 2 included, so nothing is
-//! deduplicated).
+//! Run: `cargo bench -p trackway-collector --bench ingest [-- EVENTS] [--store postgres|URL]
+//! [--collectors N]` (default and most 200,000 events, in whole batches; each body is sent
+//! once, phase 2 included, so nothing is deduplicated). `--store postgres` starts a PostgreSQL
+//! of its own (Debian's package, as the tests do) and also reports the database's CPU and WAL
+//! bytes per event; `--collectors N` runs N collectors on that database, the connections
+//! spread over them.
 
 mod support;
 
@@ -15,23 +18,59 @@ use std::time::{Duration, Instant};
 
 use support::{BATCH, CONNECTIONS, WRITE_KEY, bodies, percentiles, report, run};
 use trackway_collector::{Config, Source};
+use trackway_testkit::postgres::TestPostgres;
+
+/// Where the benchmark's events go.
+enum Target {
+    Sqlite,
+    /// A PostgreSQL database; the server too when the bench started it (for its CPU and WAL).
+    Postgres(String, Option<TestPostgres>),
+}
 
 fn main() {
-    let asked: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(200_000);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let asked: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(200_000);
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+    };
+    let collectors: usize = flag("--collectors")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let target = match flag("--store").map(String::as_str) {
+        None => Target::Sqlite,
+        Some("postgres") => {
+            let server = TestPostgres::new().expect("a test postgres");
+            let url = server.create_database("bench").expect("database");
+            Target::Postgres(url, Some(server))
+        }
+        Some(url) => Target::Postgres(url.to_owned(), None),
+    };
     // Whole batches, each with its own messageIds: a body sent twice would be deduplicated.
     let requests = (asked / BATCH).clamp(2, support::MAX_REQUESTS * 2 / 3);
     let events = requests * BATCH;
     let temp = tempfile::tempdir().expect("temp dir");
-    let config = Config::new(
-        temp.path(),
-        vec![Source::new("bench", vec![WRITE_KEY.into()])],
-        support::ADMIN_TOKEN.into(),
-    );
     let runtime = support::runtime();
-    let url = format!("{}/v1/batch", support::start(&runtime, &config));
+    let urls: Vec<String> = (0..collectors)
+        .map(|n| {
+            let mut config = Config::new(
+                temp.path().join(format!("collector-{n}")),
+                vec![Source::new("bench", vec![WRITE_KEY.into()])],
+                support::ADMIN_TOKEN.into(),
+            );
+            if let Target::Postgres(url, _) = &target {
+                config.postgres = Some(url.clone());
+            }
+            format!("{}/v1/batch", support::start(&runtime, &config))
+        })
+        .collect();
+    let store = match &target {
+        Target::Sqlite => "sqlite".to_owned(),
+        Target::Postgres(url, _) => trackway_collector::storage::mask_password(url),
+    };
+    report("store", &format!("{store}; {collectors} collector(s)"));
 
     // Phase 2 sends bodies of its own: repeats of phase 1's would only be deduplicated.
     let all = bodies(requests + requests / 2);
@@ -47,7 +86,14 @@ fn main() {
         ),
     );
 
-    let baseline = raw_store(&runtime, bodies, requests);
+    let baseline = match &target {
+        Target::Sqlite => raw_store(&runtime, bodies, requests, None),
+        Target::Postgres(_, Some(server)) => {
+            let url = server.create_database("baseline").expect("database");
+            raw_store(&runtime, bodies, requests, Some(&url))
+        }
+        Target::Postgres(_, None) => f64::NAN,
+    };
     report(
         "baseline",
         &format!(
@@ -55,7 +101,29 @@ fn main() {
         ),
     );
 
-    let (elapsed, mut latencies) = run(&url, bodies, requests, None);
+    let server = match &target {
+        Target::Postgres(_, Some(server)) => Some(server),
+        _ => None,
+    };
+    let wal_bytes = || {
+        server.map_or(0.0, |s| {
+            s.psql("SELECT wal_bytes FROM pg_stat_wal")
+                .ok()
+                .and_then(|b| b.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        })
+    };
+    let (cpu_before, db_before, wal_before) = (
+        process_cpu(),
+        server.map_or(0.0, |s| s.cpu_seconds()),
+        wal_bytes(),
+    );
+    let (elapsed, mut latencies) = run(&urls, bodies, requests, None);
+    let (cpu, db, wal) = (
+        process_cpu() - cpu_before,
+        server.map_or(0.0, |s| s.cpu_seconds()) - db_before,
+        wal_bytes() - wal_before,
+    );
     let rate = events as f64 / elapsed.as_secs_f64();
     report(
         "full speed",
@@ -68,8 +136,20 @@ fn main() {
         ),
     );
 
+    let per_event = |seconds: f64| seconds / events as f64 * 1e6;
+    report(
+        "cost",
+        &format!(
+            "{:.1} us CPU per event in this process (collectors and load generator), \
+             {:.1} us in the database, {:.0} WAL bytes per event",
+            per_event(cpu),
+            per_event(db),
+            wal / events as f64
+        ),
+    );
+
     let half = rate / 2.0;
-    let (elapsed, mut latencies) = run(&url, later, requests / 2, Some(half / BATCH as f64));
+    let (elapsed, mut latencies) = run(&urls, later, requests / 2, Some(half / BATCH as f64));
     report(
         "half load",
         &format!(
@@ -79,33 +159,55 @@ fn main() {
             percentiles(&mut latencies)
         ),
     );
-    let wal = temp.path().join(format!(
-        "{}-wal",
-        trackway_collector::storage::sqlite::DATABASE_FILE
-    ));
-    report(
-        "log",
-        &format!(
-            "{} MiB of WAL at the end",
-            std::fs::metadata(wal).map_or(0, |m| m.len()) >> 20
-        ),
-    );
+    if let Target::Sqlite = target {
+        let wal = temp.path().join("collector-0").join(format!(
+            "{}-wal",
+            trackway_collector::storage::sqlite::DATABASE_FILE
+        ));
+        report(
+            "log",
+            &format!(
+                "{} MiB of WAL at the end",
+                std::fs::metadata(wal).map_or(0, |m| m.len()) >> 20
+            ),
+        );
+    }
 }
 
-/// The store alone: every request's events appended by 8 concurrent tasks, as the ingest path
-/// would after parsing. Events/s.
+/// CPU seconds this process has used (user and system), from `/proc/self/stat`; 0 elsewhere.
+fn process_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    // utime and stime are fields 14 and 15, counting from 1 (the rest starts at field 3).
+    let ticks: u64 = [14, 15]
+        .iter()
+        .filter_map(|&n| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    // USER_HZ: 100 on Linux.
+    ticks as f64 / 100.0
+}
+
+/// The store alone (SQLite, or the PostgreSQL database at `postgres`): every request's events
+/// appended by 8 concurrent tasks, as the ingest path would after parsing. Events/s.
 fn raw_store(
     runtime: &tokio::runtime::Runtime,
     bodies: &[(Vec<u8>, usize)],
     requests: usize,
+    postgres: Option<&str>,
 ) -> f64 {
     use std::io::Read;
     use std::sync::Arc;
+    use trackway_collector::storage::postgres::PostgresStore;
     use trackway_collector::storage::{NewEvent, Store, sqlite::SqliteStore};
 
     let temp = tempfile::tempdir().expect("temp dir");
-    let store =
-        Arc::new(SqliteStore::open(temp.path(), Duration::from_secs(86_400)).expect("store"));
+    let window = Duration::from_secs(86_400);
+    let store: Arc<dyn Store> = match postgres {
+        Some(url) => Arc::new(PostgresStore::open(url, window).expect("store")),
+        None => Arc::new(SqliteStore::open(temp.path(), window).expect("store")),
+    };
     let source: Arc<str> = Arc::from("bench");
     let batches: Vec<Vec<NewEvent>> = (0..requests)
         .map(|n| {

@@ -62,10 +62,10 @@ pub(crate) fn bodies(count: usize) -> Vec<(Vec<u8>, usize)> {
 }
 
 /// Sends exactly `requests` requests over `CONNECTIONS` connections (the first ones take one
-/// more when they do not divide evenly), optionally paced to `requests_per_second` overall;
+/// more when they do not divide evenly; connection `c` goes to `urls[c % urls.len()]`), optionally paced to `requests_per_second` overall;
 /// returns the wall time and every request's latency.
 pub(crate) fn run(
-    url: &str,
+    urls: &[String],
     bodies: &[(Vec<u8>, usize)],
     requests: usize,
     requests_per_second: Option<f64>,
@@ -76,6 +76,7 @@ pub(crate) fn run(
     let latencies: Vec<Duration> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..CONNECTIONS)
             .map(|c| {
+                let url = &urls[c % urls.len()];
                 scope.spawn(move || {
                     let agent: ureq::Agent =
                         ureq::Agent::config_builder().proxy(None).build().into();
