@@ -139,7 +139,7 @@ impl DeliveryEngine {
         let mut lanes = Vec::new();
         for source in &config.sources {
             for destination in &source.destinations {
-                lanes.push(Arc::new(lane(destination, &source.name)?));
+                lanes.push(Arc::new(lane(destination, &source.name, state.shared())?));
             }
         }
         let retention = config.retention.map(|r| (r, config.prune_interval));
@@ -211,6 +211,16 @@ impl DeliveryEngine {
                 }
             };
             tracing::debug!(destination = %lane.name, epoch = lease.epoch, "delivery: holding the lease");
+            if let Err(e) = lane.destination.claim() {
+                tracing::warn!(destination = %lane.name, "delivery: holding the lease but not the destination (will retry): {e}");
+                if let Err(e) = self.state.release(&key, lease).await {
+                    tracing::debug!(destination = %lane.name, "delivery: lease not released (it expires): {e}");
+                }
+                if sleep_or_stop(LEASE_RETRY, &mut shutdown).await {
+                    return;
+                }
+                continue;
+            }
             // Turns true when the lease is lost or the collector stops: the lane stops within
             // the chunk it is on.
             let (held_tx, held) = watch::channel(false);
@@ -223,6 +233,7 @@ impl DeliveryEngine {
             ));
             self.deliver_while_held(lane, lease, held).await;
             keeper.abort();
+            lane.destination.release();
             if let Err(e) = self.state.release(&key, lease).await {
                 tracing::debug!(destination = %lane.name, "delivery: lease not released (it expires): {e}");
             }
@@ -636,9 +647,9 @@ impl Lane {
     }
 }
 
-fn lane(config: &DestinationConfig, source: &str) -> Result<Lane, String> {
-    let destination =
-        kind::build(config, source).map_err(|e| format!("destination {:?}: {e}", config.name))?;
+fn lane(config: &DestinationConfig, source: &str, leased: bool) -> Result<Lane, String> {
+    let destination = kind::build_leased(config, source, leased)
+        .map_err(|e| format!("destination {:?}: {e}", config.name))?;
     Ok(Lane {
         name: config.name.clone(),
         source: source.to_owned(),

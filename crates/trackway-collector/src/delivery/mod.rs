@@ -52,6 +52,16 @@ pub trait Destination: Send + Sync + 'static {
     /// Delivers `events` (at most the destination's chunk size), in order.
     fn deliver<'a>(&'a self, events: &'a [StoredEvent]) -> BoxFuture<'a, Attempt>;
 
+    /// Takes what only the collector delivering this destination may hold, when it takes the
+    /// destination's lease (a file destination's directory lock, in a group). An error gives
+    /// the lease back, to be taken again later.
+    fn claim(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Lets go of what [`Destination::claim`] took, when the lease ends.
+    fn release(&self) {}
+
     /// Most events handed to one [`Destination::deliver`] call.
     fn chunk_size(&self) -> usize {
         1

@@ -148,6 +148,12 @@ pub trait DeliveryBook: Send + Sync + 'static {
     /// Gives the lease up at once (a clean stop), so another collector need not wait for it
     /// to expire.
     fn release(&self, destination: &str, lease: Lease) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Whether other collectors share this bookkeeping (then a lease is really contended, and
+    /// what only the deliverer may hold is taken with it).
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// One read batch's outcome, for [`DeliveryBook::advance`].
@@ -237,6 +243,11 @@ impl DeliveryState {
     /// See [`DeliveryBook::renew`].
     pub async fn renew(&self, destination: &str, lease: Lease) -> Result<bool, StoreError> {
         self.book.renew(destination, lease).await
+    }
+
+    /// See [`DeliveryBook::shared`].
+    pub fn shared(&self) -> bool {
+        self.book.shared()
     }
 
     /// See [`DeliveryBook::release`].

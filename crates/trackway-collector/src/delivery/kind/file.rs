@@ -9,7 +9,10 @@
 //! a crash interrupted stay, and are written again: at least once.
 //!
 //! The destination holds `.<source>.lock` (empty) in its directory locked while it runs, so
-//! that no second collector writes the same files.
+//! that no second collector writes the same files. On a lone collector it is taken at start
+//! (a second collector on the same files refuses to start); in a group sharing a database it
+//! is taken with the destination's lease and dropped with it, so every collector of the group
+//! can be configured alike and the one delivering holds it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -38,31 +41,50 @@ struct Writer {
     /// The open file: its day, its rotation index, its size.
     current: Option<(String, u32, u64, File)>,
     /// `.<prefix>.lock` in `dir`: no other collector writes these files while it is held.
-    _lock: Option<FileLock>,
+    lock: Option<FileLock>,
+    /// Taken with the lease, not at start: dropped when the lease ends.
+    leased: bool,
 }
 
 impl JsonLines {
-    pub(crate) fn open(dir: &Path, source: &str, max_bytes: u64) -> Result<JsonLines, String> {
+    /// Opens the destination; its directory lock is taken now, or with the lease when
+    /// `leased`.
+    pub(crate) fn open(
+        dir: &Path,
+        source: &str,
+        max_bytes: u64,
+        leased: bool,
+    ) -> Result<JsonLines, String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let prefix = file_prefix(source);
-        let lock = FileLock::acquire_empty(&dir.join(format!(".{prefix}.lock"))).map_err(|e| match e {
-            LockError::Held { .. } => format!(
-                "{}/{prefix}-*.jsonl are being written by another collector (or, on a file system that ignores case, for a source whose name differs only in case): stop it, or give this destination another dir",
-                dir.display(),
-            ),
-            LockError::Io { .. } => e.to_string(),
-        })?;
+        let lock = if leased {
+            None
+        } else {
+            take_lock(dir, &prefix)?
+        };
         Ok(JsonLines {
             inner: Arc::new(Mutex::new(Writer {
                 dir: dir.to_owned(),
                 prefix,
                 max_bytes,
                 current: None,
-                _lock: lock,
+                lock,
+                leased,
             })),
         })
     }
+}
+
+/// Locks `.<prefix>.lock` in `dir` (`None` on a file system without locks).
+fn take_lock(dir: &Path, prefix: &str) -> Result<Option<FileLock>, String> {
+    FileLock::acquire_empty(&dir.join(format!(".{prefix}.lock"))).map_err(|e| match e {
+        LockError::Held { .. } => format!(
+            "{}/{prefix}-*.jsonl are being written by another collector (or, on a file system that ignores case, for a source whose name differs only in case): stop it, or give this destination another dir",
+            dir.display(),
+        ),
+        LockError::Io { .. } => e.to_string(),
+    })
 }
 
 /// What a source's files are named after: its name, kept to safe characters. Two sources can
@@ -222,6 +244,23 @@ fn cut_partial_line(file: &mut File, len: u64) -> std::io::Result<u64> {
 }
 
 impl Destination for JsonLines {
+    fn claim(&self) -> Result<(), String> {
+        let mut writer = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if writer.leased && writer.lock.is_none() {
+            writer.lock = take_lock(&writer.dir, &writer.prefix)?;
+        }
+        Ok(())
+    }
+
+    fn release(&self) {
+        let mut writer = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if writer.leased {
+            // Another collector may write the files next: forget the open file too.
+            writer.lock = None;
+            writer.current = None;
+        }
+    }
+
     fn deliver<'a>(&'a self, events: &'a [StoredEvent]) -> BoxFuture<'a, Attempt> {
         let inner = Arc::clone(&self.inner);
         let events = events.to_vec();
@@ -359,7 +398,7 @@ mod tests {
         // What a crash in the middle of a write leaves: whole lines, then part of one.
         let dir = tempfile::tempdir().expect("temp dir");
         let day = "2026-01-01";
-        let mut writer = JsonLines::open(dir.path(), "web", 1 << 20)
+        let mut writer = JsonLines::open(dir.path(), "web", 1 << 20, false)
             .expect("opens")
             .inner;
         let writer = Arc::get_mut(&mut writer)

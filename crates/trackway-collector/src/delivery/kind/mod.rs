@@ -151,6 +151,17 @@ impl Kind {
 
 /// Builds the destination for `config`, delivering events of `source`.
 pub fn build(config: &DestinationConfig, source: &str) -> Result<Arc<dyn Destination>, String> {
+    build_leased(config, source, false)
+}
+
+/// As [`build`]; with `leased`, what only the delivering collector may hold (a file
+/// destination's directory lock) is taken with the destination's lease
+/// ([`Destination::claim`]), not now.
+pub fn build_leased(
+    config: &DestinationConfig,
+    source: &str,
+    leased: bool,
+) -> Result<Arc<dyn Destination>, String> {
     Ok(match &config.kind {
         Kind::Webhook {
             url,
@@ -169,7 +180,7 @@ pub fn build(config: &DestinationConfig, source: &str) -> Result<Arc<dyn Destina
             if *max_bytes == 0 {
                 return Err("a file destination's max_bytes must be above zero".into());
             }
-            Arc::new(file::JsonLines::open(dir, source, *max_bytes)?)
+            Arc::new(file::JsonLines::open(dir, source, *max_bytes, leased)?)
         }
         Kind::Forward { host, write_key } => Arc::new(forward::Forward::new(
             host,

@@ -249,6 +249,10 @@ impl DeliveryBook for PostgresBook {
         })
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn acquire(&self, destination: &str) -> BoxFuture<'_, Result<Option<Lease>, StoreError>> {
         let (pool, me) = self.parts();
         let destination = destination.to_owned();
