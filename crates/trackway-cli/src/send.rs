@@ -36,8 +36,9 @@ pub(crate) struct SendArgs {
     /// Message type.
     #[arg(long = "type", value_enum)]
     kind: MessageType,
-    /// The source's write key.
-    #[arg(long = "writeKey")]
+    /// The source's write key. From `TRACKWAY_WRITE_KEY` when not given, so that it need not
+    /// appear in the command line (which other users of the machine can read).
+    #[arg(long = "writeKey", env = "TRACKWAY_WRITE_KEY", hide_env_values = true)]
     write_key: String,
     /// userId.
     #[arg(long = "userId")]

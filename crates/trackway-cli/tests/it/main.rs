@@ -6,5 +6,6 @@
 )]
 
 mod bench;
+mod secrets;
 mod send;
 mod serve;

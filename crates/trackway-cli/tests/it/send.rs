@@ -11,7 +11,10 @@ const WRITE_KEY: &str = "e2e-write-key";
 
 fn trackway() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_trackway"));
-    command.env_remove("RUST_LOG").env("NO_PROXY", "*");
+    command
+        .env_remove("RUST_LOG")
+        .env_remove("TRACKWAY_WRITE_KEY")
+        .env("NO_PROXY", "*");
     command
 }
 
