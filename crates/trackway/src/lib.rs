@@ -78,6 +78,7 @@
 //!
 //! [`testing::Recorder`] is a transport that records what would have been sent.
 
+mod answer;
 mod budget;
 mod client;
 mod config;
