@@ -1,4 +1,5 @@
-//! The command's logs: stderr, filtered by `RUST_LOG`, with the HTTP stack's wire dump capped.
+//! The command's logs: stderr, filtered by `RUST_LOG`, with the HTTP stack's wire dump capped,
+//! coloured only on a terminal (a file or a pipe gets plain text that tools can search).
 //!
 //! At TRACE, ureq's protocol module (`ureq_proto`) logs every request's bytes in rows of 16
 //! (hex, then text), headers included, so `Authorization: Basic ...` (the write key) of `send`,
@@ -6,6 +7,8 @@
 //! rows where a plain search does not find it. That module is held at
 //! [`WIRE_DUMP_MAX_LEVEL`] whatever `RUST_LOG` says: its DEBUG lines name protocol states only,
 //! and nothing else this process logs carries a key or token (the client logs a masked key).
+
+use std::io::IsTerminal;
 
 use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
@@ -20,7 +23,8 @@ const WIRE_DUMP_TARGET: &str = "ureq_proto";
 /// bytes on the wire, secrets included.
 const WIRE_DUMP_MAX_LEVEL: Level = Level::DEBUG;
 
-/// Logs go to stderr, filtered by `RUST_LOG` (else `default`), never with the wire dump.
+/// Logs go to stderr, filtered by `RUST_LOG` (else `default`), never with the wire dump, and
+/// with colours only when stderr is a terminal.
 pub(crate) fn init(default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // A filter of its own rather than a directive added to `RUST_LOG`'s: a more specific
@@ -29,6 +33,7 @@ pub(crate) fn init(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .finish()
         .with(cap)
         .init();

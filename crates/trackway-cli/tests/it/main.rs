@@ -6,6 +6,7 @@
 )]
 
 mod bench;
+mod logging;
 mod secrets;
 mod send;
 mod serve;
