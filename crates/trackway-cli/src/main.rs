@@ -71,9 +71,10 @@ fn main() -> ExitCode {
     // `send` is silent by default so that a failing command prints exactly one line; the
     // server commands log warnings and errors.
     logging::init(match cli.command {
-        Command::Send(_) => "off",
+        // `import` reports every outcome itself, by line number.
+        Command::Send(_) | Command::Import(_) => "off",
         Command::Serve(_) | Command::Demo(_) => "warn",
-        Command::Tail(_) | Command::Replay(_) | Command::Import(_) | Command::Bench(_) => "error",
+        Command::Tail(_) | Command::Replay(_) | Command::Bench(_) => "error",
     });
     let result = match cli.command {
         Command::Send(args) => send::run(*args),

@@ -191,7 +191,7 @@ fn json_object(flag: &str, text: Option<&str>) -> Result<Value, Failure> {
 }
 
 /// Parses `500ms`, `10s`, `2m`, or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')

@@ -6,6 +6,7 @@
 )]
 
 mod bench;
+mod import;
 mod logging;
 mod secrets;
 mod send;
