@@ -126,12 +126,13 @@ pub(crate) fn run(args: ImportArgs) -> Result<(), Failure> {
     let counts = &import.counts;
     let _ = writeln!(
         std::io::stdout(),
-        "imported {} events from {} ({} invalid lines skipped, {} rejected by the server, {} already done)",
+        "imported {} events from {} ({} invalid lines skipped, {} rejected by the server, {} already done, {} duplicates the server already had)",
         stats.delivered,
         args.file.display(),
         counts.invalid,
         counts.rejected,
-        counts.skipped
+        counts.skipped,
+        stats.duplicates
     );
     Ok(())
 }

@@ -9,8 +9,10 @@
 //! ```
 //!
 //! `index` is the message's position in the request's `batch`. Those messages are reported
-//! as rejected with the server's reason, the rest as delivered. The plain answer is recognised
-//! without parsing (a substring check), so the usual case costs nothing.
+//! as rejected with the server's reason, the rest as delivered. Our collector also says how
+//! many messages it already had (`"duplicates": n`), counted in [`crate::Stats::duplicates`].
+//! The plain answer is recognised without parsing (a substring check), so the usual case
+//! costs nothing.
 
 use serde_json::Value;
 
@@ -25,22 +27,42 @@ pub(crate) struct Listed {
     pub(crate) reason: String,
 }
 
-/// The messages a 2xx `body` lists as rejected; empty for the plain success answer. A list
-/// that cannot be read (the body is not JSON, or was cut at the transport's limit) is an
-/// error saying why: the caller reports the batch delivered, and logs it.
-pub(crate) fn rejected(body: &str) -> Result<Vec<Listed>, String> {
-    if !body.contains("\"rejected\"") {
-        return Ok(Vec::new());
+/// What a 2xx answer says beyond "success".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Answer {
+    /// The messages it lists as rejected.
+    pub(crate) rejected: Vec<Listed>,
+    /// How many messages it already had.
+    pub(crate) duplicates: u64,
+}
+
+/// What a 2xx `body` says; nothing for the plain success answer. An answer that cannot be
+/// read (the body is not JSON, or was cut at the transport's limit) is an error saying why:
+/// the caller reports the batch delivered, and logs it.
+pub(crate) fn read(body: &str) -> Result<Answer, String> {
+    if !body.contains("\"rejected\"") && !body.contains("\"duplicates\"") {
+        return Ok(Answer::default());
     }
     let answer: Value =
         serde_json::from_str(body).map_err(|e| format!("the answer is not JSON: {e}"))?;
-    let Some(listed) = answer.get("rejected") else {
-        return Ok(Vec::new());
+    let duplicates = answer
+        .get("duplicates")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let rejected = match answer.get("rejected") {
+        None => Vec::new(),
+        Some(Value::Array(entries)) => listed(entries),
+        Some(_) => return Err("`rejected` is not a list".into()),
     };
-    let Value::Array(entries) = listed else {
-        return Err("`rejected` is not a list".into());
-    };
-    Ok(entries
+    Ok(Answer {
+        rejected,
+        duplicates,
+    })
+}
+
+/// The entries of a `rejected` list.
+fn listed(entries: &[Value]) -> Vec<Listed> {
+    entries
         .iter()
         .map(|entry| Listed {
             index: entry
@@ -57,7 +79,7 @@ pub(crate) fn rejected(body: &str) -> Result<Vec<Listed>, String> {
                 None => "listed as rejected by the server".into(),
             },
         })
-        .collect())
+        .collect()
 }
 
 /// The reason for each of `ids` (the messageIds of a request's messages, in order) that
@@ -95,12 +117,10 @@ mod tests {
 
     #[test]
     fn the_plain_answer_lists_nothing() {
-        assert_eq!(rejected(r#"{"success":true}"#), Ok(Vec::new()));
-        assert_eq!(rejected(""), Ok(Vec::new()));
-        assert_eq!(
-            rejected(r#"{"success":true,"duplicates":2}"#),
-            Ok(Vec::new())
-        );
+        assert_eq!(read(r#"{"success":true}"#), Ok(Answer::default()));
+        assert_eq!(read(""), Ok(Answer::default()));
+        let duplicates = read(r#"{"success":true,"duplicates":2}"#).unwrap();
+        assert_eq!((duplicates.rejected.len(), duplicates.duplicates), (0, 2));
     }
 
     #[test]
@@ -109,7 +129,7 @@ mod tests {
             {"index":1,"messageId":"b","reason":"unknown message type \"x\""},
             {"index":0,"messageId":"c","reason":"bad"},
             {"messageId":"zz","reason":"not ours"}]}"#;
-        let listed = rejected(body).unwrap();
+        let listed = read(body).unwrap().rejected;
         assert_eq!(listed.len(), 3);
         let ids = ["a", "b", "c"].map(String::from);
         let (reasons, unmatched) = match_to_messages(&listed, &ids);
@@ -123,7 +143,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_list_is_an_error() {
-        assert!(rejected(r#"{"success":true,"rejected":[{"index":0,"#).is_err());
-        assert!(rejected(r#"{"success":true,"rejected":5}"#).is_err());
+        assert!(read(r#"{"success":true,"rejected":[{"index":0,"#).is_err());
+        assert!(read(r#"{"success":true,"rejected":5}"#).is_err());
     }
 }

@@ -184,14 +184,18 @@ impl BatchSender {
     /// Settles `part`, which the server took with `status`: delivered, except the messages
     /// its `answer` lists as rejected, which are rejected with the server's reason.
     fn settle_delivered(&self, batch: &Encoded, part: Range<usize>, status: u16, answer: &str) {
-        let listed = answer::rejected(answer).unwrap_or_else(|error| {
+        let answer = answer::read(answer).unwrap_or_else(|error| {
             tracing::warn!(
                 messages = part.len(),
                 "trackway: the server's answer lists rejected messages but cannot be read \
                  ({error}); counting the batch as delivered"
             );
-            Vec::new()
+            answer::Answer::default()
         });
+        if answer.duplicates > 0 {
+            self.ledger.counters.duplicates(answer.duplicates);
+        }
+        let listed = answer.rejected;
         if listed.is_empty() {
             tracing::debug!(messages = part.len(), "trackway: batch delivered");
             self.ledger.settle_encoded(batch, part, &Outcome::Delivered);

@@ -233,3 +233,112 @@ fn a_host_that_is_down_shows_the_retries_then_says_how_to_resume() {
     );
     assert_eq!(state_of(&file), None);
 }
+
+/// A line without a `messageId`, so that the import derives one.
+fn unnamed(n: u32) -> Value {
+    json!({"type": "track", "userId": format!("u{n}"), "event": "Imported", "properties": {"n": n}})
+}
+
+#[test]
+fn a_restart_sends_every_line_again_and_each_is_stored_once() {
+    let temp = tempfile::tempdir().unwrap();
+    let server = collector(&temp.path().join("data"));
+    let mut lines: Vec<Value> = (1..=6).map(unnamed).collect();
+    lines
+        .push(json!({"type": "track", "userId": "u7", "event": "Imported", "messageId": "own-id"}));
+    let file = jsonl(temp.path(), &lines);
+
+    let first = import(&file, &server.url, KEY, &[]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(
+        text(&first.stdout).contains("0 duplicates"),
+        "{}",
+        text(&first.stdout)
+    );
+    let again = import(&file, &server.url, KEY, &["--restart"]);
+    let stdout = text(&again.stdout);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        stdout.contains("0 already done") && stdout.contains("7 duplicates the server already had"),
+        "every line was sent again and the server said it had them: {stdout}"
+    );
+    let events = stored(&server.url);
+    assert_eq!(events.len(), 7, "each line stored once");
+    let derived = events
+        .iter()
+        .filter(|e| {
+            e["messageId"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("import-"))
+        })
+        .count();
+    assert_eq!(derived, 6, "lines without an id got a derived one");
+}
+
+#[test]
+fn a_stopped_import_resumes_after_its_last_periodic_checkpoint() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const LINES: u32 = 12_000;
+    // The server takes the first 6,000 or so messages, then answers 503 for good: the
+    // checkpoint at line 5,000 completes, the one at 10,000 never does.
+    const TAKEN: usize = 6_000;
+    let temp = tempfile::tempdir().unwrap();
+    let failing = FakeApi::start();
+    let taken = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&taken);
+    failing.set_rule(move |request| {
+        let before = count.load(Ordering::SeqCst);
+        Some(if before < TAKEN {
+            count.fetch_add(request.messages().len(), Ordering::SeqCst);
+            Reply::Ok
+        } else {
+            Reply::Status(503)
+        })
+    });
+    let lines: Vec<Value> = (1..=LINES).map(unnamed).collect();
+    let file = jsonl(temp.path(), &lines);
+
+    let stopped = import(&file, &failing.url(), KEY, &["--retry-for", "2s"]);
+    let stderr = text(&stopped.stderr);
+    assert_eq!(stopped.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("recorded up to line 5000"), "{stderr}");
+    assert_eq!(state_of(&file).as_deref(), Some("5000\n"));
+    let first_ids: std::collections::HashMap<u64, String> = failing
+        .accepted_messages()
+        .iter()
+        .map(|m| {
+            (
+                m["properties"]["n"].as_u64().unwrap(),
+                m["messageId"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+
+    // Resumed: only the lines after the checkpoint go, those already sent under the same ids.
+    let healthy = FakeApi::start();
+    let resumed = import(&file, &healthy.url(), KEY, &[]);
+    let stdout = text(&resumed.stdout);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    assert!(
+        stdout.contains("imported 7000 events") && stdout.contains("5000 already done"),
+        "{stdout}"
+    );
+    let sent = healthy.accepted_messages();
+    assert_eq!(sent.len(), 7_000);
+    assert_eq!(sent[0]["properties"]["n"], 5_001);
+    let mut resent = 0;
+    for message in &sent {
+        let n = message["properties"]["n"].as_u64().unwrap();
+        if let Some(id) = first_ids.get(&n) {
+            assert_eq!(message["messageId"].as_str(), Some(id.as_str()), "line {n}");
+            resent += 1;
+        }
+    }
+    assert!(
+        resent >= 1_000,
+        "lines 5,001 to 6,000 were sent in both runs: {resent}"
+    );
+    assert_eq!(state_of(&file).as_deref(), Some("12000\n"));
+}

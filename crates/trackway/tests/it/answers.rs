@@ -95,7 +95,7 @@ fn a_long_list_past_the_first_4_kb_is_read_whole() {
 }
 
 #[test]
-fn the_plain_answer_and_an_unreadable_list_count_as_delivered() {
+fn duplicates_are_counted_and_an_unreadable_list_counts_as_delivered() {
     let api = FakeApi::start();
     api.push_replies([
         Reply::Json(200, r#"{"success":true,"duplicates":1}"#.into()),
@@ -104,6 +104,11 @@ fn the_plain_answer_and_an_unreadable_list_count_as_delivered() {
     let analytics = client_for(&api).flush_at(1).build().unwrap();
     analytics.track("u", "One", json!({})).unwrap();
     assert_eq!(analytics.flush(GENEROUS).delivered, 1);
+    assert_eq!(
+        analytics.stats().duplicates,
+        1,
+        "the server's count of messages it already had"
+    );
     analytics.track("u", "Two", json!({})).unwrap();
     let report = analytics.shutdown(GENEROUS);
     assert_eq!((report.delivered, report.rejected), (1, 0), "{report}");
