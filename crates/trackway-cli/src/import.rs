@@ -102,7 +102,7 @@ pub(crate) fn run(args: ImportArgs) -> Result<(), Failure> {
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let status = Status::start(&analytics, &progress, &args.host);
+    let status = Status::start(&analytics, &progress, &args.host)?;
     let mut import = Import {
         analytics,
         tracker,
@@ -386,7 +386,7 @@ struct Status {
 }
 
 impl Status {
-    fn start(analytics: &Analytics, progress: &ProgressBar, host: &str) -> Status {
+    fn start(analytics: &Analytics, progress: &ProgressBar, host: &str) -> Result<Status, Failure> {
         let lines_read = Arc::new(AtomicU64::new(0));
         let (stop, stopped) = mpsc::channel::<()>();
         let (analytics, progress, host) = (analytics.clone(), progress.clone(), host.to_owned());
@@ -396,11 +396,16 @@ impl Status {
             .name("trackway-import-status".into())
             .spawn(move || {
                 let started = Instant::now();
-                let mut retries_shown = 0;
+                // Retries since the server last took something: the client is stuck on them.
+                let (mut delivered, mut retried_then) = (0, 0);
+                let mut retries_written = 0;
                 while let Err(mpsc::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(STATUS_INTERVAL)
                 {
                     let stats = analytics.stats();
+                    if stats.delivered > delivered {
+                        (delivered, retried_then) = (stats.delivered, stats.retried);
+                    }
                     let rate = stats.delivered as f64 / started.elapsed().as_secs_f64().max(0.001);
                     let mut text = format!(
                         "{} lines read, {} imported ({rate:.0} events/s), {} waiting",
@@ -408,7 +413,8 @@ impl Status {
                         stats.delivered,
                         stats.pending()
                     );
-                    if stats.retried > retries_shown {
+                    let retrying = stats.retried > retried_then && stats.pending() > 0;
+                    if retrying {
                         text.push_str(&format!(
                             "; {host} has not taken them yet, retrying ({} retries so far)",
                             stats.retried
@@ -416,18 +422,18 @@ impl Status {
                     }
                     if terminal {
                         progress.set_message(text);
-                    } else if stats.retried > retries_shown {
+                    } else if retrying && stats.retried > retries_written {
                         let _ = writeln!(std::io::stderr(), "import: {text}");
+                        retries_written = stats.retried;
                     }
-                    retries_shown = stats.retried;
                 }
             })
-            .ok();
-        Status {
+            .map_err(|e| Failure::Failed(format!("cannot start the status thread: {e}")))?;
+        Ok(Status {
             lines_read,
             stop,
-            thread,
-        }
+            thread: Some(thread),
+        })
     }
 
     fn stop(mut self) {
