@@ -25,8 +25,10 @@ pub(crate) struct ServeArgs {
     /// Directory of the embedded event store (created if missing).
     #[arg(long, default_value = "./trackway-data")]
     data_dir: PathBuf,
-    /// A write key to accept (source "default"); repeat for several.
-    #[arg(long = "write-key")]
+    /// A write key to accept (source "default"); repeat for several. From
+    /// `TRACKWAY_WRITE_KEY` when not given, so no key needs to appear in the command line
+    /// (several keys: a --config file).
+    #[arg(long = "write-key", env = "TRACKWAY_WRITE_KEY", hide_env_values = true)]
     write_keys: Vec<String>,
     /// A TOML file of sources: [[source]] name = "web", write_keys = ["..."].
     #[arg(long)]
@@ -123,13 +125,20 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), Failure> {
         source.destinations = args.flag_destinations();
         sources.push(source);
     }
+    // An operator who chose the token knows it; printing it would copy a secret into
+    // whatever keeps the collector's output (a journal, a CI log).
+    let token_shown = args.admin_token.is_none();
     let mut config = config(args.data_dir, sources, args.admin_token)?;
     config.retention = args
         .retention_days
         .map(|days| Duration::from_secs(days * 24 * 60 * 60));
     run(async move {
         let (collector, listener) = open(&config, args.listen).await?;
-        announce(listener.local_addr().unwrap_or(args.listen), &config);
+        announce(
+            listener.local_addr().unwrap_or(args.listen),
+            &config,
+            token_shown,
+        );
         collector
             .serve(listener, stop_signal())
             .await
@@ -143,7 +152,8 @@ pub(crate) fn demo(args: DemoArgs) -> Result<(), Failure> {
     run(async move {
         let (collector, listener) = open(&config, args.listen).await?;
         let addr = listener.local_addr().unwrap_or(args.listen);
-        announce(addr, &config);
+        // The demo's token is always generated.
+        announce(addr, &config, true);
         let analytics = Analytics::builder(DEMO_WRITE_KEY)
             .host(format!("http://{addr}"))
             .no_proxy()
@@ -212,16 +222,22 @@ async fn open(
     Ok((collector, listener))
 }
 
-/// Tells the operator where to look. A closed stdout must not take the server down, so write
-/// errors are ignored (`println!` would panic).
-fn announce(addr: SocketAddr, config: &Config) {
+/// Tells the operator where to look. The admin token is printed only when `token_shown` (the
+/// collector generated it, so nobody else knows it); a token the operator supplied stays out
+/// of the output. A closed stdout must not take the server down, so write errors are ignored
+/// (`println!` would panic).
+fn announce(addr: SocketAddr, config: &Config, token_shown: bool) {
     use std::io::Write;
     let sources: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+    let debugger = if token_shown {
+        format!("http://{addr}/#token={}", config.admin_token)
+    } else {
+        format!("http://{addr}/#token=<your admin token>")
+    };
     let text = format!(
-        "trackway collector listening on http://{addr}\n  store:    {}\n  sources:  {}\n  debugger: http://{addr}/#token={}\n",
+        "trackway collector listening on http://{addr}\n  store:    {}\n  sources:  {}\n  debugger: {debugger}\n",
         config.data_dir.display(),
         sources.join(", "),
-        config.admin_token
     );
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
