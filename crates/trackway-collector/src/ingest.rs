@@ -1,5 +1,9 @@
 //! The Tracking API endpoints: `POST /v1/{identify,track,page,screen,group,alias}`,
-//! `/v1/batch` and `/v1/import`.
+//! `/v1/batch` and `/v1/import`, and the aliases Segment's other libraries post to:
+//! analytics.js's one-letter paths (`/v1/i`, `/v1/t`, `/v1/p`, `/v1/s`, `/v1/g`, `/v1/a`)
+//! and the mobile libraries' (and analytics.js's batching mode's) `/v1/b`. An alias goes
+//! through exactly its endpoint's steps; the body is read whatever its `Content-Type`
+//! (analytics.js sends `text/plain`, so that nothing but its Basic auth needs a preflight).
 //!
 //! One request goes through these steps, and answers 200 only after the last:
 //!
@@ -75,7 +79,7 @@ struct RawBatch<'a> {
 // endpoints' paths. `trackway_protocol`'s validation lets any other type through (a client
 // may send custom types to other servers); the collector stores those as rejected.
 
-/// `POST /v1/batch` and `POST /v1/import`.
+/// `POST /v1/batch`, `POST /v1/import` and `POST /v1/b`.
 pub(crate) async fn batch(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -161,16 +165,32 @@ pub fn fuzz_batch(body: &[u8], gzip: bool) -> Result<usize, String> {
     Ok(events.len())
 }
 
-/// `POST /v1/{type}`: one message whose type the path names.
+/// The message type an analytics.js path names: the type's first letter (its `Segment.io`
+/// plugin posts to `<apiHost>/<type.charAt(0)>`).
+fn kind_of_alias(path: &str) -> Option<&'static str> {
+    match path {
+        "i" => Some("identify"),
+        "t" => Some("track"),
+        "p" => Some("page"),
+        "s" => Some("screen"),
+        "g" => Some("group"),
+        "a" => Some("alias"),
+        _ => None,
+    }
+}
+
+/// `POST /v1/{type}` (or its one-letter alias): one message whose type the path names.
 pub(crate) async fn single(
     State(state): State<Arc<AppState>>,
     Path(kind): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    if !Kind::STANDARD.contains(&kind.as_str()) {
-        return Err(ApiError::bad(format!("unknown endpoint /v1/{kind}")));
-    }
+    let kind = match kind_of_alias(&kind) {
+        Some(full) => full.to_owned(),
+        None if Kind::STANDARD.contains(&kind.as_str()) => kind,
+        None => return Err(ApiError::bad(format!("unknown endpoint /v1/{kind}"))),
+    };
     let basic_key = known_basic_key(&state, &headers)?;
     let received = read_body(&state, body).await?;
     let _slot = admit(&state).await?;

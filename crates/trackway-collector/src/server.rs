@@ -193,6 +193,8 @@ impl Collector {
         let ingest = Router::new()
             .route("/v1/batch", post(ingest::batch))
             .route("/v1/import", post(ingest::batch))
+            // The mobile libraries' and analytics.js's batching mode's path.
+            .route("/v1/b", post(ingest::batch))
             // Each handler reads the body, then takes one of `ingest_slots` to decode it.
             .route("/v1/{kind}", post(ingest::single));
         Router::new()
