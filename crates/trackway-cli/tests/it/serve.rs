@@ -116,6 +116,46 @@ fn serve_without_a_source_is_a_usage_error() {
 }
 
 #[test]
+fn serve_on_all_interfaces_needs_a_public_url() {
+    let temp = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_trackway"))
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--write-key",
+            "wk-public-0123",
+        ])
+        .arg("--data-dir")
+        .arg(temp.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("--public-url is required"), "{text}");
+    // A malformed one, or a malformed proxy network, is refused before listening too.
+    for flags in [
+        ["--public-url", "collect.example.com"],
+        ["--trusted-proxy", "10.0.0.0/33"],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_trackway"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--write-key",
+                "wk-public-0123",
+            ])
+            .args(flags)
+            .arg("--data-dir")
+            .arg(temp.path())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{flags:?}");
+    }
+}
+
+#[test]
 fn serve_reads_sources_from_a_config_file() {
     let temp = tempfile::tempdir().unwrap();
     let config = temp.path().join("sources.toml");
