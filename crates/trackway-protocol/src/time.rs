@@ -99,24 +99,47 @@ mod tests {
         assert_eq!(at(4_107_542_399_999), "2100-02-28T23:59:59.999Z");
     }
 
+    /// Days in `month` of `year`, by the Gregorian rule written out plainly: the oracle the
+    /// arithmetic of `civil_from_days` is checked against.
+    fn month_length(year: i64, month: i64) -> i64 {
+        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+        match month {
+            2 if leap => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        }
+    }
+
+    /// The date after `(year, month, day)`.
+    fn next_date((year, month, day): (i64, i64, i64)) -> (i64, i64, i64) {
+        if day < month_length(year, month) {
+            (year, month, day + 1)
+        } else if month < 12 {
+            (year, month + 1, 1)
+        } else {
+            (year + 1, 1, 1)
+        }
+    }
+
     #[test]
     fn every_day_of_a_leap_cycle_round_trips_month_lengths() {
-        // Walk 400 years of days and check the calendar never skips or repeats a date.
-        let mut previous = civil_from_days(-1);
-        for day in 0..146_097 {
+        // Walk 400 years of days (1970 to 2369: 2000 is a leap year, 2100, 2200 and 2300
+        // are not) and check each is the day after the one before, by the plain rule.
+        let mut previous = civil_from_days(0);
+        assert_eq!(previous, (1970, 1, 1));
+        let mut leap_days = 0;
+        for day in 1..146_097 {
             let current = civil_from_days(day);
-            let next_expected = if current.2 == 1 {
-                assert!(
-                    current.1 == previous.1 % 12 + 1,
-                    "{previous:?} -> {current:?}"
-                );
-                current
-            } else {
-                (previous.0, previous.1, previous.2 + 1)
-            };
-            assert_eq!(current, next_expected);
+            assert_eq!(current, next_date(previous), "after {previous:?}");
+            leap_days += i64::from(current.1 == 2 && current.2 == 29);
             previous = current;
         }
+        assert_eq!(previous, (2369, 12, 31));
+        assert_eq!(leap_days, 97, "leap days in a 400-year cycle");
+        // Before the epoch too.
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(civil_from_days(-719_468), (0, 3, 1));
     }
 
     #[test]

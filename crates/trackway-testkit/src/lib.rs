@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
@@ -62,6 +62,13 @@ pub struct Received {
     pub reply: Reply,
     /// The client's address: requests on one kept-alive connection share it.
     pub peer: SocketAddr,
+    /// When the whole request (head and body) had arrived, before any scripted pause: the
+    /// gap between two requests is what a client waited between them (a `Retry-After`, a
+    /// backoff, a request timeout).
+    pub arrived: Instant,
+    /// [`Received::arrived`] by the wall clock, to compare with a `Retry-After` given as an
+    /// HTTP date.
+    pub arrived_at: SystemTime,
 }
 
 impl Received {
@@ -179,6 +186,12 @@ impl FakeApi {
     /// Every request so far, in arrival order.
     pub fn requests(&self) -> Vec<Received> {
         lock(&self.state.log).clone()
+    }
+
+    /// The time between each request's arrival and the next one's, in arrival order: what the
+    /// client waited between attempts.
+    pub fn gaps(&self) -> Vec<Duration> {
+        gaps(&self.requests())
     }
 
     /// The messages of every request that was acknowledged, in order.
@@ -342,7 +355,18 @@ fn read_request(reader: &mut BufReader<TcpStream>, peer: SocketAddr) -> Option<R
         json,
         reply: Reply::Ok,
         peer,
+        arrived: Instant::now(),
+        arrived_at: SystemTime::now(),
     })
+}
+
+/// The time between each request's arrival and the next one's, in order: for requests of one
+/// client, what it waited between them.
+pub fn gaps(requests: &[Received]) -> Vec<Duration> {
+    requests
+        .windows(2)
+        .map(|pair| pair[1].arrived.saturating_duration_since(pair[0].arrived))
+        .collect()
 }
 
 /// The write key of a `Basic` authorization header, if it carries one.

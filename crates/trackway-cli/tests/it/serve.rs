@@ -101,6 +101,91 @@ fn sigterm_stops_cleanly_and_a_restart_has_every_acknowledged_event() {
     assert_eq!(terminate(&mut server).code(), Some(0));
 }
 
+/// Events in the upload that is on the wire when SIGTERM arrives.
+const IN_FLIGHT_EVENTS: usize = 100;
+
+#[test]
+fn sigterm_during_a_slow_upload_lets_it_commit_and_be_answered() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+
+    let temp = tempfile::tempdir().unwrap();
+    let (mut server, url) = start(temp.path());
+    let addr = url.trim_start_matches("http://").to_owned();
+    let batch: Vec<Value> = (0..IN_FLIGHT_EVENTS)
+        .map(|n| {
+            json!({"type": "track", "event": "In Flight", "userId": "slow-user",
+                   "messageId": format!("in-flight-{n}"), "properties": {"n": n}})
+        })
+        .collect();
+    let body = json!({"batch": batch, "writeKey": KEY}).to_string();
+    let head = format!(
+        "POST /v1/batch HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nexpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    let (first_half, second_half) = body.as_bytes().split_at(body.len() / 2);
+    let mut upload = TcpStream::connect(&addr).unwrap();
+    upload
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    upload.write_all(head.as_bytes()).unwrap();
+    // The server says `100 Continue` once its handler reads the body: the request is in
+    // flight from then on.
+    let continued = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let mut interim = vec![0; continued.len()];
+    upload.read_exact(&mut interim).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&interim),
+        String::from_utf8_lossy(continued)
+    );
+    upload.write_all(first_half).unwrap();
+
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(server.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The server has taken the signal once it stops listening: new connections are refused.
+    let patience = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(&addr).is_ok() {
+        assert!(Instant::now() < patience, "still listening after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The rest of the body, after the signal: the request still commits and is answered.
+    upload.write_all(second_half).unwrap();
+    let mut response = String::new();
+    let _ = upload.read_to_string(&mut response);
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "in-flight request answered: {response:?}"
+    );
+    assert!(response.ends_with(r#"{"success":true}"#), "{response}");
+    assert_eq!(
+        server.wait().unwrap().code(),
+        Some(0),
+        "SIGTERM is a clean exit"
+    );
+
+    let (mut server, url) = start(temp.path());
+    let mut ids: Vec<String> = stored(&url)
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort_by_key(|id| id["in-flight-".len()..].parse::<usize>().unwrap());
+    let expected: Vec<String> = (0..IN_FLIGHT_EVENTS)
+        .map(|n| format!("in-flight-{n}"))
+        .collect();
+    assert_eq!(
+        ids, expected,
+        "every event of the answered request was kept"
+    );
+    assert_eq!(terminate(&mut server).code(), Some(0));
+}
+
 #[test]
 fn serve_without_a_source_is_a_usage_error() {
     let temp = tempfile::tempdir().unwrap();

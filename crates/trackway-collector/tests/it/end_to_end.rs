@@ -42,6 +42,14 @@ fn what_the_client_sends_is_what_the_admin_api_returns() {
     let library = ("trackway", env!("CARGO_PKG_VERSION"));
     let options = EncodeOptions::new(Some(library), Map::new());
     let stored = server.events("");
+    // Newest first: reversed, they are in the order sent. Checked before the zip below, which
+    // would compare nothing if nothing was stored.
+    let stored_ids: Vec<&str> = stored
+        .iter()
+        .rev()
+        .map(|e| e["messageId"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(stored_ids, ["e2e-1", "e2e-2"]);
     for (message, event) in messages.iter().zip(stored.iter().rev()) {
         let mut sent = Vec::new();
         encode_message(message, &options, &mut sent);

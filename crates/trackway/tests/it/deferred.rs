@@ -5,7 +5,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use trackway::{
-    Alias, Custom, DropReason, EnqueueError, Group, Identify, Message, Page, Screen, Track,
+    Alias, Analytics, Custom, DropReason, EnqueueError, Group, Identify, Message, Page, Screen,
+    Track,
 };
 use trackway_testkit::FakeApi;
 
@@ -55,6 +56,47 @@ fn every_type() -> Vec<Message> {
         .collect()
 }
 
+/// Booleans in the probe message: as `Value`s they hold several times the memory of their
+/// JSON (at least 16 bytes each against 5), while the whole stays far under the most a held
+/// message may cost (about 32 KB), so it is held, not encoded at the call.
+const PROBE_FLAGS: usize = 600;
+
+/// Checks that `analytics` encodes at the call, or defers it, as `defer` says; what tells is
+/// the budget, which holds a deferred message at its heap and an encoded one at its bytes.
+/// Without it every test here would pass with `defer_encoding(true)` doing nothing. Call it
+/// after a clean flush, with nothing held; it sends one message and flushes again.
+fn assert_deferred(api: &FakeApi, analytics: &Analytics, defer: bool) {
+    assert_eq!(
+        analytics.stats().bytes_queued,
+        0,
+        "nothing held before the probe"
+    );
+    let flags = vec![true; PROBE_FLAGS];
+    analytics
+        .track("probe", "Deferral Probe", json!({"flags": flags}))
+        .unwrap();
+    // One small message stays queued until the flush interval (a second) or the flush.
+    let charged = analytics.stats().bytes_queued;
+    assert!(analytics.flush(GENEROUS).is_clean());
+    let probe = api
+        .accepted_messages()
+        .into_iter()
+        .find(|m| m["event"] == "Deferral Probe")
+        .unwrap();
+    let encoded = probe.to_string().len() as u64;
+    if defer {
+        assert!(
+            charged > 2 * encoded,
+            "charged {charged} bytes for a message of {encoded}: it was encoded at the call"
+        );
+    } else {
+        assert!(
+            (encoded..2 * encoded).contains(&charged),
+            "charged {charged} bytes for a message of {encoded}: it was not encoded at the call"
+        );
+    }
+}
+
 /// The body of every request, with `sentAt` cut out: what the messages encoded to.
 fn bodies_without_sent_at(api: &FakeApi) -> Vec<String> {
     api.requests()
@@ -83,6 +125,7 @@ fn the_encoder_thread_writes_the_same_bytes_as_the_call() {
         }
         assert!(analytics.flush(GENEROUS).is_clean());
         bodies.push(bodies_without_sent_at(&api));
+        assert_deferred(&api, &analytics, defer);
     }
     assert_eq!(bodies[0].len(), 1, "one request");
     assert_eq!(bodies[0], bodies[1]);
@@ -115,6 +158,7 @@ fn generated_ids(defer: bool) {
         assert_eq!(parsed.get_version_num(), 4, "{id}");
         assert_eq!(outcomes.get(id).as_deref(), Some("delivered"), "{id}");
     }
+    assert_deferred(&api, &analytics, defer);
 }
 
 #[test]
@@ -135,6 +179,7 @@ fn the_size_limit_is_enforced_at_the_call() {
     assert!(analytics.flush(GENEROUS).is_clean());
     assert_eq!(api.accepted_messages().len(), 1);
     assert_eq!(analytics.stats().dropped.get(DropReason::TooLarge), 1);
+    assert_deferred(&api, &analytics, true);
 }
 
 #[test]
@@ -165,6 +210,7 @@ fn a_batch_that_encodes_bigger_than_estimated_is_cut_to_fit_requests() {
         .map(|m| m["properties"]["n"].clone())
         .collect();
     assert_eq!(order, (0..20).map(|n| json!(n)).collect::<Vec<_>>());
+    assert_deferred(&api, &analytics, true);
 }
 
 #[test]
@@ -190,6 +236,7 @@ fn the_budget_counts_held_memory_and_is_released() {
     assert!(analytics.flush(GENEROUS).is_clean());
     assert_eq!(analytics.stats().bytes_queued, 0);
     assert_eq!(analytics.stats().delivered, 5_000 - refused);
+    assert_deferred(&api, &analytics, true);
 }
 
 #[test]
@@ -205,12 +252,19 @@ fn a_message_holding_more_memory_than_its_bytes_is_charged_as_bytes() {
         .track("u1", "Many flags", json!({"flags": flags}))
         .unwrap();
     let charged = analytics.stats().bytes_queued;
-    assert!(charged <= 33 * 1024, "charged {charged} bytes");
+    // At least its bytes (which a charge of nothing, or of a fraction, would not be); at most
+    // what the largest encoded message costs, not its 160 KB of heap.
+    let bytes = json!(flags).to_string().len() as u64;
+    assert!(
+        (bytes..=33 * 1024).contains(&charged),
+        "charged {charged} bytes for a message of over {bytes}"
+    );
     assert!(analytics.flush(GENEROUS).is_clean());
     assert_eq!(
         api.accepted_messages()[0]["properties"]["flags"],
         json!(flags)
     );
+    assert_deferred(&api, &analytics, true);
 }
 
 #[test]
@@ -233,4 +287,5 @@ fn a_message_holding_more_memory_than_the_budget_is_encoded_at_the_call() {
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0]["properties"]["flags"], json!(flags));
     assert_eq!(analytics.stats().bytes_queued, 0);
+    assert_deferred(&api, &analytics, true);
 }

@@ -14,6 +14,11 @@ use crate::support::WRITE_KEY;
 const EVENTS: usize = 10_000;
 /// How long the scripted outages last.
 const OUTAGE: Duration = Duration::from_secs(10);
+/// The client's request timeout.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a hung server holds a request: sixty times the request timeout, so a client that
+/// waited it out could not finish in anything like the time the suite allows.
+const HANG: Duration = Duration::from_secs(60);
 
 fn client(host: String, defer: bool) -> Builder {
     Analytics::builder(WRITE_KEY)
@@ -23,7 +28,7 @@ fn client(host: String, defer: bool) -> Builder {
         // Default retry count; waits capped at 1 s so the suite spends its time in outages,
         // not in long backoffs after them.
         .backoff(Duration::from_millis(50), Duration::from_secs(1))
-        .request_timeout(Duration::from_secs(1))
+        .request_timeout(REQUEST_TIMEOUT)
 }
 
 fn enqueue_all(analytics: &Analytics) {
@@ -36,7 +41,12 @@ fn enqueue_all(analytics: &Analytics) {
 
 /// Every event accepted exactly once, and the client's counts agree.
 fn assert_delivered_once(api: &FakeApi, analytics: &Analytics) {
-    let report = analytics.shutdown(Duration::from_secs(120));
+    assert_delivered_once_within(api, analytics, Duration::from_secs(120));
+}
+
+/// [`assert_delivered_once`], with the shutdown given `patience` to finish.
+fn assert_delivered_once_within(api: &FakeApi, analytics: &Analytics, patience: Duration) {
+    let report = analytics.shutdown(patience);
     assert!(report.is_clean(), "{report}");
     let mut seen: HashMap<i64, usize> = HashMap::new();
     for message in api.accepted_messages() {
@@ -126,6 +136,15 @@ fn rate_limited_with_retry_after_two_seconds_with(defer: bool) {
         limited, 3,
         "and with no retry budget at all: Retry-After waits are free"
     );
+    // One request is on the wire at a time, so the one after a refusal is its retry: it came
+    // no sooner than it was told to.
+    let requests = api.requests();
+    for (refused, retry) in requests.iter().zip(&requests[1..]) {
+        if matches!(refused.reply, Reply::RetryAfter(429, _)) {
+            let waited = retry.arrived.saturating_duration_since(refused.arrived);
+            assert!(waited >= Duration::from_secs(2), "retried after {waited:?}");
+        }
+    }
 }
 
 #[test]
@@ -139,11 +158,21 @@ fn a_server_that_hangs_past_the_request_timeout_with(defer: bool) {
     let seen = Arc::clone(&count);
     api.set_rule(move |_| {
         let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        (n.is_multiple_of(5) && n < 20).then_some(Reply::Hang(Duration::from_secs(3)))
+        (n.is_multiple_of(5) && n < 20).then_some(Reply::Hang(HANG))
     });
     let analytics = client(api.url(), defer).build().unwrap();
     enqueue_all(&analytics);
-    assert_delivered_once(&api, &analytics);
+    // Four timeouts and their backoffs take seconds; waiting out four hangs takes minutes.
+    assert_delivered_once_within(&api, &analytics, HANG / 2);
+    let requests = api.requests();
+    for (hung, retry) in requests.iter().zip(&requests[1..]) {
+        if matches!(hung.reply, Reply::Hang(_)) {
+            // The timeout runs from before the body was sent, so the gap between arrivals
+            // can be a little under it; half of it still tells a timeout from none.
+            let waited = retry.arrived.saturating_duration_since(hung.arrived);
+            assert!(waited >= REQUEST_TIMEOUT / 2, "gave up after {waited:?}");
+        }
+    }
 }
 
 #[test]

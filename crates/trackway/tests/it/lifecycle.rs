@@ -1,6 +1,6 @@
 //! Flush, shutdown and drop: deadlines hold, reports are honest, nothing hangs.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use trackway::{DropReason, EnqueueError};
@@ -8,24 +8,49 @@ use trackway_testkit::{FakeApi, Reply};
 
 use crate::support::{GENEROUS, client_for};
 
+/// How long the hanging server holds each request (and the request timeout of the clients
+/// that talk to it): a call that waited for the server instead of its deadline would take this
+/// long.
+const HANG: Duration = Duration::from_secs(60);
+
+/// An upper bound for a call whose deadline is a fraction of a second: generous for a loaded
+/// machine, yet a sixth of [`HANG`], so a call that waited for the server fails it.
+const PROMPT: Duration = Duration::from_secs(10);
+
 /// A server that accepts connections and never answers.
 fn hanging_api() -> FakeApi {
     let api = FakeApi::start();
-    api.set_rule(|_| Some(Reply::Hang(Duration::from_secs(60))));
+    api.set_rule(|_| Some(Reply::Hang(HANG)));
     api
+}
+
+/// Runs `call` and returns its result and how long it took.
+fn timed<T>(call: impl FnOnce() -> T) -> (T, Duration) {
+    let started = Instant::now();
+    let result = call();
+    (result, started.elapsed())
+}
+
+/// Asserts that a call given `deadline` took at least that long (it did not give up early)
+/// and returned well before the server could have answered.
+fn assert_kept(deadline: Duration, took: Duration) {
+    assert!(
+        took >= deadline,
+        "returned after {took:?}, before {deadline:?}"
+    );
+    assert!(took < PROMPT, "took {took:?} for a {deadline:?} deadline");
 }
 
 #[test]
 fn flush_returns_at_its_deadline_while_the_server_hangs() {
     let api = hanging_api();
-    let analytics = client_for(&api)
-        .request_timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let analytics = client_for(&api).request_timeout(HANG).build().unwrap();
     for _ in 0..3 {
         analytics.track("u1", "Stuck", json!({})).unwrap();
     }
-    let report = analytics.flush(Duration::from_millis(200));
+    let deadline = Duration::from_millis(200);
+    let (report, took) = timed(|| analytics.flush(deadline));
+    assert_kept(deadline, took);
     assert!(!report.completed);
     assert_eq!((report.delivered, report.pending), (0, 3), "{report}");
     // The client still works after a timed-out flush.
@@ -36,14 +61,16 @@ fn flush_returns_at_its_deadline_while_the_server_hangs() {
 fn shutdown_returns_at_its_deadline_and_closes_the_client() {
     let api = hanging_api();
     let analytics = client_for(&api)
-        .request_timeout(Duration::from_secs(60))
+        .request_timeout(HANG)
         .flush_at(2)
         .build()
         .unwrap();
     for _ in 0..5 {
         analytics.track("u1", "Stuck", json!({})).unwrap();
     }
-    let report = analytics.shutdown(Duration::from_millis(200));
+    let deadline = Duration::from_millis(200);
+    let (report, took) = timed(|| analytics.shutdown(deadline));
+    assert_kept(deadline, took);
     assert!(!report.completed);
     // The first batch is on the wire (outcome unknown); the rest were dropped, and said so.
     assert_eq!(report.pending, 2, "{report}");
@@ -53,10 +80,14 @@ fn shutdown_returns_at_its_deadline_and_closes_the_client() {
         Err(EnqueueError::Closed)
     );
     assert_eq!(analytics.stats().dropped.get(DropReason::Closed), 1);
-    // Idempotent: a second shutdown returns at once with the same picture.
-    let again = analytics.shutdown(Duration::from_millis(50));
+    // Idempotent: a second shutdown gives the same picture. (It too waits for the batch on
+    // the wire until its deadline: that request may still be answered.)
+    let (again, took) = timed(|| analytics.shutdown(deadline));
+    assert_kept(deadline, took);
     assert_eq!(again.pending, 2);
-    drop(analytics); // must not block on the hung request
+    // Must not block on the hung request.
+    let ((), took) = timed(|| drop(analytics));
+    assert!(took < PROMPT, "drop took {took:?}");
 }
 
 #[test]
@@ -98,7 +129,11 @@ fn dropping_the_last_handle_delivers_what_was_queued() {
         clone.track("u1", "Queued", json!({"n": n})).unwrap();
     }
     drop(clone);
-    assert!(api.requests().is_empty(), "still queued: a clone is alive");
+    // Long enough for a flush started by the clone's drop to reach the server.
+    assert!(
+        !api.wait_for_requests(1, Duration::from_millis(500)),
+        "still queued: a clone is alive"
+    );
     drop(analytics);
     assert_eq!(api.accepted_messages().len(), 20);
 }
@@ -106,13 +141,32 @@ fn dropping_the_last_handle_delivers_what_was_queued() {
 #[test]
 fn dropping_with_a_dead_server_is_bounded_by_the_drop_timeout() {
     let api = hanging_api();
+    let drop_timeout = Duration::from_millis(100);
     let analytics = client_for(&api)
-        .request_timeout(Duration::from_secs(60))
-        .drop_timeout(Duration::from_millis(100))
+        .request_timeout(HANG)
+        .drop_timeout(drop_timeout)
         .build()
         .unwrap();
     analytics.track("u1", "Stuck", json!({})).unwrap();
-    drop(analytics); // returns: the test would hang otherwise
+    let ((), took) = timed(|| drop(analytics));
+    assert_kept(drop_timeout, took);
+    // The drop did try to deliver: the message went to the (hung) server.
+    assert_eq!(api.requests().len(), 1);
+}
+
+#[test]
+fn dropping_with_a_dead_server_waits_the_default_five_seconds() {
+    let api = hanging_api();
+    let analytics = client_for(&api).request_timeout(HANG).build().unwrap();
+    analytics.track("u1", "Stuck", json!({})).unwrap();
+    let ((), took) = timed(|| drop(analytics));
+    assert_eq!(trackway::DEFAULT_DROP_TIMEOUT, Duration::from_secs(5));
+    // A quarter of the hang: unbounded, the drop would wait for the server.
+    assert!(
+        (Duration::from_secs(5)..HANG / 4).contains(&took),
+        "the drop took {took:?}"
+    );
+    assert_eq!(api.requests().len(), 1);
 }
 
 #[test]
@@ -137,16 +191,16 @@ fn async_flush_and_shutdown_need_no_particular_runtime() {
 #[test]
 fn async_flush_resolves_at_its_deadline_while_the_server_hangs() {
     let api = hanging_api();
-    let analytics = client_for(&api)
-        .request_timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let analytics = client_for(&api).request_timeout(HANG).build().unwrap();
     analytics.track("u1", "Stuck", json!({})).unwrap();
     // A bare executor with no timer: the deadline is kept by the client's worker.
-    let report = futures_lite_block_on(analytics.flush_async(Duration::from_millis(100)));
+    let deadline = Duration::from_millis(100);
+    let (report, took) = timed(|| futures_lite_block_on(analytics.flush_async(deadline)));
+    assert_kept(deadline, took);
     assert!(!report.completed);
     assert_eq!(report.pending, 1);
-    let report = futures_lite_block_on(analytics.shutdown_async(Duration::from_millis(100)));
+    let (report, took) = timed(|| futures_lite_block_on(analytics.shutdown_async(deadline)));
+    assert_kept(deadline, took);
     assert_eq!(report.pending, 1, "{report}");
 }
 
@@ -175,7 +229,11 @@ fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
 fn flush_with_nothing_queued_is_complete_at_once() {
     let api = FakeApi::start();
     let analytics = client_for(&api).build().unwrap();
-    let report = analytics.flush(GENEROUS);
+    let (report, took) = timed(|| analytics.flush(GENEROUS));
+    assert!(
+        took < GENEROUS / 10,
+        "took {took:?}: waited for the deadline"
+    );
     assert!(report.is_clean());
     assert_eq!(report.delivered, 0);
     assert!(api.requests().is_empty());

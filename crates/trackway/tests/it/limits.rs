@@ -114,16 +114,21 @@ fn a_full_budget_refuses_and_counts_while_the_server_is_away() {
 fn overflow_wait_gives_up_after_its_patience() {
     let api = FakeApi::start();
     api.set_rule(|_| Some(Reply::Status(503)));
+    let patience = Duration::from_millis(300);
     let analytics = client_for(&api)
         .max_queue_bytes(40 * 1024)
-        .overflow(Overflow::Wait(Duration::from_millis(20)))
+        .overflow(Overflow::Wait(patience))
         .max_retries(u32::MAX)
         .build()
         .unwrap();
     analytics
         .track("u1", "Fill", json!({"pad": "p".repeat(30 * 1024)}))
         .unwrap();
+    let started = std::time::Instant::now();
     let second = analytics.track("u1", "Fill", json!({"pad": "p".repeat(30 * 1024)}));
+    let waited = started.elapsed();
+    // It waited for room (a refusal at once would be `Overflow::Reject`), then gave up.
+    assert!(waited >= patience, "gave up after {waited:?}");
     assert!(
         matches!(second, Err(EnqueueError::BudgetFull { .. })),
         "{second:?}"

@@ -5,17 +5,18 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 use trackway::{DropReason, Track};
-use trackway_testkit::{FakeApi, Received, Reply};
+use trackway_testkit::{FakeApi, Received, Reply, gaps};
 
 use crate::support::{GENEROUS, Outcomes, client_for, ids};
 
 /// Sends five messages through two failed attempts answered with `failure`, then success, and
-/// checks every message arrives once, with the retry headers and fresh `sentAt`s.
-fn survives(failure: Reply, request_timeout: Duration) {
-    survives_both(failure.clone(), failure, request_timeout);
+/// checks every message arrives once, with the retry headers and fresh `sentAt`s. Returns the
+/// three requests, for the callers that check when they came.
+fn survives(failure: Reply, request_timeout: Duration) -> Vec<Received> {
+    survives_both(failure.clone(), failure, request_timeout)
 }
 
-fn survives_both(failure: Reply, second: Reply, request_timeout: Duration) {
+fn survives_both(failure: Reply, second: Reply, request_timeout: Duration) -> Vec<Received> {
     let api = FakeApi::start();
     api.push_replies([failure.clone(), second]);
     // Waits of at least 5 ms (no jitter), so every attempt's sentAt is a different millisecond.
@@ -60,6 +61,7 @@ fn survives_both(failure: Reply, second: Reply, request_timeout: Duration) {
         "sentAt is stamped per attempt: {sent_at:?}"
     );
     assert_eq!(analytics.stats().retried, 2);
+    requests
 }
 
 fn sent_at(request: &Received) -> String {
@@ -85,7 +87,11 @@ fn request_timeout_408_and_460_are_retried() {
 
 #[test]
 fn rate_limits_with_retry_after_seconds_are_obeyed() {
-    survives(Reply::RetryAfter(429, "1".into()), Duration::from_secs(5));
+    let requests = survives(Reply::RetryAfter(429, "1".into()), Duration::from_secs(5));
+    // Each retry came at least the second it was told to wait after the refusal.
+    for gap in gaps(&requests) {
+        assert!(gap >= Duration::from_secs(1), "retried after only {gap:?}");
+    }
 }
 
 #[test]
@@ -93,20 +99,42 @@ fn rate_limits_with_retry_after_date_are_obeyed() {
     // Dates have whole-second resolution: the second one lies a second past the first, so the
     // attempts are apart in time and their sentAt differ.
     let at = |s| httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(s));
-    survives_both(
-        Reply::RetryAfter(429, at(1)),
-        Reply::RetryAfter(429, at(2)),
+    let (first, second) = (at(1), at(2));
+    let requests = survives_both(
+        Reply::RetryAfter(429, first.clone()),
+        Reply::RetryAfter(429, second.clone()),
         Duration::from_secs(5),
     );
+    // Each retry came no earlier than the date it was given (whole seconds, as written).
+    for (request, date) in requests[1..].iter().zip([first, second]) {
+        let due = httpdate::parse_http_date(&date).unwrap();
+        assert!(
+            request.arrived_at >= due,
+            "retried {:?} before the Retry-After date {date}",
+            due.duration_since(request.arrived_at).unwrap_or_default()
+        );
+    }
 }
 
 #[test]
 fn a_server_that_hangs_past_the_timeout_is_retried() {
-    survives(
-        Reply::Hang(Duration::from_secs(3)),
-        Duration::from_millis(300),
-    );
+    // The server hangs twenty times longer than the flush waits, and two hundred times the
+    // request timeout: only the timeout can get the three attempts through in time.
+    let timeout = Duration::from_millis(300);
+    let requests = survives(Reply::Hang(HANG), timeout);
+    for gap in gaps(&requests) {
+        // The timeout runs from before the body was sent, so the gap between arrivals can be
+        // a little under it.
+        assert!(
+            gap >= timeout / 2,
+            "gave up on a hung request after {gap:?}"
+        );
+        assert!(gap < HANG / 4, "waited {gap:?} for a hung request");
+    }
 }
+
+/// How long a hung server holds a request: far past any timeout the tests set.
+const HANG: Duration = Duration::from_secs(60);
 
 #[test]
 fn a_connection_closed_mid_response_is_retried() {
