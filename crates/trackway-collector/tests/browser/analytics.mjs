@@ -314,6 +314,33 @@ try {
     await context.close();
   }
 
+  // 8. The debugger shows the page's events like any others, and filters by source: one
+  //    server-side event (no Origin) of the shop source is the other source's only row.
+  {
+    const response = await fetch(collector + "/v1/track", {
+      method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ writeKey: shopKey, userId: "backend", event: "Server Side" }),
+    });
+    check(response.ok, "a server-side event of the shop source: " + response.status);
+    const { context } = await freshContext();
+    const page = await context.newPage();
+    await page.goto(collector + "/#token=" + token);
+    await page.waitForSelector("#main:not([hidden])");
+    await page.waitForFunction(() => Array.from(document.querySelectorAll("#rows tr")).some((tr) => tr.textContent.includes("Order Completed")));
+    const options = await page.$$eval("#source option", (os) => os.map((o) => o.value));
+    check(options.includes("web") && options.includes("shop"), "the source filter offers both sources: " + options);
+    await page.selectOption("#source", "shop");
+    const shopRows = await page.$$eval("#rows tr", (rows) => rows.map((r) => r.textContent));
+    check(shopRows.length === 1 && shopRows[0].includes("Server Side"), "filtered to the shop source: " + shopRows);
+    await page.selectOption("#source", "web");
+    const webRows = await page.$$eval("#rows tr", (rows) => rows.map((r) => r.textContent));
+    check(webRows.length > 6 && webRows.every((r) => r.includes("web") && !r.includes("Server Side")),
+          "filtered to the web source, the page's events: " + webRows.length);
+    check(webRows.some((r) => r.includes("page") && r.includes("Home") && !r.includes("Home Screen")),
+          "the page view is shown");
+    await context.close();
+  }
+
   check(offLoopback.length === 0, "requests that would leave loopback: " + offLoopback.join(", "));
 } catch (error) {
   failed = error;
