@@ -366,3 +366,50 @@ impl Config {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn browser_settings_of_a_source_are_read_and_checked() {
+        let file: File = toml::from_str(
+            r#"
+            [[source]]
+            name = "shop"
+            write_keys = ["wk-shop-0123"]
+            allowed_origins = ["https://Shop.Example/"]
+            collect_ip = false
+
+            [[source]]
+            name = "server"
+            write_keys = ["wk-server-0123"]
+            "#,
+        )
+        .expect("valid");
+        let [shop, server] = &file.source[..] else {
+            panic!("two sources")
+        };
+        assert_eq!(
+            shop.allowed_origins,
+            Some(vec!["https://Shop.Example/".to_owned()])
+        );
+        assert!(!shop.collect_ip);
+        // Unset: any origin, and addresses collected, as Segment does.
+        assert_eq!(
+            (server.allowed_origins.as_ref(), server.collect_ip),
+            (None, true)
+        );
+        let mut config = Config::new("unused", file.source, "a".repeat(MIN_ADMIN_TOKEN));
+        let policies = config.policies();
+        let origins = policies["shop"].allowed_origins.as_ref().expect("a list");
+        assert!(origins.contains("https://shop.example"), "normalized");
+        config.sources[0].allowed_origins = Some(vec!["shop.example".into()]);
+        let error = config.key_index().expect_err("not an origin").to_string();
+        assert!(error.contains("is not a scheme and host"), "{error}");
+        config.sources[0].allowed_origins = None;
+        config.public_url = Some("collect.example.com".into());
+        let error = config.key_index().expect_err("no scheme").to_string();
+        assert!(error.contains("must be http:// or https://"), "{error}");
+    }
+}
