@@ -115,6 +115,9 @@ const collectorPaths = (requests) =>
 /// anonymousId.
 async function load(page, key, options) {
   return page.evaluate(async ({ key, cdnURL, options }) => {
+    if (options && options.updateCDNSettings) {
+      options.updateCDNSettings = (settings) => ({ ...settings, metrics: { ...settings.metrics, flushTimer: 100 } });
+    }
     const [analytics] = await window.AnalyticsNext.AnalyticsBrowser.load({ writeKey: key, cdnURL }, options);
     window.analytics = analytics;
     return analytics.user().anonymousId();
@@ -164,10 +167,13 @@ try {
     const { context, requests } = await freshContext();
     const page = await context.newPage();
     await page.goto(origin + "/");
-    const anonymousId = await load(page, writeKey);
+    // analytics.js would post its telemetry every 30 s, to Segment's API, were the settings'
+    // sampleRate not 0: made to try every 100 ms, it would have by the end of the test.
+    const anonymousId = await load(page, writeKey, { updateCDNSettings: "telemetry every 100 ms" });
     check(typeof anonymousId === "string" && anonymousId.length > 0, "an anonymousId");
     await everyCall(page);
     await checkEveryCall("standard delivery", anonymousId);
+    await page.waitForTimeout(500);
     const paths = collectorPaths(requests);
     check(paths[0] === `/v1/projects/${writeKey}/settings`, "the settings come from the collector first: " + paths);
     for (const path of ["/v1/i", "/v1/t", "/v1/p", "/v1/g", "/v1/a", "/v1/s"]) {
