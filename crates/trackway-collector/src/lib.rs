@@ -31,7 +31,9 @@
 //! (the `trackway` crate's docs, "Logging", show how).
 
 mod admin;
+mod client_ip;
 pub mod config;
+mod cors;
 mod debugger;
 pub mod delivery;
 mod error;
@@ -39,12 +41,16 @@ mod ingest;
 mod lock;
 mod readiness;
 mod server;
+mod settings;
 pub mod storage;
 
 pub use admin::{DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT};
+pub use client_ip::CidrError;
 pub use config::{
-    Config, ConfigError, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, Source, generate_admin_token,
+    Cidr, Config, ConfigError, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, Source,
+    generate_admin_token,
 };
+pub use cors::PREFLIGHT_MAX_AGE;
 pub use error::RETRY_AFTER_SECONDS;
 #[doc(hidden)]
 pub use ingest::fuzz_batch;
