@@ -121,7 +121,8 @@ impl Encoded {
             .map(|slot| &self.bytes[slot.bytes.clone()])
     }
 
-    fn message_id(&self, slot: &Slot) -> String {
+    /// The `messageId` of `slot`, one of this batch's.
+    pub(crate) fn message_id(&self, slot: &Slot) -> String {
         message_id_at(&self.bytes, &slot.id)
     }
 }

@@ -7,7 +7,10 @@
 
 mod bench;
 mod group;
+mod import;
+mod logging;
 mod replay;
+mod secrets;
 mod send;
 mod serve;
 mod stdout;

@@ -143,6 +143,8 @@ fn a_collector_that_lost_its_lease_cannot_move_the_cursor() {
         )
         .unwrap()
     };
+    // The batch's cursor is stored just after its lines are written.
+    eventually("the holder stored its cursor", || cursor(&url) > 0);
     let at_the_theft = cursor(&url);
     // Another collector takes the lease (the holder was paused past its expiry): a new epoch.
     sql(

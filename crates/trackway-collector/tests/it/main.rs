@@ -16,3 +16,4 @@ mod slow_clients;
 mod store_contract;
 mod store_postgres;
 mod support;
+mod web_mobile;

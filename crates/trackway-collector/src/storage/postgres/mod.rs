@@ -219,10 +219,15 @@ impl PostgresStore {
             async move {
                 let mut client = pool.get().await.map_err(pool_error)?;
                 schema::migrate(&mut client).await?;
-                counts::adopt_others(&mut client, &collector).await
+                counts::adopt_others(&mut client, &collector).await?;
+                let row = client
+                    .query_one("SELECT coalesce(max(seq), 0) FROM events", &[])
+                    .await
+                    .map_err(pg_error)?;
+                Ok(row.get::<_, i64>(0))
             }
         };
-        block_on(&handle, setup)?;
+        let last_seq = block_on(&handle, setup)?;
         let (live, _) = broadcast::channel(LIVE_BUFFER);
         let (writes, requests) = mpsc::channel(WRITE_QUEUE);
         handle.spawn(
@@ -237,6 +242,7 @@ impl PostgresStore {
         handle.spawn(reads::live_loop(
             pool.clone(),
             live.clone(),
+            last_seq,
             LIVE_POLL,
             LIVE_BATCH,
         ));

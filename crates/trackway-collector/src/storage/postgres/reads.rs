@@ -193,14 +193,15 @@ async fn prune_dedup(pool: &Pool, window_ms: i64) -> Result<(), StoreError> {
 }
 
 /// Hands every event stored by any collector to `live`'s subscribers, in seq order, looking
-/// every `interval`; starts after the events stored before it.
+/// every `interval`; starts after `start`, the last seq stored when the store opened.
 pub(super) async fn live_loop(
     pool: Pool,
     live: tokio::sync::broadcast::Sender<Arc<StoredEvent>>,
+    start: i64,
     interval: Duration,
     batch: i64,
 ) {
-    let mut last: Option<i64> = None;
+    let mut last = start;
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -210,15 +211,19 @@ pub(super) async fn live_loop(
                 .get()
                 .await
                 .map_err(|e| StoreError(format!("postgres: {e}")))?;
-            let Some(after) = last.filter(|_| live.receiver_count() > 0) else {
-                // Nobody listens (or this is the start): only move past what is stored.
+            if live.receiver_count() == 0 {
+                // Nobody listens: only move past what is stored, unless someone subscribed
+                // meanwhile (then the next look hands them what came in since).
                 let row = client
                     .query_one("SELECT coalesce(max(seq), 0) FROM events", &[])
                     .await
                     .map_err(pg_error)?;
-                last = Some(last.unwrap_or(0).max(row.get(0)));
+                if live.receiver_count() == 0 {
+                    last = last.max(row.get(0));
+                }
                 return Ok::<_, StoreError>(());
-            };
+            }
+            let after = last;
             let rows = client
                 .query(
                     &format!("SELECT {COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"),
@@ -228,7 +233,7 @@ pub(super) async fn live_loop(
                 .map_err(pg_error)?;
             for row in &rows {
                 let event = event(row);
-                last = Some(event.seq);
+                last = event.seq;
                 // No subscriber left is fine.
                 let _ = live.send(Arc::new(event));
             }
