@@ -253,3 +253,94 @@ fn subscribers_of_every_collector_hear_of_an_event_within_a_second() {
         assert!(live.try_recv().is_err(), "{name} heard it twice");
     }
 }
+
+#[test]
+fn stopping_the_database_for_5_s_under_load_loses_nothing_acknowledged() {
+    // A server of its own: this test stops it.
+    let mut server = TestPostgres::new().unwrap();
+    let store = PostgresStore::open(&server.url(), WINDOW).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    // The default time limits: under load on a shared machine the tests' short ones would
+    // answer 408, which says nothing about the database.
+    let collector = TestServer::with_store_configured(data.path(), Arc::new(store), |config| {
+        config.header_timeout = trackway_collector::DEFAULT_HEADER_TIMEOUT;
+        config.body_timeout = trackway_collector::DEFAULT_BODY_TIMEOUT;
+    });
+    const SENDERS: usize = 4;
+    // Bounded in count and in time: each sender stops at whichever comes first.
+    const MAX_REQUESTS: usize = 2000;
+    const LOAD: Duration = Duration::from_secs(12);
+    let outage_start = Instant::now() + Duration::from_secs(2);
+    let results: Vec<Vec<(String, u16, bool)>> = std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|s| {
+                let url = collector.url.clone();
+                scope.spawn(move || {
+                    let agent = agent();
+                    let mut sent = Vec::new();
+                    let until = Instant::now() + LOAD;
+                    for n in 0..MAX_REQUESTS {
+                        if Instant::now() >= until {
+                            break;
+                        }
+                        let id = format!("{s}-{n}");
+                        let body = serde_json::json!({"batch": [
+                            {"type": "track", "event": "E", "userId": "u", "messageId": id}
+                        ]});
+                        let status = agent
+                            .post(format!("{url}/v1/batch"))
+                            .header("authorization", basic(WRITE_KEY))
+                            .header("content-type", "application/json")
+                            .send(body.to_string().as_bytes())
+                            .map(|r| {
+                                let retry = r.headers().get("retry-after").is_some();
+                                (r.status().as_u16(), retry)
+                            })
+                            .unwrap_or((0, false));
+                        sent.push((id, status.0, status.1 || status.0 != 503));
+                        if status.0 != 200 {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                    }
+                    sent
+                })
+            })
+            .collect();
+        std::thread::sleep(outage_start - Instant::now());
+        server.stop().unwrap();
+        std::thread::sleep(Duration::from_secs(5));
+        server.start().unwrap();
+        senders.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    let all: Vec<&(String, u16, bool)> = results.iter().flatten().collect();
+    let statuses: HashSet<u16> = all.iter().map(|r| r.1).collect();
+    assert!(
+        statuses.is_subset(&HashSet::from([200, 503])),
+        "only 200 or 503: {statuses:?}"
+    );
+    assert!(all.iter().all(|r| r.2), "a 503 without Retry-After");
+    assert!(
+        all.iter().any(|r| r.1 == 503),
+        "the outage was never noticed"
+    );
+    // Recovered without a restart: the last request of every sender was acknowledged.
+    for sender in &results {
+        assert_eq!(sender.last().map(|r| r.1), Some(200), "not recovered");
+    }
+    let stored: HashSet<String> = collector
+        .events("")
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap().to_owned())
+        .collect();
+    let acknowledged: Vec<&String> = all.iter().filter(|r| r.1 == 200).map(|r| &r.0).collect();
+    let lost: Vec<&&String> = acknowledged
+        .iter()
+        .filter(|id| !stored.contains(**id))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged and lost: {lost:?}");
+    assert!(
+        acknowledged.len() > 100,
+        "{} acknowledged",
+        acknowledged.len()
+    );
+}
