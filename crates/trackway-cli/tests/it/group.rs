@@ -146,3 +146,254 @@ fn collectors_given_one_database_by_flag_env_or_file_share_it_and_never_log_its_
         assert!(!logs.contains(PASSWORD), "the password was logged: {logs}");
     }
 }
+
+/// A collector process, killed when dropped: a failing test leaves none running.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `trackway serve` with `config` (a TOML file naming the store and the sources);
+/// returns the process and its base URL.
+fn serve_config(config: &Path, data_dir: &Path) -> (Running, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trackway"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            ADMIN_TOKEN,
+        ])
+        .arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("TRACKWAY_STORE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    let address = first.trim().rsplit(' ').next().unwrap().to_owned();
+    assert!(address.starts_with("http://127.0.0.1:"), "{first}");
+    // Keep reading (and dropping) its output, so it never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    (Running(child), address)
+}
+
+/// The destinations' epochs (how many times each lease was taken), by destination.
+fn epochs(server: &TestPostgres) -> Vec<i64> {
+    server
+        .psql("SELECT epoch FROM delivery_cursors ORDER BY destination")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// messageIds of the lines in every file under `dir`, with how often each appears.
+fn archived(dir: &Path) -> std::collections::HashMap<String, usize> {
+    let mut seen = std::collections::HashMap::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        for line in std::fs::read_to_string(entry.path())
+            .unwrap_or_default()
+            .lines()
+        {
+            if let Ok(event) = serde_json::from_str::<Value>(line)
+                && let Some(id) = event["messageId"].as_str()
+            {
+                *seen.entry(id.to_owned()).or_default() += 1;
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn three_collectors_with_one_killed_mid_load_lose_nothing_and_hand_delivery_over() {
+    use std::collections::{HashMap, HashSet};
+    use std::time::{Duration, Instant};
+    use trackway_testkit::{FakeApi, Reply};
+
+    let server = TestPostgres::new().unwrap();
+    let hook = FakeApi::start();
+    // Slow enough that delivery is under way when the collector is killed.
+    hook.set_rule(|_| Some(Reply::Delay(Duration::from_millis(5))));
+    let temp = tempfile::tempdir().unwrap();
+    let archive = temp.path().join("archive");
+    let config = temp.path().join("group.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store = \"{}\"\n\n[[source]]\nname = \"web\"\nwrite_keys = [\"{KEY}\"]\n\n\
+             [[source.destination]]\nname = \"Webhook\"\nkind = \"webhook\"\nurl = \"{}/hook\"\nbackoff_base_ms = 5\n\n\
+             [[source.destination]]\nname = \"File\"\nkind = \"file\"\ndir = \"{}\"\n",
+            server.url(),
+            hook.url(),
+            archive.display()
+        ),
+    )
+    .unwrap();
+    let data = |n: usize| temp.path().join(format!("data-{n}"));
+    // The first collector takes both leases before the others start: it is the one killed.
+    let (mut first, first_url) = serve_config(&config, &data(0));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while epochs(&server).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the first collector took no lease"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut collectors = vec![(first_url.clone(), None::<Running>)];
+    for n in 1..3 {
+        let (child, url) = serve_config(&config, &data(n));
+        collectors.push((url, Some(child)));
+    }
+    let urls: Vec<String> = collectors.iter().map(|(u, _)| u.clone()).collect();
+
+    // The official libraries' shapes: batches (analytics-python, -node, trackway) and single
+    // calls (the HTTP API), spread over the three collectors as a load balancer would.
+    const SENDERS: usize = 3;
+    const REQUESTS: usize = 120;
+    let killed_at = std::sync::Mutex::new(None::<Instant>);
+    let acknowledged: Vec<String> = std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|s| {
+                let urls = &urls;
+                scope.spawn(move || {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .timeout_global(Some(Duration::from_secs(10)))
+                        .build()
+                        .into();
+                    let mut acknowledged = Vec::new();
+                    for n in 0..REQUESTS {
+                        let ids: Vec<String> = (0..5).map(|i| format!("{s}-{n}-{i}")).collect();
+                        let (path, body) = if n % 4 == 0 {
+                            let id = &ids[0];
+                            (
+                                "/v1/track",
+                                json!({"userId": "u", "event": "Single", "messageId": id}),
+                            )
+                        } else {
+                            let batch: Vec<Value> = ids
+                                .iter()
+                                .map(|id| json!({"type": "track", "userId": "u", "event": "Batched", "messageId": id}))
+                                .collect();
+                            ("/v1/batch", json!({"batch": batch}))
+                        };
+                        let sent: Vec<String> = if n % 4 == 0 { ids[..1].to_vec() } else { ids };
+                        // A refused connection (the killed collector) is retried on the next.
+                        for attempt in 0..urls.len() {
+                            let url = &urls[(n + s + attempt) % urls.len()];
+                            let answer = agent
+                                .post(format!("{url}{path}"))
+                                .header("authorization", format!("Basic {}", base64_key()))
+                                .header("content-type", "application/json")
+                                .send(body.to_string().as_bytes());
+                            if answer.is_ok_and(|r| r.status() == 200) {
+                                acknowledged.extend(sent.iter().cloned());
+                                break;
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    acknowledged
+                })
+            })
+            .collect();
+        // In the middle of the load: kill -9 the collector holding the leases.
+        std::thread::sleep(Duration::from_millis(1200));
+        first.0.kill().unwrap();
+        first.0.wait().unwrap();
+        *killed_at.lock().unwrap() = Some(Instant::now());
+        senders
+            .into_iter()
+            .flat_map(|s| s.join().unwrap())
+            .collect()
+    });
+    let killed_at = killed_at.into_inner().unwrap().unwrap();
+    let before = epochs(&server);
+    // The takeover: both leases taken again by a surviving collector.
+    let mut taken_over = None;
+    while taken_over.is_none() {
+        let now = epochs(&server);
+        if now.iter().zip(&before).all(|(n, b)| n > b)
+            || killed_at.elapsed() > Duration::from_secs(30)
+        {
+            taken_over = Some(killed_at.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let taken_over = taken_over.unwrap();
+    assert!(
+        taken_over <= Duration::from_secs(15),
+        "the leases were taken over after {taken_over:?}"
+    );
+    // The killed collector comes back (a new process on its data directory).
+    let (_restarted, _) = serve_config(&config, &data(0));
+
+    let expected: HashSet<&String> = acknowledged.iter().collect();
+    assert!(expected.len() > 1000, "{} acknowledged", expected.len());
+    let hooked = || {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for request in hook.requests().iter().filter(|r| r.reply.is_success()) {
+            if let Some(id) = request.json.as_ref().and_then(|j| j["messageId"].as_str()) {
+                *seen.entry(id.to_owned()).or_default() += 1;
+            }
+        }
+        seen
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (webhook, file) = (hooked(), archived(&archive));
+        if expected
+            .iter()
+            .all(|id| webhook.contains_key(*id) && file.contains_key(*id))
+        {
+            // Sent again after the takeover: at most the batch in flight (1,000 events).
+            for (name, seen) in [("webhook", &webhook), ("file", &file)] {
+                let again: usize = seen.values().map(|n| n - 1).sum();
+                assert!(again <= 1000, "{name}: {again} events sent again");
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every acknowledged event was delivered"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Every acknowledged messageId is stored exactly once, seen from any collector.
+    let response = ureq::get(format!("{}/api/events?limit=10000", urls[1]))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .call()
+        .unwrap();
+    let body: Value =
+        serde_json::from_str(&response.into_body().read_to_string().unwrap()).unwrap();
+    let mut stored: HashMap<String, usize> = HashMap::new();
+    for event in body["events"].as_array().unwrap() {
+        *stored
+            .entry(event["messageId"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    for id in &expected {
+        assert_eq!(
+            stored.get(*id),
+            Some(&1),
+            "{id} stored {:?} times",
+            stored.get(*id)
+        );
+    }
+    drop(collectors);
+}
