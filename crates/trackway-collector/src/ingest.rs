@@ -83,9 +83,32 @@ struct RawBatch<'a> {
 // endpoints' paths. `trackway_protocol`'s validation lets any other type through (a client
 // may send custom types to other servers); the collector stores those as rejected.
 
-/// `POST /v1/batch`, `POST /v1/import` and `POST /v1/b`.
+/// `POST /v1/batch` and `POST /v1/b`.
 pub(crate) async fn batch(
     State(state): State<Arc<AppState>>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    batch_from(state, peer, headers, body).await
+}
+
+/// `POST /v1/import`: a batch, as [`batch`], except that no `context.ip` is added. This is
+/// the path of backfills (`trackway import` sends a file of past events here), where the
+/// request comes from the operator's machine: its address on every event would be wrong
+/// data that nobody could tell apart afterwards. (analytics-java also posts its live traffic
+/// here; a server library's address is not its users' either.)
+pub(crate) async fn import(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    batch_from(state, None, headers, body).await
+}
+
+/// A batch from `peer` (none: no `context.ip` is added).
+async fn batch_from(
+    state: Arc<AppState>,
     peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     body: Body,

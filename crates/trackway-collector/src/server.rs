@@ -222,7 +222,7 @@ impl Collector {
             ));
         let ingest = Router::new()
             .route("/v1/batch", post(ingest::batch))
-            .route("/v1/import", post(ingest::batch))
+            .route("/v1/import", post(ingest::import))
             // The mobile libraries' and analytics.js's batching mode's path.
             .route("/v1/b", post(ingest::batch))
             // Each handler reads the body, then takes one of `ingest_slots` to decode it.
