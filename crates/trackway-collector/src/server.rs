@@ -226,6 +226,7 @@ impl Collector {
             // Readiness: the store can write.
             .route("/readyz", get(readiness::readyz))
             .route("/", get(debugger::page))
+            .route("/favicon.ico", get(debugger::icon))
             .merge(admin)
             .layer(RequestBodyTimeoutLayer::new(self.state.body_timeout))
             .with_state(state)

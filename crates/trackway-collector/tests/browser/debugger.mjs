@@ -35,6 +35,12 @@ try {
   await page.waitForSelector("#main:not([hidden])");
   await page.waitForFunction(() => document.querySelectorAll("#rows tr").length >= 4);
   check(!page.url().includes(token), "the token is removed from the address bar");
+  // Item 14: the icon the page names, and the one browsers ask for unprompted, are there
+  // (headless Chromium asks for neither, so the page is made to).
+  const icons = await page.evaluate(async () => [
+    (await fetch(document.querySelector("link[rel=icon]").href)).status,
+    (await fetch("/favicon.ico")).status]);
+  check(icons.every((status) => status === 200), "the icons are served: " + icons);
 
   // Hostile payloads are shown as text, never run.
   const xss = await page.evaluate(() => window.__xss);
