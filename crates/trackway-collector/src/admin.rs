@@ -2,8 +2,11 @@
 //!
 //! - `GET /api/events?limit=&type=&userId=&event=&before=`: `{"events": [...]}`, newest first.
 //!   Each event is the message as stored (with `receivedAt`, `originalTimestamp`, ...) plus a
-//!   `_trackway` object: `seq` (for `before=` paging), `source`, and `rejected` (the reason)
-//!   for messages that failed validation.
+//!   `_trackway` object: `seq` (for `before=` paging), `source`, `rejected` (the reason)
+//!   for messages that failed validation, and `delivery` (per destination: delivered,
+//!   pending, skipped or "dead letter: reason").
+//! - `GET /api/delivery?seq=1,2,3`: `{"delivery": {"<seq>": {...}}}`, the events' delivery
+//!   state now.
 //! - `GET /api/stream`: the same objects as server-sent events, live, as they are stored.
 //! - `GET /api/stats`: counts per source, type and status.
 //! - `GET /api/destinations`: per destination, its cursor, lag, and delivered, skipped and
@@ -12,6 +15,7 @@
 //! - `POST /api/replay?destination=&id=`: re-deliver open dead letters (all, one
 //!   destination's, or one); a destination that does not exist is a 404 naming those that do.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +43,8 @@ pub const DEFAULT_EVENTS_LIMIT: usize = 100;
 /// Largest `limit` of `/api/events` (past it, a 400) and of `/api/dead-letters` (clamped to
 /// it).
 pub const MAX_EVENTS_LIMIT: usize = 10_000;
+/// Most `seq`s one `/api/delivery` request asks about: a page of the debugger is fewer.
+const MAX_DELIVERY_SEQS: usize = 1000;
 /// Interval of SSE keep-alive comments, which keep proxies from closing an idle stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -109,22 +115,71 @@ pub(crate) async fn events(
         .query(query)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut events = Vec::with_capacity(stored.len());
-    for event in &stored {
-        let mut shown = presentable(event);
-        if !state.delivery.is_empty() {
-            let delivery = state
-                .delivery
-                .delivery_state(event)
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            if !delivery.is_empty() {
-                shown["_trackway"]["delivery"] = Value::Object(delivery);
-            }
-        }
-        events.push(shown);
-    }
+    let delivery = if state.delivery.is_empty() {
+        Default::default()
+    } else {
+        state
+            .delivery
+            .delivery_states(&stored)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+    };
+    let events: Vec<Value> = stored
+        .iter()
+        .map(|event| with_delivery(event, &delivery))
+        .collect();
     Ok(Json(json!({ "events": events })))
+}
+
+/// An event as the admin API shows it, with its delivery state when it has one.
+fn with_delivery(event: &StoredEvent, delivery: &HashMap<i64, Map<String, Value>>) -> Value {
+    let mut shown = presentable(event);
+    if let Some(states) = delivery.get(&event.seq).filter(|s| !s.is_empty()) {
+        shown["_trackway"]["delivery"] = Value::Object(states.clone());
+    }
+    shown
+}
+
+/// Query parameters of `/api/delivery`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DeliveryParams {
+    /// Comma-separated `seq`s.
+    seq: String,
+}
+
+/// The delivery state of the events named, keyed by `seq`: how the debugger updates rows
+/// that arrived live (as pending) without reloading its page of events.
+pub(crate) async fn delivery(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<DeliveryParams>,
+) -> Result<Json<Value>, ApiError> {
+    let seqs = params
+        .seq
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim().parse::<i64>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| ApiError::bad("seq must be a comma-separated list of numbers"))?;
+    if seqs.len() > MAX_DELIVERY_SEQS {
+        return Err(ApiError::bad(format!(
+            "at most {MAX_DELIVERY_SEQS} seqs at once"
+        )));
+    }
+    let events = state
+        .store
+        .get(seqs)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let states = state
+        .delivery
+        .delivery_states(&events)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let keyed: Map<String, Value> = states
+        .into_iter()
+        .map(|(seq, states)| (seq.to_string(), Value::Object(states)))
+        .collect();
+    Ok(Json(json!({ "delivery": keyed })))
 }
 
 /// A stored event as the admin API shows it.

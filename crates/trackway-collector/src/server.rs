@@ -199,6 +199,7 @@ impl Collector {
         let state = Arc::clone(&self.state);
         let admin = Router::new()
             .route("/api/events", get(admin::events))
+            .route("/api/delivery", get(admin::delivery))
             .route("/api/stats", get(admin::stats))
             .route("/api/stream", get(admin::stream))
             .route("/api/destinations", get(admin::destinations))
