@@ -1,10 +1,12 @@
 //! The admin API: read what arrived. Every route needs `Authorization: Bearer <admin token>`.
 //!
-//! - `GET /api/events?limit=&type=&userId=&event=&before=`: `{"events": [...]}`, newest first.
-//!   Each event is the message as stored (with `receivedAt`, `originalTimestamp`, ...) plus a
-//!   `_trackway` object: `seq` (for `before=` paging), `source`, `rejected` (the reason)
-//!   for messages that failed validation, and `delivery` (per destination: delivered,
-//!   pending, skipped or "dead letter: reason").
+//! - `GET /api/events?limit=&type=&userId=&event=&q=&source=&status=&before=`:
+//!   `{"events": [...], "next_before": seq}`, newest first. `q` is a user id or an event name
+//!   (either matches); `status` is `rejected` or `stored`. Each event is the message as stored
+//!   (with `receivedAt`, `originalTimestamp`, ...) plus a `_trackway` object: `seq`, `source`,
+//!   `rejected` (the reason) for messages that failed validation, and `delivery` (per
+//!   destination: delivered, pending, skipped or "dead letter: reason"). `next_before` is the
+//!   `before=` of the next older page, null when there is none.
 //! - `GET /api/delivery?seq=1,2,3`: `{"delivery": {"<seq>": {...}}}`, the events' delivery
 //!   state now.
 //! - `GET /api/stream`: the same objects as server-sent events, live, as they are stored.
@@ -43,8 +45,6 @@ pub const DEFAULT_EVENTS_LIMIT: usize = 100;
 /// Largest `limit` of `/api/events` (past it, a 400) and of `/api/dead-letters` (clamped to
 /// it).
 pub const MAX_EVENTS_LIMIT: usize = 10_000;
-/// Most `seq`s one `/api/delivery` request asks about: a page of the debugger is fewer.
-const MAX_DELIVERY_SEQS: usize = 1000;
 /// Interval of SSE keep-alive comments, which keep proxies from closing an idle stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -91,6 +91,26 @@ pub(crate) struct EventsParams {
     user_id: Option<String>,
     event: Option<String>,
     before: Option<i64>,
+    source: Option<String>,
+    status: Option<String>,
+    q: Option<String>,
+}
+
+/// Events read from the store per round when a filter the store cannot apply (`source=`,
+/// `status=`) drops some: large enough that a common source fills a page in one round.
+const SCAN_BATCH: usize = 1000;
+/// Most events one `/api/events` request reads from the store for such a filter. Past it
+/// the page is answered short, with `next_before` to go on from: a rare source is not worth
+/// an unbounded read per request.
+const MAX_SCAN: usize = 10_000;
+/// Most `seq`s one `/api/delivery` request asks about: a page of the debugger is fewer.
+const MAX_DELIVERY_SEQS: usize = 1000;
+
+/// Which status `status=` keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StatusFilter {
+    Rejected,
+    Stored,
 }
 
 pub(crate) async fn events(
@@ -103,32 +123,125 @@ pub(crate) async fn events(
             "limit must be between 1 and {MAX_EVENTS_LIMIT}"
         )));
     }
-    let query = storage::Query {
+    let status = match params.status.as_deref() {
+        None | Some("") => None,
+        Some("rejected") => Some(StatusFilter::Rejected),
+        Some("stored") => Some(StatusFilter::Stored),
+        Some(other) => {
+            return Err(ApiError::bad(format!(
+                "status must be rejected or stored, not {other:?}"
+            )));
+        }
+    };
+    let source = params.source.filter(|s| !s.is_empty());
+    let keep = |event: &StoredEvent| {
+        source.as_deref().is_none_or(|s| *event.source == *s)
+            && match status {
+                None => true,
+                Some(StatusFilter::Rejected) => event.rejected.is_some(),
+                Some(StatusFilter::Stored) => event.rejected.is_none(),
+            }
+    };
+    let post_filtered = source.is_some() || status.is_some();
+    // `q` is a user id or an event name: the store matches each exactly, so it is asked
+    // both ways and the answers merged.
+    let base = storage::Query {
         limit,
-        kind: params.kind,
+        kind: params.kind.filter(|k| !k.is_empty()),
         user_id: params.user_id,
         label: params.event,
-        before: params.before,
+        before: None,
     };
-    let stored = state
-        .store
-        .query(query)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let shapes = match params.q.filter(|q| !q.trim().is_empty()) {
+        Some(q) => vec![
+            storage::Query {
+                user_id: Some(q.trim().to_owned()),
+                ..base.clone()
+            },
+            storage::Query {
+                label: Some(q.trim().to_owned()),
+                ..base
+            },
+        ],
+        None => vec![base],
+    };
+
+    let mut found = Vec::new();
+    let mut before = params.before;
+    let mut scanned = 0;
+    let mut exhausted = false;
+    while found.len() < limit && scanned < MAX_SCAN {
+        let batch = if post_filtered {
+            limit.max(SCAN_BATCH)
+        } else {
+            limit - found.len()
+        };
+        let page = read_page(&state, &shapes, before, batch).await?;
+        let read = page.len();
+        let mut examined = 0;
+        for event in page {
+            examined += 1;
+            before = Some(event.seq);
+            scanned += 1;
+            if keep(&event) {
+                found.push(event);
+                if found.len() == limit {
+                    break;
+                }
+            }
+        }
+        if read < batch {
+            // The store has nothing older: done, unless a full page stopped short of it.
+            exhausted = examined == read;
+            break;
+        }
+    }
+    let next_before = if exhausted { None } else { before };
+
     let delivery = if state.delivery.is_empty() {
         Default::default()
     } else {
         state
             .delivery
-            .delivery_states(&stored)
+            .delivery_states(&found)
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?
     };
-    let events: Vec<Value> = stored
+    let events: Vec<Value> = found
         .iter()
         .map(|event| with_delivery(event, &delivery))
         .collect();
-    Ok(Json(json!({ "events": events })))
+    Ok(Json(
+        json!({ "events": events, "next_before": next_before }),
+    ))
+}
+
+/// The newest `limit` events older than `before` matching any of `shapes`, newest first.
+async fn read_page(
+    state: &AppState,
+    shapes: &[storage::Query],
+    before: Option<i64>,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, ApiError> {
+    let mut all = Vec::new();
+    for shape in shapes {
+        let query = storage::Query {
+            limit,
+            before,
+            ..shape.clone()
+        };
+        all.extend(
+            state
+                .store
+                .query(query)
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+        );
+    }
+    all.sort_by_key(|e| std::cmp::Reverse(e.seq));
+    all.dedup_by_key(|e| e.seq);
+    all.truncate(limit);
+    Ok(all)
 }
 
 /// An event as the admin API shows it, with its delivery state when it has one.

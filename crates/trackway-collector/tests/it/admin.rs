@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN_TOKEN, TestServer, agent, send};
+use crate::support::{ADMIN_TOKEN, OTHER_KEY, TestServer, agent, send};
 
 fn seed(server: &TestServer) {
     send(
@@ -233,5 +233,77 @@ fn the_debugger_page_may_not_be_framed() {
         header("content-security-policy").contains("frame-ancestors 'none'"),
         "{}",
         header("content-security-policy")
+    );
+}
+
+#[test]
+fn events_are_searched_by_source_status_and_user_or_event_on_the_server() {
+    let server = TestServer::start();
+    seed(&server);
+    let jobs = json!({"batch": [
+        {"type": "track", "userId": "alice", "event": "Job Ran", "messageId": "j1"},
+        {"type": "track", "userId": "Signed Up", "event": "Job Ran", "messageId": "j2"}
+    ]});
+    let (status, answer) = crate::support::post(
+        &server.url,
+        "/v1/batch",
+        &[("authorization", &crate::support::basic(OTHER_KEY))],
+        jobs.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(ids(&server.events("source=jobs")), ["j2", "j1"]);
+    assert_eq!(
+        ids(&server.events("source=web&type=track")),
+        ["m5", "m3", "m2"]
+    );
+    assert_eq!(ids(&server.events("status=rejected")), ["m5"]);
+    assert_eq!(
+        ids(&server.events("status=stored&source=web")),
+        ["m4", "m3", "m2", "m1"]
+    );
+    // `q`: a user id or an event name, whichever matches; an event matching both ways is
+    // listed once.
+    assert_eq!(ids(&server.events("q=alice")), ["j1", "m2", "m1"]);
+    assert_eq!(ids(&server.events("q=Signed%20Up")), ["j2", "m2"]);
+    assert_eq!(ids(&server.events("q=Job%20Ran&source=jobs")), ["j2", "j1"]);
+    assert_eq!(ids(&server.events("q=nobody")), Vec::<&str>::new());
+    let (status, body) = server.admin("/api/events?status=lost");
+    assert_eq!(status, 400, "{body}");
+}
+
+#[test]
+fn next_before_pages_through_a_filter_to_the_end() {
+    let server = TestServer::start();
+    seed(&server);
+    // Pages of two of the source web's stored events: m4 m3, then m2 m1, then none.
+    let mut seen = Vec::new();
+    let mut before: Option<i64> = None;
+    for _ in 0..5 {
+        let path = format!(
+            "/api/events?limit=2&source=web&status=stored{}",
+            before.map(|b| format!("&before={b}")).unwrap_or_default()
+        );
+        let (status, page) = server.admin(&path);
+        assert_eq!(status, 200, "{page}");
+        seen.extend(
+            page["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["messageId"].as_str().unwrap().to_owned()),
+        );
+        match page["next_before"].as_i64() {
+            Some(next) => before = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["m4", "m3", "m2", "m1"]);
+    // The last page says there is nothing older.
+    let (_, all) = server.admin("/api/events?limit=100");
+    assert_eq!(all["next_before"], Value::Null);
+    let (_, first) = server.admin("/api/events?limit=2");
+    assert_eq!(
+        first["next_before"], first["events"][1]["_trackway"]["seq"],
+        "a full page goes on from its last event"
     );
 }
