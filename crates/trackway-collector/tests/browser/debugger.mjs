@@ -164,6 +164,19 @@ try {
   check(letters.length === 1 && letters[0].reason.includes("HTTP 400"), "the dead letter shows its reason");
   await shoot(page, "dead-letters.png");
 
+  // Item 9: paused, the list holds still and counts what arrives; resumed, it shows them.
+  await page.click("#pause");
+  check(await page.textContent("#pause") === "Resume", "the button offers to resume");
+  const before = await rows();
+  await send({ userId: "live-user", event: "While Paused" });
+  await page.waitForFunction(() => document.getElementById("pause").textContent === "Resume (1 new)", null, { timeout: 10000 });
+  check(await rows() === before, "the paused list did not move");
+  check(await page.locator("#rows tr", { hasText: "While Paused" }).count() === 0, "the new event waits");
+  await shoot(page, "paused.png");
+  await page.click("#pause");
+  check((await page.textContent("#rows tr:first-child")).includes("While Paused"), "resumed, it is on top");
+  check(await page.textContent("#pause") === "Pause", "and the list is live again");
+
   // Live: an event sent now appears without a reload, pending, then delivered.
   await send({ userId: "live-user", event: "Arrived Live" });
   await page.waitForSelector("#rows tr:first-child:has-text('Arrived Live')", { timeout: 10000 });
