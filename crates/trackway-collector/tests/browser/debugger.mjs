@@ -130,7 +130,7 @@ try {
   check(dialogs.length === 0, "a payload opened a dialog: " + dialogs.join(", "));
   const hostile = page.locator("#rows tr", { hasText: "<img src=x onerror=" });
   check(await hostile.count() === 1, "the hostile event name is shown as text");
-  check(await page.locator("#rows img, #detail img, #rows script, #detail script").count() === 0, "no element was injected");
+  check(await page.locator("#rows img, #panel img, #rows script, #panel script").count() === 0, "no element was injected");
 
   // Item 11: each row says, per destination, delivered or dead-lettered (pending ones are
   // asked again until they are done); an event of a source without destinations, stored.
@@ -146,22 +146,40 @@ try {
         "app's event has no destination");
   check(await page.locator("#rows td.delivery", { hasText: "stored" }).count() === 1, "no web event just says stored");
 
-  // A click shows the full JSON.
+  // Item 12: the detail shows readable times, a JSON tree that folds, wrapped long values,
+  // and copies the event's JSON.
   await order.click();
-  const detail = JSON.parse(await page.textContent("#detail"));
-  check(detail.properties.revenue === 42.5, "the detail shows the event's JSON");
-  check(detail._trackway.source === "web", "and where it came from");
-  check(detail._trackway.delivery.Hook === "delivered", "and its delivery state");
+  await page.waitForSelector("#detail:not([hidden])");
+  check((await page.textContent("#detail-title")).includes("Order Completed"), "the detail names the event");
+  const received = await page.textContent("#detail-times li:first-child");
+  check(received.startsWith("received") && /just now|s ago|min ago/.test(received), "a local, relative time: " + received);
+  check(!/\d{13}/.test(await page.textContent("#detail-times")), "no epoch milliseconds");
+  const revenue = page.locator("#detail-json .leaf", { hasText: '"revenue"' }).locator(".num");
+  check(await revenue.textContent() === "42.5", "numbers are shown as numbers");
+  const colour = (selector) => page.locator(selector).first().evaluate((node) => getComputedStyle(node).color);
+  check(await colour("#detail-json .num") !== await colour("#detail-json .str"), "values are coloured by kind");
+  const panel = await page.locator("#panel").evaluate((node) => [node.scrollWidth, node.clientWidth]);
+  check(panel[0] <= panel[1], "long values wrap instead of widening the panel: " + panel);
   await shoot(page, "detail.png");
+  const properties = page.locator("#detail-json details", { has: page.locator(":scope > summary", { hasText: '"properties"' }) });
+  await properties.locator(":scope > summary").click();
+  check(await revenue.isHidden(), "properties fold");
+  await properties.locator(":scope > summary").click();
+  check(await revenue.isVisible(), "and unfold");
+  await page.click("#copy");
+  await page.waitForFunction(() => document.getElementById("copy").textContent === "Copied");
+  const copied = JSON.parse(await page.evaluate(() => navigator.clipboard.readText()));
+  check(copied.properties.revenue === 42.5, "the copy is the event's JSON");
+  check(copied._trackway.source === "web", "with where it came from");
+  check(copied._trackway.delivery.Hook === "delivered", "and its delivery state");
 
-  // Dead letters: a click on the count shows them, with their reasons.
+  // Dead letters: a click on the count shows them, with their reasons, in the panel.
   await page.waitForSelector("#destination-rows td.dead");
   const destination = await page.textContent("#destination-rows tr");
   check(destination.includes("Hook") && destination.includes("webhook"), "the destination is listed: " + destination);
   await page.click("#destination-rows td.dead");
-  await until(page, "the dead letter is shown", () => document.getElementById("detail").textContent.includes("HTTP 400"));
-  const letters = JSON.parse(await page.textContent("#detail"));
-  check(letters.length === 1 && letters[0].reason.includes("HTTP 400"), "the dead letter shows its reason");
+  await until(page, "the dead letter is shown", () => document.getElementById("detail-json").textContent.includes("HTTP 400"));
+  check((await page.textContent("#detail-title")) === "Dead letters: Hook", "the panel says whose dead letters");
   await shoot(page, "dead-letters.png");
 
   // Item 9: paused, the list holds still and counts what arrives; resumed, it shows them.
