@@ -173,14 +173,28 @@ try {
   check(copied._trackway.source === "web", "with where it came from");
   check(copied._trackway.delivery.Hook === "delivered", "and its delivery state");
 
-  // Dead letters: a click on the count shows them, with their reasons, in the panel.
+  // Item 13: the dead letters as a table, replayed with a button, with the result shown.
   await page.waitForSelector("#destination-rows td.dead");
   const destination = await page.textContent("#destination-rows tr");
   check(destination.includes("Hook") && destination.includes("webhook"), "the destination is listed: " + destination);
   await page.click("#destination-rows td.dead");
-  await until(page, "the dead letter is shown", () => document.getElementById("detail-json").textContent.includes("HTTP 400"));
-  check((await page.textContent("#detail-title")) === "Dead letters: Hook", "the panel says whose dead letters");
+  await page.waitForSelector("#dead:not([hidden]) #letter-rows tr");
+  const letter = await page.locator("#letter-rows tr td").allTextContents();
+  check(/ago|just now/.test(letter[0]), "when it failed, readably: " + letter[0]);
+  check(letter[1] === "Hook", "which destination: " + letter[1]);
+  check(letter[2].includes("<img src=x onerror=") && letter[2].includes("<b>mallory</b>"), "which event: " + letter[2]);
+  check(letter[3].includes("HTTP 400"), "why: " + letter[3]);
   await shoot(page, "dead-letters.png");
+  writeFileSync(accept, "");
+  await page.click("#replay");
+  await page.waitForFunction(() => document.getElementById("replay-result").textContent.includes("1 delivered"));
+  check(await page.locator("#replay-result.ok").count() === 1, "the result is shown as a success");
+  await page.waitForSelector("#no-letters:not([hidden])");
+  await until(page, "the replayed row says delivered", () => {
+    const row = Array.from(document.querySelectorAll("#rows tr")).find((tr) => tr.textContent.includes("<img src=x"));
+    return row && row.querySelector(".state.delivered") !== null;
+  });
+  await shoot(page, "replayed.png");
 
   // Item 9: paused, the list holds still and counts what arrives; resumed, it shows them.
   await page.click("#pause");
