@@ -307,3 +307,38 @@ fn next_before_pages_through_a_filter_to_the_end() {
         "a full page goes on from its last event"
     );
 }
+
+/// A filter the store cannot apply reads a bounded number of events per request: a source
+/// whose events are all older than that is reached by following `next_before`.
+#[test]
+fn a_source_filter_reads_a_bounded_page_and_says_where_to_go_on() {
+    let server = TestServer::start();
+    let jobs =
+        json!({"batch": [{"type": "track", "userId": "u", "event": "Job Ran", "messageId": "j1"}]});
+    let (status, answer) = crate::support::post(
+        &server.url,
+        "/v1/batch",
+        &[("authorization", &crate::support::basic(OTHER_KEY))],
+        jobs.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    // More web events after it than one request reads for a filter (MAX_SCAN, 10,000).
+    for chunk in 0..11 {
+        let batch: Vec<Value> = (0..1000)
+            .map(|i| json!({"type": "track", "userId": "u", "event": "Web", "messageId": format!("w{chunk}-{i}")}))
+            .collect();
+        send(&server, batch);
+    }
+    let (_, first) = server.admin("/api/events?source=jobs");
+    assert_eq!(
+        first["events"].as_array().unwrap().len(),
+        0,
+        "not read that far"
+    );
+    let before = first["next_before"]
+        .as_i64()
+        .expect("a short page says where to go on");
+    let (_, second) = server.admin(&format!("/api/events?source=jobs&before={before}"));
+    assert_eq!(ids(second["events"].as_array().unwrap()), ["j1"]);
+    assert_eq!(second["next_before"], Value::Null);
+}
