@@ -199,6 +199,7 @@ try {
   // Item 9: paused, the list holds still and counts what arrives; resumed, it shows them.
   await page.click("#pause");
   check(await page.textContent("#pause") === "Resume", "the button offers to resume");
+  check(await page.textContent("#status") === "paused", "the header says paused, not live");
   const before = await rows();
   await send({ userId: "live-user", event: "While Paused" });
   await page.waitForFunction(() => document.getElementById("pause").textContent === "Resume (1 new)", null, { timeout: 10000 });
@@ -208,6 +209,7 @@ try {
   await page.click("#pause");
   check((await page.textContent("#rows tr:first-child")).includes("While Paused"), "resumed, it is on top");
   check(await page.textContent("#pause") === "Pause", "and the list is live again");
+  check(await page.textContent("#status") === "live", "and says live again");
 
   // Live: an event sent now appears without a reload, pending, then delivered.
   await send({ userId: "live-user", event: "Arrived Live" });
