@@ -216,6 +216,24 @@ try {
   await page.waitForSelector("#rows tr:first-child:has-text('Arrived Live')", { timeout: 10000 });
   await page.waitForSelector("#rows tr:first-child .state.delivered", { timeout: 15000 });
 
+  // Paused through more events than the page holds (1000), resuming reloads the newest page
+  // instead of showing the last 1000 with a gap behind them.
+  await page.click("#pause");
+  const burst = Array.from({ length: 1001 }, (_, i) => ({ type: "track", userId: "burst", event: "Burst " + i }));
+  const response = await fetch(url + "/v1/batch", {
+    method: "POST",
+    headers: { "content-type": "application/json",
+               authorization: "Basic " + Buffer.from(writeKey + ":").toString("base64") },
+    body: JSON.stringify({ batch: burst }),
+  });
+  check(response.status === 200, "the burst was accepted");
+  await until(page, "1001 counted while paused",
+              () => document.getElementById("pause").textContent === "Resume (1001 new)");
+  await page.click("#pause");
+  await waitRows(200);
+  check((await page.textContent("#rows tr:first-child")).includes("Burst 1000"), "the newest is on top");
+  check(await page.locator("#more").isVisible(), "and the rest is a click away");
+
   check(errors.length === 0, "the page loaded with errors:\n  " + errors.join("\n  "));
   console.log("debugger checks passed");
 } catch (error) {
