@@ -14,7 +14,7 @@ use serde_json::json;
 use trackway_collector::delivery::kind::{DestinationConfig, Kind};
 use trackway_collector::storage::sqlite::SqliteStore;
 use trackway_collector::storage::{
-    Appended, BoxFuture, Count, NewEvent, Query, Store, StoreError, StoredEvent,
+    Appended, BoxFuture, Count, NewEvent, Query, Store, StoreError, StoredEvent, TrafficRow,
 };
 use trackway_collector::{Collector, Config, Source};
 
@@ -179,6 +179,13 @@ impl Store for LosesOneAnswer {
     }
     fn counts(&self) -> BoxFuture<'_, Result<Vec<Count>, StoreError>> {
         self.inner.counts()
+    }
+    fn traffic(
+        &self,
+        since_minute: i64,
+        source: Option<&str>,
+    ) -> BoxFuture<'_, Result<Vec<TrafficRow>, StoreError>> {
+        self.inner.traffic(since_minute, source)
     }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<StoredEvent>> {
         self.inner.subscribe()

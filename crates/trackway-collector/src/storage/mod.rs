@@ -99,6 +99,39 @@ pub struct Count {
     pub count: u64,
 }
 
+/// Events stored in one minute, per source, type and status: a bar of the traffic chart.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TrafficRow {
+    /// The minute: `receivedAt` in milliseconds since the epoch, divided by 60 000.
+    pub minute: i64,
+    /// The source's name.
+    pub source: String,
+    /// The `type`, bucketed as [`Count::kind`] is (the six, or [`sqlite::OTHER_TYPE`]).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Stored as rejected.
+    pub rejected: bool,
+    /// How many.
+    pub count: u64,
+}
+
+/// Milliseconds in one bucket of the traffic: a minute.
+pub const TRAFFIC_BUCKET_MS: i64 = 60_000;
+
+/// How long the stores keep the traffic: a day, so the chart can look back further than its
+/// hour, and the rows stay bounded (sources x 1440 minutes x 7 types x 2 statuses).
+pub const TRAFFIC_RETENTION: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// The minute of `received_at` (ms since the epoch).
+pub fn traffic_minute(received_at: i64) -> i64 {
+    received_at.div_euclid(TRAFFIC_BUCKET_MS)
+}
+
+/// The oldest minute the stores keep, `now_ms` being now: older ones are pruned.
+pub(crate) fn traffic_horizon(now_ms: i64) -> i64 {
+    traffic_minute(now_ms - TRAFFIC_RETENTION.as_millis() as i64)
+}
+
 /// The store failed; the request is answered 503 and the client retries.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("store unavailable: {0}")]
@@ -117,6 +150,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts per source, type and status: of every collector sharing the store.
     fn counts(&self) -> BoxFuture<'_, Result<Vec<Count>, StoreError>>;
+
+    /// Events stored per minute since `since_minute` (inclusive), per source, type and
+    /// status, oldest first; only `source`'s when given. Of every collector sharing the store,
+    /// answered from counts kept as events are stored (never by reading the events), and kept
+    /// [`TRAFFIC_RETENTION`] whatever the events' retention.
+    fn traffic(
+        &self,
+        since_minute: i64,
+        source: Option<&str>,
+    ) -> BoxFuture<'_, Result<Vec<TrafficRow>, StoreError>>;
 
     /// A receiver of every event stored from now on, in order.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<StoredEvent>>;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use serde_json::json;
 use trackway_collector::storage::sqlite::{DEFAULT_DEDUP_WINDOW, SqliteStore};
 use trackway_collector::storage::{
-    Appended, BoxFuture, Count, NewEvent, Query, Store, StoreError, StoredEvent,
+    Appended, BoxFuture, Count, NewEvent, Query, Store, StoreError, StoredEvent, TrafficRow,
 };
 
 use crate::support::{TestServer, WRITE_KEY, basic, post};
@@ -118,6 +118,13 @@ impl Store for FullDisk {
         Box::pin(async { Ok(Vec::new()) })
     }
     fn counts(&self) -> BoxFuture<'_, Result<Vec<Count>, StoreError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn traffic(
+        &self,
+        _: i64,
+        _: Option<&str>,
+    ) -> BoxFuture<'_, Result<Vec<TrafficRow>, StoreError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<StoredEvent>> {
@@ -244,6 +251,13 @@ impl Store for FillableDisk {
     }
     fn counts(&self) -> BoxFuture<'_, Result<Vec<Count>, StoreError>> {
         self.inner.counts()
+    }
+    fn traffic(
+        &self,
+        since_minute: i64,
+        source: Option<&str>,
+    ) -> BoxFuture<'_, Result<Vec<TrafficRow>, StoreError>> {
+        self.inner.traffic(since_minute, source)
     }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<StoredEvent>> {
         self.inner.subscribe()

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use trackway_collector::storage::sqlite::{DEFAULT_DEDUP_WINDOW, SqliteStore};
 use trackway_collector::storage::{
-    Appended, BoxFuture, Count, NewEvent, Query, Store, StoreError, StoredEvent,
+    Appended, BoxFuture, Count, NewEvent, Query, Store, StoreError, StoredEvent, TrafficRow,
 };
 
 use crate::support::{TestServer, WRITE_KEY, basic, post};
@@ -178,6 +178,13 @@ impl Store for SlowCommits {
     }
     fn counts(&self) -> BoxFuture<'_, Result<Vec<Count>, StoreError>> {
         self.inner.counts()
+    }
+    fn traffic(
+        &self,
+        since_minute: i64,
+        source: Option<&str>,
+    ) -> BoxFuture<'_, Result<Vec<TrafficRow>, StoreError>> {
+        self.inner.traffic(since_minute, source)
     }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<StoredEvent>> {
         self.inner.subscribe()

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use trackway_collector::storage::postgres::PostgresStore;
 use trackway_collector::storage::sqlite::SqliteStore;
-use trackway_collector::storage::{NewEvent, Query, Store};
+use trackway_collector::storage::{
+    NewEvent, Query, Store, TRAFFIC_BUCKET_MS, TRAFFIC_RETENTION, traffic_minute,
+};
 use trackway_testkit::postgres::{self as pg, TestPostgres};
 
 /// The dedup window of these tests: Segment's 24 hours.
@@ -66,6 +68,18 @@ impl Subject {
     fn query(&self, query: Query) -> Vec<String> {
         let events = self.runtime.block_on(self.store.query(query)).unwrap();
         events.into_iter().map(|e| id_of(&e.body)).collect()
+    }
+
+    /// The traffic since `minute`, of `source` or all, as tuples (minute, source, type,
+    /// rejected, count).
+    fn traffic(&self, minute: i64, source: Option<&str>) -> Vec<(i64, String, String, bool, u64)> {
+        let rows = self
+            .runtime
+            .block_on(self.store.traffic(minute, source))
+            .unwrap();
+        rows.into_iter()
+            .map(|r| (r.minute, r.source, r.kind, r.rejected, r.count))
+            .collect()
     }
 
     fn counts(&self) -> Vec<(String, String, bool, u64)> {
@@ -150,6 +164,7 @@ contract!(
     counts_follow_appends_and_pruning,
     subscribers_hear_each_committed_event_once_in_order,
     concurrent_copies_of_one_message_are_stored_once,
+    traffic_counts_each_minute_by_type_and_status_and_outlives_the_events,
 );
 
 fn a_repeat_within_the_window_is_stored_once_and_after_it_again(s: &Subject) {
@@ -386,4 +401,51 @@ fn concurrent_copies_of_one_message_are_stored_once(s: &Subject) {
     });
     assert_eq!(results, ROUNDS);
     assert_eq!(s.after("web", 0).len(), ROUNDS);
+}
+
+fn traffic_counts_each_minute_by_type_and_status_and_outlives_the_events(s: &Subject) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let m = traffic_minute(now) - 5;
+    let at = |minute: i64, second: i64| minute * TRAFFIC_BUCKET_MS + second * 1000;
+    let of_kind = |kind: &str, mut e: NewEvent| {
+        e.kind = kind.into();
+        e
+    };
+    // Older than the traffic is kept: pruned with the events.
+    let old = now - TRAFFIC_RETENTION.as_millis() as i64 - 2 * TRAFFIC_BUCKET_MS;
+    s.append(vec![event("web", "old", old)]);
+    s.append(vec![
+        event("web", "a", at(m, 1)),
+        event("web", "b", at(m, 59)),
+        of_kind("identify", event("web", "c", at(m, 30))),
+        event("web", "d", at(m + 1, 0)),
+        rejected("web", "e", at(m + 1, 2)),
+        of_kind("made-up", event("jobs", "f", at(m + 1, 3))),
+    ]);
+    // A duplicate is not traffic.
+    assert_eq!(s.append(vec![event("web", "a", at(m + 1, 4))]), (0, 1));
+    let row = |minute, source: &str, kind: &str, rejected, n| {
+        (minute, source.to_owned(), kind.to_owned(), rejected, n)
+    };
+    let recent = [
+        row(m, "web", "identify", false, 1),
+        row(m, "web", "track", false, 2),
+        row(m + 1, "jobs", "other", false, 1),
+        row(m + 1, "web", "track", false, 1),
+        row(m + 1, "web", "track", true, 1),
+    ];
+    assert_eq!(s.traffic(m, None), recent);
+    assert_eq!(s.traffic(m + 1, Some("jobs")), [recent[2].clone()]);
+    assert_eq!(s.traffic(m + 1, Some("web")), recent[3..]);
+    assert_eq!(s.traffic(traffic_minute(old), Some("web")).len(), 5);
+    // Retention takes every web event; the chart still shows them, and only the minutes
+    // older than the traffic's own retention go.
+    s.runtime
+        .block_on(s.store.prune("web", now, i64::MAX))
+        .unwrap();
+    assert!(s.after("web", 0).is_empty());
+    assert_eq!(s.traffic(0, None), recent);
 }

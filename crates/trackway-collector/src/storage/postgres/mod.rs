@@ -35,6 +35,8 @@
 //!   id per process) in its group's transaction, so no two collectors update one row; a read
 //!   sums them. At start a collector folds every other id's rows into its own, so rows of
 //!   collectors long gone do not pile up.
+//! - **Traffic** ([`traffic`]): the chart's counts per minute, per collector too, in the same
+//!   transaction; a new table of schema version 2, which release 1 runs beside.
 //! - **Delivery** ([`delivery`]): cursors, counts, dead letters and per-destination leases
 //!   with an epoch that fences a cursor update by a collector that lost its lease.
 //! - **Schema** ([`schema`]): versioned migrations, applied under a transaction advisory lock
@@ -56,6 +58,7 @@ mod counts;
 mod delivery;
 mod reads;
 mod schema;
+mod traffic;
 mod writer;
 
 use std::future::Future;
@@ -65,7 +68,9 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime as PoolRuntime};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::{Appended, BoxFuture, Count, NewEvent, Query, Store, StoreError, StoredEvent};
+use super::{
+    Appended, BoxFuture, Count, NewEvent, Query, Store, StoreError, StoredEvent, TrafficRow,
+};
 pub use delivery::PostgresBook;
 pub use schema::SCHEMA_VERSION;
 
@@ -323,6 +328,18 @@ impl Store for PostgresStore {
     fn counts(&self) -> BoxFuture<'_, Result<Vec<Count>, StoreError>> {
         let pool = self.pool.clone();
         self.run(async move { counts::read(&Self::client(&pool).await?).await })
+    }
+
+    fn traffic(
+        &self,
+        since_minute: i64,
+        source: Option<&str>,
+    ) -> BoxFuture<'_, Result<Vec<TrafficRow>, StoreError>> {
+        let pool = self.pool.clone();
+        let source = source.map(str::to_owned);
+        self.run(async move {
+            traffic::read(&Self::client(&pool).await?, since_minute, source.as_deref()).await
+        })
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {

@@ -152,6 +152,9 @@ pub(super) async fn prune(
         transaction.commit().await.map_err(pg_error)?;
         total += deleted as usize;
         if deleted < PRUNE_CHUNK {
+            // The traffic outlives the events (a day, whatever their retention).
+            let horizon = crate::storage::traffic_horizon(crate::storage::now_ms());
+            super::traffic::prune(&*client, source, horizon).await?;
             return Ok(total);
         }
     }

@@ -7,7 +7,7 @@
 //!       accepted event within the window is a duplicate)
 //!    3. upsert accepted keys  ┐ stored = the rows the upsert inserted or moved;
 //!    4. upsert rejected keys  ┘ keys sorted, so two collectors lock rows in one order
-//!    5. counts(this collector) += stored
+//!    5. counts(this collector) += stored; traffic(this collector) += stored per minute
 //!    6. pg_advisory_xact_lock(SEQUENCE_LOCK); INSERT events … RETURNING seq
 //!    7. COMMIT (synchronous) ─▶ replies (live subscribers hear of it from the poll)
 //! ```
@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     COMMIT_TIMEOUT, SEQUENCE_LOCK, counts, displayable, pg_error, pool_error, storable_body,
+    traffic,
 };
 use crate::storage::sqlite::MAX_GROUP_EVENTS;
 use crate::storage::{Appended, NewEvent, StoreError, StoredEvent};
@@ -141,6 +142,15 @@ impl Writer {
                 .map(|e| (&*e.source, e.kind.as_str(), e.rejected.is_some())),
         );
         counts::add(&transaction, &self.collector, &delta).await?;
+        let traffic = traffic::of(kept.iter().map(|e| {
+            (
+                &*e.source,
+                e.kind.as_str(),
+                e.rejected.is_some(),
+                e.received_at,
+            )
+        }));
+        traffic::add(&transaction, &self.collector, &traffic).await?;
         // From here to the commit, no other collector allocates seqs (DESIGN.md, guarantee 4).
         transaction
             .execute("SELECT pg_advisory_xact_lock($1)", &[&SEQUENCE_LOCK])

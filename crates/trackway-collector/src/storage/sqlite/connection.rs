@@ -48,6 +48,16 @@ CREATE TABLE IF NOT EXISTS counts (
     n        INTEGER NOT NULL,
     PRIMARY KEY (source, type, rejected)
 ) WITHOUT ROWID;
+-- The traffic chart: events per minute (receivedAt / 60000), source, type and status, added to
+-- in the transactions that store events; minute first, so the last hour is a key range.
+CREATE TABLE IF NOT EXISTS traffic (
+    minute   INTEGER NOT NULL,
+    source   TEXT    NOT NULL,
+    type     TEXT    NOT NULL,
+    rejected INTEGER NOT NULL,
+    n        INTEGER NOT NULL,
+    PRIMARY KEY (minute, source, type, rejected)
+) WITHOUT ROWID;
 ";
 
 pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {

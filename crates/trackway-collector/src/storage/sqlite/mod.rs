@@ -30,6 +30,7 @@
 //!    writer.rs      the writer thread: group commit, dedupe, pruning, probes
 //!    checkpoint.rs  the checkpointer thread
 //!    counts.rs      the stats' counts, in the table and in memory
+//!    traffic.rs     the traffic chart's counts per minute
 //!    reads.rs       the reader connection's queries
 //! ```
 
@@ -37,6 +38,7 @@ mod checkpoint;
 mod connection;
 mod counts;
 mod reads;
+mod traffic;
 mod writer;
 
 use std::path::Path;
@@ -47,7 +49,9 @@ use std::time::Duration;
 use rusqlite::{Connection, params};
 use tokio::sync::{broadcast, oneshot};
 
-use super::{Appended, BoxFuture, Count, NewEvent, Query, Store, StoreError, StoredEvent};
+use super::{
+    Appended, BoxFuture, Count, NewEvent, Query, Store, StoreError, StoredEvent, TrafficRow,
+};
 
 use checkpoint::{TUNING, Tuning, checkpoint_loop};
 use connection::{SCHEMA, open_connection, sql_error};
@@ -55,6 +59,7 @@ pub use counts::OTHER_TYPE;
 pub(crate) use counts::count_key;
 use counts::{Counts, load_counts};
 use reads::{run_query, select_events};
+use traffic::{migrate_traffic, read_traffic};
 use writer::{Job, PRUNE_CHUNK, PruneRequest, WriteRequest, Writer};
 
 /// Most events committed in one transaction; bounds the latency one commit adds.
@@ -111,6 +116,8 @@ impl SqliteStore {
             .spawn(move || checkpoint_loop(&checkpointer, &stop_checkpointing, &restart, tuning))
             .map_err(|e| StoreError(format!("cannot start the checkpointer: {e}")))?;
         let counts = Arc::new(Mutex::new(load_counts(&mut writer)?));
+        // After the counts: their migration sets the version this one then raises.
+        migrate_traffic(&mut writer)?;
         let reader = open_connection(&path)?;
         let (live, _) = broadcast::channel(LIVE_BUFFER);
         let (writes, requests) = tokio::sync::mpsc::channel(WRITE_QUEUE);
@@ -246,6 +253,15 @@ impl Store for SqliteStore {
 
     fn counts(&self) -> BoxFuture<'_, Result<Vec<Count>, StoreError>> {
         Box::pin(async move { Ok(self.current_counts()) })
+    }
+
+    fn traffic(
+        &self,
+        since_minute: i64,
+        source: Option<&str>,
+    ) -> BoxFuture<'_, Result<Vec<TrafficRow>, StoreError>> {
+        let source = source.map(str::to_owned);
+        self.read(move |conn| read_traffic(conn, since_minute, source.as_deref()))
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
@@ -408,6 +424,52 @@ mod tests {
         drop(store);
         let store = SqliteStore::open(dir.path(), WINDOW).expect("reopened");
         assert_eq!(counts(&store), recount((0..80).map(event)));
+    }
+
+    #[test]
+    fn a_store_from_before_the_traffic_table_gets_its_last_day_charted_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let runtime = runtime();
+        let now = crate::storage::now_ms();
+        let at = |n: usize| NewEvent {
+            // Half past: no event sits on the horizon's minute.
+            received_at: now - (n as i64) * 3_600_000 - 1_800_000,
+            ..event(n)
+        };
+        {
+            let store = SqliteStore::open(dir.path(), WINDOW).expect("store");
+            // 0.5 to 29.5 hours ago: the 24 of the last day are charted, the older ones not.
+            runtime
+                .block_on(store.append((0..30).map(at).collect()))
+                .expect("append");
+        }
+        let conn = Connection::open(dir.path().join(DATABASE_FILE)).expect("database");
+        conn.execute_batch("DROP TABLE traffic; PRAGMA user_version = 1;")
+            .expect("made old");
+        drop(conn);
+        let charted = |store: &SqliteStore| -> u64 {
+            runtime
+                .block_on(store.traffic(0, None))
+                .expect("traffic")
+                .iter()
+                .map(|row| row.count)
+                .sum()
+        };
+        let store = SqliteStore::open(dir.path(), WINDOW).expect("opened");
+        assert_eq!(charted(&store), 24);
+        runtime
+            .block_on(store.append(vec![
+                at(40),
+                NewEvent {
+                    message_id: "new".into(),
+                    ..at(0)
+                },
+            ]))
+            .expect("append");
+        drop(store);
+        // Filled once: reopening neither counts again nor loses the new one.
+        let store = SqliteStore::open(dir.path(), WINDOW).expect("reopened");
+        assert_eq!(charted(&store), 26);
     }
 
     #[test]

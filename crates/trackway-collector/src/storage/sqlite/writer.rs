@@ -12,6 +12,7 @@ use super::MAX_GROUP_EVENTS;
 use super::checkpoint::RESTART_WAIT;
 use super::connection::{BUSY_TIMEOUT, sql_error};
 use super::counts::{Counts, change_counts, count_events, count_key};
+use super::traffic::{Traffic, add_traffic, prune_traffic, tally};
 use crate::storage::{Appended, NewEvent, StoreError, StoredEvent};
 
 pub(super) struct WriteRequest {
@@ -182,6 +183,8 @@ impl Writer {
             )
             .map_err(sql_error)?;
         change_counts(&transaction, &removed, -1)?;
+        // The traffic outlives the events (a day, whatever their retention): its own horizon.
+        prune_traffic(&transaction, &request.source)?;
         transaction.commit().map_err(sql_error)?;
         self.count(&removed, -1);
         Ok(deleted)
@@ -264,7 +267,15 @@ impl Writer {
             }
         }
         let mut added = Counts::new();
+        let mut traffic = Traffic::new();
         for event in &stored {
+            tally(
+                &mut traffic,
+                &event.source,
+                &event.kind,
+                event.rejected.is_some(),
+                event.received_at,
+            );
             let key = count_key(
                 event.source.to_string(),
                 &event.kind,
@@ -273,6 +284,7 @@ impl Writer {
             *added.entry(key).or_default() += 1;
         }
         change_counts(&transaction, &added, 1)?;
+        add_traffic(&transaction, &traffic)?;
         transaction.commit().map_err(sql_error)?;
         Ok((results, stored, added))
     }
