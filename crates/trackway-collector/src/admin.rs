@@ -11,6 +11,11 @@
 //!   state now.
 //! - `GET /api/stream`: the same objects as server-sent events, live, as they are stored.
 //! - `GET /api/stats`: counts per source, type and status.
+//! - `GET /api/traffic?since=&source=`: `{"bucket_ms": 60000, "since": ms, "now": ms,
+//!   "buckets": [{"at": ms, "source", "type", "status": "stored"|"rejected", "count"}]}`,
+//!   events stored per minute from `since` (ms since the epoch; default the last
+//!   [`DEFAULT_TRAFFIC_SPAN`], at most [`TRAFFIC_RETENTION`] back), oldest first, of one
+//!   source or all: the debugger's chart. Answered from the store's counts, never the events.
 //! - `GET /api/destinations`: per destination, its cursor, lag, and delivered, skipped and
 //!   dead-lettered counts.
 //! - `GET /api/dead-letters?destination=&limit=`: open dead letters, with reason and event.
@@ -37,7 +42,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use crate::delivery::ReplayError;
 use crate::error::ApiError;
 use crate::server::AppState;
-use crate::storage::{self, StoredEvent};
+use crate::storage::{self, StoredEvent, TRAFFIC_BUCKET_MS, TRAFFIC_RETENTION};
 
 /// Default `limit` of `/api/events` and `/api/dead-letters`; the largest is
 /// [`MAX_EVENTS_LIMIT`].
@@ -45,6 +50,8 @@ pub const DEFAULT_EVENTS_LIMIT: usize = 100;
 /// Largest `limit` of `/api/events` (past it, a 400) and of `/api/dead-letters` (clamped to
 /// it).
 pub const MAX_EVENTS_LIMIT: usize = 10_000;
+/// How far back `/api/traffic` looks without `since=`: the chart's hour.
+pub(crate) const DEFAULT_TRAFFIC_SPAN: Duration = Duration::from_secs(60 * 60);
 /// Interval of SSE keep-alive comments, which keep proxies from closing an idle stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -316,6 +323,54 @@ pub(crate) async fn stats(State(state): State<Arc<AppState>>) -> Result<Json<Val
     })?;
     let total: u64 = counts.iter().map(|c| c.count).sum();
     Ok(Json(json!({"total": total, "counts": counts})))
+}
+
+/// Query parameters of `/api/traffic`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct TrafficParams {
+    since: Option<i64>,
+    source: Option<String>,
+}
+
+pub(crate) async fn traffic(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<TrafficParams>,
+) -> Result<Json<Value>, ApiError> {
+    let now = storage::now_ms();
+    // Older minutes are pruned: asking for them is not an error, the answer starts where
+    // the counts do.
+    let oldest = now - TRAFFIC_RETENTION.as_millis() as i64;
+    let since = params
+        .since
+        .unwrap_or(now - DEFAULT_TRAFFIC_SPAN.as_millis() as i64)
+        .max(oldest);
+    let source = params.source.as_deref().filter(|s| !s.is_empty());
+    let rows = state
+        .store
+        .traffic(storage::traffic_minute(since), source)
+        .await
+        .map_err(|e| {
+            tracing::warn!("admin: cannot read the traffic: {e}");
+            ApiError::Unavailable
+        })?;
+    let buckets: Vec<Value> = rows
+        .into_iter()
+        .map(|row| {
+            json!({
+                "at": row.minute * TRAFFIC_BUCKET_MS,
+                "source": row.source,
+                "type": row.kind,
+                "status": if row.rejected { "rejected" } else { "stored" },
+                "count": row.count,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "bucket_ms": TRAFFIC_BUCKET_MS,
+        "since": storage::traffic_minute(since) * TRAFFIC_BUCKET_MS,
+        "now": now,
+        "buckets": buckets,
+    })))
 }
 
 pub(crate) async fn stream(

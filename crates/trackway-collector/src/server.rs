@@ -221,6 +221,7 @@ impl Collector {
             .route("/api/events", get(admin::events))
             .route("/api/delivery", get(admin::delivery))
             .route("/api/stats", get(admin::stats))
+            .route("/api/traffic", get(admin::traffic))
             .route("/api/stream", get(admin::stream))
             .route("/api/destinations", get(admin::destinations))
             .route("/api/dead-letters", get(admin::dead_letters))

@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN_TOKEN, OTHER_KEY, TestServer, agent, send};
+use crate::support::{ADMIN_TOKEN, OTHER_KEY, TestServer, agent, basic, post, send};
 
 fn seed(server: &TestServer) {
     send(
@@ -111,6 +111,64 @@ fn stats_count_per_source_type_and_status() {
     assert_eq!(find("track", true), Some(1));
     assert_eq!(find("identify", false), Some(1));
     assert_eq!(find("page", false), Some(1));
+}
+
+#[test]
+fn traffic_is_charted_per_minute_source_type_and_status() {
+    let server = TestServer::start();
+    let (status, _) = {
+        let response = agent()
+            .get(format!("{}/api/traffic", server.url))
+            .call()
+            .unwrap();
+        (response.status().as_u16(), ())
+    };
+    assert_eq!(status, 401, "the traffic needs the admin token");
+    seed(&server);
+    let (status, answer) = post(
+        &server.url,
+        "/v1/batch",
+        &[("authorization", &basic(OTHER_KEY))],
+        json!({"batch": [{"type": "made-up", "userId": "u", "messageId": "j1"}]})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    // Summed over minutes: the test may straddle one.
+    let totals = |query: &str| {
+        let (status, traffic) = server.admin(&format!("/api/traffic{query}"));
+        assert_eq!(status, 200, "{traffic}");
+        assert_eq!(traffic["bucket_ms"], 60_000);
+        let now = traffic["now"].as_i64().unwrap();
+        let mut totals = std::collections::BTreeMap::new();
+        for bucket in traffic["buckets"].as_array().unwrap() {
+            let at = bucket["at"].as_i64().unwrap();
+            assert!(
+                at % 60_000 == 0 && at <= now && at > now - 3_600_000,
+                "{bucket}"
+            );
+            let key = format!(
+                "{}/{}/{}",
+                bucket["source"], bucket["type"], bucket["status"]
+            );
+            *totals.entry(key.replace('"', "")).or_insert(0) += bucket["count"].as_u64().unwrap();
+        }
+        totals.into_iter().collect::<Vec<_>>()
+    };
+    let web = [
+        ("web/identify/stored".to_owned(), 1),
+        ("web/page/stored".to_owned(), 1),
+        ("web/track/rejected".to_owned(), 1),
+        ("web/track/stored".to_owned(), 2),
+    ];
+    let jobs = ("jobs/other/rejected".to_owned(), 1);
+    let mut all = vec![jobs.clone()];
+    all.extend(web.iter().cloned());
+    assert_eq!(totals(""), all);
+    assert_eq!(totals("?source=web"), web);
+    assert_eq!(totals("?source=jobs&since=0"), [jobs]);
+    let later = 4_000_000_000_000_i64;
+    assert!(totals(&format!("?since={later}")).is_empty());
 }
 
 #[test]
