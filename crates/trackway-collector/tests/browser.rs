@@ -75,6 +75,7 @@ fn the_debugger_shows_events_live_and_safely() {
         backoff_cap: None,
         concurrency: None,
     }];
+    let history = past_traffic(temp.path());
     let collector = Collector::open(&config).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -133,6 +134,7 @@ fn the_debugger_shows_events_live_and_safely() {
         .arg(&screenshots)
         .arg(&accept)
         .env("CHROMIUM", &chromium)
+        .env("TRAFFIC_HISTORY", history.to_string())
         .output()
         .unwrap();
     // Straight to the process's stderr, past the test harness's capture, so that the
@@ -146,6 +148,59 @@ fn the_debugger_shows_events_live_and_safely() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Writes an hour of past traffic (minutes 2 to 58 ago) into the store in `data_dir`, as the
+/// counts of events since pruned, so the chart has a history to draw; returns per source
+/// what it added, `{"web": {"total", "rejected"}, "app": {...}}`.
+fn past_traffic(data_dir: &Path) -> serde_json::Value {
+    // Opened once first, so the schema is the store's own.
+    drop(SqliteStore::open(data_dir, std::time::Duration::from_secs(86_400)).expect("store"));
+    let conn = rusqlite::Connection::open(data_dir.join("events.sqlite3")).expect("database");
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .expect("busy timeout");
+    let now_minute = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+        / 60_000;
+    let mut totals = std::collections::BTreeMap::<&str, (i64, i64)>::new();
+    for ago in 2..=58_i64 {
+        let wave = (ago * 7) % 15;
+        let rows = [
+            ("web", "track", false, 20 + wave),
+            ("web", "identify", false, 3 + ago % 4),
+            ("web", "page", false, ago % 5),
+            ("web", "track", true, if ago % 9 == 0 { 6 } else { 0 }),
+            ("app", "screen", false, 5 + ago % 3),
+            ("app", "other", true, if ago % 13 == 0 { 3 } else { 0 }),
+        ];
+        for (source, kind, rejected, n) in rows {
+            if n == 0 {
+                continue;
+            }
+            conn.execute(
+                "INSERT INTO traffic (minute, source, type, rejected, n) VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![now_minute - ago, source, kind, rejected, n],
+            )
+            .expect("traffic row");
+            let total = totals.entry(source).or_default();
+            total.0 += n;
+            if rejected {
+                total.1 += n;
+            }
+        }
+    }
+    totals
+        .into_iter()
+        .map(|(source, (total, rejected))| {
+            (
+                source.to_owned(),
+                json!({"total": total, "rejected": rejected}),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 const SHOP_KEY: &str = "wk-shop-0123456789";

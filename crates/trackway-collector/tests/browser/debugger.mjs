@@ -9,6 +9,9 @@ import { join } from "node:path";
 import { chromium } from "playwright-core";
 
 const [url, token, writeKey, screenshots, accept] = process.argv.slice(2);
+// Per source, the past hour's traffic written into the store before it started (the counts
+// of events since pruned): {"web": {"total", "rejected"}, "app": {...}}.
+const history = JSON.parse(process.env.TRAFFIC_HISTORY || "{}");
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 
 function check(condition, message) {
@@ -34,10 +37,20 @@ async function until(page, what, step, arg, timeout = 15000) {
   }
 }
 
-async function shoot(page, name) {
+async function shoot(page, name, selector) {
   const path = join(screenshots, name);
-  await page.screenshot({ path });
+  await (selector ? page.locator(selector) : page).screenshot({ path });
   console.log("screenshot: " + path);
+}
+
+// The chart's totals as drawn: events and rejected ones, over its bars.
+function chartTotals() {
+  let total = 0, rejected = 0;
+  for (const bar of document.querySelectorAll("#chart .bar")) {
+    total += Number(bar.dataset.total);
+    rejected += Number(bar.dataset.rejected);
+  }
+  return [total, rejected];
 }
 
 const browser = await chromium.launch({
@@ -89,6 +102,44 @@ try {
   check(await page.locator("#rows tr", { hasText: "Order Completed" }).count() === 0, "the seed is older than the first page");
   await page.waitForFunction(() => document.getElementById("status").textContent === "live");
   await shoot(page, "list.png");
+
+  // Item 15: the traffic chart, per minute from the store's counts: this run's events (the
+  // seed's four, one of them rejected, app's one and the fillers) on top of the past hour.
+  const [webPast, appPast] = [history.web || { total: 0, rejected: 0 }, history.app || { total: 0, rejected: 0 }];
+  const expected = [4 + 1 + 250 + webPast.total + appPast.total, 1 + webPast.rejected + appPast.rejected];
+  await until(page, "the chart counts every stored event: " + expected, (expected) => {
+    let total = 0, rejected = 0;
+    for (const bar of document.querySelectorAll("#chart .bar")) {
+      total += Number(bar.dataset.total);
+      rejected += Number(bar.dataset.rejected);
+    }
+    return total === expected[0] && rejected === expected[1];
+  }, expected);
+  check(await page.locator("#chart .bar").count() === 60, "one bar a minute for the hour");
+  const fills = await page.locator("#chart rect.t-rejected").evaluateAll((rects) => rects.map((r) => getComputedStyle(r).fill));
+  check(fills.length > 0 && fills.every((fill) => fill === "rgb(192, 57, 43)"), "rejected events are red: " + fills);
+  for (const kind of ["track", "identify", "page", "screen"]) {
+    check(await page.locator("#chart rect.t-" + kind).count() > 0, "the bars are stacked by type: " + kind);
+  }
+  // The past hour ends two minutes ago: the last two bars (the run may straddle a minute)
+  // hold this run's events, and say so in their tooltips.
+  const recent = await page.locator("#chart .bar").evaluateAll((bars) => bars.slice(-2).map((bar) =>
+    [Number(bar.dataset.total), bar.querySelector("title").textContent]));
+  check(recent[0][0] + recent[1][0] === 255, "the last minutes hold this run's events: " + recent);
+  check(recent.some(([, title]) => title.includes("rejected 1 (track 1)")), "a bar says what it holds: " + recent);
+  const box = await page.locator("#traffic").boundingBox();
+  check(box.y < 100, "the chart is at the top: " + box.y);
+  await shoot(page, "chart.png", "#traffic");
+  // Per source when the source filter is set.
+  await page.selectOption("#source", "app");
+  await until(page, "the chart shows app's traffic only", (expected) => {
+    let total = 0;
+    for (const bar of document.querySelectorAll("#chart .bar")) total += Number(bar.dataset.total);
+    return total === expected && document.getElementById("traffic-title").textContent.includes("app");
+  }, 1 + appPast.total);
+  await shoot(page, "chart-app.png", "#traffic");
+  await page.selectOption("#source", "");
+  await waitRows(200);
   // Item 14: the icon the page names, and the one browsers ask for unprompted, are there
   // (headless Chromium asks for neither, so the page is made to).
   const icons = await page.evaluate(async () => [
@@ -233,6 +284,18 @@ try {
   await waitRows(200);
   check((await page.textContent("#rows tr:first-child")).includes("Burst 1000"), "the newest is on top");
   check(await page.locator("#more").isVisible(), "and the rest is a click away");
+
+  // Item 15, live: per second, counted from the stream (the burst arrived while paused).
+  await page.click("#per-second");
+  await until(page, "the per-second chart shows the burst", () => {
+    let total = 0;
+    for (const bar of document.querySelectorAll("#chart .bar")) total += Number(bar.dataset.total);
+    return total >= 1001;
+  });
+  check(await page.locator("#chart .bar").count() === 120, "one bar a second for two minutes");
+  check((await page.textContent("#traffic-title")).includes("per second"), "the title says per second");
+  await shoot(page, "chart-live.png", "#traffic");
+  await page.click("#per-minute");
 
   check(errors.length === 0, "the page loaded with errors:\n  " + errors.join("\n  "));
   console.log("debugger checks passed");
