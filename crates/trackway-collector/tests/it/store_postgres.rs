@@ -344,3 +344,54 @@ fn stopping_the_database_for_5_s_under_load_loses_nothing_acknowledged() {
         acknowledged.len()
     );
 }
+
+#[test]
+fn a_version_1_database_is_upgraded_and_two_collectors_chart_one_minute_together() {
+    let (_server, url) = postgres_database("traffic");
+    let runtime = runtime();
+    // A database as release 1 left it: no traffic table, schema version 1.
+    drop(PostgresStore::open(&url, WINDOW).unwrap());
+    runtime.block_on(async {
+        let client = connect(&url).await;
+        client
+            .batch_execute("DROP TABLE traffic; DELETE FROM trackway_schema WHERE version > 1")
+            .await
+            .unwrap();
+    });
+    let a: Arc<dyn Store> = Arc::new(PostgresStore::open(&url, WINDOW).unwrap());
+    let b: Arc<dyn Store> = Arc::new(PostgresStore::open(&url, WINDOW).unwrap());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // Both commit into the same minute at once.
+    let at = (now / 60_000) * 60_000 + 30_000;
+    const EACH: usize = 40;
+    runtime.block_on(async {
+        let batch = |name: &str| -> Vec<NewEvent> {
+            (0..EACH)
+                .map(|i| event("web", &format!("{name}{i}"), at))
+                .collect()
+        };
+        let (x, y) = tokio::join!(a.append(batch("a")), b.append(batch("b")));
+        assert_eq!(x.unwrap().stored + y.unwrap().stored, 2 * EACH);
+    });
+    for store in [&a, &b] {
+        let rows = runtime.block_on(store.traffic(0, Some("web"))).unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(
+            (rows[0].minute, rows[0].count),
+            (at / 60_000, 2 * EACH as u64)
+        );
+    }
+    // Each collector added to rows of its own: neither waited on the other's row lock.
+    let writers: i64 = runtime.block_on(async {
+        let client = connect(&url).await;
+        let row = client
+            .query_one("SELECT count(DISTINCT collector) FROM traffic", &[])
+            .await
+            .unwrap();
+        row.get(0)
+    });
+    assert_eq!(writers, 2);
+}
