@@ -361,10 +361,28 @@ fn three_collectors_with_one_killed_mid_load_lose_nothing_and_hand_delivery_over
             .iter()
             .all(|id| webhook.contains_key(*id) && file.contains_key(*id))
         {
-            // Sent again after the takeover: at most the batch in flight (1,000 events).
-            for (name, seen) in [("webhook", &webhook), ("file", &file)] {
+            // Sent again after the takeover: at most the batch in flight (1,000 events), and
+            // counted in /api/destinations.
+            let response = ureq::get(format!("{}/api/destinations", urls[1]))
+                .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+                .call()
+                .unwrap();
+            let status: Value =
+                serde_json::from_str(&response.into_body().read_to_string().unwrap()).unwrap();
+            for (name, seen) in [("Webhook", &webhook), ("File", &file)] {
                 let again: usize = seen.values().map(|n| n - 1).sum();
                 assert!(again <= 1000, "{name}: {again} events sent again");
+                let counted = status["destinations"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|d| d["name"] == name)
+                    .and_then(|d| d["redelivered"].as_u64())
+                    .unwrap();
+                assert!(
+                    counted as usize >= again,
+                    "{name}: {again} sent again, {counted} counted"
+                );
             }
             break;
         }

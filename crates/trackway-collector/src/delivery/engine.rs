@@ -243,7 +243,12 @@ impl DeliveryEngine {
 
     /// Reads after the cursor, delivers, stores the cursor, until `stop` turns true or the
     /// lease turns out lost when the cursor is stored.
-    async fn deliver_while_held(&self, lane: &Lane, lease: Lease, mut stop: watch::Receiver<bool>) {
+    async fn deliver_while_held(
+        &self,
+        lane: &Lane,
+        mut lease: Lease,
+        mut stop: watch::Receiver<bool>,
+    ) {
         // Read again at every lease: another collector may have moved it.
         let mut cursor = loop {
             match self.state.progress(&lane.name_key(), 0).await {
@@ -277,7 +282,11 @@ impl DeliveryEngine {
                 continue;
             }
             match self.deliver_batch(lane, lease, &events, &mut stop).await {
-                Ok(Some(done)) => cursor = done,
+                Ok(Some(done)) => {
+                    cursor = done;
+                    // Only the first batch after a takeover may repeat the old holder's.
+                    lease.took_over = false;
+                }
                 Ok(None) => {
                     tracing::warn!(destination = %lane.name, epoch = lease.epoch, "delivery: the lease was lost; another collector delivers");
                     return;
@@ -367,6 +376,7 @@ impl DeliveryEngine {
             delivered,
             skipped: skipped as u64,
             dead,
+            redelivered: if lease.took_over { delivered } else { 0 },
         };
         let moved = self.state.advance(&lane.name_key(), lease, batch).await?;
         Ok(moved.then_some(done))

@@ -57,6 +57,11 @@ pub struct Progress {
     pub dead_lettered: u64,
     /// Events skipped because their `integrations` excluded the destination.
     pub skipped: u64,
+    /// Events delivered by a collector that took the destination over from one that stopped
+    /// renewing its lease, in the first batch after the takeover: the old holder may have
+    /// sent them already (at least once). Counted in `delivered` too; always 0 on a lone
+    /// collector.
+    pub redelivered: u64,
 }
 
 /// One dead letter.
@@ -93,6 +98,9 @@ fn now_ms() -> i64 {
 pub struct Lease {
     /// The fencing number.
     pub epoch: i64,
+    /// Taken from another collector whose lease expired (it died, or was cut off): the
+    /// first batch may repeat what that one sent.
+    pub took_over: bool,
 }
 
 /// Where delivery bookkeeping lives: the seam between the engine and a database.
@@ -167,6 +175,9 @@ pub struct Batch {
     pub skipped: u64,
     /// Dead letters, `(seq, reason)`.
     pub dead: Vec<(i64, String)>,
+    /// Of `delivered`, those possibly sent already by the previous holder (see
+    /// [`Progress::redelivered`]).
+    pub redelivered: u64,
 }
 
 /// The engine's handle on its [`DeliveryBook`].
@@ -325,7 +336,12 @@ impl DeliveryBook for SqliteBook {
 
     // One collector per data directory (its lock): every lease is this one's, at epoch 0.
     fn acquire(&self, _destination: &str) -> BoxFuture<'_, Result<Option<Lease>, StoreError>> {
-        Box::pin(async { Ok(Some(Lease { epoch: 0 })) })
+        Box::pin(async {
+            Ok(Some(Lease {
+                epoch: 0,
+                took_over: false,
+            }))
+        })
     }
 
     fn renew(&self, _destination: &str, _lease: Lease) -> BoxFuture<'_, Result<bool, StoreError>> {
@@ -386,6 +402,7 @@ impl SqliteBook {
                         delivered: row.get::<_, i64>(1)? as u64,
                         dead_lettered: row.get::<_, i64>(2)? as u64,
                         skipped: row.get::<_, i64>(3)? as u64,
+                        redelivered: 0,
                     })
                 },
             )

@@ -67,7 +67,8 @@ async fn progress(
         .map_err(pg_error)?;
     let row = client
         .query_one(
-            "SELECT seq, delivered, dead_lettered, skipped FROM delivery_cursors WHERE destination = $1",
+            "SELECT seq, delivered, dead_lettered, skipped, redelivered FROM delivery_cursors
+             WHERE destination = $1",
             &[&destination],
         )
         .await
@@ -77,6 +78,7 @@ async fn progress(
         delivered: row.get::<_, i64>(1) as u64,
         dead_lettered: row.get::<_, i64>(2) as u64,
         skipped: row.get::<_, i64>(3) as u64,
+        redelivered: row.get::<_, i64>(4) as u64,
     })
 }
 
@@ -107,7 +109,8 @@ impl DeliveryBook for PostgresBook {
             let moved = transaction
                 .execute(
                     "UPDATE delivery_cursors SET seq = $2, delivered = delivered + $3,
-                            skipped = skipped + $4, dead_lettered = dead_lettered + $5
+                            skipped = skipped + $4, dead_lettered = dead_lettered + $5,
+                            redelivered = redelivered + $7
                      WHERE destination = $1 AND epoch = $6",
                     &[
                         &destination,
@@ -116,6 +119,7 @@ impl DeliveryBook for PostgresBook {
                         &(batch.skipped as i64),
                         &(batch.dead.len() as i64),
                         &lease.epoch,
+                        &(batch.redelivered as i64),
                     ],
                 )
                 .await
@@ -259,19 +263,27 @@ impl DeliveryBook for PostgresBook {
         self.store.run(async move {
             let client = client(&pool).await?;
             progress(&client, &destination, 0).await?;
+            // `old` is the row as the statement's snapshot has it (no FOR UPDATE: that would
+            // skip the version this very statement updates): a holder other than us still
+            // named means it expired without releasing (a clean stop releases).
             let row = client
                 .query_opt(
-                    "UPDATE delivery_cursors
+                    "WITH old AS (SELECT holder FROM delivery_cursors WHERE destination = $1)
+                     UPDATE delivery_cursors
                      SET holder = $2, epoch = epoch + 1,
                          expires_at = now() + $3 * interval '1 millisecond'
                      WHERE destination = $1
                        AND (holder IS NULL OR holder = $2 OR expires_at < now())
-                     RETURNING epoch",
+                     RETURNING epoch,
+                               coalesce((SELECT holder <> $2 FROM old), false)",
                     &[&destination, &&*me, &ttl_ms()],
                 )
                 .await
                 .map_err(pg_error)?;
-            Ok(row.map(|r| Lease { epoch: r.get(0) }))
+            Ok(row.map(|r| Lease {
+                epoch: r.get(0),
+                took_over: r.get(1),
+            }))
         })
     }
 

@@ -82,6 +82,7 @@ CREATE TABLE delivery_cursors (
     delivered     bigint NOT NULL DEFAULT 0,
     dead_lettered bigint NOT NULL DEFAULT 0,
     skipped       bigint NOT NULL DEFAULT 0,
+    redelivered   bigint NOT NULL DEFAULT 0,
     epoch         bigint NOT NULL DEFAULT 0,
     holder        text,
     expires_at    timestamptz
