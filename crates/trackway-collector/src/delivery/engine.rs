@@ -122,7 +122,8 @@ pub struct DeliveryEngine {
 
 impl DeliveryEngine {
     /// Builds each configured destination; nothing runs until [`DeliveryEngine::spawn`].
-    pub fn new(
+    /// Crate-private: only the server opens the delivery state it needs.
+    pub(crate) fn new(
         config: &Config,
         store: Arc<dyn Store>,
         state: DeliveryState,
@@ -577,18 +578,19 @@ impl Lane {
 fn lane(config: &DestinationConfig, source: &str) -> Result<Lane, String> {
     let destination =
         kind::build(config, source).map_err(|e| format!("destination {:?}: {e}", config.name))?;
+    // `RetryPolicy` is non-exhaustive: start from its defaults and set what a lane decides.
+    let mut policy = RetryPolicy::default();
+    policy.max_retries = u32::MAX;
+    policy.backoff_base = config.backoff_base.unwrap_or(DEFAULT_BACKOFF_BASE);
+    policy.backoff_cap = config.backoff_cap.unwrap_or(DEFAULT_BACKOFF_CAP);
+    policy.max_retry_duration = config.retry_window.unwrap_or(DEFAULT_RETRY_WINDOW);
+    policy.jitter = true;
     Ok(Lane {
         name: config.name.clone(),
         source: source.to_owned(),
         kind: config.kind.label(),
         destination,
-        policy: RetryPolicy {
-            max_retries: u32::MAX,
-            backoff_base: config.backoff_base.unwrap_or(DEFAULT_BACKOFF_BASE),
-            backoff_cap: config.backoff_cap.unwrap_or(DEFAULT_BACKOFF_CAP),
-            max_retry_duration: config.retry_window.unwrap_or(DEFAULT_RETRY_WINDOW),
-            jitter: true,
-        },
+        policy,
         concurrency: config.concurrency.unwrap_or(1).max(1),
         wake: Notify::new(),
     })

@@ -57,7 +57,11 @@ impl Request<'_> {
 }
 
 /// What the server answered.
+///
+/// Non-exhaustive, since later versions will carry more of the answer (its headers): a
+/// [`Transport`] outside this crate builds one with [`Response::new`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Response {
     /// The HTTP status code.
     pub status: u16,
@@ -65,6 +69,23 @@ pub struct Response {
     pub retry_after: Option<String>,
     /// The start of the body (a transport may truncate it), for error reports.
     pub body: String,
+}
+
+impl Response {
+    /// An answer with `status` and the start of its `body`, and no `Retry-After`.
+    pub fn new(status: u16, body: impl Into<String>) -> Response {
+        Response {
+            status,
+            retry_after: None,
+            body: body.into(),
+        }
+    }
+
+    /// The same answer with the server's `Retry-After` header, verbatim.
+    pub fn with_retry_after(mut self, retry_after: impl Into<String>) -> Response {
+        self.retry_after = Some(retry_after.into());
+        self
+    }
 }
 
 /// The request did not produce a response; always retried.
