@@ -19,12 +19,14 @@
 
 mod engine;
 pub mod kind;
-pub mod route;
-pub mod state;
+pub(crate) mod route;
+pub(crate) mod state;
 
 use std::time::Duration;
 
 pub use engine::{DeliveryEngine, ReplayError, ReplayReport};
+// The admin API's types; the store they come from stays inside the crate.
+pub use state::{DeadLetter, Progress};
 
 use crate::storage::{BoxFuture, StoredEvent};
 
