@@ -482,7 +482,7 @@ impl DeliveryEngine {
     }
 
     /// Per destination of the event's source: "delivered", "pending", "skipped", or
-    /// "dead letter: <reason>".
+    /// `"dead letter: <reason>"`.
     pub async fn delivery_state(
         &self,
         event: &StoredEvent,
