@@ -13,10 +13,11 @@ use trackway_protocol::{
     Track, ValidationError, check, footprint,
 };
 
+use crate::batch::{Payload, Pending, UUID_LEN, encode_into};
 use crate::budget::{Budget, LARGEST_ENCODED_COST, PER_MESSAGE_OVERHEAD};
 use crate::config::{Builder, ConfigError, Validated};
 use crate::encoder::Encoder;
-use crate::ledger::{Ledger, Payload, Pending, UUID_LEN, encode_into};
+use crate::ledger::Ledger;
 use crate::outcome::{DropReason, FlushReport};
 use crate::sender::{BatchSender, SenderChannels};
 use crate::stats::Stats;
@@ -91,6 +92,14 @@ struct Inner {
 thread_local! {
     /// Per-thread scratch space for encoding, so a call allocates only the final message.
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
+}
+
+impl Builder {
+    /// Checks the settings and starts the client's background threads. (Here, beside what it
+    /// starts, so that the settings need not know the client.)
+    pub fn build(self) -> Result<Analytics, ConfigError> {
+        Analytics::start(self.validate()?)
+    }
 }
 
 impl Analytics {
@@ -367,7 +376,7 @@ impl Inner {
         if shutdown {
             self.ledger.closed.store(true, Ordering::Release);
         }
-        let deadline = crate::worker::later(Instant::now(), timeout);
+        let deadline = crate::deadline::later(Instant::now(), timeout);
         self.control
             .send(Control {
                 deadline,

@@ -10,7 +10,6 @@ use trackway_protocol::{
 };
 
 use crate::budget::{LARGEST_ENCODED_COST, Overflow};
-use crate::client::Analytics;
 use crate::outcome::Observer;
 use crate::retry::RetryPolicy;
 use crate::transport::ProxySetting;
@@ -106,7 +105,7 @@ pub enum ConfigError {
     Spawn(String),
 }
 
-/// Configures an [`Analytics`] client. Every setting has a production-ready default.
+/// Configures an [`Analytics`](crate::Analytics) client. Every setting has a production-ready default.
 #[must_use]
 pub struct Builder {
     pub(crate) write_key: String,
@@ -343,11 +342,6 @@ impl Builder {
     pub fn drop_timeout(mut self, timeout: Duration) -> Self {
         self.drop_timeout = timeout;
         self
-    }
-
-    /// Checks the settings and starts the client's background threads.
-    pub fn build(self) -> Result<Analytics, ConfigError> {
-        Analytics::start(self.validate()?)
     }
 
     pub(crate) fn validate(self) -> Result<Validated, ConfigError> {

@@ -56,9 +56,12 @@
 //!
 //! [`testing::Recorder`] is a transport that records what would have been sent.
 
+mod batch;
+mod body;
 mod budget;
 mod client;
 mod config;
+mod deadline;
 mod encoder;
 mod ledger;
 mod outcome;

@@ -189,3 +189,12 @@ impl fmt::Display for FlushReport {
         )
     }
 }
+
+/// The text of a caught panic, for reports.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}

@@ -26,10 +26,11 @@ use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
+use crate::batch::{Encoded, Prepared};
+use crate::body::{BodyWriter, STALE_AFTER};
 use crate::config::Validated;
-use crate::encoder::{BodyWriter, Prepared, STALE_AFTER};
-use crate::ledger::{Encoded, Ledger};
-use crate::outcome::{DropReason, Outcome};
+use crate::ledger::Ledger;
+use crate::outcome::{DropReason, Outcome, panic_message};
 use crate::retry::{self, Decision, RetryPolicy};
 use crate::transport::{Request, Transport};
 
@@ -288,15 +289,6 @@ impl BatchSender {
     fn cancelled(&self) -> bool {
         matches!(self.cancel.try_recv(), Err(TryRecvError::Disconnected))
     }
-}
-
-/// The text of a caught panic, for reports.
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
 #[cfg(test)]

@@ -39,9 +39,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, never, select};
 use trackway_protocol::MAX_BATCH_MESSAGES;
 
+use crate::batch::{Handed, Pending, Prepared};
 use crate::config::Validated;
-use crate::encoder::Prepared;
-use crate::ledger::{Ledger, Pending};
+use crate::deadline::later;
+use crate::ledger::Ledger;
 use crate::outcome::{DropReason, FlushReport, Outcome};
 use crate::stats::Stats;
 
@@ -113,13 +114,6 @@ impl Doorbell {
             let _ = self.bell.try_send(());
         }
     }
-}
-
-/// A batch handed to the encoder, and where it ends among the messages received (the first
-/// message is 0): the number the sender reports it by.
-pub(crate) struct Handed {
-    pub(crate) end: u64,
-    pub(crate) messages: Vec<Pending>,
 }
 
 /// A batch past the worker, in the order handed on: `start..end` among the messages received.
@@ -592,21 +586,11 @@ impl Worker {
     }
 }
 
-/// `at + wait`, or a time far enough ahead to mean "never" when that would overflow.
-pub(crate) fn later(at: Instant, wait: Duration) -> Instant {
-    at.checked_add(wait)
-        .or_else(|| at.checked_add(FAR_FUTURE))
-        .unwrap_or(at)
-}
-
-/// Stands in for deadlines too far away to represent.
-const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::Payload;
     use crate::budget::Budget;
-    use crate::ledger::Payload;
     use crate::{Builder, Overflow};
 
     /// A worker closing batches at `flush_at`, its doorbell, its channels' other ends and its
