@@ -16,12 +16,13 @@ use trackway_protocol::{
 use crate::batch::{Payload, Pending, UUID_LEN, encode_into};
 use crate::budget::{Budget, LARGEST_ENCODED_COST, PER_MESSAGE_OVERHEAD};
 use crate::config::{Builder, ConfigError, Validated};
+use crate::doorbell::Doorbell;
 use crate::encoder::Encoder;
 use crate::ledger::Ledger;
 use crate::outcome::{DropReason, FlushReport};
 use crate::sender::{BatchSender, SenderChannels};
 use crate::stats::Stats;
-use crate::worker::{Control, Doorbell, Reply, Worker};
+use crate::worker::{Control, Reply, Worker};
 
 /// Why a call did not accept a message. Nothing was queued; the refusal is counted in
 /// [`Analytics::stats`] under the matching [`DropReason`].

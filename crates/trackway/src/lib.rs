@@ -62,6 +62,7 @@ mod budget;
 mod client;
 mod config;
 mod deadline;
+mod doorbell;
 mod encoder;
 mod ledger;
 mod outcome;
