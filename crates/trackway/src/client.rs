@@ -95,10 +95,42 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
 }
 
+/// Why [`Builder::build`] (or [`Analytics::new`]) returned no client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A setting is refused; the error names it. Fix the configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The operating system would not start one of the client's three threads (too many
+    /// threads, or too little memory). Not a configuration problem: the same settings may
+    /// build once the process has room; until then, run without analytics.
+    #[error("could not start the client's {thread} thread: {source}")]
+    Spawn {
+        /// Which thread: `sender`, `encoder` or `worker`.
+        thread: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Starts one of the client's threads, named `trackway-{name}`.
+fn spawn_thread(name: &'static str, run: impl FnOnce() + Send + 'static) -> Result<(), BuildError> {
+    std::thread::Builder::new()
+        .name(format!("trackway-{name}"))
+        .spawn(run)
+        .map(drop)
+        .map_err(|source| BuildError::Spawn {
+            thread: name,
+            source,
+        })
+}
+
 impl Builder {
     /// Checks the settings and starts the client's background threads. (Here, beside what it
     /// starts, so that the settings need not know the client.)
-    pub fn build(self) -> Result<Analytics, ConfigError> {
+    pub fn build(self) -> Result<Analytics, BuildError> {
         Analytics::start(self.validate()?)
     }
 }
@@ -107,7 +139,7 @@ impl Analytics {
     /// A client for `write_key` with the defaults: Oregon host, batches of up to 250 messages
     /// or 500 KB sent at least every second, a 6 MiB memory budget, gzip, retries with
     /// jittered backoff for up to 12 hours. See [`Builder`] for each.
-    pub fn new(write_key: impl Into<String>) -> Result<Analytics, ConfigError> {
+    pub fn new(write_key: impl Into<String>) -> Result<Analytics, BuildError> {
         Analytics::builder(write_key).build()
     }
 
@@ -116,7 +148,7 @@ impl Analytics {
         Builder::new(write_key)
     }
 
-    pub(crate) fn start(config: Validated) -> Result<Analytics, ConfigError> {
+    pub(crate) fn start(config: Validated) -> Result<Analytics, BuildError> {
         let ledger = Arc::new(Ledger::new(
             Budget::new(config.max_queue_bytes, config.overflow),
             config.observer.clone(),
@@ -132,22 +164,12 @@ impl Analytics {
                 cancel: ends.cancel,
             },
         );
-        let spawn_error = |e: std::io::Error| ConfigError::Spawn(e.to_string());
-        std::thread::Builder::new()
-            .name("trackway-sender".into())
-            .spawn(move || sender.run())
-            .map_err(spawn_error)?;
+        spawn_thread("sender", move || sender.run())?;
         let library = ("trackway", env!("CARGO_PKG_VERSION"));
         let encode = EncodeOptions::new(Some(library), config.default_context.clone());
         let encoder = Encoder::new(&config, encode.clone());
-        std::thread::Builder::new()
-            .name("trackway-encoder".into())
-            .spawn(move || encoder.run(&ends.batches, &prepared_tx))
-            .map_err(spawn_error)?;
-        std::thread::Builder::new()
-            .name("trackway-worker".into())
-            .spawn(move || worker.run())
-            .map_err(spawn_error)?;
+        spawn_thread("encoder", move || encoder.run(&ends.batches, &prepared_tx))?;
+        spawn_thread("worker", move || worker.run())?;
         tracing::debug!(
             write_key = %crate::config::mask_write_key(&config.write_key),
             url = %config.batch_url,

@@ -100,9 +100,6 @@ pub enum ConfigError {
     /// The proxy URL is invalid, or not an HTTP(S) proxy.
     #[error("{0}")]
     Proxy(String),
-    /// The background threads could not be started.
-    #[error("could not start the background thread: {0}")]
-    Spawn(String),
 }
 
 /// Configures an [`Analytics`](crate::Analytics) client. Every setting has a production-ready default.
@@ -475,6 +472,7 @@ fn batch_url(host: &str) -> Result<String, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::BuildError;
 
     #[test]
     fn hosts_resolve_to_batch_urls() {
@@ -505,7 +503,9 @@ mod tests {
     #[test]
     fn build_rejects_out_of_range_settings() {
         let check = |builder: Builder, setting: &str| match builder.build() {
-            Err(ConfigError::OutOfRange { setting: s, .. }) => assert_eq!(s, setting),
+            Err(BuildError::Config(ConfigError::OutOfRange { setting: s, .. })) => {
+                assert_eq!(s, setting)
+            }
             other => panic!("{setting}: {:?}", other.map(|_| ())),
         };
         check(Builder::new("k").flush_at(0), "flush_at");
@@ -522,17 +522,16 @@ mod tests {
             Builder::new("k").backoff(Duration::from_secs(2), Duration::from_secs(1)),
             "backoff",
         );
-        assert_eq!(
-            Builder::new("").build().err(),
-            Some(ConfigError::EmptyWriteKey)
-        );
-        assert_eq!(
+        assert!(matches!(
+            Builder::new("").build(),
+            Err(BuildError::Config(ConfigError::EmptyWriteKey))
+        ));
+        assert!(matches!(
             Builder::new("k")
                 .default_context(serde_json::json!([1]))
-                .build()
-                .err(),
-            Some(ConfigError::ContextNotAnObject)
-        );
+                .build(),
+            Err(BuildError::Config(ConfigError::ContextNotAnObject))
+        ));
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub mod transport;
 mod worker;
 
 pub use budget::Overflow;
-pub use client::{Analytics, EnqueueError};
+pub use client::{Analytics, BuildError, EnqueueError};
 pub use config::{
     Builder, ConfigError, DEFAULT_DROP_TIMEOUT, DEFAULT_FLUSH_AT, DEFAULT_FLUSH_INTERVAL,
     DEFAULT_GZIP_LEVEL, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_QUEUE_BYTES, DEFAULT_REQUEST_TIMEOUT,
