@@ -24,6 +24,7 @@ pub(crate) const ALLOCATOR_NAME: &str = if cfg!(feature = "jemalloc") {
 mod admin_api;
 mod bench;
 mod import;
+mod logging;
 mod replay;
 mod send;
 mod serve;
@@ -67,10 +68,13 @@ pub(crate) enum Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(match cli.command {
-        Command::Send(_) => "off",
+    // `send` is silent by default so that a failing command prints exactly one line; the
+    // server commands log warnings and errors.
+    logging::init(match cli.command {
+        // `import` reports every outcome itself, by line number.
+        Command::Send(_) | Command::Import(_) => "off",
         Command::Serve(_) | Command::Demo(_) => "warn",
-        Command::Tail(_) | Command::Replay(_) | Command::Import(_) | Command::Bench(_) => "error",
+        Command::Tail(_) | Command::Replay(_) | Command::Bench(_) => "error",
     });
     let result = match cli.command {
         Command::Send(args) => send::run(*args),
@@ -97,15 +101,4 @@ fn main() -> ExitCode {
 #[expect(clippy::print_stderr, reason = "the command's one line of diagnosis")]
 fn report(message: &str) {
     eprintln!("trackway: {message}");
-}
-
-/// Logs go to stderr, filtered by `RUST_LOG`. `send` is silent by default so that a failing
-/// command prints exactly one line; the server commands log warnings and errors.
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

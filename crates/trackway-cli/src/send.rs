@@ -36,8 +36,9 @@ pub(crate) struct SendArgs {
     /// Message type.
     #[arg(long = "type", value_enum)]
     kind: MessageType,
-    /// The source's write key.
-    #[arg(long = "writeKey")]
+    /// The source's write key. From `TRACKWAY_WRITE_KEY` when not given, so that it need not
+    /// appear in the command line (which other users of the machine can read).
+    #[arg(long = "writeKey", env = "TRACKWAY_WRITE_KEY", hide_env_values = true)]
     write_key: String,
     /// userId.
     #[arg(long = "userId")]
@@ -190,7 +191,7 @@ fn json_object(flag: &str, text: Option<&str>) -> Result<Value, Failure> {
 }
 
 /// Parses `500ms`, `10s`, `2m`, or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use trackway::{Analytics, Message};
 use trackway_collector::delivery::kind::{DestinationConfig, Kind};
-use trackway_collector::{Collector, Config, Source, generate_admin_token};
+use trackway_collector::{Cidr, Collector, Config, Source, generate_admin_token};
 
 use trackway_samples as samples;
 
@@ -25,8 +25,10 @@ pub(crate) struct ServeArgs {
     /// Directory of the embedded event store (created if missing).
     #[arg(long, default_value = "./trackway-data")]
     data_dir: PathBuf,
-    /// A write key to accept (source "default"); repeat for several.
-    #[arg(long = "write-key")]
+    /// A write key to accept (source "default"); repeat for several. From
+    /// `TRACKWAY_WRITE_KEY` when not given, so no key needs to appear in the command line
+    /// (several keys: a --config file).
+    #[arg(long = "write-key", env = "TRACKWAY_WRITE_KEY", hide_env_values = true)]
     write_keys: Vec<String>,
     /// A TOML file of sources: [[source]] name = "web", write_keys = ["..."].
     #[arg(long)]
@@ -50,6 +52,40 @@ pub(crate) struct ServeArgs {
     /// Delete events older than this many days once every destination has them.
     #[arg(long)]
     retention_days: Option<u64>,
+    /// The URL browsers reach this collector at, handed to analytics.js by the settings
+    /// endpoint (https://collect.example.com); defaults to http://<listen address>, and is
+    /// required when listening on all interfaces.
+    #[arg(long)]
+    public_url: Option<String>,
+    /// A proxy (CIDR, or one address) whose X-Forwarded-For gives the client's address;
+    /// repeat for several. Without one, the header is ignored.
+    #[arg(long = "trusted-proxy")]
+    trusted_proxies: Vec<Cidr>,
+    /// An origin whose pages may send as the --write-key source (https://shop.example);
+    /// repeat for several. Without one, any origin may.
+    #[arg(long = "allowed-origin", requires = "write_keys")]
+    allowed_origins: Vec<String>,
+    /// Do not add the sender's address as context.ip to the --write-key source's events.
+    #[arg(long, requires = "write_keys")]
+    no_collect_ip: bool,
+}
+
+/// The URL the settings endpoint hands browsers: `--public-url`, else the listen address.
+/// An address on all interfaces (0.0.0.0, ::) is no address a browser can reach, so then
+/// the operator must say; a port of 0 is only known once bound, so then each settings
+/// request's Host is used.
+fn public_url(args: &ServeArgs) -> Result<Option<String>, Failure> {
+    if let Some(url) = &args.public_url {
+        return Ok(Some(url.clone()));
+    }
+    if args.listen.ip().is_unspecified() {
+        return Err(Failure::Usage(format!(
+            "--public-url is required when listening on all interfaces ({}): \
+             give the URL browsers reach this collector at, like https://collect.example.com",
+            args.listen
+        )));
+    }
+    Ok((args.listen.port() != 0).then(|| format!("http://{}", args.listen)))
 }
 
 impl ServeArgs {
@@ -121,15 +157,29 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), Failure> {
     if !args.write_keys.is_empty() {
         let mut source = Source::new(FLAG_SOURCE, args.write_keys.clone());
         source.destinations = args.flag_destinations();
+        if !args.allowed_origins.is_empty() {
+            source.allowed_origins = Some(args.allowed_origins.clone());
+        }
+        source.collect_ip = !args.no_collect_ip;
         sources.push(source);
     }
+    // An operator who chose the token knows it; printing it would copy a secret into
+    // whatever keeps the collector's output (a journal, a CI log).
+    let token_shown = args.admin_token.is_none();
+    let public_url = public_url(&args)?;
     let mut config = config(args.data_dir, sources, args.admin_token)?;
+    config.public_url = public_url;
+    config.trusted_proxies = args.trusted_proxies;
     config.retention = args
         .retention_days
         .map(|days| Duration::from_secs(days * 24 * 60 * 60));
     run(async move {
         let (collector, listener) = open(&config, args.listen).await?;
-        announce(listener.local_addr().unwrap_or(args.listen), &config);
+        announce(
+            listener.local_addr().unwrap_or(args.listen),
+            &config,
+            token_shown,
+        );
         collector
             .serve(listener, stop_signal())
             .await
@@ -143,7 +193,8 @@ pub(crate) fn demo(args: DemoArgs) -> Result<(), Failure> {
     run(async move {
         let (collector, listener) = open(&config, args.listen).await?;
         let addr = listener.local_addr().unwrap_or(args.listen);
-        announce(addr, &config);
+        // The demo's token is always generated.
+        announce(addr, &config, true);
         let analytics = Analytics::builder(DEMO_WRITE_KEY)
             .host(format!("http://{addr}"))
             .no_proxy()
@@ -212,16 +263,22 @@ async fn open(
     Ok((collector, listener))
 }
 
-/// Tells the operator where to look. A closed stdout must not take the server down, so write
-/// errors are ignored (`println!` would panic).
-fn announce(addr: SocketAddr, config: &Config) {
+/// Tells the operator where to look. The admin token is printed only when `token_shown` (the
+/// collector generated it, so nobody else knows it); a token the operator supplied stays out
+/// of the output. A closed stdout must not take the server down, so write errors are ignored
+/// (`println!` would panic).
+fn announce(addr: SocketAddr, config: &Config, token_shown: bool) {
     use std::io::Write;
     let sources: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+    let debugger = if token_shown {
+        format!("http://{addr}/#token={}", config.admin_token)
+    } else {
+        format!("http://{addr}/#token=<your admin token>")
+    };
     let text = format!(
-        "trackway collector listening on http://{addr}\n  store:    {}\n  sources:  {}\n  debugger: http://{addr}/#token={}\n",
+        "trackway collector listening on http://{addr}\n  store:    {}\n  sources:  {}\n  debugger: {debugger}\n",
         config.data_dir.display(),
         sources.join(", "),
-        config.admin_token
     );
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::client_ip::Cidr;
 use crate::delivery::kind::{DestinationConfig, Kind};
 use crate::storage::sqlite::DEFAULT_DEDUP_WINDOW;
 
@@ -22,6 +23,20 @@ pub struct Source {
     /// Where this source's events are delivered.
     #[serde(default, rename = "destination")]
     pub destinations: Vec<DestinationConfig>,
+    /// The origins (`https://shop.example`) whose pages may send as this source and read its
+    /// settings; `None` allows any origin, as Segment does: a browser write key is public
+    /// anyway. A request from a page elsewhere (its `Origin` header) is refused with a 403.
+    #[serde(default)]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Whether the collector adds `context.ip` (the sender's address) to messages that have
+    /// none. Turn off where privacy law forbids collecting it.
+    #[serde(default = "collect_ip_default")]
+    pub collect_ip: bool,
+}
+
+/// Default [`Source::collect_ip`]: on, as Segment's API does.
+fn collect_ip_default() -> bool {
+    true
 }
 
 impl std::fmt::Debug for Source {
@@ -33,6 +48,8 @@ impl std::fmt::Debug for Source {
                 &format_args!("<{} redacted>", self.write_keys.len()),
             )
             .field("destinations", &self.destinations)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("collect_ip", &self.collect_ip)
             .finish()
     }
 }
@@ -44,6 +61,8 @@ impl Source {
             name: name.into(),
             write_keys,
             destinations: Vec::new(),
+            allowed_origins: None,
+            collect_ip: true,
         }
     }
 }
@@ -68,6 +87,14 @@ pub struct Config {
     pub retention: Option<Duration>,
     /// How often retention runs.
     pub prune_interval: Duration,
+    /// The URL browsers reach this collector at (`https://collect.example.com`), which the
+    /// settings endpoint hands analytics.js as its `apiHost`; `None` answers with the host
+    /// each settings request was sent to, over `http`.
+    pub public_url: Option<String>,
+    /// Proxies whose `X-Forwarded-For` is believed: the client address of a request that
+    /// comes through one of them is read from that header. Empty (the default): the header
+    /// is ignored, since any client can send it.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 /// Default [`Config::prune_interval`].
@@ -95,6 +122,8 @@ impl std::fmt::Debug for Config {
             .field("header_timeout", &self.header_timeout)
             .field("body_timeout", &self.body_timeout)
             .field("retention", &self.retention)
+            .field("public_url", &self.public_url)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish_non_exhaustive()
     }
 }
@@ -151,6 +180,11 @@ pub enum ConfigError {
         "the admin token must be at least {MIN_ADMIN_TOKEN} characters of printable ASCII, none of them whitespace"
     )]
     WeakAdminToken,
+    /// The public URL is not an `http` or `https` URL of a host.
+    #[error(
+        "the public URL {0:?} must be http:// or https:// and a host, like https://collect.example.com"
+    )]
+    PublicUrl(String),
 }
 
 /// Shortest admin token accepted.
@@ -176,6 +210,8 @@ impl Config {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             retention: None,
             prune_interval: DEFAULT_PRUNE_INTERVAL,
+            public_url: None,
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -217,6 +253,9 @@ impl Config {
                 dedup: self.dedup_window,
             });
         }
+        if let Some(url) = &self.public_url {
+            crate::settings::PublicUrl::parse(url)?;
+        }
         let mut keys = HashMap::new();
         let mut names = std::collections::HashSet::new();
         // Each file destination writes `<dir>/<prefix>-<day>.jsonl`: two that share those
@@ -235,6 +274,13 @@ impl Config {
             }
             if source.write_keys.is_empty() {
                 return Err(problem("it has no write key"));
+            }
+            for origin in source.allowed_origins.iter().flatten() {
+                if crate::cors::parse_origin(origin).is_none() {
+                    return Err(problem(&format!(
+                        "allowed origin {origin:?} is not a scheme and host like https://shop.example"
+                    )));
+                }
             }
             let name: Arc<str> = Arc::from(source.name.as_str());
             for key in &source.write_keys {
@@ -287,4 +333,83 @@ pub fn generate_admin_token() -> Result<String, ConfigError> {
     let mut bytes = [0_u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| ConfigError::Random(e.to_string()))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// What the request path needs of a source besides its name: built once at start.
+#[derive(Debug, Clone)]
+pub(crate) struct SourcePolicy {
+    /// [`Source::allowed_origins`], normalized (`scheme://host[:port]`, lower case); `None`:
+    /// any origin.
+    pub(crate) allowed_origins: Option<std::collections::HashSet<String>>,
+    /// [`Source::collect_ip`].
+    pub(crate) collect_ip: bool,
+}
+
+impl Config {
+    /// Each source's [`SourcePolicy`], by source name. Origins were checked by `key_index`.
+    pub(crate) fn policies(&self) -> HashMap<Arc<str>, SourcePolicy> {
+        self.sources
+            .iter()
+            .map(|source| {
+                let allowed_origins = source.allowed_origins.as_ref().map(|origins| {
+                    origins
+                        .iter()
+                        .filter_map(|o| crate::cors::parse_origin(o))
+                        .collect()
+                });
+                let policy = SourcePolicy {
+                    allowed_origins,
+                    collect_ip: source.collect_ip,
+                };
+                (Arc::from(source.name.as_str()), policy)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn browser_settings_of_a_source_are_read_and_checked() {
+        let file: File = toml::from_str(
+            r#"
+            [[source]]
+            name = "shop"
+            write_keys = ["wk-shop-0123"]
+            allowed_origins = ["https://Shop.Example/"]
+            collect_ip = false
+
+            [[source]]
+            name = "server"
+            write_keys = ["wk-server-0123"]
+            "#,
+        )
+        .expect("valid");
+        let [shop, server] = &file.source[..] else {
+            panic!("two sources")
+        };
+        assert_eq!(
+            shop.allowed_origins,
+            Some(vec!["https://Shop.Example/".to_owned()])
+        );
+        assert!(!shop.collect_ip);
+        // Unset: any origin, and addresses collected, as Segment does.
+        assert_eq!(
+            (server.allowed_origins.as_ref(), server.collect_ip),
+            (None, true)
+        );
+        let mut config = Config::new("unused", file.source, "a".repeat(MIN_ADMIN_TOKEN));
+        let policies = config.policies();
+        let origins = policies["shop"].allowed_origins.as_ref().expect("a list");
+        assert!(origins.contains("https://shop.example"), "normalized");
+        config.sources[0].allowed_origins = Some(vec!["shop.example".into()]);
+        let error = config.key_index().expect_err("not an origin").to_string();
+        assert!(error.contains("is not a scheme and host"), "{error}");
+        config.sources[0].allowed_origins = None;
+        config.public_url = Some("collect.example.com".into());
+        let error = config.key_index().expect_err("no scheme").to_string();
+        assert!(error.contains("must be http:// or https://"), "{error}");
+    }
 }

@@ -5,7 +5,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-/// Seconds a client should wait after a 503 before retrying.
+/// Seconds a client should wait after a 503 before retrying, sent as both `Retry-After` and
+/// `x-ratelimit-reset` (which analytics.js reads).
 pub const RETRY_AFTER_SECONDS: u32 = 5;
 
 /// A request the collector refuses.
@@ -39,6 +40,9 @@ pub(crate) enum ApiError {
     /// Every ingest slot stayed taken for the whole wait: 503 with Retry-After.
     #[error("the collector is busy with other requests; retry later")]
     Busy,
+    /// The page's origin is not one its source allows: 403.
+    #[error("this source does not accept events from this page's origin")]
+    OriginNotAllowed,
     /// What the request names does not exist (an unknown destination to replay): 404.
     #[error("{0}")]
     NotFound(String),
@@ -65,6 +69,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Timeout(_) | ApiError::TooSlow(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
             ApiError::Unavailable | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -79,9 +84,12 @@ impl IntoResponse for ApiError {
         }
         let mut response = (status, Json(body)).into_response();
         if matches!(self, ApiError::Unavailable | ApiError::Busy) {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            let headers = response.headers_mut();
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            headers.insert(
+                crate::cors::RATELIMIT_RESET,
+                HeaderValue::from(RETRY_AFTER_SECONDS),
+            );
         }
         response
     }

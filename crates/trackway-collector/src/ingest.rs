@@ -1,5 +1,9 @@
 //! The Tracking API endpoints: `POST /v1/{identify,track,page,screen,group,alias}`,
-//! `/v1/batch` and `/v1/import`.
+//! `/v1/batch` and `/v1/import`, and the aliases Segment's other libraries post to:
+//! analytics.js's one-letter paths (`/v1/i`, `/v1/t`, `/v1/p`, `/v1/s`, `/v1/g`, `/v1/a`)
+//! and the mobile libraries' (and analytics.js's batching mode's) `/v1/b`. An alias goes
+//! through exactly its endpoint's steps; the body is read whatever its `Content-Type`
+//! (analytics.js sends `text/plain`, so that nothing but its Basic auth needs a preflight).
 //!
 //! One request goes through these steps, and answers 200 only after the last:
 //!
@@ -19,7 +23,7 @@
 //!    (checked for syntax, nothing built), and of a single message only its `writeKey` is
 //!    read (400 if the body is not JSON);
 //! 6. authenticate: the Basic key, or else the body's `writeKey` (401 for a missing or unknown
-//!    key). Nothing of the messages has been built yet, so an unauthenticated body costs one
+//!    key), and refuse a page whose origin the source does not allow (403; see `cors`). Nothing of the messages has been built yet, so an unauthenticated body costs one
 //!    pass over its bytes, not the many times its size that parsed JSON takes;
 //! 7. parse the messages: each one's size is checked against [`MAX_MESSAGE_BYTES`] exactly as
 //!    sent, and a batch's count against [`MAX_BATCH_MESSAGES`] (400 naming the message index);
@@ -36,6 +40,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::Extension;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -51,6 +56,7 @@ use trackway_protocol::{
     Kind, MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, validate_json, write_timestamp,
 };
 
+use crate::client_ip::{PeerAddr, client_ip};
 use crate::error::ApiError;
 use crate::server::{AppState, INGEST_SLOT_WAIT, MIN_UPLOAD_BYTES_PER_SECOND, MIN_UPLOAD_GRACE};
 use crate::storage::NewEvent;
@@ -75,9 +81,10 @@ struct RawBatch<'a> {
 // endpoints' paths. `trackway_protocol`'s validation lets any other type through (a client
 // may send custom types to other servers); the collector stores those as rejected.
 
-/// `POST /v1/batch` and `POST /v1/import`.
+/// `POST /v1/batch`, `POST /v1/import` and `POST /v1/b`.
 pub(crate) async fn batch(
     State(state): State<Arc<AppState>>,
+    peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
@@ -91,7 +98,9 @@ pub(crate) async fn batch(
         raw.basic_key.as_deref(),
         parsed.write_key.as_deref(),
     )?;
-    let decoded = decode_batch(&parsed)?;
+    let ip = sender_ip(&state, &source, peer, &headers)?;
+    let mut decoded = decode_batch(&parsed)?;
+    decoded.envelope.ip = ip;
     store(&state, source, decoded.messages, &decoded.envelope).await
 }
 
@@ -126,6 +135,7 @@ fn decode_batch(parsed: &RawBatch<'_>) -> Result<Decoded, ApiError> {
         sent_at: parsed.sent_at.map(raw_value).transpose()?,
         context: object(parsed.context, "context")?,
         integrations: object(parsed.integrations, "integrations")?,
+        ip: None,
     };
     Ok(Decoded { messages, envelope })
 }
@@ -161,16 +171,33 @@ pub fn fuzz_batch(body: &[u8], gzip: bool) -> Result<usize, String> {
     Ok(events.len())
 }
 
-/// `POST /v1/{type}`: one message whose type the path names.
+/// The message type an analytics.js path names: the type's first letter (its `Segment.io`
+/// plugin posts to `<apiHost>/<type.charAt(0)>`).
+fn kind_of_alias(path: &str) -> Option<&'static str> {
+    match path {
+        "i" => Some("identify"),
+        "t" => Some("track"),
+        "p" => Some("page"),
+        "s" => Some("screen"),
+        "g" => Some("group"),
+        "a" => Some("alias"),
+        _ => None,
+    }
+}
+
+/// `POST /v1/{type}` (or its one-letter alias): one message whose type the path names.
 pub(crate) async fn single(
     State(state): State<Arc<AppState>>,
     Path(kind): Path<String>,
+    peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    if !Kind::STANDARD.contains(&kind.as_str()) {
-        return Err(ApiError::bad(format!("unknown endpoint /v1/{kind}")));
-    }
+    let kind = match kind_of_alias(&kind) {
+        Some(full) => full.to_owned(),
+        None if Kind::STANDARD.contains(&kind.as_str()) => kind,
+        None => return Err(ApiError::bad(format!("unknown endpoint /v1/{kind}"))),
+    };
     let basic_key = known_basic_key(&state, &headers)?;
     let received = read_body(&state, body).await?;
     let _slot = admit(&state).await?;
@@ -183,12 +210,14 @@ pub(crate) async fn single(
         None => single_write_key(text)?,
     };
     let source = authenticate(&state, raw.basic_key.as_deref(), body_key.as_deref())?;
+    let ip = sender_ip(&state, &source, peer, &headers)?;
     let mut message = parse_message(text, 0)?;
     message.insert("type".into(), Value::String(kind));
     let envelope = Envelope {
         sent_at: message.get("sentAt").cloned(),
         context: None,
         integrations: None,
+        ip,
     };
     store(&state, source, vec![message], &envelope).await
 }
@@ -429,6 +458,24 @@ fn authenticate(
         .ok_or(ApiError::Unauthorized("unknown write key"))
 }
 
+/// After authentication: refuses a page on an origin `source` does not allow, and returns
+/// the address to add as `context.ip` (none when the source does not collect them).
+fn sender_ip(
+    state: &AppState,
+    source: &Arc<str>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: &HeaderMap,
+) -> Result<Option<String>, ApiError> {
+    let policy = state.policies.get(source);
+    crate::cors::check_origin(policy, headers)?;
+    if !policy.is_none_or(|p| p.collect_ip) {
+        return Ok(None);
+    }
+    Ok(peer.map(|Extension(PeerAddr(peer))| {
+        client_ip(peer.ip(), headers, &state.trusted_proxies).to_string()
+    }))
+}
+
 /// One raw message as an object, its size checked.
 fn parse_message(raw: &str, index: usize) -> Result<Map<String, Value>, ApiError> {
     if raw.len() > MAX_MESSAGE_BYTES {
@@ -478,11 +525,13 @@ fn object(
     }
 }
 
-/// What a batch adds to each of its messages.
+/// What a batch (or the server) adds to each of its messages.
 struct Envelope {
     sent_at: Option<Value>,
     context: Option<Map<String, Value>>,
     integrations: Option<Map<String, Value>>,
+    /// The sender's address, for `context.ip`.
+    ip: Option<String>,
 }
 
 async fn store(
@@ -568,6 +617,20 @@ fn enrich(message: &mut Map<String, Value>, envelope: &Envelope, received: Syste
             }
             None | Some(Value::Null) => {
                 message.insert(field.to_owned(), Value::Object(batch_value.clone()));
+            }
+            // Not an object: left for validation to reject.
+            Some(_) => {}
+        }
+    }
+    if let Some(ip) = &envelope.ip {
+        match message.get_mut("context") {
+            Some(Value::Object(context)) => {
+                context
+                    .entry("ip")
+                    .or_insert_with(|| Value::String(ip.clone()));
+            }
+            None | Some(Value::Null) => {
+                message.insert("context".into(), json!({ "ip": ip }));
             }
             // Not an object: left for validation to reject.
             Some(_) => {}
@@ -729,6 +792,7 @@ mod tests {
             sent_at: Some(sent_at),
             context: None,
             integrations: None,
+            ip: None,
         };
         let message =
             json!({"type": "track", "timestamp": "1970-01-01T00:00:15.000Z", "writeKey": "secret"});
@@ -751,6 +815,7 @@ mod tests {
             sent_at: None,
             context: None,
             integrations: None,
+            ip: None,
         };
         let out = enriched(json!({"type": "track"}), &none, 1_000);
         assert_eq!(out["timestamp"], "1970-01-01T00:00:01.000Z");
@@ -773,6 +838,7 @@ mod tests {
             sent_at: None,
             context: context.as_object().cloned(),
             integrations: integrations.as_object().cloned(),
+            ip: None,
         };
         let out = enriched(json!({"context": {"locale": "fr"}}), &envelope, 0);
         assert_eq!(out["context"], json!({"locale": "fr", "ip": "1.1.1.1"}));

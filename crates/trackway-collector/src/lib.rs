@@ -23,9 +23,17 @@
 //! ```
 //!
 //! Tests run the real server the same way, on port 0.
+//!
+//! Logs go through `tracing`, to the subscriber of the program that runs the collector. The
+//! forward destination sends through the `trackway` client, whose HTTP stack dumps every
+//! request's bytes (its `Authorization` header, the upstream write key, included) at TRACE:
+//! hold the `ureq_proto` target at DEBUG in that subscriber, as the `trackway` command does
+//! (the `trackway` crate's docs, "Logging", show how).
 
 mod admin;
+mod client_ip;
 pub mod config;
+mod cors;
 mod debugger;
 pub mod delivery;
 mod error;
@@ -33,12 +41,16 @@ mod ingest;
 mod lock;
 mod readiness;
 mod server;
+mod settings;
 pub mod storage;
 
 pub use admin::{DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT};
+pub use client_ip::CidrError;
 pub use config::{
-    Config, ConfigError, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, Source, generate_admin_token,
+    Cidr, Config, ConfigError, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, Source,
+    generate_admin_token,
 };
+pub use cors::PREFLIGHT_MAX_AGE;
 pub use error::RETRY_AFTER_SECONDS;
 #[doc(hidden)]
 pub use ingest::fuzz_batch;

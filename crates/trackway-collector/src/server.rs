@@ -15,16 +15,19 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tower_http::add_extension::AddExtension;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
-use crate::config::{Config, ConfigError};
+use crate::client_ip::{Cidr, PeerAddr};
+use crate::config::{Config, ConfigError, SourcePolicy};
 use crate::delivery::DeliveryEngine;
 use crate::delivery::state::DeliveryState;
 use crate::lock::{FileLock, LockError};
 use crate::readiness::Readiness;
+use crate::settings::PublicUrl;
 use crate::storage::sqlite::SqliteStore;
 use crate::storage::{Store, StoreError};
-use crate::{admin, debugger, ingest, readiness};
+use crate::{admin, cors, debugger, ingest, readiness, settings};
 
 /// Ingest requests decoded and stored at once; more wait their turn, for at most
 /// [`INGEST_SLOT_WAIT`], once their bodies have arrived.
@@ -89,6 +92,12 @@ pub(crate) struct AppState {
     pub(crate) body_bytes: Arc<Semaphore>,
     /// What `/readyz` knows of the store's writes.
     pub(crate) readiness: Readiness,
+    /// Each source's allowed origins and IP collection, by source name.
+    pub(crate) policies: HashMap<Arc<str>, SourcePolicy>,
+    /// [`Config::public_url`], parsed.
+    pub(crate) public_url: Option<PublicUrl>,
+    /// [`Config::trusted_proxies`].
+    pub(crate) trusted_proxies: Vec<Cidr>,
     header_timeout: Duration,
     pub(crate) body_timeout: Duration,
     /// The data directory's lock, released when the last handler is done with the state.
@@ -155,6 +164,11 @@ impl Collector {
         lock: Option<FileLock>,
     ) -> Result<Collector, CollectorError> {
         let keys = config.key_index()?;
+        let public_url = config
+            .public_url
+            .as_deref()
+            .map(PublicUrl::parse)
+            .transpose()?;
         let delivery_state = DeliveryState::open(&config.data_dir)?;
         let delivery = DeliveryEngine::new(config, Arc::clone(&store), delivery_state)
             .map_err(ConfigError::Destination)?;
@@ -168,6 +182,9 @@ impl Collector {
             ingest_slots: Semaphore::new(MAX_CONCURRENT_INGEST),
             body_bytes: Arc::new(Semaphore::new(MAX_BUFFERED_BODY_BYTES)),
             readiness: Readiness::default(),
+            policies: config.policies(),
+            public_url,
+            trusted_proxies: config.trusted_proxies.clone(),
             header_timeout: config.header_timeout,
             body_timeout: config.body_timeout,
             _lock: lock,
@@ -175,8 +192,9 @@ impl Collector {
         Ok(Collector { state, stop })
     }
 
-    /// The router: the Tracking API, the admin API, the debugger, `/healthz` (liveness) and
-    /// `/readyz` (readiness: 503 while the store cannot write).
+    /// The router: the Tracking API (and analytics.js's settings, both open to pages on
+    /// other origins), the admin API, the debugger, `/healthz` (liveness) and `/readyz`
+    /// (readiness: 503 while the store cannot write).
     pub fn router(&self) -> Router {
         let state = Arc::clone(&self.state);
         let admin = Router::new()
@@ -193,8 +211,14 @@ impl Collector {
         let ingest = Router::new()
             .route("/v1/batch", post(ingest::batch))
             .route("/v1/import", post(ingest::batch))
+            // The mobile libraries' and analytics.js's batching mode's path.
+            .route("/v1/b", post(ingest::batch))
             // Each handler reads the body, then takes one of `ingest_slots` to decode it.
-            .route("/v1/{kind}", post(ingest::single));
+            .route("/v1/{kind}", post(ingest::single))
+            .route("/v1/projects/{write_key}/settings", get(settings::settings))
+            // Cross-origin access for these routes only (see `cors`); a preflight answers 204.
+            .layer(cors::layer(state.policies.values()))
+            .layer(axum::middleware::map_response(cors::preflight_no_content));
         Router::new()
             .merge(ingest)
             // Liveness: the process answers.
@@ -215,7 +239,7 @@ impl Collector {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), CollectorError> {
         self.state.delivery.spawn(&self.state.shutdown);
-        let service = TowerToHyperService::new(self.router());
+        let router = self.router();
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(self.state.header_timeout)
@@ -223,7 +247,7 @@ impl Collector {
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            let (stream, _) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     // Out of file descriptors and the like: wait and carry on.
@@ -235,7 +259,10 @@ impl Collector {
                 },
                 () = &mut shutdown => break,
             };
-            let connection = http.serve_connection(TokioIo::new(stream), service.clone());
+            // Each request knows its connection's peer, for `context.ip`.
+            let service =
+                TowerToHyperService::new(AddExtension::new(router.clone(), PeerAddr(peer)));
+            let connection = http.serve_connection(TokioIo::new(stream), service);
             let connection = graceful.watch(connection);
             tokio::spawn(async move {
                 // Client errors (resets, timeouts) end the connection; nothing to report.

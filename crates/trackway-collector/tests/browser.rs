@@ -1,13 +1,20 @@
-//! The debugger page in a real headless Chromium, driven by playwright-core.
+//! The debugger page, and Segment's browser library analytics.js (`@segment/analytics-next`)
+//! against the collector, in a real headless Chromium driven by playwright-core.
 //!
 //! Needs Debian's `chromium` and `npm ci` in `tests/browser/`; `scripts/test` (the README's
 //! test command) installs both. A binary of its own so that its one slow setup runs once.
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::json;
 use trackway_collector::delivery::kind::{DestinationConfig, Kind};
+use trackway_collector::storage::sqlite::SqliteStore;
+use trackway_collector::storage::{
+    Appended, BoxFuture, Count, NewEvent, Query, Store, StoreError, StoredEvent,
+};
 use trackway_collector::{Collector, Config, Source};
 
 const WRITE_KEY: &str = "wk-browser-0123456789";
@@ -96,6 +103,123 @@ fn the_debugger_shows_events_live_and_safely() {
     assert!(
         output.status.success(),
         "browser checks failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+const SHOP_KEY: &str = "wk-shop-0123456789";
+
+/// The event analytics.js is made to retry: the first time it arrives, it is stored and then
+/// answered 503 (as when a commit succeeds and the connection then fails).
+const RETRIED_EVENT: &str = "Retried Once";
+
+/// The SQLite store, except that the first append holding [`RETRIED_EVENT`] is committed and
+/// then reported failed, so the page retries an event that was in fact stored.
+struct LosesOneAnswer {
+    inner: SqliteStore,
+    lost: AtomicBool,
+}
+
+impl Store for LosesOneAnswer {
+    fn append(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        let retried = events
+            .iter()
+            .any(|e| e.label.as_deref() == Some(RETRIED_EVENT));
+        Box::pin(async move {
+            let appended = self.inner.append(events).await?;
+            if retried && !self.lost.swap(true, Ordering::SeqCst) {
+                return Err(StoreError("the answer was lost".into()));
+            }
+            Ok(appended)
+        })
+    }
+    fn query(&self, query: Query) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        self.inner.query(query)
+    }
+    fn counts(&self) -> Vec<Count> {
+        self.inner.counts()
+    }
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<StoredEvent>> {
+        self.inner.subscribe()
+    }
+    fn read_after(
+        &self,
+        source: &str,
+        after: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        self.inner.read_after(source, after, limit)
+    }
+    fn get(&self, seqs: Vec<i64>) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        self.inner.get(seqs)
+    }
+    fn prune(
+        &self,
+        source: &str,
+        received_before: i64,
+        up_to: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        self.inner.prune(source, received_before, up_to)
+    }
+    fn lag(&self, source: &str, after: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.lag(source, after)
+    }
+}
+
+/// analytics.js loads its settings from the collector and sends every call there, from a
+/// page on another origin; each scenario is named in `tests/browser/analytics.mjs`.
+#[test]
+fn analytics_js_sends_to_the_collector_from_another_origin() {
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        browser_dir
+            .join("node_modules/@segment/analytics-next/dist/umd/index.js")
+            .exists(),
+        "@segment/analytics-next is not installed: run scripts/test, or `npm ci` in {}",
+        browser_dir.display()
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(Path::new(&chromium).exists(), "no Chromium at {chromium}");
+
+    let temp = tempfile::tempdir().unwrap();
+    let mut shop = Source::new("shop", vec![SHOP_KEY.into()]);
+    shop.allowed_origins = Some(vec!["https://shop.example".into()]);
+    let config = Config::new(
+        temp.path(),
+        vec![Source::new("web", vec![WRITE_KEY.into()]), shop],
+        ADMIN_TOKEN.into(),
+    );
+    let store = LosesOneAnswer {
+        inner: SqliteStore::open(temp.path(), config.dedup_window).unwrap(),
+        lost: AtomicBool::new(false),
+    };
+    let collector = Collector::with_store(&config, Arc::new(store)).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(collector.serve(listener, async {
+        let _ = stopped.await;
+    }));
+
+    let output = Command::new("node")
+        .arg(browser_dir.join("analytics.mjs"))
+        .args([&url, ADMIN_TOKEN, WRITE_KEY, SHOP_KEY, RETRIED_EVENT])
+        .env("CHROMIUM", &chromium)
+        .output()
+        .unwrap();
+    let _ = stop.send(());
+    runtime.block_on(server).unwrap().unwrap();
+    assert!(
+        output.status.success(),
+        "analytics.js checks failed:\n{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );

@@ -35,13 +35,15 @@ pub enum Reply {
     CloseMidResponse,
     /// Wait this long, then answer `200`: a slow but healthy receiver.
     Delay(Duration),
+    /// This status with this body (JSON), such as a `200` listing rejected messages.
+    Json(u16, String),
 }
 
 impl Reply {
     /// True if the fake acknowledged the request (a 2xx was fully sent).
     pub fn is_success(&self) -> bool {
         matches!(self, Reply::Ok | Reply::Delay(_))
-            || matches!(self, Reply::Status(s) if (200..300).contains(s))
+            || matches!(self, Reply::Status(s) | Reply::Json(s, _) if (200..300).contains(s))
     }
 }
 
@@ -261,16 +263,22 @@ fn serve_connection(stream: TcpStream, state: &State) {
                 );
                 false
             }
-            Reply::Ok | Reply::Status(_) | Reply::RetryAfter(..) | Reply::Delay(_) => {
+            Reply::Ok
+            | Reply::Status(_)
+            | Reply::RetryAfter(..)
+            | Reply::Delay(_)
+            | Reply::Json(..) => {
                 if let Reply::Delay(pause) = &reply {
                     thread::sleep(*pause);
                 }
                 let (status, retry_after) = match &reply {
-                    Reply::Status(status) => (*status, None),
+                    Reply::Status(status) | Reply::Json(status, _) => (*status, None),
                     Reply::RetryAfter(status, value) => (*status, Some(value.as_str())),
                     _ => (200, None),
                 };
-                let body = if (200..300).contains(&status) {
+                let body = if let Reply::Json(_, body) = &reply {
+                    body.clone()
+                } else if (200..300).contains(&status) {
                     r#"{"success":true}"#.to_owned()
                 } else {
                     format!(r#"{{"success":false,"error":"scripted {status}"}}"#)

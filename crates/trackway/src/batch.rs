@@ -117,7 +117,7 @@ impl Encoded {
             .map(|slot| &self.bytes[slot.bytes.clone()])
     }
 
-    /// The `messageId` of the message in `slot`, unescaped.
+    /// The `messageId` of `slot`, one of this batch's, unescaped.
     pub(crate) fn message_id(&self, slot: &Slot) -> String {
         message_id_at(&self.bytes, &slot.id)
     }

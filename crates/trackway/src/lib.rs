@@ -52,10 +52,33 @@
 //!   `shutdown_async(...).await`, since the drop blocks its thread for up to that long.
 //! - An idle client runs no timers and uses no CPU.
 //!
+//! # Logging
+//!
+//! The client logs through `tracing`: retries as warnings, rejections and drops as errors,
+//! the write key only masked ([`mask_write_key`]). Its HTTP stack, ureq, logs through `log`,
+//! and at TRACE its protocol module `ureq_proto` writes every request's bytes in rows of hex
+//! and text, `Authorization: Basic <write key>` included. If your subscriber may ever run at
+//! TRACE, hold that module at DEBUG whatever your filter says (a directive added to an
+//! `EnvFilter` is not enough: a more specific one in `RUST_LOG` would win). The `trackway`
+//! command does this:
+//!
+//! ```
+//! use tracing_subscriber::{EnvFilter, filter::filter_fn, prelude::*};
+//!
+//! let no_wire_dump = filter_fn(|meta| {
+//!     !(meta.target().starts_with("ureq_proto") && *meta.level() > tracing::Level::DEBUG)
+//! });
+//! tracing_subscriber::registry()
+//!     .with(tracing_subscriber::fmt::layer().with_filter(EnvFilter::from_default_env()))
+//!     .with(no_wire_dump)
+//!     .init();
+//! ```
+//!
 //! # Testing your code
 //!
 //! [`testing::Recorder`] is a transport that records what would have been sent.
 
+mod answer;
 mod batch;
 mod body;
 mod budget;

@@ -113,12 +113,14 @@ impl fmt::Display for DropCounts {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Outcome<'a> {
-    /// The server acknowledged it (2xx).
+    /// The server acknowledged it (2xx) and did not list it as rejected.
     Delivered,
     /// The server refused it for good: any status the retry policy does not retry (4xx other
     /// than 408, 410, 429 and 460; 3xx; 501, 505, 511). When a 400 or 413
     /// refuses a batch, the client splits it until the refusal names single messages, so a
-    /// `Rejected` message really is one the server will not take.
+    /// `Rejected` message really is one the server will not take. Also a message the server
+    /// took but listed as rejected in its 2xx answer (our collector stores an invalid message
+    /// that way, marked with its reason): then `status` is that 2xx.
     Rejected {
         /// The HTTP status.
         status: u16,

@@ -26,6 +26,7 @@ use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
+use crate::answer;
 use crate::batch::{Encoded, Prepared};
 use crate::body::{BodyWriter, STALE_AFTER};
 use crate::config::Validated;
@@ -36,7 +37,12 @@ use crate::transport::{Request, Transport};
 
 /// How one part of a batch ended.
 enum Settlement {
-    Delivered,
+    /// The server took it (a 2xx); its answer may list messages it stored as rejected
+    /// ([`crate::answer`]).
+    Delivered {
+        status: u16,
+        answer: String,
+    },
     Rejected {
         status: u16,
         reason: String,
@@ -139,9 +145,8 @@ impl BatchSender {
                     parts.push_front(middle..part.end);
                     parts.push_front(part.start..middle);
                 }
-                Settlement::Delivered => {
-                    tracing::debug!(messages = part.len(), "trackway: batch delivered");
-                    self.ledger.settle_encoded(batch, part, &Outcome::Delivered);
+                Settlement::Delivered { status, answer } => {
+                    self.settle_delivered(batch, part, status, &answer);
                 }
                 Settlement::Rejected { status, reason, .. } => {
                     tracing::error!(
@@ -177,6 +182,60 @@ impl BatchSender {
         }
     }
 
+    /// Settles `part`, which the server took with `status`: delivered, except the messages
+    /// its `answer` lists as rejected, which are rejected with the server's reason.
+    fn settle_delivered(&self, batch: &Encoded, part: Range<usize>, status: u16, answer: &str) {
+        let answer = answer::read(answer).unwrap_or_else(|error| {
+            tracing::warn!(
+                messages = part.len(),
+                "trackway: the server's answer lists rejected messages but cannot be read \
+                 ({error}); counting the batch as delivered"
+            );
+            answer::Answer::default()
+        });
+        if answer.duplicates > 0 {
+            self.ledger.counters.duplicates(answer.duplicates);
+        }
+        let listed = answer.rejected;
+        if listed.is_empty() {
+            tracing::debug!(messages = part.len(), "trackway: batch delivered");
+            self.ledger.settle_encoded(batch, part, &Outcome::Delivered);
+            return;
+        }
+        let ids: Vec<String> = batch.slots[part.clone()]
+            .iter()
+            .map(|slot| batch.message_id(slot))
+            .collect();
+        let (reasons, unmatched) = answer::match_to_messages(&listed, &ids);
+        if !unmatched.is_empty() {
+            tracing::warn!(
+                entries = unmatched.len(),
+                "trackway: the server listed rejected messages that were not in the request"
+            );
+        }
+        if let Some(first) = reasons.iter().flatten().next() {
+            tracing::error!(
+                status,
+                messages = reasons.iter().flatten().count(),
+                "trackway: the server stored messages as rejected: {first}"
+            );
+        }
+        // Runs of neighbours with the same fate are settled together.
+        let mut start = 0;
+        while start < reasons.len() {
+            let end = (start + 1..reasons.len())
+                .find(|&i| reasons[i] != reasons[start])
+                .unwrap_or(reasons.len());
+            let outcome = match reasons[start] {
+                None => Outcome::Delivered,
+                Some(reason) => Outcome::Rejected { status, reason },
+            };
+            self.ledger
+                .settle_encoded(batch, part.start + start..part.start + end, &outcome);
+            start = end;
+        }
+    }
+
     /// Sends `part` until it settles. `started` is when its batch was first tried: the retry
     /// window covers the batch, however it is split.
     fn send_with_retries(
@@ -198,7 +257,12 @@ impl BatchSender {
             attempts += 1;
             let now = SystemTime::now();
             let (wait, reason) = match retry::decide(&result, now) {
-                Decision::Delivered => return Settlement::Delivered,
+                Decision::Delivered => {
+                    let (status, answer) = result.map_or((200, String::new()), |response| {
+                        (response.status, response.body)
+                    });
+                    return Settlement::Delivered { status, answer };
+                }
                 Decision::Reject {
                     status,
                     reason,

@@ -19,6 +19,10 @@ pub struct Stats {
     pub retried: u64,
     /// Messages the server refused for good.
     pub rejected: u64,
+    /// Delivered messages the server said it already had (by `messageId`), from the
+    /// `duplicates` count of its answer (our collector sends one): stored once, counted in
+    /// `delivered` too. A resent batch (a retry, a resumed import) shows up here.
+    pub duplicates: u64,
     /// Messages dropped, by reason, whether refused at the call or given up later.
     pub dropped: DropCounts,
     /// Bytes held now: queued, in flight and waiting to retry, counted against the budget.
@@ -62,6 +66,7 @@ pub(crate) struct Counters {
     retried: AtomicU64,
     bytes_sent: AtomicU64,
     rejected: AtomicU64,
+    duplicates: AtomicU64,
     dropped: [AtomicU64; DropReason::ALL.len()],
 }
 
@@ -86,6 +91,10 @@ impl Counters {
         self.rejected.fetch_add(n, Ordering::Relaxed);
     }
 
+    pub(crate) fn duplicates(&self, n: u64) {
+        self.duplicates.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub(crate) fn dropped(&self, reason: DropReason, n: u64) {
         self.dropped[reason.index()].fetch_add(n, Ordering::Relaxed);
     }
@@ -96,6 +105,7 @@ impl Counters {
             delivered: self.delivered.load(Ordering::Relaxed),
             retried: self.retried.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
             dropped: DropCounts::from_array(std::array::from_fn(|i| {
                 self.dropped[i].load(Ordering::Relaxed)
             })),

@@ -6,7 +6,10 @@
 )]
 
 mod bench;
+mod import;
+mod logging;
 mod replay;
+mod secrets;
 mod send;
 mod serve;
 mod stdout;

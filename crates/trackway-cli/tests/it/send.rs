@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use trackway_testkit::{FakeApi, Reply, basic_auth_write_key};
@@ -11,7 +12,10 @@ const WRITE_KEY: &str = "e2e-write-key";
 
 fn trackway() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_trackway"));
-    command.env_remove("RUST_LOG").env("NO_PROXY", "*");
+    command
+        .env_remove("RUST_LOG")
+        .env_remove("TRACKWAY_WRITE_KEY")
+        .env("NO_PROXY", "*");
     command
 }
 
@@ -224,17 +228,62 @@ fn a_rejection_exits_1_with_the_servers_reason() {
     assert_eq!(api.requests().len(), 1, "a 401 is not retried");
 }
 
+/// Longest a `send --timeout=1s` may take in the tests below, start-up included: many times
+/// the timeout, and far below what the broken behaviours take (the 10 s default request
+/// timeout, a 60 s hang, the 12 h retry window).
+const WELL_PAST_ONE_SECOND: Duration = Duration::from_secs(8);
+
+/// Asserts that `text` shows `key` neither as text nor as Basic credentials.
+fn assert_no_key(text: &str, key: &str) {
+    use base64::Engine;
+    let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{key}:"));
+    assert!(
+        !text.contains(key) && !text.contains(&credentials),
+        "the key leaked: {text}"
+    );
+}
+
 #[test]
 fn an_unreachable_server_exits_1_at_the_timeout() {
+    const KEY: &str = "unreachable-test-write-key";
+    let send = |host: &str| {
+        let started = Instant::now();
+        let output = trackway()
+            .args(["send", "--type=track", "--userId=u", "--event=E"])
+            .arg(format!("--writeKey={KEY}"))
+            .arg(format!("--host={host}"))
+            .arg("--timeout=1s")
+            .output()
+            .unwrap();
+        (output, started.elapsed())
+    };
+
+    // Nothing listens: every attempt is refused at once, and the retries stop at the timeout
+    // instead of going on for the library's 12-hour window.
     let down = FakeApi::unused_addr();
-    let output = send_track(&format!("http://{down}"), &["--timeout=1s"]);
+    let (output, took) = send(&format!("http://{down}"));
     assert_eq!(output.status.code(), Some(1));
     let text = stderr(&output);
     assert_eq!(text.lines().count(), 1, "{text}");
+    assert_no_key(&text, KEY);
+    assert!(took < WELL_PAST_ONE_SECOND, "took {took:?}");
+
+    // A server that takes the request and never answers: the request itself is cut at the
+    // timeout, not after 60 s (or the 10 s default request timeout).
+    let hung = FakeApi::start();
+    hung.set_rule(|_| Some(Reply::Hang(Duration::from_secs(60))));
+    let (output, took) = send(&hung.url());
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("timed out"), "{text}");
+    assert_no_key(&text, KEY);
     assert!(
-        !text.contains("e2e-write-key") && !text.contains("--writeKey=k"),
-        "{text}"
+        took >= Duration::from_secs(1),
+        "waited the timeout: {took:?}"
     );
+    assert!(took < WELL_PAST_ONE_SECOND, "took {took:?}");
+    assert_eq!(hung.requests().len(), 1, "the request did reach the server");
 }
 
 #[test]

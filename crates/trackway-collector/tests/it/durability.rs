@@ -149,15 +149,25 @@ fn a_store_that_cannot_write_answers_503_with_retry_after_never_200() {
     let response = crate::support::agent()
         .post(format!("{}/v1/batch", server.url))
         .header("authorization", basic(WRITE_KEY))
+        .header("origin", "https://shop.example")
         .send(&batch("full", 2)[..])
         .unwrap();
     assert_eq!(response.status().as_u16(), 503);
-    assert_eq!(
+    let header = |name: &str| {
         response
             .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some(trackway_collector::RETRY_AFTER_SECONDS.to_string().as_str())
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let seconds = trackway_collector::RETRY_AFTER_SECONDS.to_string();
+    assert_eq!(header("retry-after"), Some(seconds.clone()));
+    // analytics.js reads both, so a page must be allowed to (issue #15, item 6).
+    assert_eq!(header("x-ratelimit-reset"), Some(seconds));
+    let exposed = header("access-control-expose-headers").unwrap_or_default();
+    assert!(
+        exposed.contains("retry-after") && exposed.contains("x-ratelimit-reset"),
+        "{exposed}"
     );
     let body: serde_json::Value =
         serde_json::from_str(&response.into_body().read_to_string().unwrap()).unwrap();

@@ -61,6 +61,13 @@ fn what_the_client_sends_is_what_the_admin_api_returns() {
         for server_field in ["receivedAt", "sentAt", "_trackway"] {
             event.remove(server_field);
         }
+        // And the sender's address, added where the message has none (a message's own is
+        // kept: the first one's 203.0.113.7).
+        if let Some(Value::Object(context)) = event.get_mut("context")
+            && context.get("ip") == Some(&json!("127.0.0.1"))
+        {
+            context.remove("ip");
+        }
         assert_eq!(
             Value::Object(event).to_string(),
             String::from_utf8(sent).unwrap(),

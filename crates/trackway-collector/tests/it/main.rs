@@ -12,3 +12,4 @@ mod end_to_end;
 mod ingest;
 mod slow_clients;
 mod support;
+mod web_mobile;

@@ -7,8 +7,14 @@ use std::time::Duration;
 use super::resolve::{CachingResolver, Forget};
 use super::{Request, Response, Transport, TransportError, TransportErrorKind};
 
-/// Most bytes of a response body kept for error reports.
-const MAX_RESPONSE_BODY: u64 = 4096;
+/// Most bytes of an error answer's body kept, for reports.
+const MAX_ERROR_BODY: u64 = 4096;
+
+/// Most bytes of a 2xx answer's body read. A server may list there the messages it stored as
+/// rejected (`crate::answer`); our collector's longest such answer, every message of a full
+/// batch (2,500) listed with an index, a messageId (at most 100 characters) and a reason of a
+/// few hundred bytes, stays well under this.
+const MAX_SUCCESS_BODY: u64 = 2 << 20;
 
 /// How the transport finds a proxy.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -223,13 +229,18 @@ impl Transport for HttpTransport {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let limit = if (200..300).contains(&status) {
+            MAX_SUCCESS_BODY
+        } else {
+            MAX_ERROR_BODY
+        };
         let mut body = Vec::new();
         // A response cut off mid-body is no acknowledgement: the server may not have finished
         // committing, so the batch is retried (the server deduplicates by messageId).
         response
             .into_body()
             .into_reader()
-            .take(MAX_RESPONSE_BODY)
+            .take(limit)
             .read_to_end(&mut body)
             .map_err(|e| {
                 TransportError::new(TransportErrorKind::Io, format!("response cut off: {e}"))

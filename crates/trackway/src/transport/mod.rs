@@ -67,7 +67,9 @@ pub struct Response {
     pub status: u16,
     /// The `Retry-After` header, verbatim.
     pub retry_after: Option<String>,
-    /// The start of the body (a transport may truncate it), for error reports.
+    /// The body. Of an error, its start is enough (for reports). Of a 2xx, the client reads
+    /// the list of messages the server stored as rejected from it (our collector sends one),
+    /// so a transport should keep at least the first megabyte.
     pub body: String,
 }
 

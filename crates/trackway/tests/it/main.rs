@@ -6,6 +6,7 @@
     reason = "a test fails loudly at the first surprise"
 )]
 
+mod answers;
 mod batching;
 mod deferred;
 mod faults;

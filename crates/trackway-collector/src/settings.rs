@@ -1,0 +1,136 @@
+//! `GET /v1/projects/{writeKey}/settings`: the settings analytics.js loads before anything
+//! else (from `<cdnURL>/v1/projects/<writeKey>/settings`), so that a page points it at the
+//! collector with one option:
+//!
+//! ```js
+//! AnalyticsBrowser.load({ writeKey: "wk_...", cdnURL: "https://collect.example.com" })
+//! ```
+//!
+//! The answer has exactly one integration, `Segment.io`, whose `apiHost` and `protocol`
+//! point back at this collector, and `metrics.sampleRate` 0, so that the page sends nothing
+//! to Segment: no other integration is loaded, no telemetry posted. Write keys are public in
+//! a browser anyway, so every known one gets its settings (an unknown one a 404).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, header};
+use serde_json::{Value, json};
+
+use crate::config::ConfigError;
+use crate::error::ApiError;
+use crate::server::AppState;
+
+/// Where browsers reach the collector, split the way analytics.js's settings want it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PublicUrl {
+    /// `http` or `https`.
+    protocol: String,
+    /// Host, port and any path prefix, no scheme and no trailing `/`.
+    host: String,
+}
+
+impl PublicUrl {
+    /// Parses `http[s]://host[:port][/prefix]`.
+    pub(crate) fn parse(url: &str) -> Result<PublicUrl, ConfigError> {
+        let error = || ConfigError::PublicUrl(url.to_owned());
+        let (protocol, rest) = url.trim().split_once("://").ok_or_else(error)?;
+        let protocol = protocol.to_ascii_lowercase();
+        if protocol != "http" && protocol != "https" {
+            return Err(error());
+        }
+        let host = rest.trim_end_matches('/');
+        let authority = host.split('/').next().unwrap_or_default();
+        if authority.is_empty() || host.contains(['?', '#', '@', ' ']) {
+            return Err(error());
+        }
+        Ok(PublicUrl {
+            protocol,
+            host: host.to_owned(),
+        })
+    }
+}
+
+/// The settings of `write_key`'s source.
+pub(crate) async fn settings(
+    State(state): State<Arc<AppState>>,
+    Path(write_key): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let source = state
+        .keys
+        .get(&write_key)
+        .ok_or_else(|| ApiError::NotFound("no source has this write key".into()))?;
+    crate::cors::check_origin(state.policies.get(source), &headers)?;
+    let public = match &state.public_url {
+        Some(public) => public.clone(),
+        // No public URL configured: the host this request reached, which is where the page
+        // found the collector.
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .ok_or_else(|| ApiError::bad("no Host header, and no public URL configured"))?;
+            PublicUrl {
+                protocol: "http".into(),
+                host: host.to_owned(),
+            }
+        }
+    };
+    Ok(Json(body(&write_key, &public)))
+}
+
+/// The settings document: the fields analytics.js reads, each as Segment's CDN sends it.
+fn body(write_key: &str, public: &PublicUrl) -> Value {
+    json!({
+        "integrations": {
+            "Segment.io": {
+                "apiKey": write_key,
+                "apiHost": format!("{}/v1", public.host),
+                "protocol": public.protocol,
+                "unbundledIntegrations": [],
+                "addBundledMetadata": true,
+                "maybeBundledConfigIds": {},
+                "versionSettings": {"version": "4.4.7", "componentTypes": ["browser"]}
+            }
+        },
+        "plan": {"track": {"__default": {"enabled": true, "integrations": {}}}},
+        "edgeFunction": {},
+        "analyticsNextEnabled": true,
+        "middlewareSettings": {},
+        "enabledMiddleware": {},
+        // analytics.js posts its own telemetry to Segment at this rate: never.
+        "metrics": {"sampleRate": 0},
+        "legacyVideoPluginsEnabled": false,
+        "remotePlugins": []
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_urls_split_into_protocol_and_host() {
+        let url = PublicUrl::parse("https://collect.example.com/").expect("valid");
+        assert_eq!(
+            (url.protocol.as_str(), url.host.as_str()),
+            ("https", "collect.example.com")
+        );
+        let url = PublicUrl::parse("HTTP://10.0.0.1:8080/trackway").expect("valid");
+        assert_eq!(
+            (url.protocol.as_str(), url.host.as_str()),
+            ("http", "10.0.0.1:8080/trackway")
+        );
+        for bad in [
+            "collect.example.com",
+            "ftp://x",
+            "https://",
+            "https:///x",
+            "https://a?b",
+        ] {
+            assert!(PublicUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
