@@ -8,9 +8,9 @@
 
 use std::collections::VecDeque;
 use std::ops::Range;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-use trackway_protocol::{EncodeOptions, Message, encode_message_with_id};
+use trackway_protocol::{Checked, EncodeOptions, Message, encode_message_with_id};
 
 /// An accepted message on its way to the encoder thread.
 #[derive(Debug)]
@@ -61,6 +61,17 @@ impl Pending {
             },
         }
     }
+}
+
+/// Gives the message a `timestamp` when it has none (and no raw one of its own, which
+/// `checked` tells), and returns the random bits of the `messageId` to fill in when it is
+/// encoded, when it has none.
+pub(crate) fn fill_defaults(message: &mut Message, checked: Checked) -> Option<u128> {
+    let common = message.common_mut();
+    if common.timestamp.is_none() && !checked.has_timestamp_field {
+        common.timestamp = Some(SystemTime::now());
+    }
+    common.message_id.is_none().then(|| fastrand::u128(..))
 }
 
 /// Length of a hyphenated UUID.

@@ -1,6 +1,7 @@
 //! Request bodies: the batch envelope around encoded messages, gzipped when configured. The
 //! encoder writes each batch's first body ahead; the sender writes the rest (later parts,
-//! retries, bodies grown stale).
+//! retries, bodies grown stale). [`BatchBody`] offers the same to code that sends batches
+//! itself.
 
 use std::io::Write;
 use std::ops::Range;
@@ -8,10 +9,14 @@ use std::time::{Duration, SystemTime};
 
 use flate2::write::DeflateEncoder;
 use flate2::{Compression, Crc};
-use trackway_protocol::write_batch;
+use serde_json::Map;
+use trackway_protocol::{
+    EncodeOptions, MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, Message,
+    ValidationError, check, envelope_overhead, write_batch,
+};
 
-use crate::batch::Encoded;
-use crate::config::Validated;
+use crate::batch::{Encoded, Slot, encode_into, fill_defaults};
+use crate::config::{DEFAULT_GZIP_LEVEL, Validated};
 
 /// How long a body written ahead stays good: past this, its `sentAt` would be noticeably
 /// older than the request, so the sender writes it again.
@@ -37,10 +42,15 @@ pub(crate) struct BodyWriter {
 
 impl BodyWriter {
     pub(crate) fn new(config: &Validated) -> BodyWriter {
-        let level = Compression::new(config.gzip_level);
+        BodyWriter::with(&config.write_key, config.gzip.then_some(config.gzip_level))
+    }
+
+    /// Bodies for `write_key`, gzipped at `gzip_level` if given.
+    fn with(write_key: &str, gzip_level: Option<u32>) -> BodyWriter {
+        let level = Compression::new(gzip_level.unwrap_or(DEFAULT_GZIP_LEVEL));
         BodyWriter {
-            write_key: config.write_key.clone(),
-            deflate: config.gzip.then(|| DeflateEncoder::new(Vec::new(), level)),
+            write_key: write_key.to_owned(),
+            deflate: gzip_level.map(|_| DeflateEncoder::new(Vec::new(), level)),
             level,
             raw: Vec::new(),
         }
@@ -69,6 +79,163 @@ impl BodyWriter {
             *deflate = DeflateEncoder::new(Vec::new(), self.level);
             let _ = gzip_into(deflate, &self.raw, out);
         }
+    }
+}
+
+/// The headers of a batch request for `write_key`: what the client sends (without
+/// `x-retry-count`, which only a retry adds).
+pub(crate) fn request_headers(write_key: &str, gzip: bool) -> Vec<(&'static str, String)> {
+    use base64::Engine;
+    let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{write_key}:"));
+    let mut headers = vec![
+        ("content-type", "application/json".to_owned()),
+        ("authorization", format!("Basic {credentials}")),
+        (
+            "user-agent",
+            format!("trackway/{}", env!("CARGO_PKG_VERSION")),
+        ),
+    ];
+    if gzip {
+        headers.push(("content-encoding", "gzip".to_owned()));
+    }
+    headers
+}
+
+/// Why [`BatchBody::push`] refused a message. Nothing was added.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PushError {
+    /// The message breaks the API's rules; no server will take it, so do not send it again.
+    #[error("invalid message: {0}")]
+    Invalid(#[from] ValidationError),
+    /// The encoded message is over the API's 32 KB limit; no server will take it either.
+    #[error("message is {size} bytes encoded, over the {limit}-byte limit")]
+    TooLarge {
+        /// Its encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Batch requests written exactly as the client writes its own, for code that sends them
+/// itself (the collector's forward destination relays stored events this way): each message
+/// checked and completed as a call would (`messageId`, `timestamp`, `context.library` unless
+/// it names one), the messages cut into as few requests as the API's limits allow (500 KB,
+/// 2500 messages), each body written with a fresh `sentAt` and gzipped.
+///
+/// Send each body with [`request_headers`](BatchBody::request_headers) through a
+/// [`Transport`](crate::transport::Transport), and judge the answer with
+/// [`retry::decide`](crate::retry::decide).
+pub struct BatchBody {
+    options: EncodeOptions,
+    batch: Encoded,
+    /// Runs of `batch`'s messages that each fit one request, in order.
+    parts: Vec<Range<usize>>,
+    /// Bytes of the last part's messages, commas included.
+    last_part_bytes: usize,
+    /// Bytes of messages (commas included) that fit one request beside the envelope.
+    part_limit: usize,
+    writer: BodyWriter,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl std::fmt::Debug for BatchBody {
+    /// The write key is left out: it is a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchBody")
+            .field("messages", &self.len())
+            .field("requests", &self.requests())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BatchBody {
+    /// Requests for `write_key`, gzipped (at [`DEFAULT_GZIP_LEVEL`]) when `gzip` is true.
+    pub fn new(write_key: &str, gzip: bool) -> BatchBody {
+        let library = ("trackway", env!("CARGO_PKG_VERSION"));
+        BatchBody {
+            options: EncodeOptions::new(Some(library), Map::new()),
+            batch: Encoded::default(),
+            parts: Vec::new(),
+            last_part_bytes: 0,
+            part_limit: MAX_REQUEST_BYTES - envelope_overhead(write_key),
+            writer: BodyWriter::with(write_key, gzip.then_some(DEFAULT_GZIP_LEVEL)),
+            headers: request_headers(write_key, gzip),
+        }
+    }
+
+    /// Adds `message` after those added before, or says why no server would take it.
+    pub fn push(&mut self, mut message: Message) -> Result<(), PushError> {
+        let checked = check(&message)?;
+        let generated_id = fill_defaults(&mut message, checked);
+        let start = self.batch.bytes.len();
+        let id = encode_into(&message, generated_id, &self.options, &mut self.batch.bytes);
+        let size = self.batch.bytes.len() - start;
+        if size > MAX_MESSAGE_BYTES {
+            self.batch.bytes.truncate(start);
+            return Err(PushError::TooLarge {
+                size,
+                limit: MAX_MESSAGE_BYTES,
+            });
+        }
+        let index = self.batch.slots.len();
+        self.batch.slots.push(Slot {
+            bytes: start..start + size,
+            id,
+            cost: 0,
+        });
+        // A message and its comma; one alone always fits (32 KB against 500 KB).
+        let bytes = size + 1;
+        match self.parts.last_mut() {
+            Some(part)
+                if self.last_part_bytes + bytes <= self.part_limit
+                    && part.len() < MAX_BATCH_MESSAGES =>
+            {
+                part.end = index + 1;
+                self.last_part_bytes += bytes;
+            }
+            _ => {
+                self.parts.push(index..index + 1);
+                self.last_part_bytes = bytes;
+            }
+        }
+        Ok(())
+    }
+
+    /// Messages added.
+    pub fn len(&self) -> usize {
+        self.batch.slots.len()
+    }
+
+    /// True when no message was added.
+    pub fn is_empty(&self) -> bool {
+        self.batch.slots.is_empty()
+    }
+
+    /// Requests the messages need: send them in order, from 0.
+    pub fn requests(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Messages in request `index`.
+    pub fn messages_in(&self, index: usize) -> usize {
+        self.parts.get(index).map_or(0, |part| part.len())
+    }
+
+    /// Replaces `out` with the body of request `index`, its `sentAt` now (write it just
+    /// before sending it, and again for a retry). Empty past the last request.
+    pub fn write_request(&mut self, index: usize, out: &mut Vec<u8>) {
+        match self.parts.get(index) {
+            Some(part) => self.writer.write(&self.batch, part.clone(), out),
+            None => out.clear(),
+        }
+    }
+
+    /// The headers each request carries (content type, authorization, user agent, and
+    /// `content-encoding` when gzipped).
+    pub fn request_headers(&self) -> &[(&'static str, String)] {
+        &self.headers
     }
 }
 
@@ -131,5 +298,46 @@ mod tests {
         }
         // A reused stream starts afresh: the same input gives the same bytes.
         assert_eq!(written[0], written[3]);
+    }
+
+    #[test]
+    fn batch_body_cuts_requests_within_the_limits_in_order() {
+        let mut body = BatchBody::new("key", true);
+        // 40 messages of ~20 KB: 500 KB holds 24 of them.
+        let big = "x".repeat(20_000);
+        for i in 0..40 {
+            let message = trackway_protocol::Track::new(format!("e{i}"))
+                .user_id("u")
+                .properties(serde_json::json!({ "pad": big }));
+            body.push(message.into()).unwrap();
+        }
+        assert_eq!(body.len(), 40);
+        assert_eq!(body.requests(), 2);
+        let mut out = Vec::new();
+        let mut events = Vec::new();
+        for index in 0..body.requests() {
+            body.write_request(index, &mut out);
+            let raw = gunzip(&out);
+            assert!(raw.len() <= MAX_REQUEST_BYTES, "{}", raw.len());
+            let json: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+            assert_eq!(json["writeKey"], "key");
+            let batch = json["batch"].as_array().unwrap();
+            assert_eq!(batch.len(), body.messages_in(index));
+            events.extend(
+                batch
+                    .iter()
+                    .map(|m| m["event"].as_str().unwrap().to_owned()),
+            );
+        }
+        let expected: Vec<String> = (0..40).map(|i| format!("e{i}")).collect();
+        assert_eq!(events, expected);
+        let oversized = trackway_protocol::Track::new("big")
+            .user_id("u")
+            .properties(serde_json::json!({ "pad": "x".repeat(40_000) }));
+        assert!(matches!(
+            body.push(oversized.into()),
+            Err(PushError::TooLarge { .. })
+        ));
+        assert_eq!(body.len(), 40);
     }
 }

@@ -4,16 +4,16 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use serde_json::Value;
 use trackway_protocol::{
-    Alias, Checked, EncodeOptions, Group, Identify, MAX_MESSAGE_BYTES, Message, Page, Screen,
-    Track, ValidationError, check, footprint,
+    Alias, EncodeOptions, Group, Identify, MAX_MESSAGE_BYTES, Message, Page, Screen, Track,
+    ValidationError, check, footprint,
 };
 
-use crate::batch::{Payload, Pending, UUID_LEN, encode_into};
+use crate::batch::{Payload, Pending, UUID_LEN, encode_into, fill_defaults};
 use crate::budget::{Budget, LARGEST_ENCODED_COST, PER_MESSAGE_OVERHEAD};
 use crate::config::{Builder, ConfigError, Validated};
 use crate::doorbell::Doorbell;
@@ -380,17 +380,6 @@ impl Analytics {
     pub fn stats(&self) -> Stats {
         self.inner.ledger.stats()
     }
-}
-
-/// Gives the message a `timestamp` when it has none (and no raw one of its own, which
-/// `checked` tells), and returns the random bits of the `messageId` to fill in when it is
-/// encoded, when it has none.
-fn fill_defaults(message: &mut Message, checked: Checked) -> Option<u128> {
-    let common = message.common_mut();
-    if common.timestamp.is_none() && !checked.has_timestamp_field {
-        common.timestamp = Some(SystemTime::now());
-    }
-    common.message_id.is_none().then(|| fastrand::u128(..))
 }
 
 impl Inner {

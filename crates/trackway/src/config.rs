@@ -442,8 +442,9 @@ impl Validated {
     }
 }
 
-/// `<host>/v1/batch` for a region name or a base URL.
-fn batch_url(host: &str) -> Result<String, ConfigError> {
+/// The batch endpoint (`<host>/v1/batch`) for a [`Builder::host`] value, a region name or a
+/// base URL, or why it is refused: for code that sends [`crate::BatchBody`] requests itself.
+pub fn batch_url(host: &str) -> Result<String, ConfigError> {
     let base = match host.trim().to_ascii_lowercase().as_str() {
         "oregon" | "us" => OREGON_HOST.to_owned(),
         "dublin" | "eu" => DUBLIN_HOST.to_owned(),

@@ -28,7 +28,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use crate::answer;
 use crate::batch::{Encoded, Prepared};
-use crate::body::{BodyWriter, STALE_AFTER};
+use crate::body::{BodyWriter, STALE_AFTER, request_headers};
 use crate::config::Validated;
 use crate::ledger::Ledger;
 use crate::outcome::{DropReason, Outcome, panic_message};
@@ -78,20 +78,7 @@ pub(crate) struct SenderChannels {
 
 impl BatchSender {
     pub(crate) fn new(config: &Validated, ledger: Arc<Ledger>, channels: SenderChannels) -> Self {
-        use base64::Engine;
-        let credentials =
-            base64::engine::general_purpose::STANDARD.encode(format!("{}:", config.write_key));
-        let mut headers = vec![
-            ("content-type", "application/json".to_owned()),
-            ("authorization", format!("Basic {credentials}")),
-            (
-                "user-agent",
-                format!("trackway/{}", env!("CARGO_PKG_VERSION")),
-            ),
-        ];
-        if config.gzip {
-            headers.push(("content-encoding", "gzip".to_owned()));
-        }
+        let headers = request_headers(&config.write_key, config.gzip);
         BatchSender {
             ledger,
             transport: Arc::clone(&config.transport),
