@@ -141,7 +141,7 @@ pub(crate) struct WorkerEnds {
 
 /// Batches past the worker at once: one on the wire and up to three encoded (or being
 /// encoded) behind it. Two would do if every thread ran the moment it could; the slack
-/// absorbs the scheduling delays of a busy machine (BENCHMARKS.md: 1.15-1.2x end to end
+/// absorbs the scheduling delays of a busy machine (bench/HISTORY.md: 1.15-1.2x end to end
 /// over two on 2 cores).
 const MAX_IN_FLIGHT: usize = 4;
 
