@@ -6,6 +6,7 @@
 )]
 
 mod bench;
+mod demo;
 mod import;
 mod logging;
 mod replay;
