@@ -251,15 +251,33 @@ fn config(
     Ok(Config::new(data_dir, sources, admin_token))
 }
 
+/// Binds `listen`, then opens the store. In that order, so that a port someone else holds
+/// (a second demo, another server on 8080) leaves no empty data directory behind.
 async fn open(
     config: &Config,
     listen: SocketAddr,
 ) -> Result<(Collector, tokio::net::TcpListener), Failure> {
-    let collector = Collector::open(config).map_err(|e| Failure::Usage(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| Failure::Failed(format!("cannot listen on {listen}: {e}")))?;
+        .map_err(|e| cannot_listen(listen, &e))?;
+    let collector = Collector::open(config).map_err(|e| Failure::Usage(e.to_string()))?;
     Ok((collector, listener))
+}
+
+/// Says why `listen` could not be bound and, when the port is taken, how to pick another.
+fn cannot_listen(listen: SocketAddr, error: &std::io::Error) -> Failure {
+    let mut text = format!("cannot listen on {listen}: {error}");
+    if error.kind() == std::io::ErrorKind::AddrInUse {
+        let (mut next, mut any) = (listen, listen);
+        next.set_port(listen.port().wrapping_add(1).max(1));
+        any.set_port(0);
+        text.push_str(&format!(
+            "; another program holds port {}: choose another port with --listen \
+             (such as --listen {next}, or --listen {any} for any free one)",
+            listen.port(),
+        ));
+    }
+    Failure::Failed(text)
 }
 
 /// Tells the operator where to look. The admin token is printed only when `token_shown` (the

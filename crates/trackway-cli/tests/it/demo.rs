@@ -187,3 +187,31 @@ fn from_a_checkout_the_demo_prints_cargo_run_commands() {
         .unwrap();
     assert!(output.status.success(), "{line}: {stderr}");
 }
+
+#[test]
+fn a_taken_port_names_listen_and_creates_nothing() {
+    let temp = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    for subcommand in [
+        &["demo"][..],
+        &["serve", "--write-key", "taken-port-write-key"][..],
+    ] {
+        let data_dir = temp.path().join("data");
+        let output = Command::new(env!("CARGO_BIN_EXE_trackway"))
+            .args(subcommand)
+            .args(["--listen", &addr, "--data-dir"])
+            .arg(&data_dir)
+            .env_remove("RUST_LOG")
+            .env_remove("TRACKWAY_WRITE_KEY")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{subcommand:?}: {stderr}");
+        assert!(
+            stderr.contains(&addr) && stderr.contains("--listen 127.0.0.1:0"),
+            "{subcommand:?} says how to choose another port: {stderr}"
+        );
+        assert!(!data_dir.exists(), "{subcommand:?} created {data_dir:?}");
+    }
+}
