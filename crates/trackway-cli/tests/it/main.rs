@@ -9,6 +9,7 @@ mod bench;
 mod demo;
 mod import;
 mod logging;
+mod readme;
 mod replay;
 mod secrets;
 mod send;

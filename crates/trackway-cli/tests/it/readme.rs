@@ -1,0 +1,63 @@
+//! The README and the crate docs, as a new user reads them, agree with the program.
+
+use std::path::{Path, PathBuf};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(workspace().join(path)).unwrap()
+}
+
+/// The text from `heading` up to the next heading, which starts with `next`.
+fn section<'a>(text: &'a str, heading: &str, next: &str) -> &'a str {
+    let start = text.find(heading).unwrap_or_else(|| panic!("no {heading}"));
+    let rest = &text[start + heading.len()..];
+    &rest[..rest.find(next).unwrap_or(rest.len())]
+}
+
+/// The first quickstart a reader copies points at the demo's collector with the demo's key,
+/// before any mention of `Analytics::new` (which sends to Segment), and names `examples/`.
+fn assert_quickstart_points_at_the_demo(name: &str, quickstart: &str) {
+    let builder = quickstart
+        .find(r#"Analytics::builder("demo-write-key")"#)
+        .unwrap_or_else(|| panic!("{name}: no builder with the demo's key:\n{quickstart}"));
+    let host = quickstart
+        .find(r#".host("http://127.0.0.1:8080")"#)
+        .unwrap_or_else(|| panic!("{name}: no host of the demo:\n{quickstart}"));
+    let new = quickstart.find("Analytics::new").unwrap_or(usize::MAX);
+    assert!(
+        builder < new && host < new,
+        "{name}: Segment comes first:\n{quickstart}"
+    );
+    assert!(
+        quickstart.contains("Analytics::new"),
+        "{name}: Segment is not shown"
+    );
+    assert!(
+        quickstart.contains("examples/"),
+        "{name}: examples/ not named"
+    );
+}
+
+#[test]
+fn the_quickstarts_point_at_the_demo_first_then_segment() {
+    let readme = read("README.md");
+    assert_quickstart_points_at_the_demo("README.md", section(&readme, "## Quickstart", "\n## "));
+    let docs = read("crates/trackway/src/lib.rs");
+    assert_quickstart_points_at_the_demo(
+        "lib.rs",
+        section(&docs, "//! # Quickstart", "\n//! # What"),
+    );
+    // The example the docs name exists and reads the key and host they give it.
+    let example = read("crates/trackway/examples/quickstart.rs");
+    assert!(
+        example.contains("TRACKWAY_WRITE_KEY") && example.contains("TRACKWAY_HOST"),
+        "{example}"
+    );
+    // The demo's key and host are the ones the quickstarts use.
+    let serve = read("crates/trackway-cli/src/serve.rs");
+    assert!(serve.contains(r#"const DEMO_WRITE_KEY: &str = "demo-write-key";"#));
+    assert!(serve.contains(r#"default_value = "127.0.0.1:8080""#));
+}
