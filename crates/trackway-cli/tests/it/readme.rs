@@ -61,3 +61,40 @@ fn the_quickstarts_point_at_the_demo_first_then_segment() {
     assert!(serve.contains(r#"const DEMO_WRITE_KEY: &str = "demo-write-key";"#));
     assert!(serve.contains(r#"default_value = "127.0.0.1:8080""#));
 }
+
+/// The subcommands `trackway --help` lists, without `help`.
+fn subcommands() -> Vec<String> {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_trackway"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    let commands = help
+        .split("Commands:\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{help}"));
+    commands
+        .lines()
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_layout_table_lists_every_subcommand() {
+    let commands = subcommands();
+    assert!(commands.len() >= 7, "{commands:?}");
+    let readme = read("README.md");
+    let row = readme
+        .lines()
+        .find(|l| l.starts_with("| `crates/trackway-cli`"))
+        .unwrap();
+    for command in &commands {
+        assert!(
+            row.contains(&format!("`{command}`")),
+            "the README's layout table misses `{command}`: {row}"
+        );
+    }
+}
