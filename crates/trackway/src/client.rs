@@ -415,8 +415,8 @@ const REPLY_MARGIN: Duration = Duration::from_millis(250);
 
 /// A report built from the counters, when the worker could not answer.
 fn fallback_report(ledger: &Ledger, start: &Stats) -> FlushReport {
-    let now = ledger.stats();
-    now.report_since(start, now.pending() == 0)
+    let completed = ledger.stats().pending() == 0;
+    ledger.report_since(start, completed)
 }
 
 impl Drop for Inner {

@@ -257,6 +257,7 @@ impl BatchSender {
             let now = SystemTime::now();
             let (wait, reason) = match retry::decide(&result, now) {
                 Decision::Delivered => {
+                    self.ledger.request_settled();
                     let (status, answer) = result.map_or((200, String::new()), |response| {
                         (response.status, response.body)
                     });
@@ -267,6 +268,7 @@ impl BatchSender {
                     reason,
                     splittable,
                 } => {
+                    self.ledger.request_settled();
                     return Settlement::Rejected {
                         status,
                         reason,
@@ -276,6 +278,10 @@ impl BatchSender {
                 // A server's wait shorter than the schedule's (`Retry-After: 0`) is raised
                 // and counts as a retry: it must not turn into a tight loop.
                 Decision::Retry { after, reason } => {
+                    // Named with the URL: "connect failed" alone does not say which host (a
+                    // default one the user never chose, perhaps).
+                    self.ledger
+                        .request_failed(format!("{}: {reason}", self.url));
                     let next = self.policy.retry_wait(retries, after, fastrand::f64());
                     if next.counts {
                         retries += 1;
