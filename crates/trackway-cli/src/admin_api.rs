@@ -10,8 +10,12 @@ use crate::Failure;
 /// Where the collector's admin API is, and its token.
 #[derive(Debug, Args)]
 pub(crate) struct AdminArgs {
-    /// The collector's base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    /// The collector's base URL (the alias is the older spelling).
+    #[arg(
+        long = "host",
+        visible_alias = "url",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub(crate) url: String,
     /// The admin token the collector printed at start-up.
     #[arg(long, env = "TRACKWAY_ADMIN_TOKEN", hide_env_values = true)]

@@ -37,8 +37,14 @@ pub(crate) struct SendArgs {
     #[arg(long = "type", value_enum)]
     kind: MessageType,
     /// The source's write key. From `TRACKWAY_WRITE_KEY` when not given, so that it need not
-    /// appear in the command line (which other users of the machine can read).
-    #[arg(long = "writeKey", env = "TRACKWAY_WRITE_KEY", hide_env_values = true)]
+    /// appear in the command line (which other users of the machine can read). Spelled as the
+    /// cross-library contract spells it, and as the other subcommands do (the alias).
+    #[arg(
+        long = "writeKey",
+        visible_alias = "write-key",
+        env = "TRACKWAY_WRITE_KEY",
+        hide_env_values = true
+    )]
     write_key: String,
     /// userId.
     #[arg(long = "userId")]

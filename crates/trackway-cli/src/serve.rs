@@ -315,9 +315,9 @@ fn announce_demo(addr: SocketAddr, config: &Config) {
          write key: {DEMO_WRITE_KEY}\n  \
          debugger:  {host}/#token={token}\n\
          send an event:\n  \
-         {trackway} send --host {host} --writeKey {DEMO_WRITE_KEY} --type track --userId u1 --event 'Signed Up'\n\
+         {trackway} send --host {host} --write-key {DEMO_WRITE_KEY} --type track --userId u1 --event 'Signed Up'\n\
          follow events:\n  \
-         {trackway} tail --url {host} --admin-token {token}\n",
+         {trackway} tail --host {host} --admin-token {token}\n",
         store = config.data_dir.display(),
         token = config.admin_token,
     );

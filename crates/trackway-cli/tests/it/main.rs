@@ -7,6 +7,7 @@
 
 mod bench;
 mod demo;
+mod flags;
 mod import;
 mod logging;
 mod readme;
