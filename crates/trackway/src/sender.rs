@@ -298,8 +298,12 @@ impl BatchSender {
             if started.elapsed().saturating_add(wait) > self.policy.max_retry_duration {
                 return Settlement::Dropped {
                     reason: DropReason::RetryWindowExceeded,
+                    // Given up before the window's end when the next wait would pass it: say
+                    // so, rather than that the window ran out.
                     detail: format!(
-                        "retry window of {:?} ran out: {reason}",
+                        "gave up after {:.1?}, as the next retry would pass the retry window of \
+                         {:?}: {reason}",
+                        started.elapsed(),
                         self.policy.max_retry_duration
                     ),
                 };
