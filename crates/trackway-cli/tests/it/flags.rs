@@ -77,3 +77,22 @@ fn send_takes_write_key_as_well_as_the_contracts_write_key() {
         assert_eq!(sent.as_deref(), Some(key.as_str()));
     }
 }
+
+#[test]
+fn tail_and_replay_name_the_collector_they_could_not_reach() {
+    let down = FakeApi::unused_addr();
+    for subcommand in ["tail", "replay"] {
+        let output = trackway()
+            .args([subcommand, "--host", &format!("http://{down}")])
+            .args(["--admin-token", "flags-test-admin-token"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{subcommand}");
+        let text = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            text.contains(&format!("cannot reach the collector at http://{down}"))
+                && text.contains("trackway serve"),
+            "{subcommand}: {text}"
+        );
+    }
+}
