@@ -111,6 +111,7 @@ pub(crate) fn run(args: ImportArgs) -> Result<(), Failure> {
         host: args.host.clone(),
         retry_for: args.retry_for,
         recorded: done,
+        delivered_before: 0,
         lines: HashMap::new(),
         counts: Counts::default(),
     };
@@ -148,6 +149,9 @@ struct Import {
     retry_for: Duration,
     /// The last line the state file records as done.
     recorded: u64,
+    /// The library's delivered count at the last checkpoint: what a checkpoint's lines took
+    /// is the difference.
+    delivered_before: u64,
     /// The line of each message sent since the last checkpoint, by messageId: to report a
     /// rejection by line number.
     lines: HashMap<String, u64>,
@@ -263,8 +267,12 @@ impl Import {
             }
         }
         // A server that refuses every request with 400 (the library split each batch down to
-        // single messages) refused the requests, not the lines.
-        let taken = self.analytics.stats().delivered + self.counts.rejected + listed;
+        // single messages) refused the requests, not the lines. Counted since the last
+        // checkpoint: a server that took the first lines and refuses everything after (a
+        // proxy now routing elsewhere) must stop the import too, not have the refused lines
+        // recorded as done.
+        let delivered = self.analytics.stats().delivered;
+        let taken = delivered - self.delivered_before + listed;
         if alone_400 > 1 && taken == 0 {
             let reason = rejected
                 .first()
@@ -308,6 +316,7 @@ impl Import {
             ))
         })?;
         self.recorded = line;
+        self.delivered_before = delivered;
         Ok(())
     }
 }

@@ -85,6 +85,15 @@ fn public_url(args: &ServeArgs) -> Result<Option<String>, Failure> {
             args.listen
         )));
     }
+    if !args.trusted_proxies.is_empty() {
+        // Behind a proxy the listen address (often 127.0.0.1) is not what browsers reach:
+        // settings naming it would send every page's events to the visitor's own machine.
+        return Err(Failure::Usage(
+            "--public-url is required behind a proxy (--trusted-proxy): give the URL \
+             browsers reach this collector at, like https://collect.example.com"
+                .into(),
+        ));
+    }
     Ok((args.listen.port() != 0).then(|| format!("http://{}", args.listen)))
 }
 

@@ -58,7 +58,9 @@ use trackway_protocol::{
 
 use crate::client_ip::{PeerAddr, client_ip};
 use crate::error::ApiError;
-use crate::server::{AppState, INGEST_SLOT_WAIT, MIN_UPLOAD_BYTES_PER_SECOND, MIN_UPLOAD_GRACE};
+use crate::server::{
+    AppState, INGEST_SLOT_WAIT, MAX_BODY_PAUSE, MIN_UPLOAD_BYTES_PER_SECOND, MIN_UPLOAD_GRACE,
+};
 use crate::storage::NewEvent;
 
 /// A batch body, with its messages and batch-wide objects still raw: parsing this checks the
@@ -81,9 +83,32 @@ struct RawBatch<'a> {
 // endpoints' paths. `trackway_protocol`'s validation lets any other type through (a client
 // may send custom types to other servers); the collector stores those as rejected.
 
-/// `POST /v1/batch`, `POST /v1/import` and `POST /v1/b`.
+/// `POST /v1/batch` and `POST /v1/b`.
 pub(crate) async fn batch(
     State(state): State<Arc<AppState>>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    batch_from(state, peer, headers, body).await
+}
+
+/// `POST /v1/import`: a batch, as [`batch`], except that no `context.ip` is added. This is
+/// the path of backfills (`trackway import` sends a file of past events here), where the
+/// request comes from the operator's machine: its address on every event would be wrong
+/// data that nobody could tell apart afterwards. (analytics-java also posts its live traffic
+/// here; a server library's address is not its users' either.)
+pub(crate) async fn import(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    batch_from(state, None, headers, body).await
+}
+
+/// A batch from `peer` (none: no `context.ip` is added).
+async fn batch_from(
+    state: Arc<AppState>,
     peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     body: Body,
@@ -296,14 +321,19 @@ struct Received {
 /// Step 2 of the module doc.
 ///
 /// Each frame must arrive by the time the bytes so far would fall behind the minimum rate
-/// (`grace + (received + 1) / rate` after the start) and within the body timeout, whichever
-/// is sooner. So a client that sends a byte and stops is cut off after the grace, and one that
-/// sends a byte a second soon after; either way its connection is freed within seconds, and
-/// it never held an ingest slot. (tower-http's body timeout layer only bounds the gaps between
-/// frames, which a trickling client keeps short.)
+/// (`grace + (received + 1) / rate` after the start), within [`MAX_BODY_PAUSE`] of the frame
+/// before, and within the body timeout, whichever is soonest. So a client that sends a byte
+/// and stops is cut off after the grace, one that sends a byte a second soon after, and one
+/// that sends most of a body and stops after the pause; either way its connection is freed
+/// within seconds, and it never held an ingest slot. (tower-http's body timeout layer only
+/// bounds the gaps between frames by the whole body timeout.)
+///
+/// The buffer is charged to the bytes budget as it is allocated, before it grows: it grows by
+/// doubling, as a `Vec` would, so the charge is at most twice the bytes received, and exact.
 async fn read_body(state: &AppState, body: Body) -> Result<Received, ApiError> {
     let started = Instant::now();
     let body_deadline = started + state.body_timeout;
+    let mut last_frame = started;
     let mut body = body;
     // Not sized by the declared length: a client that declares 500 KB and sends one byte
     // must not make the server hold 500 KB.
@@ -311,7 +341,8 @@ async fn read_body(state: &AppState, body: Body) -> Result<Received, ApiError> {
     let mut budget: Option<OwnedSemaphorePermit> = None;
     loop {
         let behind = started + MIN_UPLOAD_GRACE + rate_time(bytes.len() as u64 + 1);
-        let deadline = behind.min(body_deadline);
+        let paused = last_frame + MAX_BODY_PAUSE;
+        let deadline = behind.min(paused).min(body_deadline);
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
             Ok(Some(frame)) => frame.map_err(|e| unreadable(state, &e))?,
             Ok(None) => break,
@@ -320,17 +351,23 @@ async fn read_body(state: &AppState, body: Body) -> Result<Received, ApiError> {
             }
             Err(_) => return Err(ApiError::TooSlow(MIN_UPLOAD_BYTES_PER_SECOND)),
         };
+        last_frame = Instant::now();
         // Trailers carry no body bytes.
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        if bytes.len() + data.len() > MAX_REQUEST_BYTES {
+        let needed = bytes.len() + data.len();
+        if needed > MAX_REQUEST_BYTES {
             return Err(too_long());
         }
-        let share = take_budget(state, data.len()).await?;
-        match &mut budget {
-            Some(held) => held.merge(share),
-            None => budget = Some(share),
+        if needed > bytes.capacity() {
+            let grown = needed.max(bytes.capacity() * 2).min(MAX_REQUEST_BYTES);
+            let share = take_budget(state, grown - bytes.capacity()).await?;
+            match &mut budget {
+                Some(held) => held.merge(share),
+                None => budget = Some(share),
+            }
+            bytes.reserve_exact(grown - bytes.len());
         }
         bytes.extend_from_slice(&data);
     }

@@ -58,9 +58,21 @@ pub const MIN_UPLOAD_BYTES_PER_SECOND: u64 = 2048;
 /// A client that sends its headers and then nothing is answered 408 after this long.
 pub const MIN_UPLOAD_GRACE: Duration = Duration::from_secs(5);
 
+/// The longest an ingest body may pause, once it has started, before it is answered 408 and
+/// its connection closed, however far ahead of [`MIN_UPLOAD_BYTES_PER_SECOND`] it is.
+///
+/// The average rate alone lets a client send 500 KB at once and then stop for minutes (the
+/// rate allows 250 s for that much), holding its share of [`MAX_BUFFERED_BODY_BYTES`]
+/// until the body timeout: a few hundred such keyless connections, renewed every 30 s, would
+/// fill the budget with 4 MB/s. With this bound the same needs about 13 MB/s, a flood rather
+/// than a slow client. 10 s rides out the pauses of a real link (TCP's retransmission backoff
+/// reaches 3 s, then 6 s).
+pub const MAX_BODY_PAUSE: Duration = Duration::from_secs(10);
+
 /// Most bytes of ingest bodies being received at once, over all requests: the memory that
 /// bodies still arriving can hold, as much as [`MAX_CONCURRENT_INGEST`] full-size bodies
-/// (128 MB). Bytes count as they arrive, not as declared, so connections that declare a large
+/// (128 MB). What counts is each body's buffer as allocated (it grows by doubling as bytes
+/// arrive), not the declared length, so connections that declare a large
 /// `Content-Length` and send little hold next to nothing. A request whose next bytes find the
 /// budget spent waits [`INGEST_SLOT_WAIT`] for room, then gets a 503 with `Retry-After`.
 pub const MAX_BUFFERED_BODY_BYTES: usize =
@@ -210,7 +222,7 @@ impl Collector {
             ));
         let ingest = Router::new()
             .route("/v1/batch", post(ingest::batch))
-            .route("/v1/import", post(ingest::batch))
+            .route("/v1/import", post(ingest::import))
             // The mobile libraries' and analytics.js's batching mode's path.
             .route("/v1/b", post(ingest::batch))
             // Each handler reads the body, then takes one of `ingest_slots` to decode it.

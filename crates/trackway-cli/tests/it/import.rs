@@ -204,6 +204,31 @@ fn a_server_that_refuses_every_request_with_400_stops_the_import() {
 }
 
 #[test]
+fn a_server_that_takes_the_first_lines_then_refuses_everything_stops_the_import() {
+    // Lines up to the first checkpoint are taken; after it the server (a proxy now routing
+    // elsewhere, say) refuses every request with 400. The lines after the checkpoint were
+    // never stored: the import must stop there, not report each as rejected and record it.
+    let temp = tempfile::tempdir().unwrap();
+    let api = FakeApi::start();
+    api.set_rule(|request| {
+        let late = request
+            .messages()
+            .iter()
+            .any(|m| m["properties"]["n"].as_u64().unwrap() > 5_000);
+        Some(if late { Reply::Status(400) } else { Reply::Ok })
+    });
+    let lines: Vec<Value> = (1..=5_200).map(track).collect();
+    let file = jsonl(temp.path(), &lines);
+    let output = import(&file, &api.url(), KEY, &[]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("refused every message"), "{stderr}");
+    assert!(stderr.contains("recorded up to line 5000"), "{stderr}");
+    assert_eq!(state_of(&file).as_deref(), Some("5000\n"));
+    assert_eq!(api.accepted_messages().len(), 5_000);
+}
+
+#[test]
 fn a_host_that_is_down_shows_the_retries_then_says_how_to_resume() {
     let temp = tempfile::tempdir().unwrap();
     let down = FakeApi::unused_addr();

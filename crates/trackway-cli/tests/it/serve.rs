@@ -241,6 +241,20 @@ fn serve_on_all_interfaces_needs_a_public_url() {
     );
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("--public-url is required"), "{text}");
+    // Behind a proxy, the listen address is not what browsers reach either.
+    let (code, text) = must_refuse_to_serve(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--trusted-proxy",
+            "10.0.0.0/8",
+            "--write-key",
+            "wk-public-0123",
+        ],
+        temp.path(),
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("required behind a proxy"), "{text}");
     // A malformed one, or a malformed proxy network, is refused before listening too.
     for flags in [
         ["--public-url", "collect.example.com"],

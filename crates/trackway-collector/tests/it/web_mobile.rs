@@ -439,4 +439,20 @@ fn the_sender_s_address_is_added_as_context_ip() {
         .find(|e| e["messageId"] == "no-ip")
         .unwrap();
     assert!(event["context"].get("ip").is_none(), "{event}");
+    // A backfill through /v1/import (what `trackway import` posts to) gets none either: the
+    // address there is the importing machine's, not the users'.
+    let body = json!({"batch": [browser_message("track", "imported")]});
+    let (status, _) = post(
+        &server.url,
+        "/v1/import",
+        &[("authorization", &basic(WRITE_KEY))],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200);
+    let event = server
+        .events("")
+        .into_iter()
+        .find(|e| e["messageId"] == "imported")
+        .unwrap();
+    assert!(event["context"].get("ip").is_none(), "{event}");
 }
