@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 /// Kills the process when the test ends, however it ends.
-struct Running(Child);
+pub(crate) struct Running(Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -39,7 +39,7 @@ fn path(installed: bool) -> std::ffi::OsString {
 
 /// Starts the demo on a free port; returns it and the lines it printed before its commands
 /// ended (through the `tail` command).
-fn demo(data_dir: &Path, installed: bool, cwd: &Path) -> (Running, Vec<String>) {
+pub(crate) fn demo(data_dir: &Path, installed: bool, cwd: &Path) -> (Running, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_trackway"))
         .args([
             "demo",
@@ -81,7 +81,7 @@ fn command_line<'a>(lines: &'a [String], subcommand: &str) -> &'a str {
 }
 
 /// Runs `line` as a user's shell would.
-fn shell(line: &str, installed: bool) -> Command {
+pub(crate) fn shell(line: &str, installed: bool) -> Command {
     let mut command = Command::new("sh");
     command
         .args(["-c", line])
@@ -93,7 +93,7 @@ fn shell(line: &str, installed: bool) -> Command {
     command
 }
 
-fn field<'a>(lines: &'a [String], name: &str) -> &'a str {
+pub(crate) fn field<'a>(lines: &'a [String], name: &str) -> &'a str {
     lines
         .iter()
         .find_map(|l| l.trim().strip_prefix(name))

@@ -98,3 +98,33 @@ fn the_layout_table_lists_every_subcommand() {
         );
     }
 }
+
+#[test]
+fn the_readmes_send_command_works_against_the_demo_as_written() {
+    let readme = read("README.md");
+    let block = section(&readme, "## From a shell", "\n## ");
+    let start = block.find("```sh\n").unwrap() + "```sh\n".len();
+    let command = block[start..][..block[start..].find("```").unwrap()].replace("\\\n", " ");
+    let command = command.trim();
+    let rest = command
+        .strip_prefix("cargo run -p trackway-cli -- ")
+        .unwrap_or_else(|| panic!("{command}"));
+    assert!(rest.contains("--host=http://127.0.0.1:8080"), "{rest}");
+
+    let temp = tempfile::tempdir().unwrap();
+    let (_demo, lines) = crate::demo::demo(&temp.path().join("data"), false, temp.path());
+    let debugger = crate::demo::field(&lines, "debugger:");
+    let (base, _) = debugger.split_once("/#").unwrap();
+    // The same command, run by this build, at the port this demo got instead of 8080.
+    let line = format!(
+        "'{}' {}",
+        env!("CARGO_BIN_EXE_trackway"),
+        rest.replace("http://127.0.0.1:8080", base)
+    );
+    let output = crate::demo::shell(&line, false).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{line}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
