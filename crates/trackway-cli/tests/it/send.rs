@@ -336,7 +336,8 @@ fn the_default_host_is_named_as_segments_when_it_cannot_be_reached() {
     assert_eq!(text.lines().count(), 1, "{text}");
     assert!(
         text.contains("could not deliver to Segment's https://api.segment.io (the default --host)")
-            && text.contains("pass --host"),
+            && text.contains("pass --host")
+            && text.contains("refused"),
         "{text}"
     );
 }
