@@ -316,7 +316,16 @@ fn announce(addr: SocketAddr, config: &Config, token_shown: bool) {
 /// neither is anyone's secret: printing them in full is the point.
 fn announce_demo(addr: SocketAddr, config: &Config) {
     use std::io::Write;
-    let host = format!("http://{addr}");
+    // Listening on all interfaces (0.0.0.0, ::) is not an address to send to: the commands
+    // use this machine's loopback, which reaches the same socket.
+    let mut reachable = addr;
+    if addr.ip().is_unspecified() {
+        reachable.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let host = format!("http://{reachable}");
     let trackway = invocation();
     let text = format!(
         "trackway demo: collector listening on {host}\n  \

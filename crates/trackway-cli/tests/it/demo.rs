@@ -40,15 +40,13 @@ fn path(installed: bool) -> std::ffi::OsString {
 /// Starts the demo on a free port; returns it and the lines it printed before its commands
 /// ended (through the `tail` command).
 pub(crate) fn demo(data_dir: &Path, installed: bool, cwd: &Path) -> (Running, Vec<String>) {
+    demo_on("127.0.0.1:0", data_dir, installed, cwd)
+}
+
+/// [`demo`], listening on `listen`.
+fn demo_on(listen: &str, data_dir: &Path, installed: bool, cwd: &Path) -> (Running, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_trackway"))
-        .args([
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--rate",
-            "0",
-            "--data-dir",
-        ])
+        .args(["demo", "--listen", listen, "--rate", "0", "--data-dir"])
         .arg(data_dir)
         .env("PATH", path(installed))
         .env("NO_PROXY", "*")
@@ -137,25 +135,25 @@ fn the_demo_prints_its_key_and_commands_that_work_as_pasted() {
             }
         }
     });
-    // The stream may not be open yet when the first event arrives: send until tail shows one.
+    // The stream may not be open yet when the first event arrives: send until tail shows one
+    // (among the demo's own sample events, which may still be arriving).
     let mut shown = None;
-    for _ in 0..20 {
+    'sending: for _ in 0..20 {
         let output = shell(send, true).output().unwrap();
         assert!(
             output.status.success(),
             "{send}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        if let Ok(line) = seen_rx.recv_timeout(Duration::from_millis(500)) {
-            shown = Some(line);
-            break;
+        while let Ok(line) = seen_rx.recv_timeout(Duration::from_millis(500)) {
+            if line.contains("Signed Up") {
+                shown = Some(line);
+                break 'sending;
+            }
         }
     }
     let shown = shown.expect("tail showed an event sent by the printed send command");
-    assert!(
-        shown.contains("Signed Up") && shown.contains("user=u1"),
-        "{shown}"
-    );
+    assert!(shown.contains("user=u1"), "{shown}");
 
     // The debugger's token opens the admin API the page reads.
     let response = ureq::get(format!("{base}/api/events?event=Signed%20Up"))
@@ -214,4 +212,22 @@ fn a_taken_port_names_listen_and_creates_nothing() {
         );
         assert!(!data_dir.exists(), "{subcommand:?} created {data_dir:?}");
     }
+}
+
+#[test]
+fn on_all_interfaces_the_printed_commands_use_the_loopback() {
+    let temp = tempfile::tempdir().unwrap();
+    let (_demo, lines) = demo_on("0.0.0.0:0", &temp.path().join("data"), true, temp.path());
+    let send = command_line(&lines, "send");
+    assert!(send.contains("--host http://127.0.0.1:"), "{send}");
+    assert!(
+        field(&lines, "debugger:").starts_with("http://127.0.0.1:"),
+        "{lines:#?}"
+    );
+    let output = shell(send, true).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{send}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
