@@ -1,9 +1,14 @@
 //! The admin API: read what arrived. Every route needs `Authorization: Bearer <admin token>`.
 //!
-//! - `GET /api/events?limit=&type=&userId=&event=&before=`: `{"events": [...]}`, newest first.
-//!   Each event is the message as stored (with `receivedAt`, `originalTimestamp`, ...) plus a
-//!   `_trackway` object: `seq` (for `before=` paging), `source`, and `rejected` (the reason)
-//!   for messages that failed validation.
+//! - `GET /api/events?limit=&type=&userId=&event=&q=&source=&status=&before=`:
+//!   `{"events": [...], "next_before": seq}`, newest first. `q` is a user id or an event name
+//!   (either matches); `status` is `rejected` or `stored`. Each event is the message as stored
+//!   (with `receivedAt`, `originalTimestamp`, ...) plus a `_trackway` object: `seq`, `source`,
+//!   `rejected` (the reason) for messages that failed validation, and `delivery` (per
+//!   destination: delivered, pending, skipped or "dead letter: reason"). `next_before` is the
+//!   `before=` of the next older page, null when there is none.
+//! - `GET /api/delivery?seq=1,2,3`: `{"delivery": {"<seq>": {...}}}`, the events' delivery
+//!   state now.
 //! - `GET /api/stream`: the same objects as server-sent events, live, as they are stored.
 //! - `GET /api/stats`: counts per source, type and status.
 //! - `GET /api/destinations`: per destination, its cursor, lag, and delivered, skipped and
@@ -12,6 +17,7 @@
 //! - `POST /api/replay?destination=&id=`: re-deliver open dead letters (all, one
 //!   destination's, or one); a destination that does not exist is a 404 naming those that do.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,6 +91,26 @@ pub(crate) struct EventsParams {
     user_id: Option<String>,
     event: Option<String>,
     before: Option<i64>,
+    source: Option<String>,
+    status: Option<String>,
+    q: Option<String>,
+}
+
+/// Events read from the store per round when a filter the store cannot apply (`source=`,
+/// `status=`) drops some: large enough that a common source fills a page in one round.
+const SCAN_BATCH: usize = 1000;
+/// Most events one `/api/events` request reads from the store for such a filter. Past it
+/// the page is answered short, with `next_before` to go on from: a rare source is not worth
+/// an unbounded read per request.
+const MAX_SCAN: usize = 10_000;
+/// Most `seq`s one `/api/delivery` request asks about: a page of the debugger is fewer.
+const MAX_DELIVERY_SEQS: usize = 1000;
+
+/// Which status `status=` keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StatusFilter {
+    Rejected,
+    Stored,
 }
 
 pub(crate) async fn events(
@@ -97,34 +123,176 @@ pub(crate) async fn events(
             "limit must be between 1 and {MAX_EVENTS_LIMIT}"
         )));
     }
-    let query = storage::Query {
+    let status = match params.status.as_deref() {
+        None | Some("") => None,
+        Some("rejected") => Some(StatusFilter::Rejected),
+        Some("stored") => Some(StatusFilter::Stored),
+        Some(other) => {
+            return Err(ApiError::bad(format!(
+                "status must be rejected or stored, not {other:?}"
+            )));
+        }
+    };
+    let source = params.source.filter(|s| !s.is_empty());
+    let keep = |event: &StoredEvent| {
+        source.as_deref().is_none_or(|s| *event.source == *s)
+            && match status {
+                None => true,
+                Some(StatusFilter::Rejected) => event.rejected.is_some(),
+                Some(StatusFilter::Stored) => event.rejected.is_none(),
+            }
+    };
+    let post_filtered = source.is_some() || status.is_some();
+    // `q` is a user id or an event name: the store matches each exactly, so it is asked
+    // both ways and the answers merged.
+    let base = storage::Query {
         limit,
-        kind: params.kind,
+        kind: params.kind.filter(|k| !k.is_empty()),
         user_id: params.user_id,
         label: params.event,
-        before: params.before,
+        before: None,
     };
-    let stored = state
-        .store
-        .query(query)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut events = Vec::with_capacity(stored.len());
-    for event in &stored {
-        let mut shown = presentable(event);
-        if !state.delivery.is_empty() {
-            let delivery = state
-                .delivery
-                .delivery_state(event)
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            if !delivery.is_empty() {
-                shown["_trackway"]["delivery"] = Value::Object(delivery);
+    let shapes = match params.q.filter(|q| !q.trim().is_empty()) {
+        Some(q) => vec![
+            storage::Query {
+                user_id: Some(q.trim().to_owned()),
+                ..base.clone()
+            },
+            storage::Query {
+                label: Some(q.trim().to_owned()),
+                ..base
+            },
+        ],
+        None => vec![base],
+    };
+
+    let mut found = Vec::new();
+    let mut before = params.before;
+    let mut scanned = 0;
+    let mut exhausted = false;
+    while found.len() < limit && scanned < MAX_SCAN {
+        let batch = if post_filtered {
+            limit.max(SCAN_BATCH)
+        } else {
+            limit - found.len()
+        };
+        let page = read_page(&state, &shapes, before, batch).await?;
+        let read = page.len();
+        let mut examined = 0;
+        for event in page {
+            examined += 1;
+            before = Some(event.seq);
+            scanned += 1;
+            if keep(&event) {
+                found.push(event);
+                if found.len() == limit {
+                    break;
+                }
             }
         }
-        events.push(shown);
+        if read < batch {
+            // The store has nothing older: done, unless a full page stopped short of it.
+            exhausted = examined == read;
+            break;
+        }
     }
-    Ok(Json(json!({ "events": events })))
+    let next_before = if exhausted { None } else { before };
+
+    let delivery = if state.delivery.is_empty() {
+        Default::default()
+    } else {
+        state
+            .delivery
+            .delivery_states(&found)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+    };
+    let events: Vec<Value> = found
+        .iter()
+        .map(|event| with_delivery(event, &delivery))
+        .collect();
+    Ok(Json(
+        json!({ "events": events, "next_before": next_before }),
+    ))
+}
+
+/// The newest `limit` events older than `before` matching any of `shapes`, newest first.
+async fn read_page(
+    state: &AppState,
+    shapes: &[storage::Query],
+    before: Option<i64>,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, ApiError> {
+    let mut all = Vec::new();
+    for shape in shapes {
+        let query = storage::Query {
+            limit,
+            before,
+            ..shape.clone()
+        };
+        all.extend(
+            state
+                .store
+                .query(query)
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+        );
+    }
+    all.sort_by_key(|e| std::cmp::Reverse(e.seq));
+    all.dedup_by_key(|e| e.seq);
+    all.truncate(limit);
+    Ok(all)
+}
+
+/// An event as the admin API shows it, with its delivery state when it has one.
+fn with_delivery(event: &StoredEvent, delivery: &HashMap<i64, Map<String, Value>>) -> Value {
+    let mut shown = presentable(event);
+    if let Some(states) = delivery.get(&event.seq).filter(|s| !s.is_empty()) {
+        shown["_trackway"]["delivery"] = Value::Object(states.clone());
+    }
+    shown
+}
+
+/// Query parameters of `/api/delivery`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DeliveryParams {
+    /// Comma-separated `seq`s.
+    seq: String,
+}
+
+/// The delivery state of the events named, keyed by `seq`: how the debugger updates rows
+/// that arrived live (as pending) without reloading its page of events.
+pub(crate) async fn delivery(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<DeliveryParams>,
+) -> Result<Json<Value>, ApiError> {
+    let seqs = params
+        .seq
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim().parse::<i64>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| ApiError::bad("seq must be a comma-separated list of numbers"))?;
+    if seqs.len() > MAX_DELIVERY_SEQS {
+        return Err(ApiError::bad(format!(
+            "at most {MAX_DELIVERY_SEQS} seqs at once"
+        )));
+    }
+    let events = state
+        .store
+        .get(seqs)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let states = state
+        .delivery
+        .delivery_states(&events)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let keyed: Map<String, Value> = states
+        .into_iter()
+        .map(|(seq, states)| (seq.to_string(), Value::Object(states)))
+        .collect();
+    Ok(Json(json!({ "delivery": keyed })))
 }
 
 /// A stored event as the admin API shows it.

@@ -10,6 +10,23 @@ use axum::response::IntoResponse;
 
 const PAGE: &str = include_str!("debugger.html");
 
+/// The page's icon, also served at `/favicon.ico`, which browsers ask for on their own: a 404
+/// there is an error in the console of every visit.
+const ICON: &str = "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'><circle cx='8' cy='8' r='7' fill='#1d2330'/><circle cx='8' cy='8' r='3' fill='#3ddc84'/></svg>";
+
+/// How long browsers may keep the icon: it changes only with the binary.
+const ICON_CACHE: &str = "public, max-age=86400";
+
+pub(crate) async fn icon() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, ICON_CACHE),
+        ],
+        ICON,
+    )
+}
+
 pub(crate) async fn page() -> impl IntoResponse {
     (
         [

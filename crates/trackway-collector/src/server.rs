@@ -211,6 +211,7 @@ impl Collector {
         let state = Arc::clone(&self.state);
         let admin = Router::new()
             .route("/api/events", get(admin::events))
+            .route("/api/delivery", get(admin::delivery))
             .route("/api/stats", get(admin::stats))
             .route("/api/stream", get(admin::stream))
             .route("/api/destinations", get(admin::destinations))
@@ -238,6 +239,7 @@ impl Collector {
             // Readiness: the store can write.
             .route("/readyz", get(readiness::readyz))
             .route("/", get(debugger::page))
+            .route("/favicon.ico", get(debugger::icon))
             .merge(admin)
             .layer(RequestBodyTimeoutLayer::new(self.state.body_timeout))
             .with_state(state)

@@ -4,6 +4,7 @@
 //! Needs Debian's `chromium` and `npm ci` in `tests/browser/`; `scripts/test` (the README's
 //! test command) installs both. A binary of its own so that its one slow setup runs once.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -18,6 +19,11 @@ use trackway_collector::storage::{
 use trackway_collector::{Collector, Config, Source};
 
 const WRITE_KEY: &str = "wk-browser-0123456789";
+/// The second source's key, for the debugger's source filter.
+const APP_KEY: &str = "wk-app-0123456789";
+/// Events sent after the seed: more than the debugger's first page (200), so the seed is
+/// found only by asking the server (a search, or loading older events).
+const FILLERS: usize = 250;
 const ADMIN_TOKEN: &str = "browser-admin-token-0123456789";
 
 #[test]
@@ -34,19 +40,25 @@ fn the_debugger_shows_events_live_and_safely() {
         "no Chromium at {chromium}: run scripts/test (installs Debian's chromium) or set CHROMIUM"
     );
 
-    // A webhook that refuses one event, so the page has a dead letter to show.
+    // A webhook that refuses one event until the script creates `accept`, so the page has a
+    // dead letter to show, and then to replay.
+    let temp = tempfile::tempdir().unwrap();
+    let accept = temp.path().join("accept");
     let hook = trackway_testkit::FakeApi::start();
-    hook.set_rule(|request| {
+    let accepting = accept.clone();
+    hook.set_rule(move |request| {
         let hostile = request
             .json
             .as_ref()
             .is_some_and(|m| m["userId"] == "<b>mallory</b>");
-        hostile.then_some(trackway_testkit::Reply::Status(400))
+        (hostile && !accepting.exists()).then_some(trackway_testkit::Reply::Status(400))
     });
-    let temp = tempfile::tempdir().unwrap();
     let mut config = Config::new(
         temp.path(),
-        vec![Source::new("web", vec![WRITE_KEY.into()])],
+        vec![
+            Source::new("web", vec![WRITE_KEY.into()]),
+            Source::new("app", vec![APP_KEY.into()]),
+        ],
         ADMIN_TOKEN.into(),
     );
     config.sources[0].destinations = vec![DestinationConfig {
@@ -80,7 +92,8 @@ fn the_debugger_shows_events_live_and_safely() {
 
     let seed = json!({"writeKey": WRITE_KEY, "batch": [
         {"type": "identify", "userId": "ada", "traits": {"email": "ada@example.com"}},
-        {"type": "track", "userId": "ada", "event": "Order Completed", "properties": {"revenue": 42.5}},
+        {"type": "track", "userId": "ada", "event": "Order Completed",
+         "properties": {"revenue": 42.5, "skus": "SKU-0001,".repeat(80)}},
         {"type": "track", "userId": "<b>mallory</b>", "event": "<img src=x onerror=window.__xss=1;alert(1)>",
          "properties": {"x": "</script><script>window.__xss=2</script>"}},
         {"type": "track", "userId": "no-event"}
@@ -89,15 +102,42 @@ fn the_debugger_shows_events_live_and_safely() {
         .send(seed.to_string().as_bytes())
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
+    let app = json!({"writeKey": APP_KEY, "batch": [
+        {"type": "track", "userId": "ada", "event": "App Opened"}
+    ]});
+    let response = ureq::post(format!("{url}/v1/batch"))
+        .send(app.to_string().as_bytes())
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let fillers: Vec<_> = (0..FILLERS)
+        .map(|i| json!({"type": "track", "userId": format!("filler-{i}"), "event": "Filler"}))
+        .collect();
+    let response = ureq::post(format!("{url}/v1/batch"))
+        .send(
+            json!({"writeKey": WRITE_KEY, "batch": fillers})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
 
-    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debugger.png");
+    // Under `target/`, where a reviewer finds them after a run (CI keeps no artifacts).
+    let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("debugger-screenshots");
+    std::fs::create_dir_all(&screenshots).unwrap();
     let output = Command::new("node")
         .arg(browser_dir.join("debugger.mjs"))
         .args([&url, ADMIN_TOKEN, WRITE_KEY])
-        .arg(&screenshot)
+        .arg(&screenshots)
+        .arg(&accept)
         .env("CHROMIUM", &chromium)
         .output()
         .unwrap();
+    // Straight to the process's stderr, past the test harness's capture, so that the
+    // screenshots' paths show in every run's output.
+    let _ = std::io::stderr().write_all(&output.stdout);
     let _ = stop.send(());
     runtime.block_on(server).unwrap().unwrap();
     assert!(

@@ -1,5 +1,6 @@
 //! The delivery engine: one task per destination (see the module doc of [`super`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -480,29 +481,61 @@ impl DeliveryEngine {
         Ok(report)
     }
 
-    /// Per destination of the event's source: "delivered", "pending", "skipped", or
-    /// "dead letter: <reason>".
-    pub async fn delivery_state(
+    /// The delivery state of a page of events, keyed by `seq`: per destination of each
+    /// event's source, "delivered", "pending", "skipped", or "dead letter: <reason>".
+    /// Rejected events have none.
+    ///
+    /// Two bookkeeping reads per destination whatever the page's size (its cursor, and its
+    /// open dead letters), not one per event and destination: a page of the debugger shows
+    /// hundreds of events. Only when a destination has more than [`REPLAY_LIMIT`] open dead
+    /// letters are its events past the last one listed asked about one by one.
+    pub async fn delivery_states(
         &self,
-        event: &StoredEvent,
-    ) -> Result<Map<String, Value>, StoreError> {
-        let mut states = Map::new();
-        if event.rejected.is_some() {
-            return Ok(states);
-        }
-        for lane in self.lanes.iter().filter(|l| *l.source == *event.source) {
-            let progress = self.state.progress(&lane.name_key(), 0).await?;
-            let state = if event.seq > progress.cursor {
-                "pending".to_owned()
-            } else if !enabled(integrations(event).as_ref(), &lane.name) {
-                "skipped".to_owned()
-            } else if let Some(reason) = self.state.dead_reason(&lane.name_key(), event.seq).await?
-            {
-                format!("dead letter: {reason}")
+        events: &[StoredEvent],
+    ) -> Result<HashMap<i64, Map<String, Value>>, StoreError> {
+        let mut states: HashMap<i64, Map<String, Value>> = HashMap::new();
+        for lane in self.lanes.iter() {
+            let mine: Vec<&StoredEvent> = events
+                .iter()
+                .filter(|e| e.rejected.is_none() && *e.source == *lane.source)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let key = lane.name_key();
+            let progress = self.state.progress(&key, 0).await?;
+            let letters = self
+                .state
+                .dead_letters(Some(key.clone()), None, REPLAY_LIMIT)
+                .await?;
+            // Listed oldest first: when the list is cut short, the events after its last
+            // one may have letters it does not show.
+            let listed_up_to = if letters.len() < REPLAY_LIMIT {
+                i64::MAX
             } else {
-                "delivered".to_owned()
+                letters.iter().map(|d| d.seq).max().unwrap_or(i64::MIN)
             };
-            states.insert(lane.name.clone(), Value::String(state));
+            let reasons: HashMap<i64, &str> =
+                letters.iter().map(|d| (d.seq, d.reason.as_str())).collect();
+            for event in mine {
+                let state = if event.seq > progress.cursor {
+                    "pending".to_owned()
+                } else if !enabled(integrations(event).as_ref(), &lane.name) {
+                    "skipped".to_owned()
+                } else if let Some(reason) = reasons.get(&event.seq) {
+                    format!("dead letter: {reason}")
+                } else if event.seq > listed_up_to
+                    && let Some(reason) = self.state.dead_reason(&key, event.seq).await?
+                {
+                    format!("dead letter: {reason}")
+                } else {
+                    "delivered".to_owned()
+                };
+                states
+                    .entry(event.seq)
+                    .or_default()
+                    .insert(lane.name.clone(), Value::String(state));
+            }
         }
         Ok(states)
     }

@@ -338,11 +338,19 @@ try {
     await page.waitForFunction(() => Array.from(document.querySelectorAll("#rows tr")).some((tr) => tr.textContent.includes("Order Completed")));
     const options = await page.$$eval("#source option", (os) => os.map((o) => o.value));
     check(options.includes("web") && options.includes("shop"), "the source filter offers both sources: " + options);
+    // The filter asks the server, so the list changes when its answer arrives: wait for it
+    // (bounded), then check what it shows.
+    const rowsOnceSettled = async (done) => {
+      await page.waitForFunction(done, null, { timeout: 10000 }).catch(() => {});
+      return page.$$eval("#rows tr", (rows) => rows.map((r) => r.textContent));
+    };
     await page.selectOption("#source", "shop");
-    const shopRows = await page.$$eval("#rows tr", (rows) => rows.map((r) => r.textContent));
+    const shopRows = await rowsOnceSettled(() =>
+      Array.from(document.querySelectorAll("#rows tr")).every((tr) => tr.textContent.includes("Server Side")));
     check(shopRows.length === 1 && shopRows[0].includes("Server Side"), "filtered to the shop source: " + shopRows);
     await page.selectOption("#source", "web");
-    const webRows = await page.$$eval("#rows tr", (rows) => rows.map((r) => r.textContent));
+    const webRows = await rowsOnceSettled(() =>
+      Array.from(document.querySelectorAll("#rows tr")).length > 6);
     check(webRows.length > 6 && webRows.every((r) => r.includes("web") && !r.includes("Server Side")),
           "filtered to the web source, the page's events: " + webRows.length);
     check(webRows.some((r) => r.includes("page") && r.includes("Home") && !r.includes("Home Screen")),

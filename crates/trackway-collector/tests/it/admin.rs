@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN_TOKEN, TestServer, agent, send};
+use crate::support::{ADMIN_TOKEN, OTHER_KEY, TestServer, agent, send};
 
 fn seed(server: &TestServer) {
     send(
@@ -234,4 +234,111 @@ fn the_debugger_page_may_not_be_framed() {
         "{}",
         header("content-security-policy")
     );
+}
+
+#[test]
+fn events_are_searched_by_source_status_and_user_or_event_on_the_server() {
+    let server = TestServer::start();
+    seed(&server);
+    let jobs = json!({"batch": [
+        {"type": "track", "userId": "alice", "event": "Job Ran", "messageId": "j1"},
+        {"type": "track", "userId": "Signed Up", "event": "Job Ran", "messageId": "j2"}
+    ]});
+    let (status, answer) = crate::support::post(
+        &server.url,
+        "/v1/batch",
+        &[("authorization", &crate::support::basic(OTHER_KEY))],
+        jobs.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(ids(&server.events("source=jobs")), ["j2", "j1"]);
+    assert_eq!(
+        ids(&server.events("source=web&type=track")),
+        ["m5", "m3", "m2"]
+    );
+    assert_eq!(ids(&server.events("status=rejected")), ["m5"]);
+    assert_eq!(
+        ids(&server.events("status=stored&source=web")),
+        ["m4", "m3", "m2", "m1"]
+    );
+    // `q`: a user id or an event name, whichever matches; an event matching both ways is
+    // listed once.
+    assert_eq!(ids(&server.events("q=alice")), ["j1", "m2", "m1"]);
+    assert_eq!(ids(&server.events("q=Signed%20Up")), ["j2", "m2"]);
+    assert_eq!(ids(&server.events("q=Job%20Ran&source=jobs")), ["j2", "j1"]);
+    assert_eq!(ids(&server.events("q=nobody")), Vec::<&str>::new());
+    let (status, body) = server.admin("/api/events?status=lost");
+    assert_eq!(status, 400, "{body}");
+}
+
+#[test]
+fn next_before_pages_through_a_filter_to_the_end() {
+    let server = TestServer::start();
+    seed(&server);
+    // Pages of two of the source web's stored events: m4 m3, then m2 m1, then none.
+    let mut seen = Vec::new();
+    let mut before: Option<i64> = None;
+    for _ in 0..5 {
+        let path = format!(
+            "/api/events?limit=2&source=web&status=stored{}",
+            before.map(|b| format!("&before={b}")).unwrap_or_default()
+        );
+        let (status, page) = server.admin(&path);
+        assert_eq!(status, 200, "{page}");
+        seen.extend(
+            page["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["messageId"].as_str().unwrap().to_owned()),
+        );
+        match page["next_before"].as_i64() {
+            Some(next) => before = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["m4", "m3", "m2", "m1"]);
+    // The last page says there is nothing older.
+    let (_, all) = server.admin("/api/events?limit=100");
+    assert_eq!(all["next_before"], Value::Null);
+    let (_, first) = server.admin("/api/events?limit=2");
+    assert_eq!(
+        first["next_before"], first["events"][1]["_trackway"]["seq"],
+        "a full page goes on from its last event"
+    );
+}
+
+/// A filter the store cannot apply reads a bounded number of events per request: a source
+/// whose events are all older than that is reached by following `next_before`.
+#[test]
+fn a_source_filter_reads_a_bounded_page_and_says_where_to_go_on() {
+    let server = TestServer::start();
+    let jobs =
+        json!({"batch": [{"type": "track", "userId": "u", "event": "Job Ran", "messageId": "j1"}]});
+    let (status, answer) = crate::support::post(
+        &server.url,
+        "/v1/batch",
+        &[("authorization", &crate::support::basic(OTHER_KEY))],
+        jobs.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    // More web events after it than one request reads for a filter (MAX_SCAN, 10,000).
+    for chunk in 0..11 {
+        let batch: Vec<Value> = (0..1000)
+            .map(|i| json!({"type": "track", "userId": "u", "event": "Web", "messageId": format!("w{chunk}-{i}")}))
+            .collect();
+        send(&server, batch);
+    }
+    let (_, first) = server.admin("/api/events?source=jobs");
+    assert_eq!(
+        first["events"].as_array().unwrap().len(),
+        0,
+        "not read that far"
+    );
+    let before = first["next_before"]
+        .as_i64()
+        .expect("a short page says where to go on");
+    let (_, second) = server.admin(&format!("/api/events?source=jobs&before={before}"));
+    assert_eq!(ids(second["events"].as_array().unwrap()), ["j1"]);
+    assert_eq!(second["next_before"], Value::Null);
 }

@@ -207,6 +207,78 @@ fn a_400_becomes_a_dead_letter_and_replay_delivers_it_once_fixed() {
     assert_eq!(destination(&status, "Webhook")["delivered"], 3);
 }
 
+/// The debugger asks for a page of events' delivery state at once: per event and destination,
+/// delivered, dead letter or pending (an event waits behind one being retried, in order).
+#[test]
+fn a_page_of_events_says_delivered_dead_letter_or_pending_per_destination() {
+    let hook = FakeApi::start();
+    hook.set_rule(|request| {
+        let id = request.json.as_ref().map(|b| b["messageId"].clone());
+        match id.as_ref().and_then(Value::as_str) {
+            Some("poison") => Some(Reply::Status(400)),
+            Some("stuck") => Some(Reply::Status(503)),
+            _ => None,
+        }
+    });
+    let temp = tempfile::tempdir().unwrap();
+    let server = TestServer::start_configured(
+        temp.path(),
+        with_destinations(vec![webhook("Webhook", hook.url(), None)]),
+    );
+    // The state is the bookkeeping's, stored after each read batch: the first two are done
+    // before the next two arrive, so that the stuck one does not hold them in its batch.
+    send(&server, vec![track("ok-1"), track("poison")]);
+    eventually("the first two done", || {
+        let (_, status) = server.admin("/api/destinations");
+        destination(&status, "Webhook")["dead_lettered"] == 1
+    });
+    send(&server, vec![track("stuck"), track("ok-2")]);
+    eventually("the stuck one retried", || {
+        let stuck = |r: &&trackway_testkit::Received| {
+            r.json.as_ref().is_some_and(|b| b["messageId"] == "stuck")
+        };
+        hook.requests().iter().filter(stuck).count() >= 2
+    });
+    let events = server.events("");
+    let find = |id: &str| {
+        events
+            .iter()
+            .find(|e| e["messageId"] == id)
+            .unwrap()
+            .clone()
+    };
+    let state = |id: &str| find(id)["_trackway"]["delivery"]["Webhook"].clone();
+    assert_eq!(state("ok-1"), "delivered");
+    assert!(
+        state("poison")
+            .as_str()
+            .unwrap()
+            .starts_with("dead letter: HTTP 400"),
+        "{}",
+        state("poison")
+    );
+    assert_eq!(state("stuck"), "pending");
+    assert_eq!(state("ok-2"), "pending", "behind the stuck one, in order");
+
+    // `/api/delivery` answers the same for the events asked about, and only for them.
+    let seq = |id: &str| find(id)["_trackway"]["seq"].as_i64().unwrap();
+    let (status, body) = server.admin(&format!(
+        "/api/delivery?seq={},{}",
+        seq("poison"),
+        seq("ok-2")
+    ));
+    assert_eq!(status, 200, "{body}");
+    let delivery = body["delivery"].as_object().unwrap();
+    assert_eq!(delivery.len(), 2, "{body}");
+    assert_eq!(
+        delivery[&seq("poison").to_string()]["Webhook"],
+        state("poison")
+    );
+    assert_eq!(delivery[&seq("ok-2").to_string()]["Webhook"], "pending");
+    let (status, body) = server.admin("/api/delivery?seq=1,two");
+    assert_eq!(status, 400, "{body}");
+}
+
 #[test]
 fn replaying_an_unknown_destination_is_a_404_naming_the_destinations() {
     let hook = FakeApi::start();
