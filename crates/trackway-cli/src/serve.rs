@@ -332,7 +332,7 @@ fn announce_demo(addr: SocketAddr, config: &Config) {
          store:     {store}\n  \
          write key: {DEMO_WRITE_KEY}\n  \
          debugger:  {host}/#token={token}\n\
-         send an event:\n  \
+         send an event (from another terminal; ctrl-c here stops the demo):\n  \
          {trackway} send --host {host} --write-key {DEMO_WRITE_KEY} --type track --userId u1 --event 'Signed Up'\n\
          follow events:\n  \
          {trackway} tail --host {host} --admin-token {token}\n",
