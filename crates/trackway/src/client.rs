@@ -348,6 +348,14 @@ impl Analytics {
     pub fn stats(&self) -> Stats {
         self.inner.ledger.stats()
     }
+
+    /// Why the last request failed, naming its URL (`http://host/v1/batch: connect failed:
+    /// ...`), while the client is still retrying it; `None` once a request has been answered
+    /// (delivered or rejected). What a program waiting on a host that does not take its events
+    /// can tell its user, before anything is dropped.
+    pub fn last_request_error(&self) -> Option<String> {
+        self.inner.ledger.request_error()
+    }
 }
 
 /// Gives the message a `timestamp` when it has none (and no raw one of its own, which

@@ -169,6 +169,11 @@ impl Ledger {
         self.error_log().request = Some(error);
     }
 
+    /// The failure of the last request, unless a later one was answered.
+    pub(crate) fn request_error(&self) -> Option<String> {
+        self.error_log().request.clone()
+    }
+
     /// Notes that a request got an answer that settles its messages (delivered or rejected).
     pub(crate) fn request_settled(&self) {
         self.error_log().request = None;

@@ -73,3 +73,26 @@ fn a_clean_report_has_no_explanations() {
         "1 delivered, 0 rejected, dropped: none, 0 pending"
     );
 }
+
+#[test]
+fn while_retrying_the_last_request_error_names_the_url_and_clears_on_an_answer() {
+    let api = FakeApi::start();
+    api.push_replies([Reply::Status(503), Reply::Status(503)]);
+    let analytics = client_for(&api)
+        .backoff(Duration::from_millis(300), Duration::from_millis(300))
+        .build()
+        .unwrap();
+    assert_eq!(analytics.last_request_error(), None);
+    analytics.track("u1", "Signed Up", json!({})).unwrap();
+    // While the client waits to retry the first 503, it says what happened, and where.
+    let failed = analytics.flush(Duration::from_millis(200));
+    assert!(!failed.completed, "{failed}");
+    let error = analytics.last_request_error().unwrap_or_default();
+    assert!(
+        error.starts_with(&format!("{}/v1/batch: HTTP 503", api.url())),
+        "{error}"
+    );
+    let report = analytics.flush(GENEROUS);
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(analytics.last_request_error(), None);
+}
