@@ -90,9 +90,13 @@
 //! [`testing::Recorder`] is a transport that records what would have been sent.
 
 mod answer;
+mod batch;
+mod body;
 mod budget;
 mod client;
 mod config;
+mod deadline;
+mod doorbell;
 mod encoder;
 mod ledger;
 mod outcome;
@@ -103,12 +107,13 @@ pub mod testing;
 pub mod transport;
 mod worker;
 
+pub use body::{BatchBody, PushError};
 pub use budget::Overflow;
-pub use client::{Analytics, EnqueueError};
+pub use client::{Analytics, BuildError, EnqueueError};
 pub use config::{
     Builder, ConfigError, DEFAULT_DROP_TIMEOUT, DEFAULT_FLUSH_AT, DEFAULT_FLUSH_INTERVAL,
     DEFAULT_GZIP_LEVEL, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_QUEUE_BYTES, DEFAULT_REQUEST_TIMEOUT,
-    DUBLIN_HOST, OREGON_HOST, Region, mask_write_key,
+    DUBLIN_HOST, OREGON_HOST, Region, batch_url, mask_write_key,
 };
 pub use outcome::{DropCounts, DropReason, FlushReport, Observer, Outcome};
 pub use retry::RetryPolicy;

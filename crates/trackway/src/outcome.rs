@@ -24,8 +24,9 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    /// Every reason, in a fixed order (the order of [`DropCounts`]).
-    pub const ALL: [DropReason; 7] = [
+    /// Every reason, in a fixed order (the order of [`DropCounts`]). A slice, not an array:
+    /// an array's length would be part of the API, and a new reason would break it.
+    pub const ALL: &'static [DropReason] = &[
         DropReason::Invalid,
         DropReason::TooLarge,
         DropReason::BudgetFull,
@@ -77,7 +78,8 @@ impl DropCounts {
     /// `(reason, count)` for every reason with a non-zero count.
     pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
         DropReason::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .map(|r| (r, self.get(r)))
             .filter(|(_, n)| *n > 0)
     }
@@ -150,8 +152,10 @@ pub trait Observer: Send + Sync + 'static {
 /// line that says why when something was not delivered: the server's last reason for the
 /// rejections and the last error behind each drop reason, such as `0 delivered, 1 rejected
 /// (HTTP 401: unknown write key), dropped: none, 0 pending`, so that a wrong key or an
-/// unreachable host shows without an [`Observer`] or a log set-up.
+/// unreachable host shows without an [`Observer`] or a log set-up. Non-exhaustive: later
+/// versions will report more, without a breaking change.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 #[must_use = "the report says whether everything was delivered"]
 pub struct FlushReport {
     /// Messages the server acknowledged.
@@ -229,4 +233,13 @@ impl fmt::Display for FlushReport {
         }
         Ok(())
     }
+}
+
+/// The text of a caught panic, for reports.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
 }

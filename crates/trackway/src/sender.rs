@@ -27,10 +27,11 @@ use std::time::{Instant, SystemTime};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use crate::answer;
+use crate::batch::{Encoded, Prepared};
+use crate::body::{BodyWriter, STALE_AFTER, request_headers};
 use crate::config::Validated;
-use crate::encoder::{BodyWriter, Prepared, STALE_AFTER};
-use crate::ledger::{Encoded, Ledger};
-use crate::outcome::{DropReason, Outcome};
+use crate::ledger::Ledger;
+use crate::outcome::{DropReason, Outcome, panic_message};
 use crate::retry::{self, Decision, RetryPolicy};
 use crate::transport::{Request, Transport};
 
@@ -77,20 +78,7 @@ pub(crate) struct SenderChannels {
 
 impl BatchSender {
     pub(crate) fn new(config: &Validated, ledger: Arc<Ledger>, channels: SenderChannels) -> Self {
-        use base64::Engine;
-        let credentials =
-            base64::engine::general_purpose::STANDARD.encode(format!("{}:", config.write_key));
-        let mut headers = vec![
-            ("content-type", "application/json".to_owned()),
-            ("authorization", format!("Basic {credentials}")),
-            (
-                "user-agent",
-                format!("trackway/{}", env!("CARGO_PKG_VERSION")),
-            ),
-        ];
-        if config.gzip {
-            headers.push(("content-encoding", "gzip".to_owned()));
-        }
+        let headers = request_headers(&config.write_key, config.gzip);
         BatchSender {
             ledger,
             transport: Arc::clone(&config.transport),
@@ -362,15 +350,6 @@ impl BatchSender {
     fn cancelled(&self) -> bool {
         matches!(self.cancel.try_recv(), Err(TryRecvError::Disconnected))
     }
-}
-
-/// The text of a caught panic, for reports.
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
 #[cfg(test)]

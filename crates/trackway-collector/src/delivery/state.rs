@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::storage::StoreError;
 
 /// The file's name inside the data directory.
-pub const DELIVERY_FILE: &str = "delivery.sqlite3";
+pub(crate) const DELIVERY_FILE: &str = "delivery.sqlite3";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS cursors (
@@ -74,13 +74,13 @@ fn now_ms() -> i64 {
 
 /// The bookkeeping database.
 #[derive(Clone)]
-pub struct DeliveryState {
+pub(crate) struct DeliveryState {
     conn: Arc<Mutex<Connection>>,
 }
 
 impl DeliveryState {
     /// Opens (creating) `delivery.sqlite3` in `data_dir`.
-    pub fn open(data_dir: &Path) -> Result<DeliveryState, StoreError> {
+    pub(crate) fn open(data_dir: &Path) -> Result<DeliveryState, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError(e.to_string()))?;
         let conn = Connection::open(data_dir.join(DELIVERY_FILE)).map_err(sql_error)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -110,7 +110,11 @@ impl DeliveryState {
     }
 
     /// The destination's progress; a new destination starts at `start`.
-    pub async fn progress(&self, destination: &str, start: i64) -> Result<Progress, StoreError> {
+    pub(crate) async fn progress(
+        &self,
+        destination: &str,
+        start: i64,
+    ) -> Result<Progress, StoreError> {
         let destination = destination.to_owned();
         self.with(move |conn| {
             conn.execute(
@@ -137,7 +141,7 @@ impl DeliveryState {
 
     /// Records a finished read batch in one transaction: the new cursor, the counts, and the
     /// dead letters `(seq, reason)`.
-    pub async fn advance(
+    pub(crate) async fn advance(
         &self,
         destination: &str,
         cursor: i64,
@@ -169,7 +173,7 @@ impl DeliveryState {
     }
 
     /// Open (not yet replayed) dead letters, oldest first; `destination` and `id` filter.
-    pub async fn dead_letters(
+    pub(crate) async fn dead_letters(
         &self,
         destination: Option<String>,
         id: Option<i64>,
@@ -203,7 +207,11 @@ impl DeliveryState {
     /// Marks a dead letter replayed (delivered), moving it from its destination's
     /// dead-lettered count to its delivered one in the same transaction; or records its new
     /// failure.
-    pub async fn replayed(&self, id: i64, failure: Option<String>) -> Result<(), StoreError> {
+    pub(crate) async fn replayed(
+        &self,
+        id: i64,
+        failure: Option<String>,
+    ) -> Result<(), StoreError> {
         self.with(move |conn| {
             let Some(reason) = failure else {
                 let tx = conn.transaction().map_err(sql_error)?;
@@ -236,7 +244,7 @@ impl DeliveryState {
     }
 
     /// The `seq` of the destination's oldest open dead letter.
-    pub async fn oldest_open_dead_letter(
+    pub(crate) async fn oldest_open_dead_letter(
         &self,
         destination: &str,
     ) -> Result<Option<i64>, StoreError> {
@@ -253,7 +261,7 @@ impl DeliveryState {
     }
 
     /// The delivery state of event `seq` at `destination`: a dead letter's reason, if any.
-    pub async fn dead_reason(
+    pub(crate) async fn dead_reason(
         &self,
         destination: &str,
         seq: i64,
