@@ -380,6 +380,14 @@ impl Analytics {
     pub fn stats(&self) -> Stats {
         self.inner.ledger.stats()
     }
+
+    /// Why the last request failed, naming its URL (`http://host/v1/batch: connect failed:
+    /// ...`), while the client is still retrying it; `None` once a request has been answered
+    /// (delivered or rejected). What a program waiting on a host that does not take its events
+    /// can tell its user, before anything is dropped.
+    pub fn last_request_error(&self) -> Option<String> {
+        self.inner.ledger.request_error()
+    }
 }
 
 impl Inner {
@@ -436,8 +444,8 @@ const REPLY_MARGIN: Duration = Duration::from_millis(250);
 
 /// A report built from the counters, when the worker could not answer.
 fn fallback_report(ledger: &Ledger, start: &Stats) -> FlushReport {
-    let now = ledger.stats();
-    now.report_since(start, now.pending() == 0)
+    let completed = ledger.stats().pending() == 0;
+    ledger.report_since(start, completed)
 }
 
 impl Drop for Inner {

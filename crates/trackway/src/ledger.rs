@@ -7,12 +7,12 @@
 //! budget is always released and the outcome always counted and reported together.
 
 use std::ops::Range;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::batch::{Encoded, Pending};
 use crate::budget::Budget;
-use crate::outcome::{Observer, Outcome, panic_message};
+use crate::outcome::{DropReason, FlushReport, LastErrors, Observer, Outcome, panic_message};
 use crate::stats::{Counters, Stats};
 
 pub(crate) struct Ledger {
@@ -20,6 +20,18 @@ pub(crate) struct Ledger {
     pub(crate) budget: Budget,
     pub(crate) closed: AtomicBool,
     observer: Option<Arc<dyn Observer>>,
+    /// Why messages failed to arrive, for [`FlushReport`]'s one line.
+    errors: Mutex<ErrorLog>,
+}
+
+/// The errors a report explains its counts with.
+#[derive(Debug, Default)]
+struct ErrorLog {
+    /// The failure of the last request, until a request gets an answer that settles it: a
+    /// drop after retries, or at a shutdown while retrying, is explained by this rather than
+    /// by its own detail (`shutdown deadline passed`), which says when, not why.
+    request: Option<String>,
+    last: LastErrors,
 }
 
 impl Ledger {
@@ -29,7 +41,35 @@ impl Ledger {
             budget,
             closed: AtomicBool::new(false),
             observer,
+            errors: Mutex::default(),
         }
+    }
+
+    /// The report of what happened since `start`, with the last error behind each count.
+    pub(crate) fn report_since(&self, start: &Stats, completed: bool) -> FlushReport {
+        let mut report = self.stats().report_since(start, completed);
+        report.errors = self.error_log().last.clone();
+        report
+    }
+
+    /// Notes that a request failed with `error` and will be retried or given up.
+    pub(crate) fn request_failed(&self, error: String) {
+        self.error_log().request = Some(error);
+    }
+
+    /// The failure of the last request, unless a later one was answered.
+    pub(crate) fn request_error(&self) -> Option<String> {
+        self.error_log().request.clone()
+    }
+
+    /// Notes that a request got an answer that settles its messages (delivered or rejected).
+    pub(crate) fn request_settled(&self) {
+        self.error_log().request = None;
+    }
+
+    fn error_log(&self) -> std::sync::MutexGuard<'_, ErrorLog> {
+        // The log holds only strings, whole after any panic.
+        self.errors.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn stats(&self) -> Stats {
@@ -66,6 +106,27 @@ impl Ledger {
         );
     }
 
+    /// Keeps why `outcome` (when not a delivery) happened, for the next report.
+    fn note_error(&self, outcome: &Outcome<'_>) {
+        match outcome {
+            Outcome::Delivered => {}
+            Outcome::Rejected { reason, .. } => {
+                self.error_log().last.rejected = Some((*reason).to_owned());
+            }
+            Outcome::Dropped { reason, detail } => {
+                let mut log = self.error_log();
+                let why = match reason {
+                    DropReason::RetriesExhausted
+                    | DropReason::RetryWindowExceeded
+                    | DropReason::Shutdown => log.request.clone(),
+                    _ => None,
+                };
+                log.last.dropped[reason.index()] =
+                    Some(why.unwrap_or_else(|| (*detail).to_owned()));
+            }
+        }
+    }
+
     /// Counts `count` messages under `outcome`, releases their `cost` from the budget and
     /// tells the observer about each of `ids` (only called if there is an observer).
     fn settle<I: Iterator<Item = String>>(
@@ -81,6 +142,7 @@ impl Ledger {
             Outcome::Rejected { .. } => self.counters.rejected(n),
             Outcome::Dropped { reason, .. } => self.counters.dropped(*reason, n),
         }
+        self.note_error(outcome);
         self.budget.release(cost);
         if let Some(observer) = &self.observer {
             // The user's code: a panic in it must not take a client thread down.

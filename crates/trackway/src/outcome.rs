@@ -148,9 +148,13 @@ pub trait Observer: Send + Sync + 'static {
 
 /// What a [`crate::Analytics::flush`] or [`crate::Analytics::shutdown`] saw happen.
 ///
-/// Counts cover the messages that reached an outcome while the call ran. Non-exhaustive:
-/// later versions will report more, without a breaking change.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Counts cover the messages that reached an outcome while the call ran. Its `Display` is one
+/// line that says why when something was not delivered: the server's last reason for the
+/// rejections and the last error behind each drop reason, such as `0 delivered, 1 rejected
+/// (HTTP 401: unknown write key), dropped: none, 0 pending`, so that a wrong key or an
+/// unreachable host shows without an [`Observer`] or a log set-up. Non-exhaustive: later
+/// versions will report more, without a breaking change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 #[must_use = "the report says whether everything was delivered"]
 pub struct FlushReport {
@@ -165,9 +169,38 @@ pub struct FlushReport {
     /// Every message accepted before the call reached an outcome before it returned. `false`
     /// means the deadline passed first.
     pub completed: bool,
+    /// Why, for the counts above that are not zero.
+    pub(crate) errors: LastErrors,
+}
+
+/// The last error behind each way a message can fail to arrive: what a user reads to learn
+/// why, without an [`Observer`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct LastErrors {
+    /// The server's reason for the last rejection.
+    pub(crate) rejected: Option<String>,
+    /// The last error behind a drop, by [`DropReason::index`].
+    pub(crate) dropped: [Option<String>; DropReason::ALL.len()],
 }
 
 impl FlushReport {
+    /// The server's reason for the last message it rejected during the call (`HTTP 401:
+    /// unknown write key`), if it rejected any.
+    pub fn last_rejection(&self) -> Option<&str> {
+        self.errors
+            .rejected
+            .as_deref()
+            .filter(|_| self.rejected > 0)
+    }
+
+    /// The last error behind the drops for `reason` during the call (for a drop after
+    /// retries, the last request's failure, naming the URL), if there were any.
+    pub fn last_error(&self, reason: DropReason) -> Option<&str> {
+        self.errors.dropped[reason.index()]
+            .as_deref()
+            .filter(|_| self.dropped.get(reason) > 0)
+    }
+
     /// True when everything was delivered: completed, nothing refused or dropped.
     pub fn is_clean(&self) -> bool {
         self.completed && self.rejected == 0 && self.dropped.total() == 0 && self.pending == 0
@@ -178,17 +211,27 @@ impl fmt::Display for FlushReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} delivered, {} rejected, dropped: {}, {} pending{}",
-            self.delivered,
-            self.rejected,
-            self.dropped,
-            self.pending,
-            if self.completed {
-                ""
-            } else {
-                " (deadline passed)"
+            "{} delivered, {} rejected",
+            self.delivered, self.rejected
+        )?;
+        if let Some(reason) = self.last_rejection() {
+            write!(f, " ({reason})")?;
+        }
+        f.write_str(", dropped: ")?;
+        if self.dropped.total() == 0 {
+            f.write_str("none")?;
+        }
+        for (i, (reason, count)) in self.dropped.iter().enumerate() {
+            write!(f, "{}{reason}={count}", if i == 0 { "" } else { ", " })?;
+            if let Some(error) = self.last_error(reason) {
+                write!(f, " (last error: {error})")?;
             }
-        )
+        }
+        write!(f, ", {} pending", self.pending)?;
+        if !self.completed {
+            f.write_str(" (deadline passed)")?;
+        }
+        Ok(())
     }
 }
 

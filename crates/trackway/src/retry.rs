@@ -178,7 +178,21 @@ pub fn decide(result: &Result<Response, TransportError>, now: SystemTime) -> Dec
     };
     let status = response.status;
     let reason = || {
-        let body: String = response.body.chars().take(200).collect();
+        // A JSON answer's own explanation (`{"error": "unknown write key"}` from our collector,
+        // `message` from others) reads better than the JSON around it.
+        let explained = serde_json::from_str::<serde_json::Value>(&response.body)
+            .ok()
+            .and_then(|answer| {
+                ["error", "message"]
+                    .into_iter()
+                    .find_map(|field| answer.get(field)?.as_str().map(str::to_owned))
+            });
+        let body: String = explained
+            .as_deref()
+            .unwrap_or(&response.body)
+            .chars()
+            .take(200)
+            .collect();
         if body.trim().is_empty() {
             format!("HTTP {status}")
         } else {

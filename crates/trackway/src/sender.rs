@@ -245,6 +245,7 @@ impl BatchSender {
             let now = SystemTime::now();
             let (wait, reason) = match retry::decide(&result, now) {
                 Decision::Delivered => {
+                    self.ledger.request_settled();
                     let (status, answer) = result.map_or((200, String::new()), |response| {
                         (response.status, response.body)
                     });
@@ -255,6 +256,7 @@ impl BatchSender {
                     reason,
                     splittable,
                 } => {
+                    self.ledger.request_settled();
                     return Settlement::Rejected {
                         status,
                         reason,
@@ -264,6 +266,10 @@ impl BatchSender {
                 // A server's wait shorter than the schedule's (`Retry-After: 0`) is raised
                 // and counts as a retry: it must not turn into a tight loop.
                 Decision::Retry { after, reason } => {
+                    // Named with the URL: "connect failed" alone does not say which host (a
+                    // default one the user never chose, perhaps).
+                    self.ledger
+                        .request_failed(format!("{}: {reason}", self.url));
                     let next = self.policy.retry_wait(retries, after, fastrand::f64());
                     if next.counts {
                         retries += 1;
@@ -280,8 +286,12 @@ impl BatchSender {
             if started.elapsed().saturating_add(wait) > self.policy.max_retry_duration {
                 return Settlement::Dropped {
                     reason: DropReason::RetryWindowExceeded,
+                    // Given up before the window's end when the next wait would pass it: say
+                    // so, rather than that the window ran out.
                     detail: format!(
-                        "retry window of {:?} ran out: {reason}",
+                        "gave up after {:.1?}, as the next retry would pass the retry window of \
+                         {:?}: {reason}",
+                        started.elapsed(),
                         self.policy.max_retry_duration
                     ),
                 };

@@ -54,6 +54,7 @@ impl Stats {
             dropped: self.dropped.saturating_sub(&earlier.dropped),
             pending: self.pending(),
             completed,
+            errors: Default::default(),
         }
     }
 }

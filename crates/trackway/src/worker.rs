@@ -452,7 +452,7 @@ impl Worker {
                 self.await_sender(now + SETTLE_GRACE);
             }
         }
-        let report = self.ledger.stats().report_since(&waiter.start, completed);
+        let report = self.ledger.report_since(&waiter.start, completed);
         if !completed {
             tracing::warn!(
                 pending = report.pending,
