@@ -10,8 +10,12 @@ use crate::Failure;
 /// Where the collector's admin API is, and its token.
 #[derive(Debug, Args)]
 pub(crate) struct AdminArgs {
-    /// The collector's base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    /// The collector's base URL (the alias is the older spelling).
+    #[arg(
+        long = "host",
+        visible_alias = "url",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub(crate) url: String,
     /// The admin token the collector printed at start-up.
     #[arg(long, env = "TRACKWAY_ADMIN_TOKEN", hide_env_values = true)]
@@ -27,13 +31,22 @@ impl AdminArgs {
             .into()
     }
 
+    /// Names the collector that could not be reached, and what to do.
+    fn unreachable(&self, error: &ureq::Error) -> Failure {
+        Failure::Failed(format!(
+            "cannot reach the collector at {}: {error}; is it running? (`trackway serve` or \
+             `trackway demo` starts one, and prints its address for --host)",
+            self.url
+        ))
+    }
+
     /// GETs `path`, for a response read as a stream (no overall timeout).
     pub(crate) fn stream(&self, path: &str) -> Result<ureq::http::Response<ureq::Body>, Failure> {
         let response = Self::agent(None)
             .get(format!("{}{path}", self.url.trim_end_matches('/')))
             .header("authorization", format!("Bearer {}", self.admin_token))
             .call()
-            .map_err(|e| Failure::Failed(format!("cannot reach {}: {e}", self.url)))?;
+            .map_err(|e| self.unreachable(&e))?;
         check(response)
     }
 
@@ -43,7 +56,7 @@ impl AdminArgs {
             .post(format!("{}{path}", self.url.trim_end_matches('/')))
             .header("authorization", format!("Bearer {}", self.admin_token))
             .send_empty()
-            .map_err(|e| Failure::Failed(format!("cannot reach {}: {e}", self.url)))?;
+            .map_err(|e| self.unreachable(&e))?;
         let text = check(response)?
             .into_body()
             .read_to_string()

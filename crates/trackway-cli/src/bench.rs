@@ -36,7 +36,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 2)]
     producers: usize,
     /// `null` (a decoding sink in this process) or a Tracking API base URL.
-    #[arg(long, default_value = "null")]
+    #[arg(long, visible_alias = "host", default_value = "null")]
     target: String,
     /// Write key for a real target.
     #[arg(long = "write-key", default_value = "bench-write-key")]

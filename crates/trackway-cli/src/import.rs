@@ -245,10 +245,19 @@ impl Import {
             }
             if left.is_zero() {
                 let stats = self.analytics.stats();
+                // Why, in the client's words (it names the URL; the line names the host).
+                let why = self
+                    .analytics
+                    .last_request_error()
+                    .map(|e| {
+                        let e = e.split_once("/v1/batch: ").map_or(e.as_str(), |(_, r)| r);
+                        format!(": {e}")
+                    })
+                    .unwrap_or_default();
                 return Err(self.stopped(
                     line,
                     &format!(
-                        "{} did not take every event within {:?} ({} waiting, {} retries)",
+                        "{} did not take every event within {:?} ({} waiting, {} retries){why}",
                         self.host,
                         self.retry_for,
                         stats.pending(),

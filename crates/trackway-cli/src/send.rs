@@ -4,14 +4,14 @@
 //! Segment's library-e2e-tester can drive this binary unchanged. The command exits 0 only once
 //! the server has acknowledged the message.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 use trackway::{
-    Alias, Analytics, EnqueueError, Group, Identify, Message, Observer, Outcome, Page, Screen,
-    Track,
+    Alias, Analytics, DropReason, EnqueueError, FlushReport, Group, Identify, Message, Page,
+    Screen, Track,
 };
 
 use crate::Failure;
@@ -37,8 +37,14 @@ pub(crate) struct SendArgs {
     #[arg(long = "type", value_enum)]
     kind: MessageType,
     /// The source's write key. From `TRACKWAY_WRITE_KEY` when not given, so that it need not
-    /// appear in the command line (which other users of the machine can read).
-    #[arg(long = "writeKey", env = "TRACKWAY_WRITE_KEY", hide_env_values = true)]
+    /// appear in the command line (which other users of the machine can read). Spelled as the
+    /// cross-library contract spells it, and as the other subcommands do (the alias).
+    #[arg(
+        long = "writeKey",
+        visible_alias = "write-key",
+        env = "TRACKWAY_WRITE_KEY",
+        hide_env_values = true
+    )]
     write_key: String,
     /// userId.
     #[arg(long = "userId")]
@@ -76,9 +82,10 @@ pub(crate) struct SendArgs {
     /// messageId (a UUID is generated when absent).
     #[arg(long = "messageId")]
     message_id: Option<String>,
-    /// Where to send: "oregon", "dublin", or a base URL.
-    #[arg(long, default_value = trackway::OREGON_HOST)]
-    host: String,
+    /// Where to send: "oregon", "dublin", or a base URL [default: Segment's
+    /// https://api.segment.io].
+    #[arg(long)]
+    host: Option<String>,
     /// How long to try before giving up, such as 10s or 500ms.
     #[arg(long, default_value = DEFAULT_TIMEOUT, value_parser = parse_duration)]
     timeout: Duration,
@@ -86,30 +93,122 @@ pub(crate) struct SendArgs {
 
 pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
     let message = build_message(&args)?;
-    let outcome = LastOutcome::default();
+    // The type as the contract spells it (`track`).
+    let kind = format!("{:?}", args.kind).to_lowercase();
+    let host = args.host.as_deref().unwrap_or(trackway::OREGON_HOST);
     let analytics = Analytics::builder(&args.write_key)
-        .host(&args.host)
+        .host(host)
         .flush_at(1)
         .request_timeout(args.timeout)
         .max_retry_duration(args.timeout)
-        .observer(outcome.clone())
         .build()
         .map_err(|e| Failure::Usage(e.to_string()))?;
+    let started = Instant::now();
     analytics.enqueue(message).map_err(|e| match e {
         EnqueueError::Invalid(_) | EnqueueError::TooLarge { .. } => Failure::Usage(e.to_string()),
         other => Failure::Failed(other.to_string()),
     })?;
     let report = analytics.shutdown(args.timeout);
+    let target = Target {
+        host,
+        chosen: args.host.is_some(),
+    };
     if report.delivered == 1 {
+        // The contract wants a quiet success; a person at a terminal wants to know where it went.
+        if std::io::stderr().is_terminal() {
+            tell(&format!("delivered 1 {kind} to {target}"));
+        }
         return Ok(());
     }
-    let detail = outcome.take().unwrap_or_else(|| {
+    Err(Failure::Failed(diagnosis(
+        &target,
+        &report,
+        started.elapsed(),
+        args.timeout,
+    )))
+}
+
+/// Where `send` sent, as a person should read it.
+struct Target<'a> {
+    host: &'a str,
+    /// Given with --host, rather than the default.
+    chosen: bool,
+}
+
+impl std::fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.chosen {
+            f.write_str(self.host)
+        } else {
+            write!(f, "Segment's {} (the default --host)", self.host)
+        }
+    }
+}
+
+/// The one line that says why the message did not arrive, where it was sent, and what to do.
+fn diagnosis(
+    target: &Target<'_>,
+    report: &FlushReport,
+    took: Duration,
+    timeout: Duration,
+) -> String {
+    if let Some(reason) = report.last_rejection() {
+        let hint = if reason.starts_with("HTTP 401") || reason.starts_with("HTTP 403") {
+            "; check --write-key: it must be a key of one of the server's sources"
+        } else {
+            ""
+        };
+        return format!("{target} rejected the message: {reason}{hint}");
+    }
+    let error = [
+        DropReason::RetryWindowExceeded,
+        DropReason::RetriesExhausted,
+        DropReason::Shutdown,
+    ]
+    .into_iter()
+    .find_map(|reason| report.last_error(reason));
+    // The library names the URL it posted to; the line names the host already.
+    let error = error.map(|e| e.split_once("/v1/batch: ").map_or(e, |(_, rest)| rest));
+    let when = if took + Duration::from_millis(100) < timeout {
         format!(
-            "no acknowledgement from {} within {:?}",
-            args.host, args.timeout
+            "gave up after {:.1}s: the next retry would have passed --timeout {timeout:?}",
+            took.as_secs_f64()
         )
-    });
-    Err(Failure::Failed(detail))
+    } else {
+        format!("no answer within --timeout {timeout:?}")
+    };
+    let Some(error) = error else {
+        return format!("could not deliver to {target}: {when}");
+    };
+    let lower = error.to_lowercase();
+    let hint = if lower.contains("refused") {
+        if target.chosen {
+            "; is a collector listening there? (`trackway demo` or `trackway serve` starts one; \
+             --host says where to send)"
+        } else {
+            "; to send to a local collector instead, pass --host (`trackway demo` prints it)"
+        }
+    } else if lower.contains("lookup") || lower.contains("dns") || lower.contains("resolve") {
+        if target.chosen {
+            "; check the host name in --host and the network"
+        } else {
+            "; this machine cannot reach Segment: check the network, or pass --host to send \
+             to a local collector (`trackway demo` prints the command)"
+        }
+    } else if lower.contains("timed out") {
+        "; the server did not answer in time: check it, or allow more with --timeout"
+    } else {
+        ""
+    };
+    format!("could not deliver to {target} ({when}): {error}{hint}")
+}
+
+#[expect(
+    clippy::print_stderr,
+    reason = "what a person at a terminal sees of a success"
+)]
+fn tell(line: &str) {
+    eprintln!("trackway: {line}");
 }
 
 fn build_message(args: &SendArgs) -> Result<Message, Failure> {
@@ -206,30 +305,6 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         _ => return Err(format!("{text:?} has an unknown unit (use ms, s or m)")),
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
-}
-
-/// Keeps the last non-delivered outcome's description, for the error line.
-#[derive(Clone, Default)]
-struct LastOutcome(Arc<Mutex<Option<String>>>);
-
-impl LastOutcome {
-    fn take(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-}
-
-impl Observer for LastOutcome {
-    fn on_outcome(&self, _message_id: &str, outcome: &Outcome<'_>) {
-        let text = match outcome {
-            Outcome::Delivered => return,
-            Outcome::Rejected { reason, .. } => {
-                format!("the server rejected the message: {reason}")
-            }
-            Outcome::Dropped { reason, detail } => format!("message dropped ({reason}): {detail}"),
-            _ => "message not delivered".to_owned(),
-        };
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
-    }
 }
 
 #[cfg(test)]

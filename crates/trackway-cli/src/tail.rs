@@ -153,7 +153,27 @@ impl TailArgs {
 }
 
 /// `12:00:01.234  track     Signed Up            user=u1  source=web`.
+///
+/// Every field is sent by whoever holds a write key: control characters in it (an event
+/// named `\x1b[31m...`) are shown escaped, so that they cannot colour or rewrite the reader's
+/// terminal, nor put escape codes into a file or pipe the output goes to.
 fn summary(event: &Value) -> String {
+    let line = summary_of(event);
+    if !line.contains(char::is_control) {
+        return line;
+    }
+    line.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+fn summary_of(event: &Value) -> String {
     let field = |name: &str| event.get(name).and_then(Value::as_str).unwrap_or("");
     let time = field("receivedAt").get(11..23).unwrap_or("");
     let user = if field("userId").is_empty() {

@@ -25,10 +25,10 @@
 //! Tests run the real server the same way, on port 0.
 //!
 //! Logs go through `tracing`, to the subscriber of the program that runs the collector. The
-//! forward destination sends through the `trackway` client, whose HTTP stack dumps every
-//! request's bytes (its `Authorization` header, the upstream write key, included) at TRACE:
-//! hold the `ureq_proto` target at DEBUG in that subscriber, as the `trackway` command does
-//! (the `trackway` crate's docs, "Logging", show how).
+//! webhook and forward destinations send with the `trackway` library's transport, whose HTTP
+//! stack dumps every request's bytes (its `Authorization` header, the upstream write key,
+//! included) at TRACE: hold the `ureq_proto` target at DEBUG in that subscriber, as the
+//! `trackway` command does (the `trackway` crate's docs, "Logging", show how).
 
 mod admin;
 mod client_ip;

@@ -7,8 +7,24 @@
 //! asks whether a string needs any, eight bytes per step (SWAR: a few integer operations tell
 //! whether any of them is a quote, a backslash or a control character), and copies a clean
 //! string whole; only a string that needs escapes is written a byte at a time.
+//!
+//! It also names JSON's types for error messages ([`json_type_name`]), which both the parser
+//! of messages and the validator use: it lives here, below both, so neither imports the other
+//! for it.
 
 use serde_json::{Map, Value};
+
+/// The JSON type of `value`, for error messages.
+pub(crate) fn json_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
 
 /// Eight copies of `byte`.
 const fn splat(byte: u8) -> u64 {

@@ -9,6 +9,8 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value};
 
+use crate::json::json_type_name;
+
 /// The `type` of a message.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -431,7 +433,7 @@ impl Message {
         let Value::Object(mut fields) = value else {
             return Err(crate::ValidationError::NotAnObject {
                 field: "message",
-                found: crate::validate::json_type_name(&value),
+                found: json_type_name(&value),
             });
         };
         let kind = match fields.remove("type") {
@@ -445,7 +447,7 @@ impl Message {
                     Some(Value::String(s)) => Ok(Some(s)),
                     Some(other) => Err(crate::ValidationError::NotAString {
                         field: name,
-                        found: crate::validate::json_type_name(&other),
+                        found: json_type_name(&other),
                     }),
                 }
             };
@@ -462,7 +464,7 @@ impl Message {
             Some(other) => {
                 return Err(crate::ValidationError::NotAnObject {
                     field: "integrations",
-                    found: crate::validate::json_type_name(&other),
+                    found: json_type_name(&other),
                 });
             }
         };

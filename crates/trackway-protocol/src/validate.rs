@@ -5,6 +5,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::json::json_type_name;
 use crate::limits::MESSAGE_ID_CHAR_LIMIT;
 use crate::message::{Common, Kind, Message};
 
@@ -316,18 +317,6 @@ fn optional_object(field: &'static str, value: &Value) -> Result<(), ValidationE
             field,
             found: json_type_name(other),
         }),
-    }
-}
-
-/// The JSON type of `value`, for error messages.
-pub(crate) fn json_type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -22,11 +22,7 @@ struct NullSink;
 
 impl Transport for NullSink {
     fn send(&self, _: &Request<'_>) -> Result<Response, TransportError> {
-        Ok(Response {
-            status: 200,
-            retry_after: None,
-            body: String::new(),
-        })
+        Ok(Response::new(200, ""))
     }
 }
 

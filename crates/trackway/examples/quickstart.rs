@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! cargo run -p trackway --example quickstart
-//! TRACKWAY_WRITE_KEY=... TRACKWAY_HOST=http://127.0.0.1:8080 cargo run -p trackway --example quickstart
+//! # to the collector `cargo run -p trackway-cli -- demo` runs, with the key it prints:
+//! TRACKWAY_WRITE_KEY=demo-write-key TRACKWAY_HOST=http://127.0.0.1:8080 cargo run -p trackway --example quickstart
 //! ```
 
 #![expect(clippy::print_stdout, reason = "an example shows what it sent")]

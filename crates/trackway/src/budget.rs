@@ -10,7 +10,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Bytes charged per message on top of the heap memory it holds: its slot in the queues.
-pub(crate) const PER_MESSAGE_OVERHEAD: usize = std::mem::size_of::<crate::ledger::Pending>();
+pub(crate) const PER_MESSAGE_OVERHEAD: usize = std::mem::size_of::<crate::batch::Pending>();
 
 /// What the largest message the API accepts costs once encoded: the smallest budget allowed.
 pub(crate) const LARGEST_ENCODED_COST: u64 =
@@ -69,7 +69,7 @@ impl Budget {
         let Overflow::Wait(patience) = self.overflow else {
             return None;
         };
-        let deadline = crate::worker::later(Instant::now(), patience);
+        let deadline = crate::deadline::later(Instant::now(), patience);
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let acquired = loop {

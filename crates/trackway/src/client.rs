@@ -4,23 +4,25 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use serde_json::Value;
 use trackway_protocol::{
-    Alias, Checked, EncodeOptions, Group, Identify, MAX_MESSAGE_BYTES, Message, Page, Screen,
-    Track, ValidationError, check, footprint,
+    Alias, EncodeOptions, Group, Identify, MAX_MESSAGE_BYTES, Message, Page, Screen, Track,
+    ValidationError, check, footprint,
 };
 
+use crate::batch::{Payload, Pending, UUID_LEN, encode_into, fill_defaults};
 use crate::budget::{Budget, LARGEST_ENCODED_COST, PER_MESSAGE_OVERHEAD};
 use crate::config::{Builder, ConfigError, Validated};
+use crate::doorbell::Doorbell;
 use crate::encoder::Encoder;
-use crate::ledger::{Ledger, Payload, Pending, UUID_LEN, encode_into};
+use crate::ledger::Ledger;
 use crate::outcome::{DropReason, FlushReport};
 use crate::sender::{BatchSender, SenderChannels};
 use crate::stats::Stats;
-use crate::worker::{Control, Doorbell, Reply, Worker};
+use crate::worker::{Control, Reply, Worker};
 
 /// Why a call did not accept a message. Nothing was queued; the refusal is counted in
 /// [`Analytics::stats`] under the matching [`DropReason`].
@@ -93,11 +95,51 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
 }
 
+/// Why [`Builder::build`] (or [`Analytics::new`]) returned no client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A setting is refused; the error names it. Fix the configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The operating system would not start one of the client's three threads (too many
+    /// threads, or too little memory). Not a configuration problem: the same settings may
+    /// build once the process has room; until then, run without analytics.
+    #[error("could not start the client's {thread} thread: {source}")]
+    Spawn {
+        /// Which thread: `sender`, `encoder` or `worker`.
+        thread: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Starts one of the client's threads, named `trackway-{name}`.
+fn spawn_thread(name: &'static str, run: impl FnOnce() + Send + 'static) -> Result<(), BuildError> {
+    std::thread::Builder::new()
+        .name(format!("trackway-{name}"))
+        .spawn(run)
+        .map(drop)
+        .map_err(|source| BuildError::Spawn {
+            thread: name,
+            source,
+        })
+}
+
+impl Builder {
+    /// Checks the settings and starts the client's background threads. (Here, beside what it
+    /// starts, so that the settings need not know the client.)
+    pub fn build(self) -> Result<Analytics, BuildError> {
+        Analytics::start(self.validate()?)
+    }
+}
+
 impl Analytics {
     /// A client for `write_key` with the defaults: Oregon host, batches of up to 250 messages
     /// or 500 KB sent at least every second, a 6 MiB memory budget, gzip, retries with
     /// jittered backoff for up to 12 hours. See [`Builder`] for each.
-    pub fn new(write_key: impl Into<String>) -> Result<Analytics, ConfigError> {
+    pub fn new(write_key: impl Into<String>) -> Result<Analytics, BuildError> {
         Analytics::builder(write_key).build()
     }
 
@@ -106,7 +148,7 @@ impl Analytics {
         Builder::new(write_key)
     }
 
-    pub(crate) fn start(config: Validated) -> Result<Analytics, ConfigError> {
+    pub(crate) fn start(config: Validated) -> Result<Analytics, BuildError> {
         let ledger = Arc::new(Ledger::new(
             Budget::new(config.max_queue_bytes, config.overflow),
             config.observer.clone(),
@@ -122,22 +164,12 @@ impl Analytics {
                 cancel: ends.cancel,
             },
         );
-        let spawn_error = |e: std::io::Error| ConfigError::Spawn(e.to_string());
-        std::thread::Builder::new()
-            .name("trackway-sender".into())
-            .spawn(move || sender.run())
-            .map_err(spawn_error)?;
+        spawn_thread("sender", move || sender.run())?;
         let library = ("trackway", env!("CARGO_PKG_VERSION"));
         let encode = EncodeOptions::new(Some(library), config.default_context.clone());
         let encoder = Encoder::new(&config, encode.clone());
-        std::thread::Builder::new()
-            .name("trackway-encoder".into())
-            .spawn(move || encoder.run(&ends.batches, &prepared_tx))
-            .map_err(spawn_error)?;
-        std::thread::Builder::new()
-            .name("trackway-worker".into())
-            .spawn(move || worker.run())
-            .map_err(spawn_error)?;
+        spawn_thread("encoder", move || encoder.run(&ends.batches, &prepared_tx))?;
+        spawn_thread("worker", move || worker.run())?;
         tracing::debug!(
             write_key = %crate::config::mask_write_key(&config.write_key),
             url = %config.batch_url,
@@ -348,17 +380,14 @@ impl Analytics {
     pub fn stats(&self) -> Stats {
         self.inner.ledger.stats()
     }
-}
 
-/// Gives the message a `timestamp` when it has none (and no raw one of its own, which
-/// `checked` tells), and returns the random bits of the `messageId` to fill in when it is
-/// encoded, when it has none.
-fn fill_defaults(message: &mut Message, checked: Checked) -> Option<u128> {
-    let common = message.common_mut();
-    if common.timestamp.is_none() && !checked.has_timestamp_field {
-        common.timestamp = Some(SystemTime::now());
+    /// Why the last request failed, naming its URL (`http://host/v1/batch: connect failed:
+    /// ...`), while the client is still retrying it; `None` once a request has been answered
+    /// (delivered or rejected). What a program waiting on a host that does not take its events
+    /// can tell its user, before anything is dropped.
+    pub fn last_request_error(&self) -> Option<String> {
+        self.inner.ledger.request_error()
     }
-    common.message_id.is_none().then(|| fastrand::u128(..))
 }
 
 impl Inner {
@@ -367,7 +396,7 @@ impl Inner {
         if shutdown {
             self.ledger.closed.store(true, Ordering::Release);
         }
-        let deadline = crate::worker::later(Instant::now(), timeout);
+        let deadline = crate::deadline::later(Instant::now(), timeout);
         self.control
             .send(Control {
                 deadline,
@@ -415,8 +444,8 @@ const REPLY_MARGIN: Duration = Duration::from_millis(250);
 
 /// A report built from the counters, when the worker could not answer.
 fn fallback_report(ledger: &Ledger, start: &Stats) -> FlushReport {
-    let now = ledger.stats();
-    now.report_since(start, now.pending() == 0)
+    let completed = ledger.stats().pending() == 0;
+    ledger.report_since(start, completed)
 }
 
 impl Drop for Inner {

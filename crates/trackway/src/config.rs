@@ -10,7 +10,6 @@ use trackway_protocol::{
 };
 
 use crate::budget::{LARGEST_ENCODED_COST, Overflow};
-use crate::client::Analytics;
 use crate::outcome::Observer;
 use crate::retry::RetryPolicy;
 use crate::transport::ProxySetting;
@@ -101,12 +100,9 @@ pub enum ConfigError {
     /// The proxy URL is invalid, or not an HTTP(S) proxy.
     #[error("{0}")]
     Proxy(String),
-    /// The background threads could not be started.
-    #[error("could not start the background thread: {0}")]
-    Spawn(String),
 }
 
-/// Configures an [`Analytics`] client. Every setting has a production-ready default.
+/// Configures an [`Analytics`](crate::Analytics) client. Every setting has a production-ready default.
 #[must_use]
 pub struct Builder {
     pub(crate) write_key: String,
@@ -345,11 +341,6 @@ impl Builder {
         self
     }
 
-    /// Checks the settings and starts the client's background threads.
-    pub fn build(self) -> Result<Analytics, ConfigError> {
-        Analytics::start(self.validate()?)
-    }
-
     pub(crate) fn validate(self) -> Result<Validated, ConfigError> {
         if self.write_key.is_empty() {
             return Err(ConfigError::EmptyWriteKey);
@@ -451,8 +442,9 @@ impl Validated {
     }
 }
 
-/// `<host>/v1/batch` for a region name or a base URL.
-fn batch_url(host: &str) -> Result<String, ConfigError> {
+/// The batch endpoint (`<host>/v1/batch`) for a [`Builder::host`] value, a region name or a
+/// base URL, or why it is refused: for code that sends [`crate::BatchBody`] requests itself.
+pub fn batch_url(host: &str) -> Result<String, ConfigError> {
     let base = match host.trim().to_ascii_lowercase().as_str() {
         "oregon" | "us" => OREGON_HOST.to_owned(),
         "dublin" | "eu" => DUBLIN_HOST.to_owned(),
@@ -481,6 +473,7 @@ fn batch_url(host: &str) -> Result<String, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::BuildError;
 
     #[test]
     fn hosts_resolve_to_batch_urls() {
@@ -511,7 +504,9 @@ mod tests {
     #[test]
     fn build_rejects_out_of_range_settings() {
         let check = |builder: Builder, setting: &str| match builder.build() {
-            Err(ConfigError::OutOfRange { setting: s, .. }) => assert_eq!(s, setting),
+            Err(BuildError::Config(ConfigError::OutOfRange { setting: s, .. })) => {
+                assert_eq!(s, setting)
+            }
             other => panic!("{setting}: {:?}", other.map(|_| ())),
         };
         check(Builder::new("k").flush_at(0), "flush_at");
@@ -528,17 +523,16 @@ mod tests {
             Builder::new("k").backoff(Duration::from_secs(2), Duration::from_secs(1)),
             "backoff",
         );
-        assert_eq!(
-            Builder::new("").build().err(),
-            Some(ConfigError::EmptyWriteKey)
-        );
-        assert_eq!(
+        assert!(matches!(
+            Builder::new("").build(),
+            Err(BuildError::Config(ConfigError::EmptyWriteKey))
+        ));
+        assert!(matches!(
             Builder::new("k")
                 .default_context(serde_json::json!([1]))
-                .build()
-                .err(),
-            Some(ConfigError::ContextNotAnObject)
-        );
+                .build(),
+            Err(BuildError::Config(ConfigError::ContextNotAnObject))
+        ));
     }
 
     #[test]

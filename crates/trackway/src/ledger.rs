@@ -7,131 +7,31 @@
 //! budget is always released and the outcome always counted and reported together.
 
 use std::ops::Range;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-use trackway_protocol::{EncodeOptions, Message, encode_message_with_id};
-
+use crate::batch::{Encoded, Pending};
 use crate::budget::Budget;
-use crate::outcome::{Observer, Outcome};
+use crate::outcome::{DropReason, FlushReport, LastErrors, Observer, Outcome, panic_message};
 use crate::stats::{Counters, Stats};
-
-/// An accepted message on its way to the encoder thread.
-#[derive(Debug)]
-pub(crate) struct Pending {
-    pub(crate) payload: Payload,
-    /// Bytes reserved in the budget.
-    pub(crate) cost: u64,
-}
-
-/// A message as the call left it.
-#[derive(Debug)]
-pub(crate) enum Payload {
-    /// As the caller built it, for the encoder thread to write
-    /// ([`crate::Builder::defer_encoding`]).
-    Message {
-        /// Boxed: the queues move every entry a few times, and a message is large.
-        message: Box<Message>,
-        /// The random bits of the `messageId` to fill in, if the message has none.
-        generated_id: Option<u128>,
-        /// Its estimated encoded size ([`trackway_protocol::Footprint::json`]).
-        estimated_json: usize,
-    },
-    /// Written by the call, with where its `messageId` value sits in the bytes.
-    Encoded { bytes: Box<[u8]>, id: Range<usize> },
-}
-
-impl Pending {
-    /// The encoded size, or its estimate before encoding: what batches are cut by.
-    pub(crate) fn json_size(&self) -> usize {
-        match &self.payload {
-            Payload::Encoded { bytes, .. } => bytes.len(),
-            Payload::Message { estimated_json, .. } => *estimated_json,
-        }
-    }
-
-    /// The `messageId` the message has or will have.
-    pub(crate) fn message_id(&self) -> String {
-        match &self.payload {
-            Payload::Encoded { bytes, id } => message_id_at(bytes, id),
-            Payload::Message {
-                message,
-                generated_id,
-                ..
-            } => match (&message.common().message_id, generated_id) {
-                (Some(id), _) => id.clone(),
-                (None, Some(bits)) => uuid_str(*bits, &mut [0; UUID_LEN]).to_owned(),
-                (None, None) => String::new(),
-            },
-        }
-    }
-}
-
-/// Length of a hyphenated UUID.
-pub(crate) const UUID_LEN: usize = 36;
-
-/// Appends `message` encoded to `out`, with the messageId made of `generated_id` if it has
-/// none; returns where the messageId value sits in `out`. The one place both the call and
-/// the encoder thread encode.
-pub(crate) fn encode_into(
-    message: &Message,
-    generated_id: Option<u128>,
-    options: &EncodeOptions,
-    out: &mut Vec<u8>,
-) -> Range<usize> {
-    let mut buffer = [0; UUID_LEN];
-    let generated = generated_id.map(|bits| uuid_str(bits, &mut buffer));
-    encode_message_with_id(message, generated, options, out).unwrap_or(0..0)
-}
-
-/// The `messageId` whose JSON string value sits at `at` in `bytes`, unescaped.
-fn message_id_at(bytes: &[u8], at: &Range<usize>) -> String {
-    serde_json::from_slice(&bytes[at.clone()]).unwrap_or_default()
-}
-
-/// The hyphenated UUID (version 4 bits set) made of `bits`, written into `buffer`.
-pub(crate) fn uuid_str(bits: u128, buffer: &mut [u8; UUID_LEN]) -> &str {
-    uuid::Builder::from_random_bytes(bits.to_le_bytes())
-        .into_uuid()
-        .hyphenated()
-        .encode_lower(buffer)
-}
-
-/// One batch's messages, encoded back to back into one buffer.
-#[derive(Debug, Default)]
-pub(crate) struct Encoded {
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) slots: Vec<Slot>,
-}
-
-/// Where one message of an [`Encoded`] batch sits.
-#[derive(Debug)]
-pub(crate) struct Slot {
-    pub(crate) bytes: Range<usize>,
-    /// The `messageId` value (a JSON string) within `bytes` of the batch.
-    pub(crate) id: Range<usize>,
-    pub(crate) cost: u64,
-}
-
-impl Encoded {
-    /// The encoded messages of `part` (a range of slots).
-    pub(crate) fn messages(&self, part: Range<usize>) -> impl Iterator<Item = &[u8]> {
-        self.slots[part]
-            .iter()
-            .map(|slot| &self.bytes[slot.bytes.clone()])
-    }
-
-    /// The `messageId` of `slot`, one of this batch's.
-    pub(crate) fn message_id(&self, slot: &Slot) -> String {
-        message_id_at(&self.bytes, &slot.id)
-    }
-}
 
 pub(crate) struct Ledger {
     pub(crate) counters: Counters,
     pub(crate) budget: Budget,
     pub(crate) closed: AtomicBool,
     observer: Option<Arc<dyn Observer>>,
+    /// Why messages failed to arrive, for [`FlushReport`]'s one line.
+    errors: Mutex<ErrorLog>,
+}
+
+/// The errors a report explains its counts with.
+#[derive(Debug, Default)]
+struct ErrorLog {
+    /// The failure of the last request, until a request gets an answer that settles it: a
+    /// drop after retries, or at a shutdown while retrying, is explained by this rather than
+    /// by its own detail (`shutdown deadline passed`), which says when, not why.
+    request: Option<String>,
+    last: LastErrors,
 }
 
 impl Ledger {
@@ -141,7 +41,35 @@ impl Ledger {
             budget,
             closed: AtomicBool::new(false),
             observer,
+            errors: Mutex::default(),
         }
+    }
+
+    /// The report of what happened since `start`, with the last error behind each count.
+    pub(crate) fn report_since(&self, start: &Stats, completed: bool) -> FlushReport {
+        let mut report = self.stats().report_since(start, completed);
+        report.errors = self.error_log().last.clone();
+        report
+    }
+
+    /// Notes that a request failed with `error` and will be retried or given up.
+    pub(crate) fn request_failed(&self, error: String) {
+        self.error_log().request = Some(error);
+    }
+
+    /// The failure of the last request, unless a later one was answered.
+    pub(crate) fn request_error(&self) -> Option<String> {
+        self.error_log().request.clone()
+    }
+
+    /// Notes that a request got an answer that settles its messages (delivered or rejected).
+    pub(crate) fn request_settled(&self) {
+        self.error_log().request = None;
+    }
+
+    fn error_log(&self) -> std::sync::MutexGuard<'_, ErrorLog> {
+        // The log holds only strings, whole after any panic.
+        self.errors.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn stats(&self) -> Stats {
@@ -178,6 +106,27 @@ impl Ledger {
         );
     }
 
+    /// Keeps why `outcome` (when not a delivery) happened, for the next report.
+    fn note_error(&self, outcome: &Outcome<'_>) {
+        match outcome {
+            Outcome::Delivered => {}
+            Outcome::Rejected { reason, .. } => {
+                self.error_log().last.rejected = Some((*reason).to_owned());
+            }
+            Outcome::Dropped { reason, detail } => {
+                let mut log = self.error_log();
+                let why = match reason {
+                    DropReason::RetriesExhausted
+                    | DropReason::RetryWindowExceeded
+                    | DropReason::Shutdown => log.request.clone(),
+                    _ => None,
+                };
+                log.last.dropped[reason.index()] =
+                    Some(why.unwrap_or_else(|| (*detail).to_owned()));
+            }
+        }
+    }
+
     /// Counts `count` messages under `outcome`, releases their `cost` from the budget and
     /// tells the observer about each of `ids` (only called if there is an observer).
     fn settle<I: Iterator<Item = String>>(
@@ -193,6 +142,7 @@ impl Ledger {
             Outcome::Rejected { .. } => self.counters.rejected(n),
             Outcome::Dropped { reason, .. } => self.counters.dropped(*reason, n),
         }
+        self.note_error(outcome);
         self.budget.release(cost);
         if let Some(observer) = &self.observer {
             // The user's code: a panic in it must not take a client thread down.
@@ -204,7 +154,7 @@ impl Ledger {
             if let Err(panic) = notified {
                 tracing::error!(
                     "trackway: the observer panicked: {}",
-                    crate::sender::panic_message(&*panic)
+                    panic_message(&*panic)
                 );
             }
         }

@@ -3,12 +3,17 @@
 //!
 //! # Quickstart
 //!
+//! Point the client at a Tracking API host and its write key. Here it is the collector that
+//! `trackway demo` runs on your machine (it prints its key); Segment is below.
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use serde_json::json;
 //! use trackway::{Analytics, Track};
 //!
-//! let analytics = Analytics::new("YOUR_WRITE_KEY")?; // once, at startup; clone it freely
+//! let analytics = Analytics::builder("demo-write-key") // once, at startup; clone it freely
+//!     .host("http://127.0.0.1:8080") // where `trackway demo` listens
+//!     .build()?;
 //! analytics.identify("user-id", json!({"email": "ada@example.com"}))?;
 //! analytics.track("user-id", "Signed Up", json!({"plan": "trial"}))?;
 //! analytics.enqueue(
@@ -18,9 +23,15 @@
 //!         .integration("Mixpanel", false),
 //! )?;
 //! let report = analytics.shutdown(Duration::from_secs(5)); // at exit: deliver, then stop
+//! // Not clean: the report says why ("1 rejected (HTTP 401: unknown write key)").
 //! assert!(report.is_clean(), "{report}");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! To send to Segment, build the client with [`Analytics::new`] (Segment's Oregon host), or
+//! [`Builder::region`] for Dublin. The crate's `examples/` directory has this as a program to run:
+//! `TRACKWAY_WRITE_KEY=demo-write-key TRACKWAY_HOST=http://127.0.0.1:8080 cargo run -p
+//! trackway --example quickstart`.
 //!
 //! # What a call does
 //!
@@ -79,9 +90,13 @@
 //! [`testing::Recorder`] is a transport that records what would have been sent.
 
 mod answer;
+mod batch;
+mod body;
 mod budget;
 mod client;
 mod config;
+mod deadline;
+mod doorbell;
 mod encoder;
 mod ledger;
 mod outcome;
@@ -92,12 +107,13 @@ pub mod testing;
 pub mod transport;
 mod worker;
 
+pub use body::{BatchBody, PushError};
 pub use budget::Overflow;
-pub use client::{Analytics, EnqueueError};
+pub use client::{Analytics, BuildError, EnqueueError};
 pub use config::{
     Builder, ConfigError, DEFAULT_DROP_TIMEOUT, DEFAULT_FLUSH_AT, DEFAULT_FLUSH_INTERVAL,
     DEFAULT_GZIP_LEVEL, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_QUEUE_BYTES, DEFAULT_REQUEST_TIMEOUT,
-    DUBLIN_HOST, OREGON_HOST, Region, mask_write_key,
+    DUBLIN_HOST, OREGON_HOST, Region, batch_url, mask_write_key,
 };
 pub use outcome::{DropCounts, DropReason, FlushReport, Observer, Outcome};
 pub use retry::RetryPolicy;

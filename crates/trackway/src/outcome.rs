@@ -24,8 +24,9 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    /// Every reason, in a fixed order (the order of [`DropCounts`]).
-    pub const ALL: [DropReason; 7] = [
+    /// Every reason, in a fixed order (the order of [`DropCounts`]). A slice, not an array:
+    /// an array's length would be part of the API, and a new reason would break it.
+    pub const ALL: &'static [DropReason] = &[
         DropReason::Invalid,
         DropReason::TooLarge,
         DropReason::BudgetFull,
@@ -77,7 +78,8 @@ impl DropCounts {
     /// `(reason, count)` for every reason with a non-zero count.
     pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
         DropReason::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .map(|r| (r, self.get(r)))
             .filter(|(_, n)| *n > 0)
     }
@@ -146,8 +148,14 @@ pub trait Observer: Send + Sync + 'static {
 
 /// What a [`crate::Analytics::flush`] or [`crate::Analytics::shutdown`] saw happen.
 ///
-/// Counts cover the messages that reached an outcome while the call ran.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Counts cover the messages that reached an outcome while the call ran. Its `Display` is one
+/// line that says why when something was not delivered: the server's last reason for the
+/// rejections and the last error behind each drop reason, such as `0 delivered, 1 rejected
+/// (HTTP 401: unknown write key), dropped: none, 0 pending`, so that a wrong key or an
+/// unreachable host shows without an [`Observer`] or a log set-up. Non-exhaustive: later
+/// versions will report more, without a breaking change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 #[must_use = "the report says whether everything was delivered"]
 pub struct FlushReport {
     /// Messages the server acknowledged.
@@ -161,9 +169,38 @@ pub struct FlushReport {
     /// Every message accepted before the call reached an outcome before it returned. `false`
     /// means the deadline passed first.
     pub completed: bool,
+    /// Why, for the counts above that are not zero.
+    pub(crate) errors: LastErrors,
+}
+
+/// The last error behind each way a message can fail to arrive: what a user reads to learn
+/// why, without an [`Observer`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct LastErrors {
+    /// The server's reason for the last rejection.
+    pub(crate) rejected: Option<String>,
+    /// The last error behind a drop, by [`DropReason::index`].
+    pub(crate) dropped: [Option<String>; DropReason::ALL.len()],
 }
 
 impl FlushReport {
+    /// The server's reason for the last message it rejected during the call (`HTTP 401:
+    /// unknown write key`), if it rejected any.
+    pub fn last_rejection(&self) -> Option<&str> {
+        self.errors
+            .rejected
+            .as_deref()
+            .filter(|_| self.rejected > 0)
+    }
+
+    /// The last error behind the drops for `reason` during the call (for a drop after
+    /// retries, the last request's failure, naming the URL), if there were any.
+    pub fn last_error(&self, reason: DropReason) -> Option<&str> {
+        self.errors.dropped[reason.index()]
+            .as_deref()
+            .filter(|_| self.dropped.get(reason) > 0)
+    }
+
     /// True when everything was delivered: completed, nothing refused or dropped.
     pub fn is_clean(&self) -> bool {
         self.completed && self.rejected == 0 && self.dropped.total() == 0 && self.pending == 0
@@ -174,16 +211,35 @@ impl fmt::Display for FlushReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} delivered, {} rejected, dropped: {}, {} pending{}",
-            self.delivered,
-            self.rejected,
-            self.dropped,
-            self.pending,
-            if self.completed {
-                ""
-            } else {
-                " (deadline passed)"
+            "{} delivered, {} rejected",
+            self.delivered, self.rejected
+        )?;
+        if let Some(reason) = self.last_rejection() {
+            write!(f, " ({reason})")?;
+        }
+        f.write_str(", dropped: ")?;
+        if self.dropped.total() == 0 {
+            f.write_str("none")?;
+        }
+        for (i, (reason, count)) in self.dropped.iter().enumerate() {
+            write!(f, "{}{reason}={count}", if i == 0 { "" } else { ", " })?;
+            if let Some(error) = self.last_error(reason) {
+                write!(f, " (last error: {error})")?;
             }
-        )
+        }
+        write!(f, ", {} pending", self.pending)?;
+        if !self.completed {
+            f.write_str(" (deadline passed)")?;
+        }
+        Ok(())
     }
+}
+
+/// The text of a caught panic, for reports.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
 }

@@ -42,7 +42,11 @@ pub const DEFAULT_BACKOFF_CAP: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_RETRY_DURATION: Duration = Duration::from_secs(12 * 60 * 60);
 
 /// How a failed batch is retried.
+///
+/// Non-exhaustive so that a later field is not a breaking change: start from
+/// [`RetryPolicy::default`] and set the fields you want.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Retries after the first attempt, not counting waits the server asked for (unless
     /// shorter than the schedule's: [`RetryPolicy::retry_wait`]).
@@ -134,7 +138,11 @@ impl RetryPolicy {
 }
 
 /// What to do after one attempt.
+///
+/// Non-exhaustive: later versions may tell more cases apart, so a match needs an arm for
+/// the others (treating them as a retry is the safe choice).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Decision {
     /// The server accepted the batch.
     Delivered,
@@ -170,7 +178,21 @@ pub fn decide(result: &Result<Response, TransportError>, now: SystemTime) -> Dec
     };
     let status = response.status;
     let reason = || {
-        let body: String = response.body.chars().take(200).collect();
+        // A JSON answer's own explanation (`{"error": "unknown write key"}` from our collector,
+        // `message` from others) reads better than the JSON around it.
+        let explained = serde_json::from_str::<serde_json::Value>(&response.body)
+            .ok()
+            .and_then(|answer| {
+                ["error", "message"]
+                    .into_iter()
+                    .find_map(|field| answer.get(field)?.as_str().map(str::to_owned))
+            });
+        let body: String = explained
+            .as_deref()
+            .unwrap_or(&response.body)
+            .chars()
+            .take(200)
+            .collect();
         if body.trim().is_empty() {
             format!("HTTP {status}")
         } else {

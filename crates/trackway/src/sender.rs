@@ -27,10 +27,11 @@ use std::time::{Instant, SystemTime};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use crate::answer;
+use crate::batch::{Encoded, Prepared};
+use crate::body::{BodyWriter, STALE_AFTER, request_headers};
 use crate::config::Validated;
-use crate::encoder::{BodyWriter, Prepared, STALE_AFTER};
-use crate::ledger::{Encoded, Ledger};
-use crate::outcome::{DropReason, Outcome};
+use crate::ledger::Ledger;
+use crate::outcome::{DropReason, Outcome, panic_message};
 use crate::retry::{self, Decision, RetryPolicy};
 use crate::transport::{Request, Transport};
 
@@ -77,20 +78,7 @@ pub(crate) struct SenderChannels {
 
 impl BatchSender {
     pub(crate) fn new(config: &Validated, ledger: Arc<Ledger>, channels: SenderChannels) -> Self {
-        use base64::Engine;
-        let credentials =
-            base64::engine::general_purpose::STANDARD.encode(format!("{}:", config.write_key));
-        let mut headers = vec![
-            ("content-type", "application/json".to_owned()),
-            ("authorization", format!("Basic {credentials}")),
-            (
-                "user-agent",
-                format!("trackway/{}", env!("CARGO_PKG_VERSION")),
-            ),
-        ];
-        if config.gzip {
-            headers.push(("content-encoding", "gzip".to_owned()));
-        }
+        let headers = request_headers(&config.write_key, config.gzip);
         BatchSender {
             ledger,
             transport: Arc::clone(&config.transport),
@@ -257,6 +245,7 @@ impl BatchSender {
             let now = SystemTime::now();
             let (wait, reason) = match retry::decide(&result, now) {
                 Decision::Delivered => {
+                    self.ledger.request_settled();
                     let (status, answer) = result.map_or((200, String::new()), |response| {
                         (response.status, response.body)
                     });
@@ -267,6 +256,7 @@ impl BatchSender {
                     reason,
                     splittable,
                 } => {
+                    self.ledger.request_settled();
                     return Settlement::Rejected {
                         status,
                         reason,
@@ -276,6 +266,10 @@ impl BatchSender {
                 // A server's wait shorter than the schedule's (`Retry-After: 0`) is raised
                 // and counts as a retry: it must not turn into a tight loop.
                 Decision::Retry { after, reason } => {
+                    // Named with the URL: "connect failed" alone does not say which host (a
+                    // default one the user never chose, perhaps).
+                    self.ledger
+                        .request_failed(format!("{}: {reason}", self.url));
                     let next = self.policy.retry_wait(retries, after, fastrand::f64());
                     if next.counts {
                         retries += 1;
@@ -292,8 +286,12 @@ impl BatchSender {
             if started.elapsed().saturating_add(wait) > self.policy.max_retry_duration {
                 return Settlement::Dropped {
                     reason: DropReason::RetryWindowExceeded,
+                    // Given up before the window's end when the next wait would pass it: say
+                    // so, rather than that the window ran out.
                     detail: format!(
-                        "retry window of {:?} ran out: {reason}",
+                        "gave up after {:.1?}, as the next retry would pass the retry window of \
+                         {:?}: {reason}",
+                        started.elapsed(),
                         self.policy.max_retry_duration
                     ),
                 };
@@ -352,15 +350,6 @@ impl BatchSender {
     fn cancelled(&self) -> bool {
         matches!(self.cancel.try_recv(), Err(TryRecvError::Disconnected))
     }
-}
-
-/// The text of a caught panic, for reports.
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
 #[cfg(test)]

@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::outcome::{DropCounts, DropReason, FlushReport};
 
 /// A snapshot of the client's counters since it was built.
+///
+/// Non-exhaustive: later versions will count more, without a breaking change.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Messages accepted by a call.
     pub enqueued: u64,
@@ -51,6 +54,7 @@ impl Stats {
             dropped: self.dropped.saturating_sub(&earlier.dropped),
             pending: self.pending(),
             completed,
+            errors: Default::default(),
         }
     }
 }

@@ -33,15 +33,16 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, never, select};
 use trackway_protocol::MAX_BATCH_MESSAGES;
 
+use crate::batch::{Handed, Pending, Prepared};
 use crate::config::Validated;
-use crate::encoder::Prepared;
-use crate::ledger::{Ledger, Pending};
+use crate::deadline::later;
+use crate::doorbell::Doorbell;
+use crate::ledger::Ledger;
 use crate::outcome::{DropReason, FlushReport, Outcome};
 use crate::stats::Stats;
 
@@ -70,56 +71,6 @@ impl Reply {
             Reply::Async(tx) => drop(tx.send(report)),
         }
     }
-}
-
-/// How callers wake the worker without paying for a wake-up on every message.
-///
-/// `unclaimed` counts messages sent but not yet drained: callers add one *after* sending, the
-/// worker subtracts what it drained. A caller whose add takes it from 0 to 1 knows the worker
-/// had drained everything before; if the worker has no batch timer running (`armed` is false)
-/// nothing would ever make it look, so the caller rings. The worker clears `armed` before its
-/// last drain and drains again while the count is still positive (a message sent after its
-/// last look). With sequentially consistent operations on both, either the caller sees
-/// `armed == false` and rings, or the worker's subtraction sees the caller's addition and
-/// drains the message: no message is left in the channel with the worker asleep and no timer
-/// set.
-///
-/// The count trigger works the same way. `queued` is how many messages the worker holds, not
-/// yet handed on; a caller rings when `queued + unclaimed` reaches a multiple of `flush_at`.
-/// Before sleeping, the worker publishes `queued` and then reads `unclaimed`; if the two make
-/// a batch (and one could be handed on) it looks again instead. So either the caller sees the
-/// new `queued` and rings, or the worker sees the caller's message: a batch that is due never
-/// waits for the age timer.
-pub(crate) struct Doorbell {
-    unclaimed: AtomicI64,
-    queued: AtomicI64,
-    armed: AtomicBool,
-    bell: Sender<()>,
-    flush_at: i64,
-    batch_bytes: u64,
-}
-
-impl Doorbell {
-    /// Called after a message of `cost` bytes was sent; `used_before` is the budget's use
-    /// before it was reserved.
-    pub(crate) fn sent(&self, used_before: u64, cost: u64) {
-        let unclaimed = self.unclaimed.fetch_add(1, Ordering::SeqCst) + 1;
-        let batch_of_bytes =
-            (used_before + cost) / self.batch_bytes > used_before / self.batch_bytes;
-        let starts_a_batch = unclaimed == 1 && !self.armed.load(Ordering::SeqCst);
-        let backlog = self.queued.load(Ordering::SeqCst) + unclaimed;
-        if starts_a_batch || backlog % self.flush_at == 0 || batch_of_bytes {
-            // Full means a ring is already pending: the worker will look.
-            let _ = self.bell.try_send(());
-        }
-    }
-}
-
-/// A batch handed to the encoder, and where it ends among the messages received (the first
-/// message is 0): the number the sender reports it by.
-pub(crate) struct Handed {
-    pub(crate) end: u64,
-    pub(crate) messages: Vec<Pending>,
 }
 
 /// A batch past the worker, in the order handed on: `start..end` among the messages received.
@@ -190,7 +141,7 @@ pub(crate) struct WorkerEnds {
 
 /// Batches past the worker at once: one on the wire and up to three encoded (or being
 /// encoded) behind it. Two would do if every thread ran the moment it could; the slack
-/// absorbs the scheduling delays of a busy machine (BENCHMARKS.md: 1.15-1.2x end to end
+/// absorbs the scheduling delays of a busy machine (bench/HISTORY.md: 1.15-1.2x end to end
 /// over two on 2 cores).
 const MAX_IN_FLIGHT: usize = 4;
 
@@ -221,14 +172,7 @@ impl Worker {
             batch_bytes: config.message_bytes_per_request(),
             flush_interval: config.flush_interval,
         };
-        let doorbell = Arc::new(Doorbell {
-            unclaimed: AtomicI64::new(0),
-            queued: AtomicI64::new(0),
-            armed: AtomicBool::new(false),
-            bell: bell_tx,
-            flush_at: limits.flush_at as i64,
-            batch_bytes: limits.batch_bytes as u64,
-        });
+        let doorbell = Arc::new(Doorbell::new(bell_tx, limits.flush_at, limits.batch_bytes));
         let worker = Worker {
             limits,
             ledger,
@@ -329,11 +273,10 @@ impl Worker {
     /// before sleeping, since the callers may have read the old count and not rung
     /// ([`Doorbell`]).
     fn batch_arrived_meanwhile(&self) -> bool {
-        let queued = self.queue.len() as i64;
-        self.doorbell.queued.store(queued, Ordering::SeqCst);
-        let unclaimed = self.doorbell.unclaimed.load(Ordering::SeqCst);
+        let queued = self.queue.len();
+        let unclaimed = self.doorbell.publish_queued(queued);
         unclaimed > 0
-            && queued + unclaimed >= self.doorbell.flush_at
+            && queued + unclaimed >= self.limits.flush_at
             && self.in_flight() < MAX_IN_FLIGHT
             && !self.shut_down
     }
@@ -363,15 +306,14 @@ impl Worker {
         // Armed while the worker is sure to look again without a ring: a batch is building
         // (its age timer runs) or a batch is in flight (its report wakes the worker).
         let armed = self.batch_started.is_some() || self.in_flight() > 0;
-        self.doorbell.armed.store(armed, Ordering::SeqCst);
+        self.doorbell.arm(armed);
         loop {
             let mut drained = 0;
             while let Ok(message) = self.data.try_recv() {
                 self.accept(message);
                 drained += 1;
             }
-            let left = self.doorbell.unclaimed.fetch_sub(drained, Ordering::SeqCst) - drained;
-            if left <= 0 {
+            if !self.doorbell.claim(drained) {
                 return;
             }
         }
@@ -510,7 +452,7 @@ impl Worker {
                 self.await_sender(now + SETTLE_GRACE);
             }
         }
-        let report = self.ledger.stats().report_since(&waiter.start, completed);
+        let report = self.ledger.report_since(&waiter.start, completed);
         if !completed {
             tracing::warn!(
                 pending = report.pending,
@@ -592,21 +534,11 @@ impl Worker {
     }
 }
 
-/// `at + wait`, or a time far enough ahead to mean "never" when that would overflow.
-pub(crate) fn later(at: Instant, wait: Duration) -> Instant {
-    at.checked_add(wait)
-        .or_else(|| at.checked_add(FAR_FUTURE))
-        .unwrap_or(at)
-}
-
-/// Stands in for deadlines too far away to represent.
-const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::Payload;
     use crate::budget::Budget;
-    use crate::ledger::Payload;
     use crate::{Builder, Overflow};
 
     /// A worker closing batches at `flush_at`, its doorbell, its channels' other ends and its

@@ -256,6 +256,11 @@ fn a_host_that_is_down_shows_the_retries_then_says_how_to_resume() {
             && last.contains("run the same command again to resume"),
         "{stderr}"
     );
+    // And why: what the requests ran into.
+    assert!(
+        last.contains("connect failed") && last.contains("refused"),
+        "{stderr}"
+    );
     assert_eq!(state_of(&file), None);
 }
 

@@ -6,9 +6,12 @@
 )]
 
 mod bench;
+mod demo;
+mod flags;
 mod group;
 mod import;
 mod logging;
+mod readme;
 mod replay;
 mod secrets;
 mod send;

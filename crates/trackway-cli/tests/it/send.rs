@@ -295,3 +295,101 @@ fn retries_then_succeeds() {
     assert_eq!(api.requests().len(), 2);
     assert_eq!(api.accepted_messages().len(), 1);
 }
+
+#[test]
+fn a_refused_connection_names_the_host_and_what_to_do() {
+    let down = FakeApi::unused_addr();
+    let output = send_track(&format!("http://{down}"), &["--timeout=1s"]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains(&format!("could not deliver to http://{down}"))
+            && text.contains("refused")
+            && text.contains("trackway demo"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_default_host_is_named_as_segments_when_it_cannot_be_reached() {
+    // Segment's host is made unreachable here without a network: through a proxy that
+    // refuses connections.
+    let proxy = FakeApi::unused_addr();
+    let output = trackway()
+        .args([
+            "send",
+            "--type=track",
+            "--writeKey=k",
+            "--userId=u",
+            "--event=E",
+        ])
+        .arg("--timeout=1s")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env("HTTPS_PROXY", format!("http://{proxy}"))
+        .env("ALL_PROXY", format!("http://{proxy}"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains("could not deliver to Segment's https://api.segment.io (the default --host)")
+            && text.contains("pass --host")
+            && text.contains("refused"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_wrong_write_key_says_to_check_it() {
+    let api = FakeApi::start();
+    api.set_rule(|_| {
+        Some(Reply::Json(
+            401,
+            json!({"success": false, "error": "unknown write key"}).to_string(),
+        ))
+    });
+    let output = send_track(&api.url(), &[]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert!(
+        text.contains(&format!(
+            "{} rejected the message: HTTP 401: unknown write key",
+            api.url()
+        )) && text.contains("check --write-key"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_success_is_quiet_off_a_terminal_and_said_on_one() {
+    let api = FakeApi::start();
+    let output = send_track(&api.url(), &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        output.stdout.is_empty() && output.stderr.is_empty(),
+        "{output:?}"
+    );
+
+    // `script` runs the command on a pseudo-terminal, as a person's shell would.
+    let line = format!(
+        "'{}' send --type=track --writeKey=k --userId=u --event=E --host={}",
+        env!("CARGO_BIN_EXE_trackway"),
+        api.url()
+    );
+    let output = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env_remove("RUST_LOG")
+        .env("NO_PROXY", "*")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains(&format!("delivered 1 track to {}", api.url())),
+        "{text}"
+    );
+    assert_eq!(api.accepted_messages().len(), 2);
+}

@@ -132,7 +132,8 @@ pub struct DeliveryEngine {
 
 impl DeliveryEngine {
     /// Builds each configured destination; nothing runs until [`DeliveryEngine::spawn`].
-    pub fn new(
+    /// Crate-private: only the server opens the delivery state it needs.
+    pub(crate) fn new(
         config: &Config,
         store: Arc<dyn Store>,
         state: DeliveryState,
@@ -565,12 +566,12 @@ impl DeliveryEngine {
     }
 
     /// The delivery state of a page of events, keyed by `seq`: per destination of each
-    /// event's source, "delivered", "pending", "skipped", or "dead letter: <reason>".
+    /// event's source, "delivered", "pending", "skipped", or `"dead letter: <reason>"`.
     /// Rejected events have none.
     ///
     /// Two bookkeeping reads per destination whatever the page's size (its cursor, and its
     /// open dead letters), not one per event and destination: a page of the debugger shows
-    /// hundreds of events. Only when a destination has more than [`REPLAY_LIMIT`] open dead
+    /// hundreds of events. Only when a destination has more than `REPLAY_LIMIT` open dead
     /// letters are its events past the last one listed asked about one by one.
     pub async fn delivery_states(
         &self,
@@ -693,18 +694,19 @@ impl Lane {
 fn lane(config: &DestinationConfig, source: &str, leased: bool) -> Result<Lane, String> {
     let destination = kind::build_leased(config, source, leased)
         .map_err(|e| format!("destination {:?}: {e}", config.name))?;
+    // `RetryPolicy` is non-exhaustive: start from its defaults and set what a lane decides.
+    let mut policy = RetryPolicy::default();
+    policy.max_retries = u32::MAX;
+    policy.backoff_base = config.backoff_base.unwrap_or(DEFAULT_BACKOFF_BASE);
+    policy.backoff_cap = config.backoff_cap.unwrap_or(DEFAULT_BACKOFF_CAP);
+    policy.max_retry_duration = config.retry_window.unwrap_or(DEFAULT_RETRY_WINDOW);
+    policy.jitter = true;
     Ok(Lane {
         name: config.name.clone(),
         source: source.to_owned(),
         kind: config.kind.label(),
         destination,
-        policy: RetryPolicy {
-            max_retries: u32::MAX,
-            backoff_base: config.backoff_base.unwrap_or(DEFAULT_BACKOFF_BASE),
-            backoff_cap: config.backoff_cap.unwrap_or(DEFAULT_BACKOFF_CAP),
-            max_retry_duration: config.retry_window.unwrap_or(DEFAULT_RETRY_WINDOW),
-            jitter: true,
-        },
+        policy,
         concurrency: config.concurrency.unwrap_or(1).max(1),
         wake: Notify::new(),
     })

@@ -9,8 +9,11 @@
 //! ```
 //!
 //! Invariants:
-//! - One task per destination; it handles events in `seq` order, one chunk at a time, so
-//!   order is kept and a slow destination delays only itself. Ingest never waits for delivery.
+//! - One task per destination; it handles events in `seq` order, one chunk at a time by
+//!   default, so order is kept and a slow destination delays only itself. A destination with
+//!   `concurrency = N` has up to N chunks in flight and gives up order for throughput; its
+//!   cursor still passes a chunk only once every chunk before it is done. Ingest never waits
+//!   for delivery.
 //! - A destination's cursor moves past an event only once that event is delivered, skipped
 //!   (its `integrations` exclude the destination) or dead-lettered, and the cursor is stored
 //!   durably after every read batch: after a crash at most that batch is delivered again.
@@ -19,12 +22,14 @@
 
 mod engine;
 pub mod kind;
-pub mod route;
-pub mod state;
+pub(crate) mod route;
+pub(crate) mod state;
 
 use std::time::Duration;
 
 pub use engine::{DeliveryEngine, LEASE_TTL, ReplayError, ReplayReport};
+// The admin API's types; the store they come from stays inside the crate.
+pub use state::{DeadLetter, Progress};
 
 use crate::storage::{BoxFuture, StoredEvent};
 

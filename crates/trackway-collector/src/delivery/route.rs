@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 /// True if a message with these `integrations` should go to destination `name`.
-pub fn enabled(integrations: Option<&Value>, name: &str) -> bool {
+pub(crate) fn enabled(integrations: Option<&Value>, name: &str) -> bool {
     let Some(Value::Object(map)) = integrations else {
         return true;
     };

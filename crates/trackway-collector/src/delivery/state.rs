@@ -24,7 +24,7 @@ use serde::Serialize;
 use crate::storage::{BoxFuture, StoreError};
 
 /// The file's name inside the data directory.
-pub const DELIVERY_FILE: &str = "delivery.sqlite3";
+pub(crate) const DELIVERY_FILE: &str = "delivery.sqlite3";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS cursors (
@@ -95,7 +95,7 @@ fn now_ms() -> i64 {
 /// so a collector that lost the lease (paused, cut off, presumed dead) cannot move it after
 /// another took over: it is fenced off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lease {
+pub(crate) struct Lease {
     /// The fencing number.
     pub epoch: i64,
     /// Taken from another collector whose lease expired (it died, or was cut off): the
@@ -104,7 +104,7 @@ pub struct Lease {
 }
 
 /// Where delivery bookkeeping lives: the seam between the engine and a database.
-pub trait DeliveryBook: Send + Sync + 'static {
+pub(crate) trait DeliveryBook: Send + Sync + 'static {
     /// The destination's progress; a new destination starts at `start`.
     fn progress(
         &self,
@@ -166,7 +166,7 @@ pub trait DeliveryBook: Send + Sync + 'static {
 
 /// One read batch's outcome, for [`DeliveryBook::advance`].
 #[derive(Debug, Clone, Default)]
-pub struct Batch {
+pub(crate) struct Batch {
     /// Every event up to this `seq` is done.
     pub cursor: i64,
     /// Events delivered.
@@ -182,30 +182,34 @@ pub struct Batch {
 
 /// The engine's handle on its [`DeliveryBook`].
 #[derive(Clone)]
-pub struct DeliveryState {
+pub(crate) struct DeliveryState {
     book: Arc<dyn DeliveryBook>,
 }
 
 impl DeliveryState {
     /// Opens (creating) `delivery.sqlite3` in `data_dir`.
-    pub fn open(data_dir: &Path) -> Result<DeliveryState, StoreError> {
+    pub(crate) fn open(data_dir: &Path) -> Result<DeliveryState, StoreError> {
         Ok(DeliveryState::with_book(Arc::new(SqliteBook::open(
             data_dir,
         )?)))
     }
 
     /// Bookkeeping kept in `book` (a database shared by a group of collectors).
-    pub fn with_book(book: Arc<dyn DeliveryBook>) -> DeliveryState {
+    pub(crate) fn with_book(book: Arc<dyn DeliveryBook>) -> DeliveryState {
         DeliveryState { book }
     }
 
     /// See [`DeliveryBook::progress`].
-    pub async fn progress(&self, destination: &str, start: i64) -> Result<Progress, StoreError> {
+    pub(crate) async fn progress(
+        &self,
+        destination: &str,
+        start: i64,
+    ) -> Result<Progress, StoreError> {
         self.book.progress(destination, start).await
     }
 
     /// See [`DeliveryBook::advance`].
-    pub async fn advance(
+    pub(crate) async fn advance(
         &self,
         destination: &str,
         lease: Lease,
@@ -215,7 +219,7 @@ impl DeliveryState {
     }
 
     /// See [`DeliveryBook::dead_letters`].
-    pub async fn dead_letters(
+    pub(crate) async fn dead_letters(
         &self,
         destination: Option<String>,
         id: Option<i64>,
@@ -225,12 +229,16 @@ impl DeliveryState {
     }
 
     /// See [`DeliveryBook::replayed`].
-    pub async fn replayed(&self, id: i64, failure: Option<String>) -> Result<(), StoreError> {
+    pub(crate) async fn replayed(
+        &self,
+        id: i64,
+        failure: Option<String>,
+    ) -> Result<(), StoreError> {
         self.book.replayed(id, failure).await
     }
 
     /// See [`DeliveryBook::oldest_open_dead_letter`].
-    pub async fn oldest_open_dead_letter(
+    pub(crate) async fn oldest_open_dead_letter(
         &self,
         destination: &str,
     ) -> Result<Option<i64>, StoreError> {
@@ -238,7 +246,7 @@ impl DeliveryState {
     }
 
     /// See [`DeliveryBook::dead_reason`].
-    pub async fn dead_reason(
+    pub(crate) async fn dead_reason(
         &self,
         destination: &str,
         seq: i64,
@@ -247,22 +255,22 @@ impl DeliveryState {
     }
 
     /// See [`DeliveryBook::acquire`].
-    pub async fn acquire(&self, destination: &str) -> Result<Option<Lease>, StoreError> {
+    pub(crate) async fn acquire(&self, destination: &str) -> Result<Option<Lease>, StoreError> {
         self.book.acquire(destination).await
     }
 
     /// See [`DeliveryBook::renew`].
-    pub async fn renew(&self, destination: &str, lease: Lease) -> Result<bool, StoreError> {
+    pub(crate) async fn renew(&self, destination: &str, lease: Lease) -> Result<bool, StoreError> {
         self.book.renew(destination, lease).await
     }
 
     /// See [`DeliveryBook::shared`].
-    pub fn shared(&self) -> bool {
+    pub(crate) fn shared(&self) -> bool {
         self.book.shared()
     }
 
     /// See [`DeliveryBook::release`].
-    pub async fn release(&self, destination: &str, lease: Lease) -> Result<(), StoreError> {
+    pub(crate) async fn release(&self, destination: &str, lease: Lease) -> Result<(), StoreError> {
         self.book.release(destination, lease).await
     }
 }

@@ -57,7 +57,11 @@ impl Request<'_> {
 }
 
 /// What the server answered.
+///
+/// Non-exhaustive, since later versions will carry more of the answer (its headers): a
+/// [`Transport`] outside this crate builds one with [`Response::new`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Response {
     /// The HTTP status code.
     pub status: u16,
@@ -67,6 +71,23 @@ pub struct Response {
     /// the list of messages the server stored as rejected from it (our collector sends one),
     /// so a transport should keep at least the first megabyte.
     pub body: String,
+}
+
+impl Response {
+    /// An answer with `status` and the start of its `body`, and no `Retry-After`.
+    pub fn new(status: u16, body: impl Into<String>) -> Response {
+        Response {
+            status,
+            retry_after: None,
+            body: body.into(),
+        }
+    }
+
+    /// The same answer with the server's `Retry-After` header, verbatim.
+    pub fn with_retry_after(mut self, retry_after: impl Into<String>) -> Response {
+        self.retry_after = Some(retry_after.into());
+        self
+    }
 }
 
 /// The request did not produce a response; always retried.

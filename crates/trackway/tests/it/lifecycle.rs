@@ -250,11 +250,7 @@ impl trackway::transport::Transport for PanicsOnce {
         if !self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
             panic!("a bug in a custom transport");
         }
-        Ok(trackway::transport::Response {
-            status: 200,
-            retry_after: None,
-            body: String::new(),
-        })
+        Ok(trackway::transport::Response::new(200, ""))
     }
 }
 

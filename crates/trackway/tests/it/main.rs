@@ -13,6 +13,7 @@ mod faults;
 mod lifecycle;
 mod limits;
 mod logging;
+mod reports;
 mod retries;
 mod support;
 mod wire;

@@ -182,11 +182,7 @@ pub fn build_leased(
             }
             Arc::new(file::JsonLines::open(dir, source, *max_bytes, leased)?)
         }
-        Kind::Forward { host, write_key } => Arc::new(forward::Forward::new(
-            host,
-            write_key,
-            config.concurrency.unwrap_or(1),
-        )?),
+        Kind::Forward { host, write_key } => Arc::new(forward::Forward::new(host, write_key)?),
         Kind::Stdout {} => Arc::new(stdout::Stdout::new()?),
     })
 }

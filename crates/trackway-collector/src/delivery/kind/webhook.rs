@@ -229,6 +229,11 @@ impl Destination for Webhook {
                 Decision::Delivered => Attempt::Delivered,
                 Decision::Retry { after, reason } => Attempt::Retry { after, reason },
                 Decision::Reject { reason, .. } => Attempt::Reject { reason },
+                // A case a later library tells apart: retrying loses nothing.
+                other => Attempt::Retry {
+                    after: None,
+                    reason: format!("{other:?}"),
+                },
             }
         })
     }
