@@ -35,7 +35,7 @@
 //!   id per process) in its group's transaction, so no two collectors update one row; a read
 //!   sums them. At start a collector folds every other id's rows into its own, so rows of
 //!   collectors long gone do not pile up.
-//! - **Traffic** ([`traffic`]): the chart's counts per minute, per collector too, in the same
+//! - **Traffic** (`traffic.rs`): the chart's counts per minute, per collector too, in the same
 //!   transaction; a new table of schema version 2, which release 1 runs beside.
 //! - **Delivery** ([`delivery`]): cursors, counts, dead letters and per-destination leases
 //!   with an epoch that fences a cursor update by a collector that lost its lease.
