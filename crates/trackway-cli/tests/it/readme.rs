@@ -76,6 +76,9 @@ fn subcommands() -> Vec<String> {
     commands
         .lines()
         .take_while(|l| l.starts_with("  "))
+        // A long description wraps onto lines indented further (clap wraps at the terminal's
+        // width when a build enables its `wrap_help`): those name no subcommand.
+        .filter(|l| !l.starts_with("   "))
         .filter_map(|l| l.split_whitespace().next())
         .filter(|name| *name != "help")
         .map(str::to_owned)

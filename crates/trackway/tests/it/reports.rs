@@ -78,8 +78,11 @@ fn a_clean_report_has_no_explanations() {
 fn while_retrying_the_last_request_error_names_the_url_and_clears_on_an_answer() {
     let api = FakeApi::start();
     api.push_replies([Reply::Status(503), Reply::Status(503)]);
+    // No jitter: each wait is the whole 300 ms, so the 200 ms flush below ends while the
+    // client waits (a jittered wait may be near zero, and then both retries fit in it).
     let analytics = client_for(&api)
         .backoff(Duration::from_millis(300), Duration::from_millis(300))
+        .jitter(false)
         .build()
         .unwrap();
     assert_eq!(analytics.last_request_error(), None);
