@@ -25,7 +25,7 @@ const READ_BATCH: usize = 1000;
 const POLL: Duration = Duration::from_secs(1);
 /// How long a destination's lease lasts without renewal: a collector that dies (`kill -9`, a
 /// network cut) loses its leases this long after its last renewal, and another takes each
-/// over within [`LEASE_RETRY`] more: 12 s at most, within the 15 s promised.
+/// over within `LEASE_RETRY` more: 12 s at most, within the 15 s promised.
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
 /// How often a holder renews its lease: a third of [`LEASE_TTL`], so two renewals can fail (a
 /// slow database) before it is lost.

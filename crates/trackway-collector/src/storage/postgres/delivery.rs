@@ -27,7 +27,7 @@ use crate::delivery::LEASE_TTL;
 use crate::delivery::state::{Batch, DeadLetter, DeliveryBook, Lease, Progress};
 use crate::storage::{BoxFuture, StoreError, now_ms};
 
-/// [`DeliveryBook`] in the database a [`PostgresStore`] uses, shared by its group.
+/// `DeliveryBook` in the database a [`PostgresStore`] uses, shared by its group.
 pub struct PostgresBook {
     store: Arc<PostgresStore>,
 }

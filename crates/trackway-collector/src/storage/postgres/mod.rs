@@ -13,7 +13,7 @@
 //! flushed commit whatever the database's default.
 //!
 //! Invariants, each enforced by the database rather than by one process:
-//! - **Dedupe** ([`writer`]): the `dedup` table holds, per source, messageId and status (the
+//! - **Dedupe** (`writer`): the `dedup` table holds, per source, messageId and status (the
 //!   accepted copies and the rejected ones apart, as the SQLite store keeps them apart), the
 //!   arrival of the copy last stored. An upsert stores an event only when there is no row or
 //!   the row is older than the window; its unique key makes two collectors inserting the same
@@ -31,15 +31,15 @@
 //!   The columns kept only for the admin filters and display (`type`, `userId`,
 //!   `anonymousId`, `event`/`name`, the rejection reason) hold U+FFFD in place of NUL, and a
 //!   filter is mapped the same way, so it still matches.
-//! - **Counts** ([`counts`]): each collector adds to rows of its own (`collector` = a random
+//! - **Counts** (`counts`): each collector adds to rows of its own (`collector` = a random
 //!   id per process) in its group's transaction, so no two collectors update one row; a read
 //!   sums them. At start a collector folds every other id's rows into its own, so rows of
 //!   collectors long gone do not pile up.
-//! - **Traffic** (`traffic.rs`): the chart's counts per minute, per collector too, in the same
+//! - **Traffic** (`traffic`): the chart's counts per minute, per collector too, in the same
 //!   transaction; a new table of schema version 2, which release 1 runs beside.
-//! - **Delivery** ([`delivery`]): cursors, counts, dead letters and per-destination leases
+//! - **Delivery** (`delivery`): cursors, counts, dead letters and per-destination leases
 //!   with an epoch that fences a cursor update by a collector that lost its lease.
-//! - **Schema** ([`schema`]): versioned migrations, applied under a transaction advisory lock
+//! - **Schema** (`schema`): versioned migrations, applied under a transaction advisory lock
 //!   so two collectors starting at once do not race; a collector refuses a database whose
 //!   schema needs a newer one.
 //!
