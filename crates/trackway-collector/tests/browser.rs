@@ -13,10 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde_json::json;
 use trackway_collector::delivery::kind::{DestinationConfig, Kind};
 use trackway_collector::storage::sqlite::SqliteStore;
-use trackway_collector::storage::{
-    Appended, BoxFuture, Count, NewEvent, Query, Store, StoreError, StoredEvent, TrafficRow,
-};
+use trackway_collector::storage::{Appended, BoxFuture, NewEvent, Store, StoreError};
 use trackway_collector::{Collector, Config, Source};
+
+#[path = "it/intercept.rs"]
+mod intercept;
+use intercept::{Intercept, Intercepted};
 
 const WRITE_KEY: &str = "wk-browser-0123456789";
 /// The second source's key, for the debugger's source filter.
@@ -212,60 +214,25 @@ const RETRIED_EVENT: &str = "Retried Once";
 /// The SQLite store, except that the first append holding [`RETRIED_EVENT`] is committed and
 /// then reported failed, so the page retries an event that was in fact stored.
 struct LosesOneAnswer {
-    inner: SqliteStore,
     lost: AtomicBool,
 }
 
-impl Store for LosesOneAnswer {
-    fn append(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Appended, StoreError>> {
+impl Intercept for LosesOneAnswer {
+    fn append<'a>(
+        &'a self,
+        inner: &'a SqliteStore,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<Appended, StoreError>> {
         let retried = events
             .iter()
             .any(|e| e.label.as_deref() == Some(RETRIED_EVENT));
         Box::pin(async move {
-            let appended = self.inner.append(events).await?;
+            let appended = inner.append(events).await?;
             if retried && !self.lost.swap(true, Ordering::SeqCst) {
                 return Err(StoreError("the answer was lost".into()));
             }
             Ok(appended)
         })
-    }
-    fn query(&self, query: Query) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-        self.inner.query(query)
-    }
-    fn counts(&self) -> BoxFuture<'_, Result<Vec<Count>, StoreError>> {
-        self.inner.counts()
-    }
-    fn traffic(
-        &self,
-        since_minute: i64,
-        source: Option<&str>,
-    ) -> BoxFuture<'_, Result<Vec<TrafficRow>, StoreError>> {
-        self.inner.traffic(since_minute, source)
-    }
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<StoredEvent>> {
-        self.inner.subscribe()
-    }
-    fn read_after(
-        &self,
-        source: &str,
-        after: i64,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-        self.inner.read_after(source, after, limit)
-    }
-    fn get(&self, seqs: Vec<i64>) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-        self.inner.get(seqs)
-    }
-    fn prune(
-        &self,
-        source: &str,
-        received_before: i64,
-        up_to: i64,
-    ) -> BoxFuture<'_, Result<usize, StoreError>> {
-        self.inner.prune(source, received_before, up_to)
-    }
-    fn lag(&self, source: &str, after: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        self.inner.lag(source, after)
     }
 }
 
@@ -292,9 +259,11 @@ fn analytics_js_sends_to_the_collector_from_another_origin() {
         vec![Source::new("web", vec![WRITE_KEY.into()]), shop],
         ADMIN_TOKEN.into(),
     );
-    let store = LosesOneAnswer {
+    let store = Intercepted {
         inner: SqliteStore::open(temp.path(), config.dedup_window).unwrap(),
-        lost: AtomicBool::new(false),
+        with: LosesOneAnswer {
+            lost: AtomicBool::new(false),
+        },
     };
     let collector = Collector::with_store(&config, Arc::new(store)).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()

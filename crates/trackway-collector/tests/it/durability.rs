@@ -10,6 +10,7 @@ use trackway_collector::storage::{
     Appended, BoxFuture, Count, NewEvent, Query, Store, StoreError, StoredEvent, TrafficRow,
 };
 
+use crate::intercept::{Intercept, Intercepted};
 use crate::support::{TestServer, WRITE_KEY, basic, post};
 
 fn batch(prefix: &str, n: usize) -> Vec<u8> {
@@ -218,7 +219,6 @@ fn a_rejected_copy_does_not_make_the_fixed_event_a_duplicate() {
 /// A SQLite store whose disk can be filled: while `full` is set every write fails, as it does
 /// on a full disk. Counts its probe writes.
 struct FillableDisk {
-    inner: SqliteStore,
     full: Arc<AtomicBool>,
     probes: Arc<AtomicUsize>,
 }
@@ -232,57 +232,23 @@ impl FillableDisk {
     }
 }
 
-impl Store for FillableDisk {
-    fn append(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Appended, StoreError>> {
+impl Intercept for FillableDisk {
+    fn append<'a>(
+        &'a self,
+        inner: &'a SqliteStore,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<Appended, StoreError>> {
         Box::pin(async move {
             self.refuse()?;
-            self.inner.append(events).await
+            inner.append(events).await
         })
     }
-    fn probe(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn probe<'a>(&'a self, inner: &'a SqliteStore) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             self.probes.fetch_add(1, Ordering::Relaxed);
             self.refuse()?;
-            self.inner.probe().await
+            inner.probe().await
         })
-    }
-    fn query(&self, query: Query) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-        self.inner.query(query)
-    }
-    fn counts(&self) -> BoxFuture<'_, Result<Vec<Count>, StoreError>> {
-        self.inner.counts()
-    }
-    fn traffic(
-        &self,
-        since_minute: i64,
-        source: Option<&str>,
-    ) -> BoxFuture<'_, Result<Vec<TrafficRow>, StoreError>> {
-        self.inner.traffic(since_minute, source)
-    }
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<StoredEvent>> {
-        self.inner.subscribe()
-    }
-    fn read_after(
-        &self,
-        source: &str,
-        after: i64,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-        self.inner.read_after(source, after, limit)
-    }
-    fn get(&self, seqs: Vec<i64>) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-        self.inner.get(seqs)
-    }
-    fn prune(
-        &self,
-        source: &str,
-        before: i64,
-        up_to: i64,
-    ) -> BoxFuture<'_, Result<usize, StoreError>> {
-        self.inner.prune(source, before, up_to)
-    }
-    fn lag(&self, source: &str, after: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        self.inner.lag(source, after)
     }
 }
 
@@ -300,10 +266,12 @@ fn readyz_is_503_while_the_store_cannot_write_and_healthz_stays_200() {
     let temp = tempfile::tempdir().unwrap();
     let full = Arc::new(AtomicBool::new(true));
     let probes = Arc::new(AtomicUsize::new(0));
-    let store = FillableDisk {
+    let store = Intercepted {
         inner: SqliteStore::open(&temp.path().join("store"), DEFAULT_DEDUP_WINDOW).unwrap(),
-        full: Arc::clone(&full),
-        probes: Arc::clone(&probes),
+        with: FillableDisk {
+            full: Arc::clone(&full),
+            probes: Arc::clone(&probes),
+        },
     };
     let server = TestServer::with_store(temp.path(), Arc::new(store));
     // Idle and full from the start: no request has written, so a probe write decides.

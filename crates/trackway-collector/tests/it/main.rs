@@ -11,6 +11,7 @@ mod durability;
 mod end_to_end;
 mod group;
 mod ingest;
+mod intercept;
 mod postgres;
 mod slow_clients;
 mod store_contract;

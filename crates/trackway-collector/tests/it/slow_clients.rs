@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use trackway_collector::storage::sqlite::{DEFAULT_DEDUP_WINDOW, SqliteStore};
-use trackway_collector::storage::{
-    Appended, BoxFuture, Count, NewEvent, Query, Store, StoreError, StoredEvent, TrafficRow,
-};
+use trackway_collector::storage::{Appended, BoxFuture, NewEvent, Store, StoreError};
 
+use crate::intercept::{Intercept, Intercepted};
 use crate::support::{TestServer, WRITE_KEY, basic, post};
 
 /// Writes `request` raw and returns everything the server answers before closing.
@@ -158,58 +157,23 @@ fn probe(server: &TestServer, key: &str) -> Option<(u16, Option<String>)> {
 /// A store whose commits wait until `open` is set: requests waiting on them hold their
 /// ingest slots. `waiting` counts them.
 struct SlowCommits {
-    inner: SqliteStore,
     open: tokio::sync::watch::Receiver<bool>,
     waiting: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-impl Store for SlowCommits {
-    fn append(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Appended, StoreError>> {
+impl Intercept for SlowCommits {
+    fn append<'a>(
+        &'a self,
+        inner: &'a SqliteStore,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<Appended, StoreError>> {
         let mut open = self.open.clone();
         Box::pin(async move {
             self.waiting
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let _ = open.wait_for(|open| *open).await;
-            self.inner.append(events).await
+            inner.append(events).await
         })
-    }
-    fn query(&self, query: Query) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-        self.inner.query(query)
-    }
-    fn counts(&self) -> BoxFuture<'_, Result<Vec<Count>, StoreError>> {
-        self.inner.counts()
-    }
-    fn traffic(
-        &self,
-        since_minute: i64,
-        source: Option<&str>,
-    ) -> BoxFuture<'_, Result<Vec<TrafficRow>, StoreError>> {
-        self.inner.traffic(since_minute, source)
-    }
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<StoredEvent>> {
-        self.inner.subscribe()
-    }
-    fn read_after(
-        &self,
-        source: &str,
-        after: i64,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-        self.inner.read_after(source, after, limit)
-    }
-    fn get(&self, seqs: Vec<i64>) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-        self.inner.get(seqs)
-    }
-    fn prune(
-        &self,
-        source: &str,
-        before: i64,
-        up_to: i64,
-    ) -> BoxFuture<'_, Result<usize, StoreError>> {
-        self.inner.prune(source, before, up_to)
-    }
-    fn lag(&self, source: &str, after: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        self.inner.lag(source, after)
     }
 }
 
@@ -218,10 +182,12 @@ fn when_slow_commits_hold_every_ingest_slot_others_get_503_and_bad_keys_401() {
     let temp = tempfile::tempdir().unwrap();
     let (open, opened) = tokio::sync::watch::channel(false);
     let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let store = SlowCommits {
+    let store = Intercepted {
         inner: SqliteStore::open(&temp.path().join("store"), DEFAULT_DEDUP_WINDOW).unwrap(),
-        open: opened,
-        waiting: Arc::clone(&held),
+        with: SlowCommits {
+            open: opened,
+            waiting: Arc::clone(&held),
+        },
     };
     // Hundreds of connections at once on a busy machine: the test's 300 ms for a head could
     // drop some before they are read.
