@@ -24,16 +24,12 @@ use axum::response::Response;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::SourcePolicy;
-use crate::error::ApiError;
+use crate::error::{ApiError, RATELIMIT_RESET};
 
 /// How long a browser may reuse a preflight's answer: Chromium's cap (two hours). Every
 /// analytics.js request is preflighted (its Basic auth and `X-Retry-Count` headers), so a
 /// long cache halves the requests a page makes.
 pub const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(2 * 60 * 60);
-
-/// The `x-ratelimit-reset` header (seconds until a retry may succeed), which analytics.js
-/// reads on a 429 alongside `Retry-After`.
-pub(crate) const RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 /// The CORS layer of the ingest and settings routes; `policies` decide which origins get
 /// `Access-Control-Allow-Origin` (any origin, if a source has no list).
