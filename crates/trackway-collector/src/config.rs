@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub(crate) mod origin;
+pub(crate) mod public_url;
+
 pub use crate::client_ip::Cidr;
 use crate::delivery::kind::{DestinationConfig, Kind};
 use crate::storage::sqlite::DEFAULT_DEDUP_WINDOW;
@@ -295,7 +298,7 @@ impl Config {
             });
         }
         if let Some(url) = &self.public_url {
-            crate::settings::PublicUrl::parse(url)?;
+            public_url::PublicUrl::parse(url)?;
         }
         let mut keys = HashMap::new();
         let mut names = std::collections::HashSet::new();
@@ -317,7 +320,7 @@ impl Config {
                 return Err(problem("it has no write key"));
             }
             for origin in source.allowed_origins.iter().flatten() {
-                if crate::cors::parse_origin(origin).is_none() {
+                if origin::parse_origin(origin).is_none() {
                     return Err(problem(&format!(
                         "allowed origin {origin:?} is not a scheme and host like https://shop.example"
                     )));
@@ -395,7 +398,7 @@ impl Config {
                 let allowed_origins = source.allowed_origins.as_ref().map(|origins| {
                     origins
                         .iter()
-                        .filter_map(|o| crate::cors::parse_origin(o))
+                        .filter_map(|o| origin::parse_origin(o))
                         .collect()
                 });
                 let policy = SourcePolicy {

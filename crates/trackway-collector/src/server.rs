@@ -19,12 +19,12 @@ use tower_http::add_extension::AddExtension;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::client_ip::{Cidr, PeerAddr};
+use crate::config::public_url::PublicUrl;
 use crate::config::{Config, ConfigError, SourcePolicy};
 use crate::delivery::DeliveryEngine;
 use crate::delivery::state::DeliveryState;
 use crate::lock::{FileLock, LockError};
 use crate::readiness::Readiness;
-use crate::settings::PublicUrl;
 use crate::storage::sqlite::SqliteStore;
 use crate::storage::{Store, StoreError};
 use crate::{admin, cors, debugger, ingest, readiness, settings};
