@@ -41,7 +41,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use crate::delivery::ReplayError;
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::storage::{self, StoredEvent, TRAFFIC_BUCKET_MS, TRAFFIC_RETENTION};
 
 /// Default `limit` of `/api/events` and `/api/dead-letters`; the largest is

@@ -59,8 +59,9 @@ use trackway_protocol::{
 use crate::client_ip::{PeerAddr, client_ip};
 use crate::error::ApiError;
 use crate::server::{
-    AppState, INGEST_SLOT_WAIT, MAX_BODY_PAUSE, MIN_UPLOAD_BYTES_PER_SECOND, MIN_UPLOAD_GRACE,
+    INGEST_SLOT_WAIT, MAX_BODY_PAUSE, MIN_UPLOAD_BYTES_PER_SECOND, MIN_UPLOAD_GRACE,
 };
+use crate::state::AppState;
 use crate::storage::NewEvent;
 
 /// A batch body, with its messages and batch-wide objects still raw: parsing this checks the

@@ -43,6 +43,7 @@ mod lock;
 mod readiness;
 mod server;
 mod settings;
+mod state;
 pub mod storage;
 
 pub use admin::{DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT};

@@ -1,13 +1,13 @@
 //! The HTTP server: the router, and a connection loop with limits, timeouts and graceful
 //! shutdown.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -18,13 +18,14 @@ use tokio::sync::{Semaphore, watch};
 use tower_http::add_extension::AddExtension;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
-use crate::client_ip::{Cidr, PeerAddr};
+use crate::client_ip::PeerAddr;
 use crate::config::public_url::PublicUrl;
-use crate::config::{Config, ConfigError, SourcePolicy};
+use crate::config::{Config, ConfigError};
 use crate::delivery::DeliveryEngine;
 use crate::delivery::state::DeliveryState;
 use crate::lock::{FileLock, LockError};
 use crate::readiness::Readiness;
+use crate::state::AppState;
 use crate::storage::sqlite::SqliteStore;
 use crate::storage::{Store, StoreError};
 use crate::{admin, cors, debugger, ingest, readiness, settings};
@@ -89,32 +90,6 @@ pub const INGEST_SLOT_WAIT: Duration = Duration::from_secs(2);
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How long shutdown waits for in-flight requests before closing their connections.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// State shared by every handler.
-pub(crate) struct AppState {
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) delivery: DeliveryEngine,
-    pub(crate) keys: HashMap<String, Arc<str>>,
-    pub(crate) admin_token: String,
-    pub(crate) shutdown: watch::Receiver<bool>,
-    /// The [`MAX_CONCURRENT_INGEST`] ingest slots.
-    pub(crate) ingest_slots: Semaphore,
-    /// [`MAX_BUFFERED_BODY_BYTES`] permits, one per byte of body received and not yet done
-    /// with.
-    pub(crate) body_bytes: Arc<Semaphore>,
-    /// What `/readyz` knows of the store's writes.
-    pub(crate) readiness: Readiness,
-    /// Each source's allowed origins and IP collection, by source name.
-    pub(crate) policies: HashMap<Arc<str>, SourcePolicy>,
-    /// [`Config::public_url`], parsed.
-    pub(crate) public_url: Option<PublicUrl>,
-    /// [`Config::trusted_proxies`].
-    pub(crate) trusted_proxies: Vec<Cidr>,
-    header_timeout: Duration,
-    pub(crate) body_timeout: Duration,
-    /// The data directory's lock, released when the last handler is done with the state.
-    _lock: Option<FileLock>,
-}
 
 /// Why the collector could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -246,7 +221,12 @@ impl Collector {
             // Liveness: the process answers.
             .route("/healthz", get(|| async { (StatusCode::OK, "ok") }))
             // Readiness: the store can write.
-            .route("/readyz", get(readiness::readyz))
+            .route(
+                "/readyz",
+                get(|State(state): State<Arc<AppState>>| async move {
+                    readiness::readyz(&state.readiness, state.store.as_ref()).await
+                }),
+            )
             .route("/", get(debugger::page))
             .route("/favicon.ico", get(debugger::icon))
             .merge(admin)

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::config::public_url::PublicUrl;
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The settings of `write_key`'s source.
 pub(crate) async fn settings(
