@@ -83,7 +83,8 @@ impl Collector {
     pub fn open(config: &Config) -> Result<Collector, CollectorError> {
         let lock = lock_data_dir(&config.data_dir)?;
         if let Some(url) = &config.postgres {
-            return crate::group::open(config, url, lock);
+            let (store, delivery) = crate::group::open(config, url)?;
+            return Collector::build(config, store, delivery, lock);
         }
         let store = SqliteStore::open(&config.data_dir, config.dedup_window)?;
         let delivery = DeliveryState::open(&config.data_dir)?;
@@ -98,7 +99,7 @@ impl Collector {
         Collector::build(config, store, delivery, lock)
     }
 
-    pub(crate) fn build(
+    fn build(
         config: &Config,
         store: Arc<dyn Store>,
         delivery_state: DeliveryState,
@@ -231,7 +232,7 @@ impl Collector {
 }
 
 /// Locks `dir` (created if needed) for this collector.
-pub(crate) fn lock_data_dir(dir: &Path) -> Result<Option<FileLock>, CollectorError> {
+fn lock_data_dir(dir: &Path) -> Result<Option<FileLock>, CollectorError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
     FileLock::acquire(&dir.join(DATA_DIR_LOCK)).map_err(|e| match e {
