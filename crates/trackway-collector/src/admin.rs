@@ -208,11 +208,7 @@ pub(crate) async fn events(
     let delivery = if state.delivery.is_empty() {
         Default::default()
     } else {
-        state
-            .delivery
-            .delivery_states(&found)
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
+        state.delivery.delivery_states(&found).await?
     };
     let events: Vec<Value> = found
         .iter()
@@ -237,13 +233,7 @@ async fn read_page(
             before,
             ..shape.clone()
         };
-        all.extend(
-            state
-                .store
-                .query(query)
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?,
-        );
+        all.extend(state.store.query(query).await?);
     }
     all.sort_by_key(|e| std::cmp::Reverse(e.seq));
     all.dedup_by_key(|e| e.seq);
@@ -285,16 +275,8 @@ pub(crate) async fn delivery(
             "at most {MAX_DELIVERY_SEQS} seqs at once"
         )));
     }
-    let events = state
-        .store
-        .get(seqs)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let states = state
-        .delivery
-        .delivery_states(&events)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let events = state.store.get(seqs).await?;
+    let states = state.delivery.delivery_states(&events).await?;
     let keyed: Map<String, Value> = states
         .into_iter()
         .map(|(seq, states)| (seq.to_string(), Value::Object(states)))
@@ -317,10 +299,7 @@ pub(crate) fn presentable(event: &StoredEvent) -> Value {
 }
 
 pub(crate) async fn stats(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let counts = state.store.counts().await.map_err(|e| {
-        tracing::warn!("admin: cannot read the counts: {e}");
-        ApiError::Unavailable
-    })?;
+    let counts = state.store.counts().await?;
     let total: u64 = counts.iter().map(|c| c.count).sum();
     Ok(Json(json!({"total": total, "counts": counts})))
 }
@@ -348,11 +327,7 @@ pub(crate) async fn traffic(
     let rows = state
         .store
         .traffic(storage::traffic_minute(since), source)
-        .await
-        .map_err(|e| {
-            tracing::warn!("admin: cannot read the traffic: {e}");
-            ApiError::Unavailable
-        })?;
+        .await?;
     let buckets: Vec<Value> = rows
         .into_iter()
         .map(|row| {
@@ -398,11 +373,7 @@ pub(crate) async fn stream(
 pub(crate) async fn destinations(
     State(state): State<Arc<AppState>>,
 ) -> Result<Json<Value>, ApiError> {
-    let status = state
-        .delivery
-        .status()
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let status = state.delivery.status().await?;
     Ok(Json(json!({ "destinations": status })))
 }
 
@@ -425,8 +396,7 @@ pub(crate) async fn dead_letters(
     let letters = state
         .delivery
         .dead_letters(params.destination.as_deref(), limit)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .await?;
     Ok(Json(json!({ "dead_letters": letters })))
 }
 
@@ -440,7 +410,7 @@ pub(crate) async fn replay(
         .await
         .map_err(|e| match e {
             ReplayError::UnknownDestination { .. } => ApiError::NotFound(e.to_string()),
-            _ => ApiError::Internal(e.to_string()),
+            ReplayError::Store(e) => ApiError::from(e),
         })?;
     Ok(Json(json!(report)))
 }

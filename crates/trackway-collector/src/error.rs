@@ -5,6 +5,8 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::storage::StoreError;
+
 /// Seconds a client should wait after a 503 before retrying, sent as both `Retry-After` and
 /// `x-ratelimit-reset` (which analytics.js reads).
 pub const RETRY_AFTER_SECONDS: u32 = 5;
@@ -62,6 +64,21 @@ impl ApiError {
             message: message.into(),
             index: None,
             field: None,
+        }
+    }
+}
+
+/// A store error on an admin read: 503 with `Retry-After` for one that clears without a repair
+/// ([`StoreError::retry_later`]), else 500 with the error's message. (Ingest answers every
+/// store error 503, so that the client keeps its events.)
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        if error.retry_later() {
+            tracing::warn!("admin: {error}");
+            ApiError::Unavailable
+        } else {
+            tracing::error!("admin: {error}");
+            ApiError::Internal(error.to_string())
         }
     }
 }

@@ -84,9 +84,9 @@ impl Readiness {
         };
         let outcome = match tokio::time::timeout(READINESS_PROBE_TIMEOUT, store.probe()).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(StoreError(format!(
-                "a probe write took over {READINESS_PROBE_TIMEOUT:?}"
-            ))),
+            Err(_) => Err(StoreError::Unavailable {
+                detail: format!("a probe write took over {READINESS_PROBE_TIMEOUT:?}"),
+            }),
         };
         self.record(outcome.as_ref().map(|_| ()));
         outcome.map_err(|e| e.to_string())

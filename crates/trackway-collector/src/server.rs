@@ -234,13 +234,13 @@ impl Collector {
 /// Locks `dir` (created if needed) for this collector.
 fn lock_data_dir(dir: &Path) -> Result<Option<FileLock>, CollectorError> {
     std::fs::create_dir_all(dir)
-        .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        .map_err(|e| StoreError::io("create the data directory", dir, e))?;
     FileLock::acquire(&dir.join(DATA_DIR_LOCK)).map_err(|e| match e {
         LockError::Held { pid, .. } => CollectorError::InUse {
             dir: dir.to_owned(),
             pid,
         },
-        LockError::Io { .. } => StoreError(e.to_string()).into(),
+        LockError::Io { path, source } => StoreError::io("lock", path, source).into(),
     })
 }
 
