@@ -12,7 +12,7 @@ pub(crate) mod origin;
 pub(crate) mod public_url;
 
 pub use crate::client_ip::Cidr;
-use crate::delivery::kind::{DestinationConfig, Kind};
+use crate::delivery::kind::{DestinationConfig, DestinationError, Kind};
 use crate::storage::sqlite::DEFAULT_DEDUP_WINDOW;
 use crate::storage::{StoreLocation, UnknownStore};
 
@@ -183,8 +183,16 @@ pub enum ConfigError {
         dedup: Duration,
     },
     /// A destination cannot be built.
-    #[error("{0}")]
-    Destination(String),
+    #[error("source {source_name:?}, destination {destination:?}: {error}")]
+    Destination {
+        /// The source it delivers.
+        source_name: String,
+        /// The destination's name.
+        destination: String,
+        /// What is wrong, and what to change.
+        #[source]
+        error: DestinationError,
+    },
     /// The admin token is too short to be a secret, or has characters a client cannot send
     /// in an `Authorization` header as they are (whitespace, which is trimmed, or anything
     /// but printable ASCII).

@@ -111,8 +111,7 @@ impl Collector {
             .as_deref()
             .map(PublicUrl::parse)
             .transpose()?;
-        let delivery = DeliveryEngine::new(config, Arc::clone(&store), delivery_state)
-            .map_err(ConfigError::Destination)?;
+        let delivery = DeliveryEngine::new(config, Arc::clone(&store), delivery_state)?;
         let (stop, shutdown) = watch::channel(false);
         let state = Arc::new(AppState {
             store,

@@ -16,7 +16,7 @@ use super::kind::{
 use super::route::enabled;
 use super::state::{Batch, DeadLetter, DeliveryState, Lease, Progress};
 use super::{Attempt, Destination};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::storage::{Store, StoreError, StoredEvent};
 
 /// Events read from the store per batch; the cursor is stored after each.
@@ -137,7 +137,7 @@ impl DeliveryEngine {
         config: &Config,
         store: Arc<dyn Store>,
         state: DeliveryState,
-    ) -> Result<DeliveryEngine, String> {
+    ) -> Result<DeliveryEngine, ConfigError> {
         let mut lanes = Vec::new();
         for source in &config.sources {
             for destination in &source.destinations {
@@ -691,9 +691,13 @@ impl Lane {
     }
 }
 
-fn lane(config: &DestinationConfig, source: &str, leased: bool) -> Result<Lane, String> {
-    let destination = kind::build_leased(config, source, leased)
-        .map_err(|e| format!("destination {:?}: {e}", config.name))?;
+fn lane(config: &DestinationConfig, source: &str, leased: bool) -> Result<Lane, ConfigError> {
+    let destination =
+        kind::build_leased(config, source, leased).map_err(|error| ConfigError::Destination {
+            source_name: source.to_owned(),
+            destination: config.name.clone(),
+            error,
+        })?;
     // `RetryPolicy` is non-exhaustive: start from its defaults and set what a lane decides.
     let mut policy = RetryPolicy::default();
     policy.max_retries = u32::MAX;

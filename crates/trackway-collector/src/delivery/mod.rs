@@ -60,7 +60,7 @@ pub trait Destination: Send + Sync + 'static {
     /// Takes what only the collector delivering this destination may hold, when it takes the
     /// destination's lease (a file destination's directory lock, in a group). An error gives
     /// the lease back, to be taken again later.
-    fn claim(&self) -> Result<(), String> {
+    fn claim(&self) -> Result<(), kind::DestinationError> {
         Ok(())
     }
 
