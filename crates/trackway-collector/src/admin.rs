@@ -39,7 +39,7 @@ use serde_json::{Map, Value, json};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use crate::delivery::ReplayError;
+use crate::delivery::{DeadLetterView, EventDelivery, ReplayError};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::storage::{self, StoredEvent, TRAFFIC_BUCKET_MS, TRAFFIC_RETENTION};
@@ -242,12 +242,43 @@ async fn read_page(
 }
 
 /// An event as the admin API shows it, with its delivery state when it has one.
-fn with_delivery(event: &StoredEvent, delivery: &HashMap<i64, Map<String, Value>>) -> Value {
+fn with_delivery(event: &StoredEvent, delivery: &DeliveryStates) -> Value {
     let mut shown = presentable(event);
     if let Some(states) = delivery.get(&event.seq).filter(|s| !s.is_empty()) {
-        shown["_trackway"]["delivery"] = Value::Object(states.clone());
+        shown["_trackway"]["delivery"] = Value::Object(delivery_json(states));
     }
     shown
+}
+
+/// Each event's state per destination, as [`DeliveryEngine::delivery_states`] reports it.
+///
+/// [`DeliveryEngine::delivery_states`]: crate::delivery::DeliveryEngine::delivery_states
+type DeliveryStates = HashMap<i64, Vec<(String, EventDelivery)>>;
+
+/// One event's states, by destination name: `"pending"`, `"skipped"`, `"delivered"` or
+/// `"dead letter: <reason>"`, as the debugger shows them.
+fn delivery_json(states: &[(String, EventDelivery)]) -> Map<String, Value> {
+    states
+        .iter()
+        .map(|(destination, state)| {
+            let text = match state {
+                EventDelivery::Pending => "pending".to_owned(),
+                EventDelivery::Skipped => "skipped".to_owned(),
+                EventDelivery::Delivered => "delivered".to_owned(),
+                EventDelivery::DeadLetter(reason) => format!("dead letter: {reason}"),
+            };
+            (destination.clone(), Value::String(text))
+        })
+        .collect()
+}
+
+/// A dead letter as `/api/dead-letters` lists it: the letter's fields, the destination's
+/// configured name, and the event as the admin API shows events (`null` once pruned).
+fn dead_letter_json(view: &DeadLetterView) -> Value {
+    let mut out = serde_json::to_value(&view.letter).unwrap_or_default();
+    out["destination"] = json!(view.destination);
+    out["event"] = view.event.as_ref().map_or(Value::Null, presentable);
+    out
 }
 
 /// Query parameters of `/api/delivery`.
@@ -279,13 +310,13 @@ pub(crate) async fn delivery(
     let states = state.delivery.delivery_states(&events).await?;
     let keyed: Map<String, Value> = states
         .into_iter()
-        .map(|(seq, states)| (seq.to_string(), Value::Object(states)))
+        .map(|(seq, states)| (seq.to_string(), Value::Object(delivery_json(&states))))
         .collect();
     Ok(Json(json!({ "delivery": keyed })))
 }
 
 /// A stored event as the admin API shows it.
-pub(crate) fn presentable(event: &StoredEvent) -> Value {
+fn presentable(event: &StoredEvent) -> Value {
     let mut message = match serde_json::from_str::<Value>(&event.body) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
@@ -397,6 +428,7 @@ pub(crate) async fn dead_letters(
         .delivery
         .dead_letters(params.destination.as_deref(), limit)
         .await?;
+    let letters: Vec<Value> = letters.iter().map(dead_letter_json).collect();
     Ok(Json(json!({ "dead_letters": letters })))
 }
 

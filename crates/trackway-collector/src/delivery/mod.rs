@@ -27,7 +27,10 @@ pub(crate) mod state;
 
 use std::time::Duration;
 
-pub use engine::{DeliveryEngine, DestinationStatus, LEASE_TTL, ReplayError, ReplayReport};
+pub use engine::{
+    DeadLetterView, DeliveryEngine, DestinationStatus, EventDelivery, LEASE_TTL, ReplayError,
+    ReplayReport,
+};
 // The admin API's types; the store they come from stays inside the crate.
 pub use state::{DeadLetter, Progress};
 

@@ -8,6 +8,9 @@
 //!  report.rs     what the admin API shows: progress, lag, dead letters, each event's state
 //!  replay.rs     sending dead letters again
 //! ```
+//!
+//! The report is data (`DestinationStatus`, `DeadLetterView`, `EventDelivery`); the admin
+//! API renders it as JSON.
 
 mod deliver;
 mod replay;
@@ -15,7 +18,7 @@ mod report;
 mod retention;
 
 pub use replay::{ReplayError, ReplayReport};
-pub use report::DestinationStatus;
+pub use report::{DeadLetterView, DestinationStatus, EventDelivery};
 
 use std::sync::Arc;
 use std::time::Duration;

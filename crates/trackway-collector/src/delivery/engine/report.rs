@@ -5,11 +5,10 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use serde_json::{Map, Value, json};
 
 use super::{DeliveryEngine, REPLAY_LIMIT};
 use crate::delivery::route::{enabled, integrations};
-use crate::delivery::state::Progress;
+use crate::delivery::state::{DeadLetter, Progress};
 use crate::storage::{StoreError, StoredEvent};
 
 /// A destination's state, for the admin API.
@@ -28,6 +27,31 @@ pub struct DestinationStatus {
     pub progress: Progress,
     /// Dead letters not yet replayed.
     pub open_dead_letters: usize,
+}
+
+/// An open dead letter, with the destination's name as configured and its event while the
+/// store still has it.
+#[derive(Debug, Clone)]
+pub struct DeadLetterView {
+    /// The dead letter; its `destination` is the bookkeeping key (`source/destination`).
+    pub letter: DeadLetter,
+    /// The destination's configured name.
+    pub destination: String,
+    /// The event, unless retention has deleted it.
+    pub event: Option<StoredEvent>,
+}
+
+/// Where one event stands with one destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventDelivery {
+    /// The destination's cursor has not reached it.
+    Pending,
+    /// Its `integrations` exclude the destination.
+    Skipped,
+    /// Delivered.
+    Delivered,
+    /// Refused for good or out of retries, with the reason; replayable.
+    DeadLetter(String),
 }
 
 impl DeliveryEngine {
@@ -59,7 +83,7 @@ impl DeliveryEngine {
         &self,
         destination: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<Vec<DeadLetterView>, StoreError> {
         let key = destination
             .and_then(|name| self.lane_named(name))
             .map(|l| l.name_key());
@@ -73,22 +97,17 @@ impl DeliveryEngine {
             .await?;
         Ok(letters
             .into_iter()
-            .map(|letter| {
-                let event = events
-                    .iter()
-                    .find(|e| e.seq == letter.seq)
-                    .map(crate::admin::presentable);
-                let mut out = serde_json::to_value(&letter).unwrap_or_default();
-                out["destination"] = json!(self.display_name(&letter.destination));
-                out["event"] = event.unwrap_or(Value::Null);
-                out
+            .map(|letter| DeadLetterView {
+                event: events.iter().find(|e| e.seq == letter.seq).cloned(),
+                destination: self.display_name(&letter.destination),
+                letter,
             })
             .collect())
     }
 
     /// The delivery state of a page of events, keyed by `seq`: per destination of each
-    /// event's source, "delivered", "pending", "skipped", or `"dead letter: <reason>"`.
-    /// Rejected events have none.
+    /// event's source (in the order they are configured), its name and where the event
+    /// stands. Rejected events have none.
     ///
     /// Two bookkeeping reads per destination whatever the page's size (its cursor, and its
     /// open dead letters), not one per event and destination: a page of the debugger shows
@@ -97,8 +116,8 @@ impl DeliveryEngine {
     pub async fn delivery_states(
         &self,
         events: &[StoredEvent],
-    ) -> Result<HashMap<i64, Map<String, Value>>, StoreError> {
-        let mut states: HashMap<i64, Map<String, Value>> = HashMap::new();
+    ) -> Result<HashMap<i64, Vec<(String, EventDelivery)>>, StoreError> {
+        let mut states: HashMap<i64, Vec<(String, EventDelivery)>> = HashMap::new();
         for lane in self.lanes.iter() {
             let mine: Vec<&StoredEvent> = events
                 .iter()
@@ -124,22 +143,22 @@ impl DeliveryEngine {
                 letters.iter().map(|d| (d.seq, d.reason.as_str())).collect();
             for event in mine {
                 let state = if event.seq > progress.cursor {
-                    "pending".to_owned()
+                    EventDelivery::Pending
                 } else if !enabled(integrations(event).as_ref(), &lane.name) {
-                    "skipped".to_owned()
+                    EventDelivery::Skipped
                 } else if let Some(reason) = reasons.get(&event.seq) {
-                    format!("dead letter: {reason}")
+                    EventDelivery::DeadLetter((*reason).to_owned())
                 } else if event.seq > listed_up_to
                     && let Some(reason) = self.state.dead_reason(&key, event.seq).await?
                 {
-                    format!("dead letter: {reason}")
+                    EventDelivery::DeadLetter(reason)
                 } else {
-                    "delivered".to_owned()
+                    EventDelivery::Delivered
                 };
                 states
                     .entry(event.seq)
                     .or_default()
-                    .insert(lane.name.clone(), Value::String(state));
+                    .push((lane.name.clone(), state));
             }
         }
         Ok(states)
