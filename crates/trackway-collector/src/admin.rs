@@ -39,9 +39,9 @@ use serde_json::{Map, Value, json};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use crate::delivery::ReplayError;
+use crate::delivery::{DeadLetterView, EventDelivery, ReplayError};
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::storage::{self, StoredEvent, TRAFFIC_BUCKET_MS, TRAFFIC_RETENTION};
 
 /// Default `limit` of `/api/events` and `/api/dead-letters`; the largest is
@@ -208,11 +208,7 @@ pub(crate) async fn events(
     let delivery = if state.delivery.is_empty() {
         Default::default()
     } else {
-        state
-            .delivery
-            .delivery_states(&found)
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
+        state.delivery.delivery_states(&found).await?
     };
     let events: Vec<Value> = found
         .iter()
@@ -237,13 +233,7 @@ async fn read_page(
             before,
             ..shape.clone()
         };
-        all.extend(
-            state
-                .store
-                .query(query)
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?,
-        );
+        all.extend(state.store.query(query).await?);
     }
     all.sort_by_key(|e| std::cmp::Reverse(e.seq));
     all.dedup_by_key(|e| e.seq);
@@ -252,12 +242,43 @@ async fn read_page(
 }
 
 /// An event as the admin API shows it, with its delivery state when it has one.
-fn with_delivery(event: &StoredEvent, delivery: &HashMap<i64, Map<String, Value>>) -> Value {
+fn with_delivery(event: &StoredEvent, delivery: &DeliveryStates) -> Value {
     let mut shown = presentable(event);
     if let Some(states) = delivery.get(&event.seq).filter(|s| !s.is_empty()) {
-        shown["_trackway"]["delivery"] = Value::Object(states.clone());
+        shown["_trackway"]["delivery"] = Value::Object(delivery_json(states));
     }
     shown
+}
+
+/// Each event's state per destination, as [`DeliveryEngine::delivery_states`] reports it.
+///
+/// [`DeliveryEngine::delivery_states`]: crate::delivery::DeliveryEngine::delivery_states
+type DeliveryStates = HashMap<i64, Vec<(String, EventDelivery)>>;
+
+/// One event's states, by destination name: `"pending"`, `"skipped"`, `"delivered"` or
+/// `"dead letter: <reason>"`, as the debugger shows them.
+fn delivery_json(states: &[(String, EventDelivery)]) -> Map<String, Value> {
+    states
+        .iter()
+        .map(|(destination, state)| {
+            let text = match state {
+                EventDelivery::Pending => "pending".to_owned(),
+                EventDelivery::Skipped => "skipped".to_owned(),
+                EventDelivery::Delivered => "delivered".to_owned(),
+                EventDelivery::DeadLetter(reason) => format!("dead letter: {reason}"),
+            };
+            (destination.clone(), Value::String(text))
+        })
+        .collect()
+}
+
+/// A dead letter as `/api/dead-letters` lists it: the letter's fields, the destination's
+/// configured name, and the event as the admin API shows events (`null` once pruned).
+fn dead_letter_json(view: &DeadLetterView) -> Value {
+    let mut out = serde_json::to_value(&view.letter).unwrap_or_default();
+    out["destination"] = json!(view.destination);
+    out["event"] = view.event.as_ref().map_or(Value::Null, presentable);
+    out
 }
 
 /// Query parameters of `/api/delivery`.
@@ -285,25 +306,17 @@ pub(crate) async fn delivery(
             "at most {MAX_DELIVERY_SEQS} seqs at once"
         )));
     }
-    let events = state
-        .store
-        .get(seqs)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let states = state
-        .delivery
-        .delivery_states(&events)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let events = state.store.get(seqs).await?;
+    let states = state.delivery.delivery_states(&events).await?;
     let keyed: Map<String, Value> = states
         .into_iter()
-        .map(|(seq, states)| (seq.to_string(), Value::Object(states)))
+        .map(|(seq, states)| (seq.to_string(), Value::Object(delivery_json(&states))))
         .collect();
     Ok(Json(json!({ "delivery": keyed })))
 }
 
 /// A stored event as the admin API shows it.
-pub(crate) fn presentable(event: &StoredEvent) -> Value {
+fn presentable(event: &StoredEvent) -> Value {
     let mut message = match serde_json::from_str::<Value>(&event.body) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
@@ -317,10 +330,7 @@ pub(crate) fn presentable(event: &StoredEvent) -> Value {
 }
 
 pub(crate) async fn stats(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let counts = state.store.counts().await.map_err(|e| {
-        tracing::warn!("admin: cannot read the counts: {e}");
-        ApiError::Unavailable
-    })?;
+    let counts = state.store.counts().await?;
     let total: u64 = counts.iter().map(|c| c.count).sum();
     Ok(Json(json!({"total": total, "counts": counts})))
 }
@@ -348,11 +358,7 @@ pub(crate) async fn traffic(
     let rows = state
         .store
         .traffic(storage::traffic_minute(since), source)
-        .await
-        .map_err(|e| {
-            tracing::warn!("admin: cannot read the traffic: {e}");
-            ApiError::Unavailable
-        })?;
+        .await?;
     let buckets: Vec<Value> = rows
         .into_iter()
         .map(|row| {
@@ -398,11 +404,7 @@ pub(crate) async fn stream(
 pub(crate) async fn destinations(
     State(state): State<Arc<AppState>>,
 ) -> Result<Json<Value>, ApiError> {
-    let status = state
-        .delivery
-        .status()
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let status = state.delivery.status().await?;
     Ok(Json(json!({ "destinations": status })))
 }
 
@@ -425,8 +427,8 @@ pub(crate) async fn dead_letters(
     let letters = state
         .delivery
         .dead_letters(params.destination.as_deref(), limit)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .await?;
+    let letters: Vec<Value> = letters.iter().map(dead_letter_json).collect();
     Ok(Json(json!({ "dead_letters": letters })))
 }
 
@@ -440,7 +442,7 @@ pub(crate) async fn replay(
         .await
         .map_err(|e| match e {
             ReplayError::UnknownDestination { .. } => ApiError::NotFound(e.to_string()),
-            _ => ApiError::Internal(e.to_string()),
+            ReplayError::Store(e) => ApiError::from(e),
         })?;
     Ok(Json(json!(report)))
 }

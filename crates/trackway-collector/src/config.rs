@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub(crate) mod origin;
+pub(crate) mod public_url;
+
 pub use crate::client_ip::Cidr;
-use crate::delivery::kind::{DestinationConfig, Kind};
+use crate::delivery::kind::{DestinationConfig, DestinationError, Kind};
 use crate::storage::sqlite::DEFAULT_DEDUP_WINDOW;
 use crate::storage::{StoreLocation, UnknownStore};
 
@@ -180,8 +183,16 @@ pub enum ConfigError {
         dedup: Duration,
     },
     /// A destination cannot be built.
-    #[error("{0}")]
-    Destination(String),
+    #[error("source {source_name:?}, destination {destination:?}: {error}")]
+    Destination {
+        /// The source it delivers.
+        source_name: String,
+        /// The destination's name.
+        destination: String,
+        /// What is wrong, and what to change.
+        #[source]
+        error: DestinationError,
+    },
     /// The admin token is too short to be a secret, or has characters a client cannot send
     /// in an `Authorization` header as they are (whitespace, which is trimmed, or anything
     /// but printable ASCII).
@@ -295,7 +306,7 @@ impl Config {
             });
         }
         if let Some(url) = &self.public_url {
-            crate::settings::PublicUrl::parse(url)?;
+            public_url::PublicUrl::parse(url)?;
         }
         let mut keys = HashMap::new();
         let mut names = std::collections::HashSet::new();
@@ -317,7 +328,7 @@ impl Config {
                 return Err(problem("it has no write key"));
             }
             for origin in source.allowed_origins.iter().flatten() {
-                if crate::cors::parse_origin(origin).is_none() {
+                if origin::parse_origin(origin).is_none() {
                     return Err(problem(&format!(
                         "allowed origin {origin:?} is not a scheme and host like https://shop.example"
                     )));
@@ -395,7 +406,7 @@ impl Config {
                 let allowed_origins = source.allowed_origins.as_ref().map(|origins| {
                     origins
                         .iter()
-                        .filter_map(|o| crate::cors::parse_origin(o))
+                        .filter_map(|o| origin::parse_origin(o))
                         .collect()
                 });
                 let policy = SourcePolicy {

@@ -24,16 +24,13 @@ use axum::response::Response;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::SourcePolicy;
-use crate::error::ApiError;
+use crate::config::origin::parse_origin;
+use crate::error::{ApiError, RATELIMIT_RESET};
 
 /// How long a browser may reuse a preflight's answer: Chromium's cap (two hours). Every
 /// analytics.js request is preflighted (its Basic auth and `X-Retry-Count` headers), so a
 /// long cache halves the requests a page makes.
 pub const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(2 * 60 * 60);
-
-/// The `x-ratelimit-reset` header (seconds until a retry may succeed), which analytics.js
-/// reads on a 429 alongside `Retry-After`.
-pub(crate) const RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 /// The CORS layer of the ingest and settings routes; `policies` decide which origins get
 /// `Access-Control-Allow-Origin` (any origin, if a source has no list).
@@ -100,38 +97,5 @@ pub(crate) fn check_origin(
     match origin {
         Some(origin) if allowed.contains(&origin) => Ok(()),
         _ => Err(ApiError::OriginNotAllowed),
-    }
-}
-
-/// An origin as browsers send it, normalized: `scheme://host[:port]` in lower case (a
-/// trailing `/` is dropped). `None` for anything else, such as a path or the `null` origin.
-pub(crate) fn parse_origin(text: &str) -> Option<String> {
-    let text = text.trim().trim_end_matches('/').to_ascii_lowercase();
-    let (scheme, host) = text.split_once("://")?;
-    let scheme_ok = !scheme.is_empty()
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
-    let host_ok = !host.is_empty() && !host.contains(['/', '?', '#', '@', ' ']);
-    (scheme_ok && host_ok).then_some(text)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn origins_are_normalized_or_refused() {
-        assert_eq!(
-            parse_origin("https://Shop.Example/").as_deref(),
-            Some("https://shop.example")
-        );
-        assert_eq!(
-            parse_origin("http://127.0.0.1:8080").as_deref(),
-            Some("http://127.0.0.1:8080")
-        );
-        for bad in ["null", "shop.example", "https://", "https://a.example/path"] {
-            assert_eq!(parse_origin(bad), None, "{bad}");
-        }
     }
 }

@@ -1,13 +1,19 @@
 //! Every HTTP error the collector returns, mapped to a status and a JSON body in one place.
 
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+
+use crate::storage::StoreError;
 
 /// Seconds a client should wait after a 503 before retrying, sent as both `Retry-After` and
 /// `x-ratelimit-reset` (which analytics.js reads).
 pub const RETRY_AFTER_SECONDS: u32 = 5;
+
+/// The `x-ratelimit-reset` header (seconds until a retry may succeed), which analytics.js
+/// reads on a 429 alongside `Retry-After`; `cors` lets pages read it.
+pub(crate) const RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 /// A request the collector refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,6 +68,21 @@ impl ApiError {
     }
 }
 
+/// A store error on an admin read: 503 with `Retry-After` for one that clears without a repair
+/// ([`StoreError::retry_later`]), else 500 with the error's message. (Ingest answers every
+/// store error 503, so that the client keeps its events.)
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        if error.retry_later() {
+            tracing::warn!("admin: {error}");
+            ApiError::Unavailable
+        } else {
+            tracing::error!("admin: {error}");
+            ApiError::Internal(error.to_string())
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
@@ -86,10 +107,7 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::Unavailable | ApiError::Busy) {
             let headers = response.headers_mut();
             headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
-            headers.insert(
-                crate::cors::RATELIMIT_RESET,
-                HeaderValue::from(RETRY_AFTER_SECONDS),
-            );
+            headers.insert(RATELIMIT_RESET, HeaderValue::from(RETRY_AFTER_SECONDS));
         }
         response
     }

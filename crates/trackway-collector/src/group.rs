@@ -16,17 +16,16 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::delivery::state::DeliveryState;
-use crate::lock::FileLock;
-use crate::server::{Collector, CollectorError};
+use crate::storage::StoreError;
 use crate::storage::postgres::{PostgresBook, PostgresStore};
 
-/// Opens a collector whose events live in the PostgreSQL database at `url`.
+/// Opens the PostgreSQL database at `url` as a group member's store, with the delivery
+/// bookkeeping kept in the same database.
 pub(crate) fn open(
     config: &Config,
     url: &str,
-    lock: Option<FileLock>,
-) -> Result<Collector, CollectorError> {
+) -> Result<(Arc<PostgresStore>, DeliveryState), StoreError> {
     let store = Arc::new(PostgresStore::open(url, config.dedup_window)?);
     let delivery = DeliveryState::with_book(Arc::new(PostgresBook::new(Arc::clone(&store))));
-    Collector::build(config, store, delivery, lock)
+    Ok((store, delivery))
 }

@@ -58,10 +58,64 @@ use trackway_protocol::{
 
 use crate::client_ip::{PeerAddr, client_ip};
 use crate::error::ApiError;
-use crate::server::{
-    AppState, INGEST_SLOT_WAIT, MAX_BODY_PAUSE, MIN_UPLOAD_BYTES_PER_SECOND, MIN_UPLOAD_GRACE,
-};
+use crate::state::AppState;
 use crate::storage::NewEvent;
+
+/// Ingest requests decoded and stored at once; more wait their turn, for at most
+/// [`INGEST_SLOT_WAIT`], once their bodies have arrived.
+///
+/// This bounds how many bodies are decompressed and decoded at once, not memory in bytes.
+/// Decoded JSON takes many times its size: measured with a counting allocator, decoding and
+/// validating a 500 KB batch peaks at about 6 MB of heap for realistic track messages and
+/// about 28 MB for a body made of tiny JSON objects (`{"a":0}` repeated), so 256 such requests
+/// at once can hold several GB. Only authenticated requests get that far: the write key is
+/// checked before any message is built.
+///
+/// A request takes its slot only once its whole body is in, so a client that sends its body
+/// slowly (or not at all) never holds one: slow uploads are bounded by
+/// [`MIN_UPLOAD_BYTES_PER_SECOND`] and [`MAX_BUFFERED_BODY_BYTES`] instead.
+pub const MAX_CONCURRENT_INGEST: usize = 256;
+
+/// The slowest average rate, after [`MIN_UPLOAD_GRACE`], at which an ingest body may arrive;
+/// a body that falls behind is answered 408 (retryable) and its connection closed.
+///
+/// Bodies are read before they take an ingest slot, so a slow body holds no slot; this frees
+/// the connection (a file descriptor) and the bytes it holds from a client that trickles
+/// bytes or stops sending. 2 KiB/s is below any real uplink (GPRS manages about 5 KB/s), and
+/// a body of the largest size needs 17 KB/s anyway to arrive within the default body timeout.
+pub const MIN_UPLOAD_BYTES_PER_SECOND: u64 = 2048;
+
+/// How long an ingest body may take before [`MIN_UPLOAD_BYTES_PER_SECOND`] applies: room for
+/// a slow link's first round trips (and a `100-continue` exchange) before the rate counts.
+/// A client that sends its headers and then nothing is answered 408 after this long.
+pub const MIN_UPLOAD_GRACE: Duration = Duration::from_secs(5);
+
+/// The longest an ingest body may pause, once it has started, before it is answered 408 and
+/// its connection closed, however far ahead of [`MIN_UPLOAD_BYTES_PER_SECOND`] it is.
+///
+/// The average rate alone lets a client send 500 KB at once and then stop for minutes (the
+/// rate allows 250 s for that much), holding its share of [`MAX_BUFFERED_BODY_BYTES`]
+/// until the body timeout: a few hundred such keyless connections, renewed every 30 s, would
+/// fill the budget with 4 MB/s. With this bound the same needs about 13 MB/s, a flood rather
+/// than a slow client. 10 s rides out the pauses of a real link (TCP's retransmission backoff
+/// reaches 3 s, then 6 s).
+pub const MAX_BODY_PAUSE: Duration = Duration::from_secs(10);
+
+/// Most bytes of ingest bodies being received at once, over all requests: the memory that
+/// bodies still arriving can hold, as much as [`MAX_CONCURRENT_INGEST`] full-size bodies
+/// (128 MB). What counts is each body's buffer as allocated (it grows by doubling as bytes
+/// arrive), not the declared length, so connections that declare a large
+/// `Content-Length` and send little hold next to nothing. A request whose next bytes find the
+/// budget spent waits [`INGEST_SLOT_WAIT`] for room, then gets a 503 with `Retry-After`.
+pub const MAX_BUFFERED_BODY_BYTES: usize =
+    MAX_CONCURRENT_INGEST * trackway_protocol::MAX_REQUEST_BYTES;
+
+/// How long an ingest request waits for one of the [`MAX_CONCURRENT_INGEST`] slots (or for
+/// room in [`MAX_BUFFERED_BODY_BYTES`]) before it is answered 503 with `Retry-After` (which
+/// clients retry). A request holds a slot for milliseconds (decoding and the commit), so this
+/// rides out a burst; a store slow to commit holding every slot delays the others by at most
+/// this, and then tells them to back off, instead of keeping their connections waiting.
+pub const INGEST_SLOT_WAIT: Duration = Duration::from_secs(2);
 
 /// A batch body, with its messages and batch-wide objects still raw: parsing this checks the
 /// whole body's syntax and builds nothing but the list of message slices.

@@ -43,6 +43,7 @@ mod lock;
 mod readiness;
 mod server;
 mod settings;
+mod state;
 pub mod storage;
 
 pub use admin::{DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT};
@@ -55,9 +56,9 @@ pub use cors::PREFLIGHT_MAX_AGE;
 pub use error::RETRY_AFTER_SECONDS;
 #[doc(hidden)]
 pub use ingest::fuzz_batch;
-pub use readiness::{READINESS_EVIDENCE_AGE, READINESS_PROBE_TIMEOUT};
-pub use server::{
-    Collector, CollectorError, DATA_DIR_LOCK, INGEST_SLOT_WAIT, MAX_BODY_PAUSE,
-    MAX_BUFFERED_BODY_BYTES, MAX_CONCURRENT_INGEST, MAX_HEAD_BYTES, MIN_UPLOAD_BYTES_PER_SECOND,
-    MIN_UPLOAD_GRACE, SHUTDOWN_GRACE, serve,
+pub use ingest::{
+    INGEST_SLOT_WAIT, MAX_BODY_PAUSE, MAX_BUFFERED_BODY_BYTES, MAX_CONCURRENT_INGEST,
+    MIN_UPLOAD_BYTES_PER_SECOND, MIN_UPLOAD_GRACE,
 };
+pub use readiness::{READINESS_EVIDENCE_AGE, READINESS_PROBE_TIMEOUT};
+pub use server::{Collector, CollectorError, DATA_DIR_LOCK, MAX_HEAD_BYTES, SHUTDOWN_GRACE, serve};

@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::ApiError;
-use crate::server::AppState;
 use crate::storage::{Store, StoreError};
 
 /// How long the outcome of a write (a request's commit or a probe) answers `/readyz` before
@@ -85,9 +84,9 @@ impl Readiness {
         };
         let outcome = match tokio::time::timeout(READINESS_PROBE_TIMEOUT, store.probe()).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(StoreError(format!(
-                "a probe write took over {READINESS_PROBE_TIMEOUT:?}"
-            ))),
+            Err(_) => Err(StoreError::Unavailable {
+                detail: format!("a probe write took over {READINESS_PROBE_TIMEOUT:?}"),
+            }),
         };
         self.record(outcome.as_ref().map(|_| ()));
         outcome.map_err(|e| e.to_string())
@@ -111,11 +110,12 @@ impl Drop for Probing<'_> {
     }
 }
 
-/// `GET /readyz`: 200 while the store can write, else 503 (what ingest would answer).
+/// `GET /readyz`: 200 while `store` can write, else 503 (what ingest would answer).
 pub(crate) async fn readyz(
-    axum::extract::State(state): axum::extract::State<std::sync::Arc<AppState>>,
+    readiness: &Readiness,
+    store: &dyn Store,
 ) -> Result<&'static str, ApiError> {
-    match state.readiness.check(state.store.as_ref()).await {
+    match readiness.check(store).await {
         Ok(()) => Ok("ready"),
         Err(error) => {
             tracing::warn!("not ready: {error}");

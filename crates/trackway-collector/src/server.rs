@@ -1,13 +1,13 @@
 //! The HTTP server: the router, and a connection loop with limits, timeouts and graceful
 //! shutdown.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -18,103 +18,23 @@ use tokio::sync::{Semaphore, watch};
 use tower_http::add_extension::AddExtension;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
-use crate::client_ip::{Cidr, PeerAddr};
-use crate::config::{Config, ConfigError, SourcePolicy};
+use crate::client_ip::PeerAddr;
+use crate::config::public_url::PublicUrl;
+use crate::config::{Config, ConfigError};
 use crate::delivery::DeliveryEngine;
 use crate::delivery::state::DeliveryState;
+use crate::ingest::{MAX_BUFFERED_BODY_BYTES, MAX_CONCURRENT_INGEST};
 use crate::lock::{FileLock, LockError};
 use crate::readiness::Readiness;
-use crate::settings::PublicUrl;
+use crate::state::AppState;
 use crate::storage::sqlite::SqliteStore;
 use crate::storage::{Store, StoreError};
 use crate::{admin, cors, debugger, ingest, readiness, settings};
-
-/// Ingest requests decoded and stored at once; more wait their turn, for at most
-/// [`INGEST_SLOT_WAIT`], once their bodies have arrived.
-///
-/// This bounds how many bodies are decompressed and decoded at once, not memory in bytes.
-/// Decoded JSON takes many times its size: measured with a counting allocator, decoding and
-/// validating a 500 KB batch peaks at about 6 MB of heap for realistic track messages and
-/// about 28 MB for a body made of tiny JSON objects (`{"a":0}` repeated), so 256 such requests
-/// at once can hold several GB. Only authenticated requests get that far: the write key is
-/// checked before any message is built.
-///
-/// A request takes its slot only once its whole body is in, so a client that sends its body
-/// slowly (or not at all) never holds one: slow uploads are bounded by
-/// [`MIN_UPLOAD_BYTES_PER_SECOND`] and [`MAX_BUFFERED_BODY_BYTES`] instead.
-pub const MAX_CONCURRENT_INGEST: usize = 256;
-
-/// The slowest average rate, after [`MIN_UPLOAD_GRACE`], at which an ingest body may arrive;
-/// a body that falls behind is answered 408 (retryable) and its connection closed.
-///
-/// Bodies are read before they take an ingest slot, so a slow body holds no slot; this frees
-/// the connection (a file descriptor) and the bytes it holds from a client that trickles
-/// bytes or stops sending. 2 KiB/s is below any real uplink (GPRS manages about 5 KB/s), and
-/// a body of the largest size needs 17 KB/s anyway to arrive within the default body timeout.
-pub const MIN_UPLOAD_BYTES_PER_SECOND: u64 = 2048;
-
-/// How long an ingest body may take before [`MIN_UPLOAD_BYTES_PER_SECOND`] applies: room for
-/// a slow link's first round trips (and a `100-continue` exchange) before the rate counts.
-/// A client that sends its headers and then nothing is answered 408 after this long.
-pub const MIN_UPLOAD_GRACE: Duration = Duration::from_secs(5);
-
-/// The longest an ingest body may pause, once it has started, before it is answered 408 and
-/// its connection closed, however far ahead of [`MIN_UPLOAD_BYTES_PER_SECOND`] it is.
-///
-/// The average rate alone lets a client send 500 KB at once and then stop for minutes (the
-/// rate allows 250 s for that much), holding its share of [`MAX_BUFFERED_BODY_BYTES`]
-/// until the body timeout: a few hundred such keyless connections, renewed every 30 s, would
-/// fill the budget with 4 MB/s. With this bound the same needs about 13 MB/s, a flood rather
-/// than a slow client. 10 s rides out the pauses of a real link (TCP's retransmission backoff
-/// reaches 3 s, then 6 s).
-pub const MAX_BODY_PAUSE: Duration = Duration::from_secs(10);
-
-/// Most bytes of ingest bodies being received at once, over all requests: the memory that
-/// bodies still arriving can hold, as much as [`MAX_CONCURRENT_INGEST`] full-size bodies
-/// (128 MB). What counts is each body's buffer as allocated (it grows by doubling as bytes
-/// arrive), not the declared length, so connections that declare a large
-/// `Content-Length` and send little hold next to nothing. A request whose next bytes find the
-/// budget spent waits [`INGEST_SLOT_WAIT`] for room, then gets a 503 with `Retry-After`.
-pub const MAX_BUFFERED_BODY_BYTES: usize =
-    MAX_CONCURRENT_INGEST * trackway_protocol::MAX_REQUEST_BYTES;
-
-/// How long an ingest request waits for one of the [`MAX_CONCURRENT_INGEST`] slots (or for
-/// room in [`MAX_BUFFERED_BODY_BYTES`]) before it is answered 503 with `Retry-After` (which
-/// clients retry). A request holds a slot for milliseconds (decoding and the commit), so this
-/// rides out a burst; a store slow to commit holding every slot delays the others by at most
-/// this, and then tells them to back off, instead of keeping their connections waiting.
-pub const INGEST_SLOT_WAIT: Duration = Duration::from_secs(2);
 
 /// Largest request head (request line and headers) accepted.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How long shutdown waits for in-flight requests before closing their connections.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// State shared by every handler.
-pub(crate) struct AppState {
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) delivery: DeliveryEngine,
-    pub(crate) keys: HashMap<String, Arc<str>>,
-    pub(crate) admin_token: String,
-    pub(crate) shutdown: watch::Receiver<bool>,
-    /// The [`MAX_CONCURRENT_INGEST`] ingest slots.
-    pub(crate) ingest_slots: Semaphore,
-    /// [`MAX_BUFFERED_BODY_BYTES`] permits, one per byte of body received and not yet done
-    /// with.
-    pub(crate) body_bytes: Arc<Semaphore>,
-    /// What `/readyz` knows of the store's writes.
-    pub(crate) readiness: Readiness,
-    /// Each source's allowed origins and IP collection, by source name.
-    pub(crate) policies: HashMap<Arc<str>, SourcePolicy>,
-    /// [`Config::public_url`], parsed.
-    pub(crate) public_url: Option<PublicUrl>,
-    /// [`Config::trusted_proxies`].
-    pub(crate) trusted_proxies: Vec<Cidr>,
-    header_timeout: Duration,
-    pub(crate) body_timeout: Duration,
-    /// The data directory's lock, released when the last handler is done with the state.
-    _lock: Option<FileLock>,
-}
 
 /// Why the collector could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +83,8 @@ impl Collector {
     pub fn open(config: &Config) -> Result<Collector, CollectorError> {
         let lock = lock_data_dir(&config.data_dir)?;
         if let Some(url) = &config.postgres {
-            return crate::group::open(config, url, lock);
+            let (store, delivery) = crate::group::open(config, url)?;
+            return Collector::build(config, store, delivery, lock);
         }
         let store = SqliteStore::open(&config.data_dir, config.dedup_window)?;
         let delivery = DeliveryState::open(&config.data_dir)?;
@@ -178,7 +99,7 @@ impl Collector {
         Collector::build(config, store, delivery, lock)
     }
 
-    pub(crate) fn build(
+    fn build(
         config: &Config,
         store: Arc<dyn Store>,
         delivery_state: DeliveryState,
@@ -190,8 +111,7 @@ impl Collector {
             .as_deref()
             .map(PublicUrl::parse)
             .transpose()?;
-        let delivery = DeliveryEngine::new(config, Arc::clone(&store), delivery_state)
-            .map_err(ConfigError::Destination)?;
+        let delivery = DeliveryEngine::new(config, Arc::clone(&store), delivery_state)?;
         let (stop, shutdown) = watch::channel(false);
         let state = Arc::new(AppState {
             store,
@@ -246,7 +166,12 @@ impl Collector {
             // Liveness: the process answers.
             .route("/healthz", get(|| async { (StatusCode::OK, "ok") }))
             // Readiness: the store can write.
-            .route("/readyz", get(readiness::readyz))
+            .route(
+                "/readyz",
+                get(|State(state): State<Arc<AppState>>| async move {
+                    readiness::readyz(&state.readiness, state.store.as_ref()).await
+                }),
+            )
             .route("/", get(debugger::page))
             .route("/favicon.ico", get(debugger::icon))
             .merge(admin)
@@ -306,15 +231,15 @@ impl Collector {
 }
 
 /// Locks `dir` (created if needed) for this collector.
-pub(crate) fn lock_data_dir(dir: &Path) -> Result<Option<FileLock>, CollectorError> {
+fn lock_data_dir(dir: &Path) -> Result<Option<FileLock>, CollectorError> {
     std::fs::create_dir_all(dir)
-        .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        .map_err(|e| StoreError::io("create the data directory", dir, e))?;
     FileLock::acquire(&dir.join(DATA_DIR_LOCK)).map_err(|e| match e {
         LockError::Held { pid, .. } => CollectorError::InUse {
             dir: dir.to_owned(),
             pid,
         },
-        LockError::Io { .. } => StoreError(e.to_string()).into(),
+        LockError::Io { path, source } => StoreError::io("lock", path, source).into(),
     })
 }
 

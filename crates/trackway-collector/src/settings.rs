@@ -18,39 +18,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use serde_json::{Value, json};
 
-use crate::config::ConfigError;
+use crate::config::public_url::PublicUrl;
 use crate::error::ApiError;
-use crate::server::AppState;
-
-/// Where browsers reach the collector, split the way analytics.js's settings want it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PublicUrl {
-    /// `http` or `https`.
-    protocol: String,
-    /// Host, port and any path prefix, no scheme and no trailing `/`.
-    host: String,
-}
-
-impl PublicUrl {
-    /// Parses `http[s]://host[:port][/prefix]`.
-    pub(crate) fn parse(url: &str) -> Result<PublicUrl, ConfigError> {
-        let error = || ConfigError::PublicUrl(url.to_owned());
-        let (protocol, rest) = url.trim().split_once("://").ok_or_else(error)?;
-        let protocol = protocol.to_ascii_lowercase();
-        if protocol != "http" && protocol != "https" {
-            return Err(error());
-        }
-        let host = rest.trim_end_matches('/');
-        let authority = host.split('/').next().unwrap_or_default();
-        if authority.is_empty() || host.contains(['?', '#', '@', ' ']) {
-            return Err(error());
-        }
-        Ok(PublicUrl {
-            protocol,
-            host: host.to_owned(),
-        })
-    }
-}
+use crate::state::AppState;
 
 /// The settings of `write_key`'s source.
 pub(crate) async fn settings(
@@ -105,32 +75,4 @@ fn body(write_key: &str, public: &PublicUrl) -> Value {
         "legacyVideoPluginsEnabled": false,
         "remotePlugins": []
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn public_urls_split_into_protocol_and_host() {
-        let url = PublicUrl::parse("https://collect.example.com/").expect("valid");
-        assert_eq!(
-            (url.protocol.as_str(), url.host.as_str()),
-            ("https", "collect.example.com")
-        );
-        let url = PublicUrl::parse("HTTP://10.0.0.1:8080/trackway").expect("valid");
-        assert_eq!(
-            (url.protocol.as_str(), url.host.as_str()),
-            ("http", "10.0.0.1:8080/trackway")
-        );
-        for bad in [
-            "collect.example.com",
-            "ftp://x",
-            "https://",
-            "https:///x",
-            "https://a?b",
-        ] {
-            assert!(PublicUrl::parse(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -229,7 +229,9 @@ impl Intercept for LosesOneAnswer {
         Box::pin(async move {
             let appended = inner.append(events).await?;
             if retried && !self.lost.swap(true, Ordering::SeqCst) {
-                return Err(StoreError("the answer was lost".into()));
+                return Err(StoreError::Unavailable {
+                    detail: "the answer was lost".into(),
+                });
             }
             Ok(appended)
         })

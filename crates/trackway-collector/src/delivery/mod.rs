@@ -5,8 +5,12 @@
 //!  events table ──read_after(cursor)──▶ destination task ──deliver(chunk)──▶ webhook/file/…
 //!        ▲                                  │  retry with backoff; final or too old:
 //!        │ new event wakes the task         │  dead letter (with the reason)
-//!        └──────────────────────────────────┴─▶ delivery.sqlite3: cursor, counts, dead letters
+//!        └──────────────────────────────────┴─▶ delivery.sqlite3 (or the shared database):
+//!                                                cursor, counts, dead letters, leases
 //! ```
+//!
+//! The engine is in `engine/`, one concern per file: the lanes and their start-up, a lane's
+//! delivery loop, retention, replay, and the report the admin API renders.
 //!
 //! Invariants:
 //! - One task per destination; it handles events in `seq` order, one chunk at a time by
@@ -18,7 +22,8 @@
 //!   (its `integrations` exclude the destination) or dead-lettered, and the cursor is stored
 //!   durably after every read batch: after a crash at most that batch is delivered again.
 //! - A destination kind is one module implementing [`Destination`]; adding one touches only
-//!   that module and [`kind::build`].
+//!   that module, a variant of [`kind::Kind`] and [`kind::build`] (and, for a new way to fail
+//!   at start, a variant of [`kind::DestinationError`]).
 
 mod engine;
 pub mod kind;
@@ -27,7 +32,10 @@ pub(crate) mod state;
 
 use std::time::Duration;
 
-pub use engine::{DeliveryEngine, LEASE_TTL, ReplayError, ReplayReport};
+pub use engine::{
+    DeadLetterView, DeliveryEngine, DestinationStatus, EventDelivery, LEASE_TTL, ReplayError,
+    ReplayReport,
+};
 // The admin API's types; the store they come from stays inside the crate.
 pub use state::{DeadLetter, Progress};
 
@@ -60,7 +68,7 @@ pub trait Destination: Send + Sync + 'static {
     /// Takes what only the collector delivering this destination may hold, when it takes the
     /// destination's lease (a file destination's directory lock, in a group). An error gives
     /// the lease back, to be taken again later.
-    fn claim(&self) -> Result<(), String> {
+    fn claim(&self) -> Result<(), kind::DestinationError> {
         Ok(())
     }
 

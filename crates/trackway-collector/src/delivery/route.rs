@@ -4,7 +4,10 @@
 //! wins over `All`; `true` or an options object enables, `false` disables; `All` defaults to
 //! true, so a message without `integrations` goes everywhere.
 
+use serde::Deserialize;
 use serde_json::Value;
+
+use crate::storage::StoredEvent;
 
 /// True if a message with these `integrations` should go to destination `name`.
 pub(crate) fn enabled(integrations: Option<&Value>, name: &str) -> bool {
@@ -21,6 +24,17 @@ pub(crate) fn enabled(integrations: Option<&Value>, name: &str) -> bool {
         Some(value) => switch(value),
         None => map.get("All").is_none_or(switch),
     }
+}
+
+/// The event's `integrations`, read without parsing the rest of its body.
+pub(crate) fn integrations(event: &StoredEvent) -> Option<Value> {
+    #[derive(Deserialize)]
+    struct Only {
+        integrations: Option<Value>,
+    }
+    serde_json::from_str::<Only>(&event.body)
+        .ok()
+        .and_then(|o| o.integrations)
 }
 
 #[cfg(test)]

@@ -80,7 +80,7 @@ pub struct DeadLetter {
 }
 
 fn sql_error(e: rusqlite::Error) -> StoreError {
-    StoreError(e.to_string())
+    StoreError::sqlite(e)
 }
 
 fn now_ms() -> i64 {
@@ -364,7 +364,8 @@ impl DeliveryBook for SqliteBook {
 impl SqliteBook {
     /// Opens (creating) `delivery.sqlite3` in `data_dir`.
     fn open(data_dir: &Path) -> Result<SqliteBook, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError(e.to_string()))?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::io("create the data directory", data_dir, e))?;
         let conn = Connection::open(data_dir.join(DELIVERY_FILE)).map_err(sql_error)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sql_error)?;
@@ -389,7 +390,7 @@ impl SqliteBook {
             work(&mut conn)
         })
         .await
-        .map_err(|e| StoreError(e.to_string()))?
+        .map_err(|e| StoreError::stopped("delivery book", e))?
     }
 
     /// The destination's progress; a new destination starts at `start`.

@@ -5,10 +5,12 @@
 //! [`sqlite::SqliteStore`]; several collectors share a [`postgres::PostgresStore`]; tests plug
 //! failing or in-memory stores in through the same trait.
 
+mod error;
 mod location;
 pub mod postgres;
 pub mod sqlite;
 
+pub use error::StoreError;
 pub use location::{StoreLocation, UnknownStore, mask_password};
 
 use std::future::Future;
@@ -131,11 +133,6 @@ pub fn traffic_minute(received_at: i64) -> i64 {
 pub(crate) fn traffic_horizon(now_ms: i64) -> i64 {
     traffic_minute(now_ms - TRAFFIC_RETENTION.as_millis() as i64)
 }
-
-/// The store failed; the request is answered 503 and the client retries.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("store unavailable: {0}")]
-pub struct StoreError(pub String);
 
 /// A boxed future, to keep [`Store`] object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

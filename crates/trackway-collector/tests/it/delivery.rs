@@ -6,10 +6,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use trackway_collector::Config;
 use trackway_collector::delivery::kind::{
-    DEFAULT_SIGNATURE_TOLERANCE, DestinationConfig, Kind, SignatureError, verify,
+    DEFAULT_SIGNATURE_TOLERANCE, DestinationConfig, DestinationError, Kind, SignatureError, verify,
 };
+use trackway_collector::{Config, ConfigError};
 use trackway_testkit::{FakeApi, Reply};
 
 use crate::support::{TestServer, eventually, send};
@@ -969,6 +969,33 @@ fn webhook_signatures_cover_a_timestamp_so_an_old_request_is_refused() {
     assert_eq!(
         check(b"{}", std::time::SystemTime::now()),
         Err(SignatureError::Mismatch)
+    );
+}
+
+#[test]
+fn a_destination_that_cannot_be_built_is_refused_naming_its_source_and_what_is_wrong() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut config = crate::support::config(temp.path());
+    let source = config.sources[0].name.clone();
+    config.sources[0].destinations = vec![file("Archive", &temp.path().join("out"), 0)];
+    let error = match trackway_collector::Collector::open(&config) {
+        Ok(_) => panic!("the configuration was accepted"),
+        Err(error) => error,
+    };
+    let trackway_collector::CollectorError::Config(ConfigError::Destination {
+        source_name,
+        destination,
+        error: DestinationError::ZeroMaxBytes,
+    }) = &error
+    else {
+        panic!("not a destination error: {error:?}");
+    };
+    assert_eq!((source_name, destination.as_str()), (&source, "Archive"));
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("source {source:?}, destination \"Archive\""))
+            && message.contains("max_bytes must be above zero"),
+        "{message}"
     );
 }
 

@@ -108,25 +108,39 @@ fn many_concurrent_clients_each_event_stored_once() {
     assert_eq!(seqs.len(), 8000);
 }
 
-/// A store whose disk is full.
-struct FullDisk;
+/// A store whose every operation fails with the same error.
+struct Failing(StoreError);
 
-impl Store for FullDisk {
+impl Failing {
+    fn fail<T: Send + 'static>(&self) -> BoxFuture<'_, Result<T, StoreError>> {
+        let error = self.0.clone();
+        Box::pin(async move { Err(error) })
+    }
+}
+
+/// A store whose disk is full.
+fn full_disk() -> Failing {
+    Failing(StoreError::Full {
+        detail: "database or disk is full".into(),
+    })
+}
+
+impl Store for Failing {
     fn append(&self, _: Vec<NewEvent>) -> BoxFuture<'_, Result<Appended, StoreError>> {
-        Box::pin(async { Err(StoreError("database or disk is full".into())) })
+        self.fail()
     }
     fn query(&self, _: Query) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-        Box::pin(async { Ok(Vec::new()) })
+        self.fail()
     }
     fn counts(&self) -> BoxFuture<'_, Result<Vec<Count>, StoreError>> {
-        Box::pin(async { Ok(Vec::new()) })
+        self.fail()
     }
     fn traffic(
         &self,
         _: i64,
         _: Option<&str>,
     ) -> BoxFuture<'_, Result<Vec<TrafficRow>, StoreError>> {
-        Box::pin(async { Ok(Vec::new()) })
+        self.fail()
     }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<StoredEvent>> {
         tokio::sync::broadcast::channel(1).1
@@ -137,23 +151,23 @@ impl Store for FullDisk {
         _: i64,
         _: usize,
     ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-        Box::pin(async { Ok(Vec::new()) })
+        self.fail()
     }
     fn get(&self, _: Vec<i64>) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-        Box::pin(async { Ok(Vec::new()) })
+        self.fail()
     }
     fn prune(&self, _: &str, _: i64, _: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(async { Ok(0) })
+        self.fail()
     }
     fn lag(&self, _: &str, _: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async { Ok(0) })
+        self.fail()
     }
 }
 
 #[test]
 fn a_store_that_cannot_write_answers_503_with_retry_after_never_200() {
     let temp = tempfile::tempdir().unwrap();
-    let server = TestServer::with_store(temp.path(), Arc::new(FullDisk));
+    let server = TestServer::with_store(temp.path(), Arc::new(full_disk()));
     let response = crate::support::agent()
         .post(format!("{}/v1/batch", server.url))
         .header("authorization", basic(WRITE_KEY))
@@ -180,6 +194,92 @@ fn a_store_that_cannot_write_answers_503_with_retry_after_never_200() {
     let body: serde_json::Value =
         serde_json::from_str(&response.into_body().read_to_string().unwrap()).unwrap();
     assert_eq!(body["success"], false);
+}
+
+/// GET `path` on the admin API: the status, `Retry-After`, and the body's `error`.
+fn admin_failure(server: &TestServer, path: &str) -> (u16, Option<String>, String) {
+    let response = crate::support::agent()
+        .get(format!("{}{path}", server.url))
+        .header(
+            "authorization",
+            format!("Bearer {}", crate::support::ADMIN_TOKEN),
+        )
+        .call()
+        .unwrap();
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body: serde_json::Value =
+        serde_json::from_str(&response.into_body().read_to_string().unwrap()).unwrap();
+    let error = body["error"].as_str().unwrap_or_default().to_owned();
+    (status, retry_after, error)
+}
+
+#[test]
+fn admin_reads_answer_503_for_an_outage_and_500_for_corruption() {
+    let temp = tempfile::tempdir().unwrap();
+    let outage = Failing(StoreError::Unavailable {
+        detail: "connection refused".into(),
+    });
+    let server = TestServer::with_store(temp.path(), Arc::new(outage));
+    for path in ["/api/events", "/api/stats", "/api/traffic"] {
+        let (status, retry_after, _) = admin_failure(&server, path);
+        assert_eq!(status, 503, "{path}");
+        let seconds = trackway_collector::RETRY_AFTER_SECONDS.to_string();
+        assert_eq!(retry_after.as_deref(), Some(seconds.as_str()), "{path}");
+    }
+    drop(server);
+
+    let temp = tempfile::tempdir().unwrap();
+    let corrupt = Failing(StoreError::Corrupt {
+        detail: "database disk image is malformed".into(),
+    });
+    let server = TestServer::with_store(temp.path(), Arc::new(corrupt));
+    for path in ["/api/events", "/api/stats", "/api/traffic"] {
+        let (status, retry_after, error) = admin_failure(&server, path);
+        assert_eq!((status, retry_after), (500, None), "{path}");
+        assert!(
+            error.contains("restore the data from a backup"),
+            "{path}: {error}"
+        );
+    }
+    // Ingest still answers 503, so that the client keeps the events for later.
+    let (status, _) = post(
+        &server.url,
+        "/v1/batch",
+        &[("authorization", &basic(WRITE_KEY))],
+        &batch("corrupt", 1),
+    );
+    assert_eq!(status, 503);
+}
+
+#[test]
+fn a_data_directory_whose_database_is_not_sqlite_is_refused_as_corrupt() {
+    let temp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        temp.path()
+            .join(trackway_collector::storage::sqlite::DATABASE_FILE),
+        vec![b'x'; 8192],
+    )
+    .unwrap();
+    let error = match trackway_collector::Collector::open(&crate::support::config(temp.path())) {
+        Ok(_) => panic!("a file that is not a database opened"),
+        Err(error) => error,
+    };
+    assert!(
+        matches!(
+            error,
+            trackway_collector::CollectorError::Store(StoreError::Corrupt { .. })
+        ),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("restore the data from a backup"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -226,7 +326,9 @@ struct FillableDisk {
 impl FillableDisk {
     fn refuse(&self) -> Result<(), StoreError> {
         if self.full.load(Ordering::Relaxed) {
-            return Err(StoreError("database or disk is full".into()));
+            return Err(StoreError::Full {
+                detail: "database or disk is full".into(),
+            });
         }
         Ok(())
     }

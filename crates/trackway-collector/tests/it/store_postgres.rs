@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use trackway_collector::storage::postgres::{PostgresStore, SCHEMA_VERSION, SEQUENCE_LOCK};
-use trackway_collector::storage::{NewEvent, Store};
+use trackway_collector::storage::{NewEvent, Store, StoreError};
 use trackway_testkit::postgres::TestPostgres;
 
 use crate::store_contract::{WINDOW, event, postgres_database, runtime};
@@ -394,4 +394,42 @@ fn a_version_1_database_is_upgraded_and_two_collectors_chart_one_minute_together
         row.get(0)
     });
     assert_eq!(writers, 2);
+}
+
+#[test]
+fn a_database_that_refuses_the_collector_says_what_to_change() {
+    let (server, url) = postgres_database("refusals");
+    // No such database: the URL is wrong, and retrying will not help.
+    let missing = server.url_for(&trackway_testkit::postgres::database_name("missing"));
+    let Err(error) = PostgresStore::open(&missing, WINDOW) else {
+        panic!("a database that does not exist opened");
+    };
+    assert!(
+        matches!(error, StoreError::Misconfigured { .. }) && !error.retry_later(),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("check the --store URL"),
+        "{error}"
+    );
+    // A database that takes no writes (as a standby does): read-only, named as such.
+    let name = url.rsplit('/').next().unwrap().to_owned();
+    server
+        .psql(&format!(
+            "ALTER DATABASE \"{name}\" SET default_transaction_read_only = on"
+        ))
+        .unwrap();
+    let Err(error) = PostgresStore::open(&url, WINDOW) else {
+        panic!("a read-only database opened");
+    };
+    assert!(
+        matches!(error, StoreError::ReadOnly { .. }) && error.retry_later(),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("point the collector at the primary database"),
+        "{error}"
+    );
 }

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use crate::delivery::kind::DestinationError;
 use crate::delivery::{Attempt, Destination};
 use crate::lock::{FileLock, LockError};
 use crate::storage::{BoxFuture, StoredEvent};
@@ -54,9 +55,11 @@ impl JsonLines {
         source: &str,
         max_bytes: u64,
         leased: bool,
-    ) -> Result<JsonLines, String> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    ) -> Result<JsonLines, DestinationError> {
+        std::fs::create_dir_all(dir).map_err(|source| DestinationError::CreateDir {
+            dir: dir.to_owned(),
+            source,
+        })?;
         let prefix = file_prefix(source);
         let lock = if leased {
             None
@@ -77,13 +80,13 @@ impl JsonLines {
 }
 
 /// Locks `.<prefix>.lock` in `dir` (`None` on a file system without locks).
-fn take_lock(dir: &Path, prefix: &str) -> Result<Option<FileLock>, String> {
+fn take_lock(dir: &Path, prefix: &str) -> Result<Option<FileLock>, DestinationError> {
     FileLock::acquire_empty(&dir.join(format!(".{prefix}.lock"))).map_err(|e| match e {
-        LockError::Held { .. } => format!(
-            "{}/{prefix}-*.jsonl are being written by another collector (or, on a file system that ignores case, for a source whose name differs only in case): stop it, or give this destination another dir",
-            dir.display(),
-        ),
-        LockError::Io { .. } => e.to_string(),
+        LockError::Held { .. } => DestinationError::FilesInUse {
+            dir: dir.to_owned(),
+            prefix: prefix.to_owned(),
+        },
+        LockError::Io { path, source } => DestinationError::Lock { path, source },
     })
 }
 
@@ -244,7 +247,7 @@ fn cut_partial_line(file: &mut File, len: u64) -> std::io::Result<u64> {
 }
 
 impl Destination for JsonLines {
-    fn claim(&self) -> Result<(), String> {
+    fn claim(&self) -> Result<(), DestinationError> {
         let mut writer = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if writer.leased && writer.lock.is_none() {
             writer.lock = take_lock(&writer.dir, &writer.prefix)?;

@@ -27,6 +27,7 @@ use trackway::retry::{Decision, decide};
 use trackway::transport::{HttpTransport, Request, Transport};
 use trackway::{BatchBody, DEFAULT_REQUEST_TIMEOUT, Message};
 
+use crate::delivery::kind::DestinationError;
 use crate::delivery::{Attempt, Destination};
 use crate::storage::{BoxFuture, StoredEvent};
 
@@ -45,8 +46,8 @@ pub(crate) struct Forward {
 }
 
 impl Forward {
-    pub(crate) fn new(host: &str, write_key: &str) -> Result<Forward, String> {
-        let url = trackway::batch_url(host).map_err(|e| format!("forward: {e}"))?;
+    pub(crate) fn new(host: &str, write_key: &str) -> Result<Forward, DestinationError> {
+        let url = trackway::batch_url(host).map_err(DestinationError::ForwardHost)?;
         Ok(Forward {
             url,
             write_key: write_key.to_owned(),

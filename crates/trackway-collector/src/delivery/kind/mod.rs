@@ -1,11 +1,13 @@
 //! The destination kinds, each one module behind [`super::Destination`], and their
 //! configuration.
 
+mod error;
 pub(crate) mod file;
 mod forward;
 mod stdout;
 mod webhook;
 
+pub use error::DestinationError;
 pub use webhook::{DEFAULT_SIGNATURE_TOLERANCE, SIGNATURE_HEADER, SignatureError, sign, verify};
 
 use std::collections::BTreeMap;
@@ -150,7 +152,10 @@ impl Kind {
 }
 
 /// Builds the destination for `config`, delivering events of `source`.
-pub fn build(config: &DestinationConfig, source: &str) -> Result<Arc<dyn Destination>, String> {
+pub fn build(
+    config: &DestinationConfig,
+    source: &str,
+) -> Result<Arc<dyn Destination>, DestinationError> {
     build_leased(config, source, false)
 }
 
@@ -161,7 +166,7 @@ pub fn build_leased(
     config: &DestinationConfig,
     source: &str,
     leased: bool,
-) -> Result<Arc<dyn Destination>, String> {
+) -> Result<Arc<dyn Destination>, DestinationError> {
     Ok(match &config.kind {
         Kind::Webhook {
             url,
@@ -178,7 +183,7 @@ pub fn build_leased(
         )?),
         Kind::File { dir, max_bytes } => {
             if *max_bytes == 0 {
-                return Err("a file destination's max_bytes must be above zero".into());
+                return Err(DestinationError::ZeroMaxBytes);
             }
             Arc::new(file::JsonLines::open(dir, source, *max_bytes, leased)?)
         }

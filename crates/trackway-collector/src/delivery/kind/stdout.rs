@@ -23,6 +23,7 @@ use std::sync::{Mutex, PoisonError, mpsc};
 
 use tokio::sync::oneshot;
 
+use crate::delivery::kind::DestinationError;
 use crate::delivery::{Attempt, Destination};
 use crate::storage::{BoxFuture, StoredEvent};
 
@@ -44,7 +45,7 @@ pub(crate) struct Stdout {
 
 impl Stdout {
     /// A stdout destination, starting the writer thread if none runs yet.
-    pub(crate) fn new() -> Result<Stdout, String> {
+    pub(crate) fn new() -> Result<Stdout, DestinationError> {
         let mut slot = WRITER.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(writer) = &*slot {
             return Ok(Stdout {
@@ -55,7 +56,7 @@ impl Stdout {
         std::thread::Builder::new()
             .name("trackway-stdout".into())
             .spawn(move || write_jobs(&jobs))
-            .map_err(|e| format!("cannot start the stdout writer thread: {e}"))?;
+            .map_err(DestinationError::StdoutThread)?;
         *slot = Some(writer.clone());
         Ok(Stdout { writer })
     }

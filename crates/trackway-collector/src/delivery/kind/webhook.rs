@@ -29,6 +29,7 @@ use sha2::Sha256;
 use trackway::retry::{Decision, decide};
 use trackway::transport::{HttpTransport, Request, Transport};
 
+use crate::delivery::kind::DestinationError;
 use crate::delivery::{Attempt, Destination};
 use crate::storage::{BoxFuture, StoredEvent};
 
@@ -74,18 +75,14 @@ impl Webhook {
         secret: Option<&str>,
         batch_size: usize,
         timeout: Duration,
-    ) -> Result<Webhook, String> {
+    ) -> Result<Webhook, DestinationError> {
         if secret.is_some_and(|s| s.trim().is_empty()) {
-            return Err(
-                "a webhook's secret is empty: anyone could sign requests with it; set a long \
-                 random secret, or remove the line to send unsigned requests"
-                    .into(),
-            );
+            return Err(DestinationError::EmptySecret);
         }
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(format!(
-                "webhook url {url:?} must start with http:// or https://"
-            ));
+            return Err(DestinationError::WebhookUrl {
+                url: url.to_owned(),
+            });
         }
         // Header names are leaked once per destination at start-up so the transport's
         // `&'static str` names can carry them.

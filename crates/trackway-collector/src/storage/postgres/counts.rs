@@ -34,7 +34,7 @@ const STALE_PROBE_MS: i64 = 24 * 60 * 60 * 1000;
 pub(super) fn collector_id() -> Result<String, StoreError> {
     let mut bytes = [0u8; ID_BYTES];
     getrandom::fill(&mut bytes)
-        .map_err(|e| StoreError(format!("cannot draw a collector id: {e}")))?;
+        .map_err(|e| StoreError::stopped("start-up", format!("cannot draw a collector id: {e}")))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 

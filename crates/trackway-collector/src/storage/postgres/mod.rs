@@ -156,16 +156,17 @@ impl OwnedRuntime {
 /// A tokio-postgres error as a [`StoreError`], with the database's own message when it gave
 /// one (never the connection URL, which may hold a password).
 pub(crate) fn pg_error(e: tokio_postgres::Error) -> StoreError {
-    match e.as_db_error() {
-        Some(db) => StoreError(format!("postgres: {} ({})", db.message(), db.code().code())),
-        None => StoreError(format!("postgres: {e}")),
-    }
+    StoreError::postgres(&e)
 }
 
-fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+/// A pool error: a connection's own error, or no connection within the wait.
+pub(crate) fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
         deadpool_postgres::PoolError::Backend(e) => pg_error(e),
-        other => StoreError(format!("postgres: {other}")),
+        deadpool_postgres::PoolError::Closed => StoreError::stopped("connection pool", "closed"),
+        other => StoreError::Unavailable {
+            detail: format!("postgres: {other}"),
+        },
     }
 }
 
@@ -176,9 +177,10 @@ impl PostgresStore {
     /// Fails when the database is unreachable, or when its schema was written by a newer
     /// release this one cannot work with (the message says which).
     pub fn open(url: &str, dedup_window: Duration) -> Result<PostgresStore, StoreError> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError(format!("not a postgres url: {e}")))?;
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e| StoreError::Misconfigured {
+                detail: format!("not a postgres url: {e}"),
+            })?;
         config
             .connect_timeout(CONNECT_TIMEOUT)
             .keepalives(true)
@@ -199,10 +201,10 @@ impl PostgresStore {
             .thread_name("trackway-postgres")
             .enable_all()
             .build()
-            .map_err(|e| StoreError(format!("cannot start the store's runtime: {e}")))?;
+            .map_err(|e| StoreError::stopped("runtime", e))?;
         let runtime = OwnedRuntime(Some(runtime));
         let Some(handle) = runtime.handle().cloned() else {
-            return Err(StoreError("the store's runtime is gone".into()));
+            return Err(StoreError::stopped("runtime", "it is gone"));
         };
         let pool = {
             // The pool's timeouts need the runtime entered.
@@ -214,7 +216,9 @@ impl PostgresStore {
                 .create_timeout(Some(CONNECT_TIMEOUT))
                 .recycle_timeout(Some(CONNECT_TIMEOUT))
                 .build()
-                .map_err(|e| StoreError(format!("postgres: {e}")))?
+                .map_err(|e| StoreError::Misconfigured {
+                    detail: format!("postgres: {e}"),
+                })?
         };
         let collector: Arc<str> = Arc::from(counts::collector_id()?);
         let window_ms = dedup_window.as_millis() as i64;
@@ -279,10 +283,9 @@ impl PostgresStore {
         let task = self.runtime.handle().map(|h| h.spawn(work));
         Box::pin(async move {
             let Some(task) = task else {
-                return Err(StoreError("the store is closed".into()));
+                return Err(StoreError::stopped("runtime", "the store is closed"));
             };
-            task.await
-                .map_err(|e| StoreError(format!("store task failed: {e}")))?
+            task.await.map_err(|e| StoreError::stopped("task", e))?
         })
     }
 
@@ -302,7 +305,7 @@ fn block_on<T: Send>(
         scope
             .spawn(|| handle.block_on(work))
             .join()
-            .unwrap_or_else(|_| Err(StoreError("the store's setup panicked".into())))
+            .unwrap_or_else(|_| Err(StoreError::stopped("setup", "it panicked")))
     })
 }
 
@@ -313,10 +316,10 @@ impl Store for PostgresStore {
             self.writes
                 .send(writer::WriteRequest { events, reply })
                 .await
-                .map_err(|_| StoreError("the writer stopped".into()))?;
+                .map_err(|_| StoreError::stopped("writer", "its task ended"))?;
             answer
                 .await
-                .map_err(|_| StoreError("the writer stopped".into()))?
+                .map_err(|_| StoreError::stopped("writer", "its task ended"))?
         })
     }
 

@@ -175,10 +175,7 @@ pub(super) async fn prune_dedup_loop(pool: Pool, window_ms: i64, interval: Durat
 }
 
 async fn prune_dedup(pool: &Pool, window_ms: i64) -> Result<(), StoreError> {
-    let client = pool
-        .get()
-        .await
-        .map_err(|e| StoreError(format!("postgres: {e}")))?;
+    let client = pool.get().await.map_err(super::pool_error)?;
     let horizon = crate::storage::now_ms() - window_ms;
     loop {
         let deleted = client
@@ -210,10 +207,7 @@ pub(super) async fn live_loop(
     loop {
         ticks.tick().await;
         let result = async {
-            let client = pool
-                .get()
-                .await
-                .map_err(|e| StoreError(format!("postgres: {e}")))?;
+            let client = pool.get().await.map_err(super::pool_error)?;
             if live.receiver_count() == 0 {
                 // Nobody listens: only move past what is stored, unless someone subscribed
                 // meanwhile (then the next look hands them what came in since).

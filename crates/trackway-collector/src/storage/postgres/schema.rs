@@ -177,11 +177,13 @@ pub(super) async fn migrate(client: &mut Object) -> Result<(), StoreError> {
 /// Refuses a schema whose migrations need a release that knows a newer version than ours.
 fn check_release(current: i32, oldest_release: i32) -> Result<(), StoreError> {
     if oldest_release > SCHEMA_VERSION {
-        return Err(StoreError(format!(
-            "the database's schema is at version {current} and needs a collector that knows \
-             schema version {oldest_release} or later; this one knows version {SCHEMA_VERSION}: \
-             upgrade this collector"
-        )));
+        return Err(StoreError::Incompatible {
+            detail: format!(
+                "the database's schema is at version {current} and needs a collector that knows \
+                 schema version {oldest_release} or later; this one knows version \
+                 {SCHEMA_VERSION}: upgrade this collector"
+            ),
+        });
     }
     Ok(())
 }
@@ -197,7 +199,11 @@ mod tests {
         assert!(check_release(SCHEMA_VERSION + 1, SCHEMA_VERSION).is_ok());
         let refused = check_release(SCHEMA_VERSION + 2, SCHEMA_VERSION + 1)
             .expect_err("a schema that needs a newer release");
-        assert!(refused.0.contains("upgrade this collector"), "{refused}");
+        assert!(
+            matches!(refused, StoreError::Incompatible { .. })
+                && refused.to_string().contains("upgrade this collector"),
+            "{refused}"
+        );
     }
 
     #[test]

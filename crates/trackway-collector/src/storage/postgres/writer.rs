@@ -68,9 +68,9 @@ impl Writer {
             }
             let outcome = match tokio::time::timeout(COMMIT_TIMEOUT, self.commit(&group)).await {
                 Ok(outcome) => outcome,
-                Err(_) => Err(StoreError(format!(
-                    "postgres: the commit took longer than {COMMIT_TIMEOUT:?}"
-                ))),
+                Err(_) => Err(StoreError::Unavailable {
+                    detail: format!("postgres: the commit took longer than {COMMIT_TIMEOUT:?}"),
+                }),
             };
             match outcome {
                 // Live subscribers hear of the events from the store's poll, as they hear of

@@ -93,9 +93,12 @@ pub(super) const SYNCHRONOUS_FULL: i64 = 2;
 pub(super) fn check_durability(conn: &Connection) -> Result<(), StoreError> {
     let (journal, synchronous) = durability_settings(conn)?;
     if !journal.eq_ignore_ascii_case("wal") || synchronous != SYNCHRONOUS_FULL {
-        return Err(StoreError(format!(
-            "the store needs WAL with synchronous=FULL, and got journal_mode={journal}, synchronous={synchronous}"
-        )));
+        return Err(StoreError::Incompatible {
+            detail: format!(
+                "the store needs WAL with synchronous=FULL, and got journal_mode={journal}, \
+                 synchronous={synchronous}: keep the data directory on a local file system"
+            ),
+        });
     }
     Ok(())
 }
@@ -113,5 +116,5 @@ pub(super) fn durability_settings(conn: &Connection) -> Result<(String, i64), St
 
 /// A SQLite error as the seam's error.
 pub(super) fn sql_error(e: rusqlite::Error) -> StoreError {
-    StoreError(e.to_string())
+    StoreError::sqlite(e)
 }

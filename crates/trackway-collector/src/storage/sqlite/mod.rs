@@ -99,7 +99,7 @@ impl SqliteStore {
         tuning: Tuning,
     ) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError(format!("cannot create {}: {e}", data_dir.display())))?;
+            .map_err(|e| StoreError::io("create the data directory", data_dir, e))?;
         let path = data_dir.join(DATABASE_FILE);
         let mut writer = open_connection(&path)?;
         writer.execute_batch(SCHEMA).map_err(sql_error)?;
@@ -114,7 +114,7 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("trackway-checkpoint".into())
             .spawn(move || checkpoint_loop(&checkpointer, &stop_checkpointing, &restart, tuning))
-            .map_err(|e| StoreError(format!("cannot start the checkpointer: {e}")))?;
+            .map_err(|e| StoreError::stopped("checkpointer", e))?;
         let counts = Arc::new(Mutex::new(load_counts(&mut writer)?));
         // After the counts: their migration sets the version this one then raises.
         migrate_traffic(&mut writer)?;
@@ -132,7 +132,7 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("trackway-store".into())
             .spawn(move || thread.run())
-            .map_err(|e| StoreError(format!("cannot start the writer: {e}")))?;
+            .map_err(|e| StoreError::stopped("writer", e))?;
         Ok(SqliteStore {
             writes,
             _keep_checkpointing: keep_checkpointing,
@@ -150,10 +150,10 @@ impl Store for SqliteStore {
             self.writes
                 .send(Job::Append(WriteRequest { events, reply }))
                 .await
-                .map_err(|_| StoreError("the writer stopped".into()))?;
+                .map_err(|_| StoreError::stopped("writer", "its thread ended"))?;
             answer
                 .await
-                .map_err(|_| StoreError("the writer stopped".into()))?
+                .map_err(|_| StoreError::stopped("writer", "its thread ended"))?
         })
     }
 
@@ -213,10 +213,10 @@ impl Store for SqliteStore {
                 self.writes
                     .send(Job::Prune(request))
                     .await
-                    .map_err(|_| StoreError("the writer stopped".into()))?;
+                    .map_err(|_| StoreError::stopped("writer", "its thread ended"))?;
                 let deleted = answer
                     .await
-                    .map_err(|_| StoreError("the writer stopped".into()))??;
+                    .map_err(|_| StoreError::stopped("writer", "its thread ended"))??;
                 total += deleted;
                 if deleted < PRUNE_CHUNK as usize {
                     return Ok(total);
@@ -231,10 +231,10 @@ impl Store for SqliteStore {
             self.writes
                 .send(Job::Probe(reply))
                 .await
-                .map_err(|_| StoreError("the writer stopped".into()))?;
+                .map_err(|_| StoreError::stopped("writer", "its thread ended"))?;
             answer
                 .await
-                .map_err(|_| StoreError("the writer stopped".into()))?
+                .map_err(|_| StoreError::stopped("writer", "its thread ended"))?
         })
     }
 
@@ -296,7 +296,7 @@ impl SqliteStore {
                 work(&conn)
             })
             .await
-            .map_err(|e| StoreError(e.to_string()))?
+            .map_err(|e| StoreError::stopped("reader", e))?
         })
     }
 }

@@ -91,7 +91,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            match self.commit(&group) {
+            match self.commit(&mut group) {
                 Ok((results, stored, added)) => {
                     // Counted before anyone hears 200, so `/api/stats` read after an
                     // acknowledgement includes the acknowledged events.
@@ -193,7 +193,7 @@ impl Writer {
     /// One transaction for the whole group.
     fn commit(
         &mut self,
-        group: &[WriteRequest],
+        group: &mut [WriteRequest],
     ) -> Result<(Vec<Appended>, Vec<StoredEvent>, Counts), StoreError> {
         // IMMEDIATE: take the write lock up front, so the read of the dedup check can never
         // need an upgrade that SQLite would refuse with SQLITE_BUSY.
@@ -219,9 +219,9 @@ impl Writer {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )
                 .map_err(sql_error)?;
-            for request in group {
+            for request in group.iter_mut() {
                 let mut appended = Appended::default();
-                for event in &request.events {
+                for event in &mut request.events {
                     let horizon = event.received_at - self.dedup_window_ms;
                     let duplicate = seen
                         .query_row(
@@ -260,7 +260,9 @@ impl Writer {
                         kind: event.kind.clone(),
                         received_at: event.received_at,
                         rejected: event.rejected.clone(),
-                        body: event.body.clone(),
+                        // The request is done with its events once they are inserted: the
+                        // live copy takes the body rather than copying it.
+                        body: std::mem::take(&mut event.body),
                     });
                 }
                 results.push(appended);
