@@ -37,7 +37,10 @@ CREATE TABLE IF NOT EXISTS events (
 -- keys dirtied a page per insert; a store from before loses that index when opened.
 CREATE INDEX IF NOT EXISTS events_received ON events (received_at, source, message_id);
 DROP INDEX IF EXISTS events_dedup;
-CREATE INDEX IF NOT EXISTS events_type ON events (type, seq);
+-- No index by type: the admin filter's `(?1 IS NULL OR type = ?1)` never used the one there
+-- was (`events_type (type, seq)`, dropped when a store from before is opened), which cost a
+-- leaf page per type in every commit.
+DROP INDEX IF EXISTS events_type;
 -- What `/api/stats` shows, kept in the transactions that add and delete events, so that
 -- opening the store reads a few rows instead of scanning every event.
 -- One row, rewritten by each readiness probe (`Store::probe`): a real, fsynced write that
