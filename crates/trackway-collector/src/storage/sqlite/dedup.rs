@@ -31,7 +31,8 @@
 //! stale seqs behind until they pass the window; their rows are gone, so they match nothing.
 //!
 //! Opening loads the window's events from `events_received` (a covering index: no event
-//! body is read). Memory: about 60 bytes per event in the window (DESIGN.md).
+//! body is read). Memory: 45-90 bytes per event in the window (a map slot of 17 bytes and a
+//! queue entry of 24, each with its collection's spare capacity; DESIGN.md).
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
