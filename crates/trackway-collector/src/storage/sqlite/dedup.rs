@@ -139,10 +139,14 @@ impl Dedup {
         let mut rows = statement.query(params![dedup.floor]).map_err(sql_error)?;
         while let Some(row) = rows.next().map_err(sql_error)? {
             let received_at: i64 = row.get(0).map_err(sql_error)?;
-            let source: String = row.get(1).map_err(sql_error)?;
-            let message_id: String = row.get(2).map_err(sql_error)?;
             let seq: i64 = row.get(3).map_err(sql_error)?;
-            let key = dedup.keys.key(&source, &message_id);
+            // Borrowed from the row: no allocation per event of the window.
+            let text = |n: usize| {
+                row.get_ref(n)
+                    .and_then(|v| v.as_str().map_err(rusqlite::Error::from))
+                    .map_err(sql_error)
+            };
+            let key = dedup.keys.key(text(1)?, text(2)?);
             dedup.add(key, seq, received_at);
         }
         Ok(dedup)
