@@ -7,7 +7,6 @@ mod events;
 mod procfs;
 mod sink;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -23,7 +22,6 @@ struct Args {
     pool: usize,
     sink_threads: usize,
     segment_first: bool,
-    fixtures: PathBuf,
     /// Diagnostic: send trackway's batches uncompressed.
     trackway_no_gzip: bool,
     /// Diagnostic: trackway's `flush_at` (default: the library's).
@@ -31,7 +29,7 @@ struct Args {
 }
 
 const USAGE: &str = "usage: peers [--events N] [--pool N] [--sink-threads N] [--segment-first] \
-                     [--fixtures DIR] [--trackway-no-gzip] [--trackway-flush-at N]";
+                     [--trackway-no-gzip] [--trackway-flush-at N]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -39,10 +37,6 @@ fn parse_args() -> anyhow::Result<Args> {
         pool: 4096,
         sink_threads: 2,
         segment_first: false,
-        fixtures: PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../crates/trackway-samples/realistic"
-        )),
         trackway_no_gzip: false,
         trackway_flush_at: None,
     };
@@ -62,7 +56,6 @@ fn parse_args() -> anyhow::Result<Args> {
             "--events" => args.events = value("--events")?.replace('_', "").parse()?,
             "--pool" => args.pool = value("--pool")?.parse()?,
             "--sink-threads" => args.sink_threads = value("--sink-threads")?.parse()?,
-            "--fixtures" => args.fixtures = value("--fixtures")?.into(),
             "--segment-first" => args.segment_first = true,
             "--trackway-no-gzip" => args.trackway_no_gzip = true,
             "--trackway-flush-at" => {
@@ -231,7 +224,8 @@ fn run_segment(pool: &[segment::message::Track], n: usize, sink: &Sink) -> anyho
         let client = segment::HttpClient::new(http, sink.url().to_owned());
         let mut batcher =
             segment::AutoBatcher::new(client, segment::Batcher::new(None), WRITE_KEY.to_owned());
-        // segment assigns no messageId; give each event a fresh one, outside the timed call.
+        // segment stamps neither messageId nor timestamp, which trackway stamps in its call;
+        // the loop stamps them here (outside the timed call, inside the end-to-end time).
         let mut rng = fastrand::Rng::with_seed(7);
         let mut calls = Vec::with_capacity(n);
         let mut call_errors = 0;
@@ -241,6 +235,7 @@ fn run_segment(pool: &[segment::message::Track], n: usize, sink: &Sink) -> anyho
             track
                 .extra
                 .insert("messageId".into(), Value::String(events::uuid(&mut rng)));
+            track.timestamp = Some(time::OffsetDateTime::now_utc());
             let t = Instant::now();
             let result = batcher.push(track).await;
             calls.push(elapsed_ns(t));
@@ -277,8 +272,9 @@ fn print_report(args: &Args, tw: &Phase, sg: &Phase) {
         ("CPU s, whole process", |p, _| p.cpu_process, 2),
         ("CPU s, sink threads", |p, _| p.cpu_sink, 2),
         ("CPU s, excl. sink", |p, _| p.cpu_process - p.cpu_sink, 2),
+        ("process CPU us/event", |p, n| p.cpu_process * 1e6 / n, 2),
         (
-            "CPU us/event, excl. sink",
+            "client CPU us/event",
             |p, n| (p.cpu_process - p.cpu_sink) * 1e6 / n,
             2,
         ),
@@ -287,6 +283,11 @@ fn print_report(args: &Args, tw: &Phase, sg: &Phase) {
             "JSON bytes/event (decoded)",
             |p, n| p.sink.json_bytes as f64 / n,
             1,
+        ),
+        (
+            "events lost",
+            |p, n| n - p.sink.messages.min(n as u64) as f64,
+            0,
         ),
         ("requests", |p, _| p.sink.requests as f64, 0),
         (
@@ -324,7 +325,7 @@ fn print_report(args: &Args, tw: &Phase, sg: &Phase) {
     for (name, p) in [("trackway", tw), ("segment", sg)] {
         let s = &p.sink;
         println!(
-            "{name}: sink counted {} of {} events{} in {} requests ({} gzip, {} bad); \
+            "{name}: sink counted {} of {} events{} in {} requests ({} gzip, {} zstd, {} bad); \
              non-track {}; without messageId {}; call errors {}",
             s.messages,
             args.events,
@@ -335,6 +336,7 @@ fn print_report(args: &Args, tw: &Phase, sg: &Phase) {
             },
             s.requests,
             s.gzip_requests,
+            s.zstd_requests,
             s.bad_requests,
             s.non_track,
             s.without_message_id,
@@ -351,11 +353,12 @@ fn print_report(args: &Args, tw: &Phase, sg: &Phase) {
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let built = Instant::now();
-    let pool = events::build_pool(&args.fixtures, args.pool, 42)?;
+    let pool = events::build_pool(args.pool, 42)?;
     let sink = Sink::start(args.sink_threads)?;
     println!(
-        "peers: {} events per library; pool of {} events from {} track templates \
-         (mean {:.0} JSON bytes before messageId/context.library), built in {:.0} ms",
+        "peers: {} events per library; pool of {} track events of the samples' Traffic \
+         ({} track templates; mean {:.0} JSON bytes before messageId, timestamp, \
+         context.library), built in {:.0} ms",
         args.events,
         args.pool,
         pool.templates,

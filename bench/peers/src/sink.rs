@@ -1,5 +1,5 @@
-//! The loopback "null sink": a Tracking API batch endpoint that decodes and counts every
-//! request, then answers `200 {"success":true}`.
+//! The loopback "null sink": a Tracking API batch endpoint that decodes (gzip, zstd or none)
+//! and counts every request, then answers `200 {"success":true}`.
 
 use std::borrow::Cow;
 use std::io::Read;
@@ -25,6 +25,7 @@ pub const THREAD_NAME: &str = "sink-worker";
 struct Counters {
     requests: AtomicU64,
     gzip_requests: AtomicU64,
+    zstd_requests: AtomicU64,
     bad_requests: AtomicU64,
     messages: AtomicU64,
     non_track: AtomicU64,
@@ -40,6 +41,8 @@ pub struct Snapshot {
     pub requests: u64,
     /// Requests with `Content-Encoding: gzip`.
     pub gzip_requests: u64,
+    /// Requests with `Content-Encoding: zstd`.
+    pub zstd_requests: u64,
     /// Requests that could not be decoded (answered 400).
     pub bad_requests: u64,
     /// Messages in the `batch` arrays of decoded requests.
@@ -60,6 +63,7 @@ impl Snapshot {
         Snapshot {
             requests: self.requests - earlier.requests,
             gzip_requests: self.gzip_requests - earlier.gzip_requests,
+            zstd_requests: self.zstd_requests - earlier.zstd_requests,
             bad_requests: self.bad_requests - earlier.bad_requests,
             messages: self.messages - earlier.messages,
             non_track: self.non_track - earlier.non_track,
@@ -122,6 +126,7 @@ impl Sink {
         Snapshot {
             requests: get(&c.requests),
             gzip_requests: get(&c.gzip_requests),
+            zstd_requests: get(&c.zstd_requests),
             bad_requests: get(&c.bad_requests),
             messages: get(&c.messages),
             non_track: get(&c.non_track),
@@ -149,18 +154,27 @@ struct Item<'a> {
 async fn batch(State(c): State<Arc<Counters>>, headers: HeaderMap, body: Bytes) -> Response {
     c.requests.fetch_add(1, Ordering::Relaxed);
     c.body_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
-    let gzip = headers
+    let encoding = headers
         .get(CONTENT_ENCODING)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-    let json: Cow<'_, [u8]> = if gzip {
-        c.gzip_requests.fetch_add(1, Ordering::Relaxed);
-        let mut out = Vec::with_capacity(body.len() * 8);
-        match flate2::read::MultiGzDecoder::new(&body[..]).read_to_end(&mut out) {
-            Ok(_) => Cow::Owned(out),
-            Err(_) => return bad(&c),
+        .map(|v| v.as_bytes().to_ascii_lowercase());
+    let json: Cow<'_, [u8]> = match encoding.as_deref() {
+        Some(b"gzip") => {
+            c.gzip_requests.fetch_add(1, Ordering::Relaxed);
+            let mut out = Vec::with_capacity(body.len() * 8);
+            match flate2::read::MultiGzDecoder::new(&body[..]).read_to_end(&mut out) {
+                Ok(_) => Cow::Owned(out),
+                Err(_) => return bad(&c),
+            }
         }
-    } else {
-        Cow::Borrowed(&body[..])
+        Some(b"zstd") => {
+            c.zstd_requests.fetch_add(1, Ordering::Relaxed);
+            match zstd::stream::decode_all(&body[..]) {
+                Ok(out) => Cow::Owned(out),
+                Err(_) => return bad(&c),
+            }
+        }
+        None | Some(b"identity") => Cow::Borrowed(&body[..]),
+        Some(_) => return bad(&c),
     };
     c.json_bytes.fetch_add(json.len() as u64, Ordering::Relaxed);
     let Ok(envelope) = serde_json::from_slice::<Envelope<'_>>(&json) else {
@@ -189,4 +203,60 @@ async fn batch(State(c): State<Arc<Counters>>, headers: HeaderMap, body: Bytes) 
 fn bad(c: &Counters) -> Response {
     c.bad_requests.fetch_add(1, Ordering::Release);
     (StatusCode::BAD_REQUEST, r#"{"success":false}"#).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Posts `body` with `encoding` to a fresh sink; the sink's counts after it.
+    fn post(encoding: &str, body: Vec<u8>) -> Snapshot {
+        let sink = Sink::start(1).expect("sink");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let status = runtime.block_on(async {
+            reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("client")
+                .post(format!("{}/v1/batch", sink.url()))
+                .header("content-encoding", encoding)
+                .body(body)
+                .send()
+                .await
+                .expect("request")
+                .status()
+        });
+        assert!(status.is_success() || status.as_u16() == 400);
+        sink.snapshot()
+    }
+
+    const BATCH: &str =
+        r#"{"batch":[{"type":"track","messageId":"a"},{"type":"identify"}],"sentAt":"x"}"#;
+
+    #[test]
+    fn the_sink_decodes_zstd_and_counts_it() {
+        let body = zstd::stream::encode_all(BATCH.as_bytes(), 3).expect("zstd");
+        let sent = body.len() as u64;
+        let counted = post("zstd", body);
+        assert_eq!(
+            (counted.zstd_requests, counted.messages, counted.non_track),
+            (1, 2, 1)
+        );
+        assert_eq!(counted.without_message_id, 1);
+        assert_eq!(
+            (counted.body_bytes, counted.json_bytes),
+            (sent, BATCH.len() as u64)
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_not_the_encoding_it_names_is_counted_bad() {
+        let counted = post("zstd", BATCH.as_bytes().to_vec());
+        assert_eq!((counted.bad_requests, counted.messages), (1, 0));
+        let counted = post("br", BATCH.as_bytes().to_vec());
+        assert_eq!((counted.bad_requests, counted.messages), (1, 0));
+    }
 }

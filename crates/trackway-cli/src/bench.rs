@@ -319,16 +319,12 @@ fn latency_histogram() -> Result<Histogram<u64>, String> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| e.to_string())
 }
 
-/// A pool of realistic messages without messageIds (the client assigns fresh ones).
+/// A pool of realistic messages without messageIds or timestamps (the client stamps them):
+/// the start of the samples' [`samples::Traffic`], returning users in sessions.
 fn message_pool() -> Vec<Message> {
-    let templates: Vec<&str> = samples::templates().collect();
-    let mut rng = fastrand::Rng::with_seed(42);
-    (0..POOL)
-        .filter_map(|n| samples::fill(templates[n % templates.len()], &mut rng).ok())
-        .filter_map(|mut value| {
-            value.as_object_mut()?.remove("messageId");
-            Message::from_json(value).ok()
-        })
+    samples::Traffic::new(42)
+        .take(POOL)
+        .filter_map(|value| Message::from_json(value).ok())
         .collect()
 }
 

@@ -10,7 +10,9 @@
 //! once, phase 2 included, so nothing is deduplicated). `--store postgres` starts a PostgreSQL
 //! of its own (Debian's package, as the tests do) and also reports the database's CPU and WAL
 //! bytes per event; `--collectors N` runs N collectors on that database, the connections
-//! spread over them.
+//! spread over them. On SQLite it reports the bytes the store's writer thread wrote (the WAL:
+//! it writes nothing else but the rare log restart's copy) and the checkpointer's (the copy
+//! into the database file) per event, from the threads' own I/O counters in `/proc`.
 
 mod support;
 
@@ -118,11 +120,17 @@ fn main() {
         server.map_or(0.0, |s| s.cpu_seconds()),
         wal_bytes(),
     );
+    let sqlite_before = SqliteWrites::now();
     let (elapsed, mut latencies) = run(&urls, bodies, requests, None);
+    let sqlite = SqliteWrites::now().since(&sqlite_before);
     let (cpu, db, wal) = (
         process_cpu() - cpu_before,
         server.map_or(0.0, |s| s.cpu_seconds()) - db_before,
-        wal_bytes() - wal_before,
+        if server.is_some() {
+            wal_bytes() - wal_before
+        } else {
+            sqlite.wal as f64
+        },
     );
     let rate = events as f64 / elapsed.as_secs_f64();
     report(
@@ -148,8 +156,14 @@ fn main() {
         ),
     );
 
+    if let Target::Sqlite = target {
+        report("sqlite", &sqlite.per_event(events));
+    }
+
     let half = rate / 2.0;
+    let sqlite_before = SqliteWrites::now();
     let (elapsed, mut latencies) = run(&urls, later, requests / 2, Some(half / BATCH as f64));
+    let sqlite = SqliteWrites::now().since(&sqlite_before);
     report(
         "half load",
         &format!(
@@ -160,6 +174,7 @@ fn main() {
         ),
     );
     if let Target::Sqlite = target {
+        report("sqlite", &sqlite.per_event(requests / 2 * BATCH));
         let wal = temp.path().join("collector-0").join(format!(
             "{}-wal",
             trackway_collector::storage::sqlite::DATABASE_FILE
@@ -171,6 +186,67 @@ fn main() {
                 std::fs::metadata(wal).map_or(0, |m| m.len()) >> 20
             ),
         );
+    }
+}
+
+/// Bytes written by the SQLite store's threads, from their I/O counters (`wchar` in
+/// `/proc/self/task/TID/io`: bytes passed to write calls, so the page cache does not hide them).
+#[derive(Default)]
+struct SqliteWrites {
+    /// The writer threads' (`trackway-store`): WAL frames, page and frame header.
+    wal: u64,
+    /// The checkpointer threads' (`trackway-checkpoint`, 15 characters in `comm`).
+    checkpoint: u64,
+    /// Per thread id, to take differences thread by thread.
+    threads: std::collections::HashMap<String, (u64, u64)>,
+}
+
+impl SqliteWrites {
+    fn now() -> SqliteWrites {
+        let mut writes = SqliteWrites::default();
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return writes;
+        };
+        for task in tasks.flatten() {
+            let path = task.path();
+            let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            let io = std::fs::read_to_string(path.join("io")).unwrap_or_default();
+            let wchar = io
+                .lines()
+                .find_map(|l| l.strip_prefix("wchar:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            let entry = match name.trim() {
+                "trackway-store" => (wchar, 0),
+                "trackway-checkp" => (0, wchar),
+                _ => continue,
+            };
+            writes.wal += entry.0;
+            writes.checkpoint += entry.1;
+            writes
+                .threads
+                .insert(task.file_name().to_string_lossy().into_owned(), entry);
+        }
+        writes
+    }
+
+    /// What the threads alive now wrote since `before` (a thread started since counts whole).
+    fn since(&self, before: &SqliteWrites) -> SqliteWrites {
+        let mut delta = SqliteWrites::default();
+        for (tid, (wal, checkpoint)) in &self.threads {
+            let (wal_0, checkpoint_0) = before.threads.get(tid).copied().unwrap_or((0, 0));
+            delta.wal += wal - wal_0;
+            delta.checkpoint += checkpoint - checkpoint_0;
+        }
+        delta
+    }
+
+    fn per_event(&self, events: usize) -> String {
+        format!(
+            "{:.0} WAL bytes per event written by the store's writer, {:.0} by its checkpointer",
+            self.wal as f64 / events as f64,
+            self.checkpoint as f64 / events as f64
+        )
     }
 }
 

@@ -40,16 +40,21 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
 /// has a body of its own, since a body sent twice would be deduplicated.
 pub(crate) const MAX_REQUESTS: usize = 3000;
 
-/// Gzipped request bodies of `BATCH` freshly filled sample events, with their raw size.
+/// Gzipped request bodies of `BATCH` events of the samples' [`samples::Traffic`] (returning
+/// users in sessions), each stamped as a client library stamps it (a random UUID messageId,
+/// the time), with their raw size.
 pub(crate) fn bodies(count: usize) -> Vec<(Vec<u8>, usize)> {
-    let templates: Vec<&str> = samples::templates().collect();
+    let mut traffic = samples::Traffic::new(1);
     let mut rng = fastrand::Rng::with_seed(1);
     (0..count)
-        .map(|n| {
+        .map(|_| {
             let batch: Vec<serde_json::Value> = (0..BATCH)
-                .map(|i| {
-                    samples::fill(templates[(n * BATCH + i) % templates.len()], &mut rng)
-                        .expect("sample")
+                .map(|_| {
+                    let mut message = traffic.next_message();
+                    message["messageId"] = uuid(&mut rng).into();
+                    message["timestamp"] =
+                        trackway_protocol::format_timestamp(std::time::SystemTime::now()).into();
+                    message
                 })
                 .collect();
             let raw = serde_json::json!({"batch": batch, "sentAt": "2026-11-26T12:00:00.000Z"})
@@ -59,6 +64,20 @@ pub(crate) fn bodies(count: usize) -> Vec<(Vec<u8>, usize)> {
             (gz.finish().expect("gzip"), raw.len())
         })
         .collect()
+}
+
+/// A random (version 4) UUID, hyphenated, as client libraries make messageIds.
+fn uuid(rng: &mut fastrand::Rng) -> String {
+    let hex = format!("{:032x}", rng.u128(..));
+    format!(
+        "{}-{}-4{}-{:x}{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[13..16],
+        8 + rng.u8(..4),
+        &hex[17..20],
+        &hex[20..]
+    )
 }
 
 /// Sends exactly `requests` requests over `CONNECTIONS` connections (the first ones take one

@@ -31,8 +31,16 @@ CREATE TABLE IF NOT EXISTS events (
     rejected     TEXT,
     body         TEXT    NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_dedup ON events (source, message_id, received_at);
-CREATE INDEX IF NOT EXISTS events_type ON events (type, seq);
+-- In arrival order, so inserts append to it: opening loads the dedup window from it without
+-- reading an event body, and a duplicate check the memory cannot answer reads a range of it
+-- (`dedup.rs`). It replaced `events_dedup (source, message_id, received_at)`, whose random
+-- keys dirtied a page per insert; a store from before loses that index when opened.
+CREATE INDEX IF NOT EXISTS events_received ON events (received_at, source, message_id);
+DROP INDEX IF EXISTS events_dedup;
+-- No index by type: the admin filter's `(?1 IS NULL OR type = ?1)` never used the one there
+-- was (`events_type (type, seq)`, dropped when a store from before is opened), which cost a
+-- leaf page per type in every commit.
+DROP INDEX IF EXISTS events_type;
 -- What `/api/stats` shows, kept in the transactions that add and delete events, so that
 -- opening the store reads a few rows instead of scanning every event.
 -- One row, rewritten by each readiness probe (`Store::probe`): a real, fsynced write that

@@ -10,24 +10,27 @@
 //! it (up to [`MAX_GROUP_EVENTS`]), and commits them in one transaction: one fsync for many
 //! requests, so throughput grows with concurrency instead of collapsing to one fsync each.
 //!
-//! Indexes: only two. Every secondary index keyed by a random value (a user id, an event name)
-//! dirties a random page per insert, and the WAL then writes each dirty page per commit: with
-//! user, anonymous-id and label indexes ingest fell from 55k to 21k events/s (BENCHMARKS.md).
-//! So filters other than `type` scan newest-first and stop at `limit` matches, which is fast
-//! for the debugger's "recent events of this user" and slow only for rare values in a huge
-//! store.
+//! Indexes: one, `events_received`, in arrival order. Every secondary index keyed by a random
+//! value (a user id, an event name, a messageId) dirties a random page per insert, and the WAL
+//! then writes each dirty page per commit: with user, anonymous-id and label indexes ingest
+//! fell from 55k to 21k events/s (BENCHMARKS.md). So the admin filters scan newest-first and
+//! stop at `limit` matches, which is fast for the debugger's "recent events of this user" and
+//! slow only for rare values in a huge store.
 //!
 //! Checkpoints run on their own thread in PASSIVE mode, never inside a commit.
 //!
 //! Deduplication: an event is skipped when the same source stored the same messageId within
 //! the dedup window (24 hours, as Segment). The writer is the only writer, so the check and
-//! the insert cannot race.
+//! the insert cannot race. The window's events are held in the writer's memory under a
+//! 64-bit key (`dedup.rs`), so that the table is only appended to: about the event's own
+//! bytes of WAL per event, where an index keyed by messageId wrote a 4 KiB page each.
 //!
 //! ```text
 //!  sqlite/
 //!    mod.rs         the store: opening, the seam's methods
 //!    connection.rs  schema and per-connection settings, checked
 //!    writer.rs      the writer thread: group commit, dedupe, pruning, probes
+//!    dedup.rs       the dedup window in memory, and its check
 //!    checkpoint.rs  the checkpointer thread
 //!    counts.rs      the stats' counts, in the table and in memory
 //!    traffic.rs     the traffic chart's counts per minute
@@ -37,6 +40,7 @@
 mod checkpoint;
 mod connection;
 mod counts;
+mod dedup;
 mod reads;
 mod traffic;
 mod writer;
@@ -58,6 +62,7 @@ use connection::{SCHEMA, open_connection, sql_error};
 pub use counts::OTHER_TYPE;
 pub(crate) use counts::count_key;
 use counts::{Counts, load_counts};
+use dedup::{Dedup, Keys};
 use reads::{run_query, select_events};
 use traffic::{migrate_traffic, read_traffic};
 use writer::{Job, PRUNE_CHUNK, PruneRequest, WriteRequest, Writer};
@@ -90,13 +95,14 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the store in `data_dir` and starts its writer thread.
     pub fn open(data_dir: &Path, dedup_window: Duration) -> Result<SqliteStore, StoreError> {
-        SqliteStore::open_tuned(data_dir, dedup_window, TUNING)
+        SqliteStore::open_tuned(data_dir, dedup_window, TUNING, Keys::seeded())
     }
 
     fn open_tuned(
         data_dir: &Path,
         dedup_window: Duration,
         tuning: Tuning,
+        keys: Keys,
     ) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| StoreError::io("create the data directory", data_dir, e))?;
@@ -118,6 +124,8 @@ impl SqliteStore {
         let counts = Arc::new(Mutex::new(load_counts(&mut writer)?));
         // After the counts: their migration sets the version this one then raises.
         migrate_traffic(&mut writer)?;
+        let dedup_window_ms = i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX);
+        let dedup = Dedup::load(&writer, dedup_window_ms, keys)?;
         let reader = open_connection(&path)?;
         let (live, _) = broadcast::channel(LIVE_BUFFER);
         let (writes, requests) = tokio::sync::mpsc::channel(WRITE_QUEUE);
@@ -126,7 +134,7 @@ impl SqliteStore {
             requests,
             counts: Arc::clone(&counts),
             live: live.clone(),
-            dedup_window_ms: dedup_window.as_millis() as i64,
+            dedup,
             restart_wanted,
         };
         std::thread::Builder::new()
@@ -548,6 +556,198 @@ mod tests {
         assert_eq!(append(at("late", start + 2 * DAY_MS - 1)), duplicate);
     }
 
+    /// The ids of `source`'s accepted events, in order.
+    fn accepted(
+        runtime: &tokio::runtime::Runtime,
+        store: &SqliteStore,
+        source: &str,
+    ) -> Vec<String> {
+        runtime
+            .block_on(store.read_after(source, 0, 10_000))
+            .expect("read")
+            .into_iter()
+            .map(|e| {
+                let body: serde_json::Value = serde_json::from_str(&e.body).expect("json");
+                body["messageId"].as_str().unwrap_or_default().to_owned()
+            })
+            .collect()
+    }
+
+    /// An accepted event of `source` with messageId `id`, received at `at`.
+    fn copy(source: &str, id: &str, at: i64) -> NewEvent {
+        NewEvent {
+            source: Arc::from(source),
+            message_id: id.to_owned(),
+            kind: "track".into(),
+            user_id: Some("u".into()),
+            anonymous_id: None,
+            label: Some("Clicked".into()),
+            received_at: at,
+            rejected: None,
+            body: format!(r#"{{"type":"track","messageId":"{id}"}}"#),
+        }
+    }
+
+    #[test]
+    fn events_whose_keys_collide_are_told_apart_by_their_message_ids() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Every event gets the same 64-bit key.
+        let store =
+            SqliteStore::open_tuned(dir.path(), WINDOW, TUNING, Keys::Colliding).expect("store");
+        let runtime = runtime();
+        let append = |events| runtime.block_on(store.append(events)).expect("append");
+        let at = 1_800_000_000_000;
+        let ids: Vec<String> = (0..40).map(|n| format!("id-{n}")).collect();
+        // Distinct ids in one request, and their copies inside it.
+        let first: Vec<NewEvent> = ids[..20]
+            .iter()
+            .chain(&ids[..5])
+            .map(|id| copy("web", id, at))
+            .collect();
+        assert_eq!(
+            append(first),
+            Appended {
+                stored: 20,
+                duplicates: 5
+            }
+        );
+        // Then across requests: new ids stored, old ones refused, another source's kept.
+        let second: Vec<NewEvent> = ids[15..]
+            .iter()
+            .map(|id| copy("web", id, at + 1))
+            .chain([copy("jobs", &ids[0], at + 1)])
+            .collect();
+        assert_eq!(
+            append(second),
+            Appended {
+                stored: 21,
+                duplicates: 5
+            }
+        );
+        assert_eq!(accepted(&runtime, &store, "web"), ids);
+        assert_eq!(accepted(&runtime, &store, "jobs"), [ids[0].clone()]);
+        // A rejected copy never makes the fixed event a duplicate, colliding or not.
+        let rejected = NewEvent {
+            rejected: Some("a reason".into()),
+            ..copy("web", "fixable", at + 2)
+        };
+        assert_eq!(append(vec![rejected]).stored, 1);
+        assert_eq!(append(vec![copy("web", "fixable", at + 3)]).stored, 1);
+        assert_eq!(append(vec![copy("web", "fixable", at + 4)]).duplicates, 1);
+    }
+
+    #[test]
+    fn a_copy_older_than_the_memory_holds_is_checked_in_the_database() {
+        const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path(), WINDOW).expect("store");
+        let runtime = runtime();
+        let append = |events| runtime.block_on(store.append(events)).expect("append");
+        let start = 1_800_000_000_000;
+        assert_eq!(append(vec![copy("web", "early", start)]).stored, 1);
+        // Three days on: `early` is out of the memory.
+        assert_eq!(
+            append(vec![copy("web", "later", start + 3 * DAY_MS)]).stored,
+            1
+        );
+        // A copy stamped back then (a clock stepped back) is still found, in the database.
+        assert_eq!(append(vec![copy("web", "early", start + 1)]).duplicates, 1);
+        assert_eq!(append(vec![copy("web", "other", start + 1)]).stored, 1);
+    }
+
+    /// The schema before the dedup window moved into memory, as release 2 created it.
+    const SCHEMA_WITH_THE_DEDUP_INDEX: &str = "
+        CREATE TABLE events (
+            seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+            source       TEXT    NOT NULL,
+            message_id   TEXT    NOT NULL,
+            type         TEXT    NOT NULL,
+            user_id      TEXT,
+            anonymous_id TEXT,
+            label        TEXT,
+            received_at  INTEGER NOT NULL,
+            rejected     TEXT,
+            body         TEXT    NOT NULL
+        );
+        CREATE INDEX events_dedup ON events (source, message_id, received_at);
+        CREATE INDEX events_type ON events (type, seq);
+        CREATE TABLE probe (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL);
+        CREATE TABLE counts (
+            source TEXT NOT NULL, type TEXT NOT NULL, rejected INTEGER NOT NULL, n INTEGER NOT NULL,
+            PRIMARY KEY (source, type, rejected)
+        ) WITHOUT ROWID;
+        CREATE TABLE traffic (
+            minute INTEGER NOT NULL, source TEXT NOT NULL, type TEXT NOT NULL,
+            rejected INTEGER NOT NULL, n INTEGER NOT NULL,
+            PRIMARY KEY (minute, source, type, rejected)
+        ) WITHOUT ROWID;
+        PRAGMA user_version = 2;
+    ";
+
+    #[test]
+    fn a_store_with_the_dedup_index_is_migrated_and_still_deduplicates() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let now = crate::storage::now_ms();
+        {
+            let conn = Connection::open(dir.path().join(DATABASE_FILE)).expect("database");
+            conn.execute_batch(SCHEMA_WITH_THE_DEDUP_INDEX)
+                .expect("old schema");
+            for n in 0..30 {
+                let e = copy(["web", "jobs"][n % 2], &format!("old-{n}"), now - 3_600_000);
+                conn.execute(
+                    "INSERT INTO events (source, message_id, type, received_at, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![&*e.source, e.message_id, e.kind, e.received_at, e.body],
+                )
+                .expect("insert");
+            }
+        }
+        let store = SqliteStore::open(dir.path(), WINDOW).expect("opened");
+        let runtime = runtime();
+        let old = |source: usize| -> Vec<String> {
+            (0..30)
+                .filter(|n| n % 2 == source)
+                .map(|n| format!("old-{n}"))
+                .collect()
+        };
+        assert_eq!(accepted(&runtime, &store, "web"), old(0), "events kept");
+        let indexes: Vec<String> = {
+            let reader = store.reader.lock().expect("reader");
+            let mut statement = reader
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' ORDER BY name")
+                .expect("indexes");
+            statement
+                .query_map([], |row| row.get(0))
+                .expect("indexes")
+                .collect::<Result<_, _>>()
+                .expect("indexes")
+        };
+        assert_eq!(indexes, ["events_received"]);
+        // The ids the store held before are still duplicates; new ones are stored.
+        let resent: Vec<NewEvent> = (0..30)
+            .map(|n| copy(["web", "jobs"][n % 2], &format!("old-{n}"), now))
+            .chain([copy("web", "new", now)])
+            .collect();
+        let appended = runtime.block_on(store.append(resent)).expect("append");
+        assert_eq!(
+            appended,
+            Appended {
+                stored: 1,
+                duplicates: 30
+            }
+        );
+        drop(store);
+        // And after another open, from the migrated store.
+        let store = SqliteStore::open(dir.path(), WINDOW).expect("reopened");
+        let appended = runtime
+            .block_on(store.append(vec![
+                copy("jobs", "old-1", now + 1),
+                copy("web", "new", now + 1),
+            ]))
+            .expect("append");
+        assert_eq!(appended.duplicates, 2);
+    }
+
     #[test]
     fn a_probe_commits_a_write_that_stores_no_event() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -569,7 +769,9 @@ mod tests {
     /// to a store tuned as given. A WAL file never shrinks: this is its peak.
     fn wal_after_steady_writes(tuning: Tuning) -> u64 {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Arc::new(SqliteStore::open_tuned(dir.path(), WINDOW, tuning).expect("store"));
+        let store = Arc::new(
+            SqliteStore::open_tuned(dir.path(), WINDOW, tuning, Keys::seeded()).expect("store"),
+        );
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

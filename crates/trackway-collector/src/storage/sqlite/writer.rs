@@ -5,13 +5,14 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{broadcast, oneshot};
 
 use super::MAX_GROUP_EVENTS;
 use super::checkpoint::RESTART_WAIT;
 use super::connection::{BUSY_TIMEOUT, sql_error};
 use super::counts::{Counts, change_counts, count_events, count_key};
+use super::dedup::Dedup;
 use super::traffic::{Traffic, add_traffic, prune_traffic, tally};
 use crate::storage::{Appended, NewEvent, StoreError, StoredEvent};
 
@@ -44,7 +45,8 @@ pub(super) struct Writer {
     pub(super) requests: tokio::sync::mpsc::Receiver<Job>,
     pub(super) counts: Arc<Mutex<Counts>>,
     pub(super) live: broadcast::Sender<Arc<StoredEvent>>,
-    pub(super) dedup_window_ms: i64,
+    /// The window's events, for the duplicate check (the writer's alone: `dedup.rs`).
+    pub(super) dedup: Dedup,
     /// Set by the checkpointer when the log has grown past [`WAL_RESTART_PAGES`].
     pub(super) restart_wanted: Arc<AtomicBool>,
 }
@@ -190,8 +192,23 @@ impl Writer {
         Ok(deleted)
     }
 
-    /// One transaction for the whole group.
+    /// One transaction for the whole group; what the dedup memory learnt from a group that
+    /// failed is taken back.
     fn commit(
+        &mut self,
+        group: &mut [WriteRequest],
+    ) -> Result<(Vec<Appended>, Vec<StoredEvent>, Counts), StoreError> {
+        let mark = self.dedup.mark();
+        let committed = self.try_commit(group);
+        if committed.is_ok() {
+            self.dedup.expire();
+        } else {
+            self.dedup.truncate(mark);
+        }
+        committed
+    }
+
+    fn try_commit(
         &mut self,
         group: &mut [WriteRequest],
     ) -> Result<(Vec<Appended>, Vec<StoredEvent>, Counts), StoreError> {
@@ -204,14 +221,6 @@ impl Writer {
         let mut results = Vec::with_capacity(group.len());
         let mut stored = Vec::new();
         {
-            let mut seen = transaction
-                .prepare_cached(
-                    // A rejected copy does not make a valid event a duplicate (the sender may
-                    // have fixed it); a rejected one is a duplicate of any copy.
-                    "SELECT 1 FROM events WHERE source = ?1 AND message_id = ?2 AND received_at > ?3
-                       AND (rejected IS NULL OR ?4) LIMIT 1",
-                )
-                .map_err(sql_error)?;
             let mut insert = transaction
                 .prepare_cached(
                     "INSERT INTO events (source, message_id, type, user_id, anonymous_id, label,
@@ -222,21 +231,8 @@ impl Writer {
             for request in group.iter_mut() {
                 let mut appended = Appended::default();
                 for event in &mut request.events {
-                    let horizon = event.received_at - self.dedup_window_ms;
-                    let duplicate = seen
-                        .query_row(
-                            params![
-                                &*event.source,
-                                event.message_id,
-                                horizon,
-                                event.rejected.is_some()
-                            ],
-                            |_| Ok(()),
-                        )
-                        .optional()
-                        .map_err(sql_error)?
-                        .is_some();
-                    if duplicate {
+                    let key = self.dedup.key_of(event);
+                    if self.dedup.is_duplicate(&transaction, key, event)? {
                         appended.duplicates += 1;
                         continue;
                     }
@@ -254,8 +250,10 @@ impl Writer {
                         ])
                         .map_err(sql_error)?;
                     appended.stored += 1;
+                    let seq = transaction.last_insert_rowid();
+                    self.dedup.add(key, seq, event.received_at);
                     stored.push(StoredEvent {
-                        seq: transaction.last_insert_rowid(),
+                        seq,
                         source: Arc::clone(&event.source),
                         kind: event.kind.clone(),
                         received_at: event.received_at,
