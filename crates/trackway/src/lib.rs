@@ -94,6 +94,7 @@ mod batch;
 mod body;
 mod budget;
 mod client;
+mod compression;
 mod config;
 mod deadline;
 mod doorbell;
@@ -110,6 +111,7 @@ mod worker;
 pub use body::{BatchBody, PushError};
 pub use budget::Overflow;
 pub use client::{Analytics, BuildError, EnqueueError};
+pub use compression::Compression;
 pub use config::{
     Builder, ConfigError, DEFAULT_DROP_TIMEOUT, DEFAULT_FLUSH_AT, DEFAULT_FLUSH_INTERVAL,
     DEFAULT_GZIP_LEVEL, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_QUEUE_BYTES, DEFAULT_REQUEST_TIMEOUT,

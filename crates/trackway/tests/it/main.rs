@@ -8,6 +8,7 @@
 
 mod answers;
 mod batching;
+mod compression;
 mod deferred;
 mod faults;
 mod lifecycle;
