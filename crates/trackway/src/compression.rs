@@ -177,7 +177,7 @@ fn lists_zstd(accepted: &str) -> bool {
 #[cfg(feature = "zstd")]
 mod frame {
     /// zstd level of request bodies: level 1, zstd's fastest standard level, already writes
-    /// fewer bytes than gzip's level 6 at a third of gzip level 1's CPU on realistic events
+    /// fewer bytes than gzip's level 6 at 0.6x gzip level 1's CPU on realistic events
     /// (BENCHMARKS.md); higher levels cost more CPU than the bytes they save are worth here.
     const ZSTD_LEVEL: i32 = 1;
 

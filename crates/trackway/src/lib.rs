@@ -47,7 +47,8 @@
 //!
 //! - A worker thread batches messages by count, bytes and age ([`Builder::flush_at`],
 //!   [`Builder::max_batch_bytes`], [`Builder::flush_interval`]); an encoder thread writes and
-//!   gzips the next batches while a sender thread posts one at a time to `<host>/v1/batch`,
+//!   compresses the next batches (gzip, or zstd once the server lists it: [`Compression`])
+//!   while a sender thread posts one at a time to `<host>/v1/batch`,
 //!   retrying transient failures with jittered backoff and obeying `Retry-After`. Messages
 //!   arrive in the order they were accepted.
 //! - Every accepted message ends delivered, rejected by the server, or dropped with a
