@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use serde_json::Value;
+use serde::Serialize;
 use trackway_protocol::{
     Alias, EncodeOptions, Group, Identify, MAX_MESSAGE_BYTES, Message, Page, Screen, Track,
     ValidationError, check, footprint,
@@ -189,7 +189,11 @@ impl Analytics {
     }
 
     /// Records who a user is: `identify(user_id, traits)`.
-    pub fn identify(&self, user_id: impl Into<String>, traits: Value) -> Result<(), EnqueueError> {
+    pub fn identify(
+        &self,
+        user_id: impl Into<String>,
+        traits: impl Serialize + 'static,
+    ) -> Result<(), EnqueueError> {
         self.enqueue(Identify::new().user_id(user_id).traits(traits))
     }
 
@@ -198,7 +202,7 @@ impl Analytics {
         &self,
         user_id: impl Into<String>,
         event: impl Into<String>,
-        properties: Value,
+        properties: impl Serialize + 'static,
     ) -> Result<(), EnqueueError> {
         self.enqueue(Track::new(event).user_id(user_id).properties(properties))
     }
@@ -208,7 +212,7 @@ impl Analytics {
         &self,
         user_id: impl Into<String>,
         name: impl Into<String>,
-        properties: Value,
+        properties: impl Serialize + 'static,
     ) -> Result<(), EnqueueError> {
         self.enqueue(
             Page::new()
@@ -223,7 +227,7 @@ impl Analytics {
         &self,
         user_id: impl Into<String>,
         name: impl Into<String>,
-        properties: Value,
+        properties: impl Serialize + 'static,
     ) -> Result<(), EnqueueError> {
         self.enqueue(
             Screen::new()
@@ -238,7 +242,7 @@ impl Analytics {
         &self,
         user_id: impl Into<String>,
         group_id: impl Into<String>,
-        traits: Value,
+        traits: impl Serialize + 'static,
     ) -> Result<(), EnqueueError> {
         self.enqueue(Group::new(group_id).user_id(user_id).traits(traits))
     }

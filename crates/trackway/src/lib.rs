@@ -64,6 +64,35 @@
 //!   `shutdown_async(...).await`, since the drop blocks its thread for up to that long.
 //! - An idle client runs no timers and uses no CPU.
 //!
+//! # Typed properties
+//!
+//! `properties` and `traits` take a [`serde_json::Value`] or any owned [`serde::Serialize`]
+//! value: your own structs, maps, enums. A typed value is written to JSON once, by serde,
+//! straight from your type (no `Value` tree is built, which is most of what a `json!` call
+//! costs), and is checked as a `Value` is: it must serialize to a JSON object (an
+//! [`EnqueueError::Invalid`] otherwise), and the message must fit in 32 KB.
+//!
+//! ```no_run
+//! # use trackway::Analytics;
+//! #[derive(serde::Serialize)]
+//! struct OrderCompleted {
+//!     order_id: String,
+//!     revenue: f64,
+//!     currency: &'static str,
+//! }
+//!
+//! # let analytics = Analytics::new("write-key")?;
+//! let order = OrderCompleted { order_id: "o-1".into(), revenue: 42.5, currency: "EUR" };
+//! analytics.track("user-id", "Order Completed", order)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Values must be `'static` (owned, or borrowing only `'static` data such as literals): the
+//! client tells a `Value` apart from other types at run time, to keep a `Value` as it is. With
+//! [`Builder::defer_encoding`] a typed value is still written to JSON at the call (only the
+//! rest of the message is deferred), so its size is known exactly and a message over 32 KB is
+//! refused at the call, as without deferral.
+//!
 //! # Logging
 //!
 //! The client logs through `tracing`: retries as warnings, rejections and drops as errors,
@@ -122,5 +151,6 @@ pub use outcome::{DropCounts, DropReason, FlushReport, Observer, Outcome};
 pub use retry::RetryPolicy;
 pub use stats::Stats;
 pub use trackway_protocol::{
-    Alias, Common, Custom, Group, Identify, Kind, Message, Page, Screen, Track, ValidationError,
+    Alias, Common, Custom, Group, Identify, Kind, Message, Object, Page, Screen, Track,
+    ValidationError,
 };

@@ -17,4 +17,5 @@ mod logging;
 mod reports;
 mod retries;
 mod support;
+mod typed;
 mod wire;
