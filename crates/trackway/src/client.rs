@@ -18,6 +18,7 @@ use crate::budget::{Budget, LARGEST_ENCODED_COST, PER_MESSAGE_OVERHEAD};
 use crate::config::{Builder, ConfigError, Validated};
 use crate::doorbell::Doorbell;
 use crate::encoder::Encoder;
+use crate::event::{Event, User};
 use crate::ledger::Ledger;
 use crate::outcome::{DropReason, FlushReport};
 use crate::sender::{BatchSender, SenderChannels};
@@ -195,6 +196,32 @@ impl Analytics {
         traits: impl Serialize + 'static,
     ) -> Result<(), EnqueueError> {
         self.enqueue(Identify::new().user_id(user_id).traits(traits))
+    }
+
+    /// Records a typed event of your tracking plan: its name is the type's, its properties
+    /// its fields. `user` is a user id (a string, as in [`Analytics::track`]) or
+    /// [`User::anonymous`]. See [`Event`].
+    ///
+    /// ```no_run
+    /// # let analytics = trackway::Analytics::new("write-key")?;
+    /// #[derive(serde::Serialize)]
+    /// struct SignedUp {
+    ///     plan: &'static str,
+    /// }
+    /// impl trackway::Event for SignedUp {
+    ///     const NAME: &'static str = "Signed Up";
+    /// }
+    ///
+    /// analytics.track_event("user-1", SignedUp { plan: "trial" })?;
+    /// analytics.track_event(trackway::User::anonymous("anon-7"), SignedUp { plan: "trial" })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn track_event<E: Event>(
+        &self,
+        user: impl Into<User>,
+        event: E,
+    ) -> Result<(), EnqueueError> {
+        self.enqueue(user.into().on(event.into_track()))
     }
 
     /// Records what a user did: `track(user_id, event, properties)`.

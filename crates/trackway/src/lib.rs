@@ -93,6 +93,53 @@
 //! rest of the message is deferred), so its size is known exactly and a message over 32 KB is
 //! refused at the call, as without deferral.
 //!
+//! # Typed events: a tracking plan the compiler checks
+//!
+//! With the `derive` feature, an event is a type: `#[derive(Serialize, trackway::Event)]` and
+//! `#[event(name = "...")]` give it its name, and its fields are its properties, so a misspelt
+//! event or property name no longer compiles. A team keeps its whole tracking plan in one
+//! module, reviewed like any other code, and sends with [`Analytics::track_event`] (a user id,
+//! or [`User::anonymous`]):
+//!
+//! ```
+//! # #[cfg(feature = "derive")]
+//! pub mod tracking_plan {
+//!     use serde::Serialize;
+//!
+//!     #[derive(Serialize, trackway::Event)]
+//!     #[event(name = "Signed Up")]
+//!     pub struct SignedUp {
+//!         pub plan: Plan,
+//!     }
+//!
+//!     #[derive(Serialize)]
+//!     #[serde(rename_all = "lowercase")]
+//!     pub enum Plan {
+//!         Trial,
+//!         Team,
+//!     }
+//!
+//!     #[derive(Serialize, trackway::Event)]
+//!     #[event(name = "Order Completed")]
+//!     pub struct OrderCompleted {
+//!         pub order_id: String,
+//!         pub revenue: f64,
+//!     }
+//! }
+//!
+//! # #[cfg(feature = "derive")]
+//! # fn send(analytics: &trackway::Analytics) -> Result<(), trackway::EnqueueError> {
+//! use tracking_plan::{OrderCompleted, Plan, SignedUp};
+//!
+//! analytics.track_event(trackway::User::anonymous("anon-7"), SignedUp { plan: Plan::Trial })?;
+//! analytics.track_event("user-42", OrderCompleted { order_id: "o-1".into(), revenue: 42.5 })?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Without the feature (no proc-macros built), implement [`Event`] by hand: one constant.
+//! `examples/tracking_plan.rs` is this as a program.
+//!
 //! # Logging
 //!
 //! The client logs through `tracing`: retries as warnings, rejections and drops as errors,
@@ -129,6 +176,7 @@ mod config;
 mod deadline;
 mod doorbell;
 mod encoder;
+mod event;
 mod ledger;
 mod outcome;
 pub mod retry;
@@ -147,9 +195,12 @@ pub use config::{
     DEFAULT_GZIP_LEVEL, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_QUEUE_BYTES, DEFAULT_REQUEST_TIMEOUT,
     DUBLIN_HOST, OREGON_HOST, Region, batch_url, mask_write_key,
 };
+pub use event::{Event, User};
 pub use outcome::{DropCounts, DropReason, FlushReport, Observer, Outcome};
 pub use retry::RetryPolicy;
 pub use stats::Stats;
+#[cfg(feature = "derive")]
+pub use trackway_derive::Event;
 pub use trackway_protocol::{
     Alias, Common, Custom, Group, Identify, Kind, Message, Object, Page, Screen, Track,
     ValidationError,
