@@ -3,7 +3,7 @@
 //! wire paid.
 //!
 //! The built-in `null` target is an HTTP sink in this process that decodes every request
-//! (gunzip, JSON) and counts: it shares the machine's cores with the client, as a local
+//! (gunzip or zstd, JSON) and counts: it shares the machine's cores with the client, as a local
 //! collector would.
 
 use std::io::Read;
@@ -41,8 +41,12 @@ pub(crate) struct BenchArgs {
     /// Write key for a real target.
     #[arg(long = "write-key", default_value = "bench-write-key")]
     write_key: String,
-    /// Send uncompressed bodies.
-    #[arg(long)]
+    /// How request bodies are compressed. `auto` moves to zstd after the null sink's first
+    /// answer, which lists zstd as our collector's do.
+    #[arg(long, value_enum, default_value_t = CompressionFlag::Gzip)]
+    compression: CompressionFlag,
+    /// Send uncompressed bodies (`--compression none`).
+    #[arg(long, conflicts_with = "compression")]
     no_gzip: bool,
     /// Messages per batch (default: the library's).
     #[arg(long, value_name = "N")]
@@ -65,6 +69,41 @@ pub(crate) struct BenchArgs {
     serve_null: Option<std::net::SocketAddr>,
 }
 
+/// `--compression`, of `trackway bench` and `trackway send`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum CompressionFlag {
+    /// gzip, then zstd once the server lists it in `Accept-Encoding`.
+    Auto,
+    /// Always gzip.
+    Gzip,
+    /// Always zstd.
+    Zstd,
+    /// No compression.
+    None,
+}
+
+impl CompressionFlag {
+    /// The library's setting.
+    pub(crate) fn setting(self) -> trackway::Compression {
+        match self {
+            CompressionFlag::Auto => trackway::Compression::Auto,
+            CompressionFlag::Gzip => trackway::Compression::Gzip,
+            CompressionFlag::Zstd => trackway::Compression::Zstd,
+            CompressionFlag::None => trackway::Compression::None,
+        }
+    }
+
+    /// The flag's own spelling, for reports.
+    fn name(self) -> &'static str {
+        match self {
+            CompressionFlag::Auto => "auto",
+            CompressionFlag::Gzip => "gzip",
+            CompressionFlag::Zstd => "zstd",
+            CompressionFlag::None => "none",
+        }
+    }
+}
+
 /// What the null sink counted.
 #[derive(Default)]
 struct Sink {
@@ -78,24 +117,37 @@ struct Batch {
     batch: Vec<serde::de::IgnoredAny>,
 }
 
-async fn sink(State(sink): State<Arc<Sink>>, headers: HeaderMap, body: Bytes) -> axum::Json<Value> {
+/// Decodes and counts one request; answers as our collector does, listing the encodings it
+/// takes (so that `--compression auto` moves to zstd here as it would there).
+async fn sink(
+    State(sink): State<Arc<Sink>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ([(&'static str, &'static str); 1], axum::Json<Value>) {
     sink.wire_bytes
         .fetch_add(body.len() as u64, Ordering::Relaxed);
     sink.requests.fetch_add(1, Ordering::Relaxed);
-    let gzipped = headers.get("content-encoding").is_some_and(|v| v == "gzip");
+    let encoding = headers
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok());
     let mut raw = Vec::new();
-    let decoded = if gzipped {
-        flate2::read::GzDecoder::new(&body[..])
+    let decoded = match encoding {
+        Some("gzip") => flate2::read::GzDecoder::new(&body[..])
             .read_to_end(&mut raw)
-            .map(|_| &raw[..])
-    } else {
-        Ok(&body[..])
+            .map(|_| &raw[..]),
+        Some("zstd") => zstd::stream::read::Decoder::new(&body[..])
+            .and_then(|mut decoder| decoder.read_to_end(&mut raw))
+            .map(|_| &raw[..]),
+        _ => Ok(&body[..]),
     };
     if let Ok(Ok(batch)) = decoded.map(serde_json::from_slice::<Batch>) {
         sink.events
             .fetch_add(batch.batch.len() as u64, Ordering::Relaxed);
     }
-    axum::Json(json!({"success": true}))
+    (
+        [("accept-encoding", "zstd, gzip")],
+        axum::Json(json!({"success": true})),
+    )
 }
 
 pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
@@ -139,6 +191,11 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
         args.target.clone()
     };
 
+    let compression = if args.no_gzip {
+        CompressionFlag::None
+    } else {
+        args.compression
+    };
     let pool = message_pool();
     let mut builder = Analytics::builder(&args.write_key);
     if let Some(bytes) = args.max_queue_bytes {
@@ -149,7 +206,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
     }
     let analytics = builder
         .host(&host)
-        .gzip(!args.no_gzip)
+        .compression(compression.setting())
         .gzip_level(args.gzip_level)
         .defer_encoding(args.defer_encoding)
         .no_proxy()
@@ -243,7 +300,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
         "events": sent,
         "producers": args.producers,
         "target": args.target,
-        "gzip": !args.no_gzip,
+        "compression": compression.name(),
         "gzip_level": args.gzip_level,
         "defer_encoding": args.defer_encoding,
         "allocator": crate::ALLOCATOR_NAME,
@@ -273,11 +330,11 @@ fn print(args: &BenchArgs, result: &Value) {
     } else {
         let f = |k: &str| result[k].as_f64().unwrap_or(0.0);
         format!(
-            "{} events, {} producers, target {}, gzip {} (level {}), defer encoding {}\n  process:    {} allocator, {} serde_json maps\n  caller:     p50 {:.0} ns, p99 {:.0} ns per call\n  end to end: {:.0} events/s\n  cpu:        {:.2} s process: client {:.2} s ({:.2} µs per event), sink {:.2} s, harness (building, timing and dropping messages) {:.2} s\n  memory:     {:.1} MiB peak RSS\n  wire:       {:.1} bytes per event",
+            "{} events, {} producers, target {}, compression {} (gzip level {}), defer encoding {}\n  process:    {} allocator, {} serde_json maps\n  caller:     p50 {:.0} ns, p99 {:.0} ns per call\n  end to end: {:.0} events/s\n  cpu:        {:.2} s process: client {:.2} s ({:.2} µs per event), sink {:.2} s, harness (building, timing and dropping messages) {:.2} s\n  memory:     {:.1} MiB peak RSS\n  wire:       {:.1} bytes per event",
             result["events"],
             result["producers"],
             args.target,
-            result["gzip"],
+            result["compression"].as_str().unwrap_or_default(),
             result["gzip_level"],
             result["defer_encoding"],
             result["allocator"].as_str().unwrap_or_default(),

@@ -15,6 +15,7 @@ use trackway::{
 };
 
 use crate::Failure;
+use crate::bench::CompressionFlag;
 
 /// Default `--timeout`: enough for a few retries against a slow server.
 const DEFAULT_TIMEOUT: &str = "10s";
@@ -89,6 +90,10 @@ pub(crate) struct SendArgs {
     /// How long to try before giving up, such as 10s or 500ms.
     #[arg(long, default_value = DEFAULT_TIMEOUT, value_parser = parse_duration)]
     timeout: Duration,
+    /// How the request body is compressed (`auto`: gzip, as the host's answers have not
+    /// been seen yet; zstd only where asked).
+    #[arg(long, value_enum, default_value_t = CompressionFlag::Auto)]
+    compression: CompressionFlag,
 }
 
 pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
@@ -101,6 +106,7 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
         .flush_at(1)
         .request_timeout(args.timeout)
         .max_retry_duration(args.timeout)
+        .compression(args.compression.setting())
         .build()
         .map_err(|e| Failure::Usage(e.to_string()))?;
     let started = Instant::now();

@@ -31,6 +31,10 @@ pub(crate) enum ApiError {
         /// Wire name of the field at fault, if one is.
         field: Option<&'static str>,
     },
+    /// The body's `Content-Encoding` is not one the collector takes: 415, so that a client
+    /// can send it again in another (RFC 7694); the ingest answers list the ones it takes.
+    #[error("{0}")]
+    UnsupportedEncoding(String),
     /// The admin token is missing or wrong: 401.
     #[error("a valid admin token is required (Authorization: Bearer <token>)")]
     AdminUnauthorized,
@@ -90,6 +94,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Timeout(_) | ApiError::TooSlow(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
             ApiError::Unavailable | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -17,8 +17,10 @@
 //!    held until the answer, waiting at most [`INGEST_SLOT_WAIT`] (503 with `Retry-After` past
 //!    that). Only a request whose body is all in takes one, so slow or stalled uploads, keyed
 //!    or not, never keep a slot from anyone;
-//! 4. gunzip if `Content-Encoding: gzip`, capped at the same size (a gzip bomb is a 400 after
-//!    at most that much output);
+//! 4. decompress a `Content-Encoding: gzip` or `zstd` body, capped at the same size (a gzip
+//!    or zstd bomb is a 400 after at most that much output); any other encoding is a 415.
+//!    Every answer carries `Accept-Encoding: zstd, gzip` (RFC 7694), which is how the client
+//!    library learns that it may send zstd here;
 //! 5. parse the envelope only: a batch's messages, `context` and `integrations` stay raw JSON
 //!    (checked for syntax, nothing built), and of a single message only its `writeKey` is
 //!    read (400 if the body is not JSON);
@@ -44,7 +46,8 @@ use axum::Extension;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use http_body_util::BodyExt;
 use serde::Deserialize;
@@ -143,8 +146,8 @@ pub(crate) async fn batch(
     peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
-    batch_from(state, peer, headers, body).await
+) -> Response {
+    with_accepted_encodings(batch_from(state, peer, headers, body).await)
 }
 
 /// `POST /v1/import`: a batch, as [`batch`], except that no `context.ip` is added. This is
@@ -156,8 +159,8 @@ pub(crate) async fn import(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
-    batch_from(state, None, headers, body).await
+) -> Response {
+    with_accepted_encodings(batch_from(state, None, headers, body).await)
 }
 
 /// A batch from `peer` (none: no `context.ip` is added).
@@ -268,6 +271,17 @@ fn kind_of_alias(path: &str) -> Option<&'static str> {
 pub(crate) async fn single(
     State(state): State<Arc<AppState>>,
     Path(kind): Path<String>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    with_accepted_encodings(single_message(state, kind, peer, headers, body).await)
+}
+
+/// One message whose type `kind` (a path segment) names.
+async fn single_message(
+    state: Arc<AppState>,
+    kind: String,
     peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     body: Body,
@@ -477,6 +491,26 @@ async fn admit(state: &AppState) -> Result<SemaphorePermit<'_>, ApiError> {
         .map_err(|_| ApiError::Busy)
 }
 
+/// The request encodings the collector takes, as its answers list them (RFC 7694): zstd
+/// first, the one it prefers.
+pub(crate) const ACCEPTED_ENCODINGS: &str = "zstd, gzip";
+
+/// Largest zstd window a body may use: 8 MiB (2^23), the limit RFC 9659 sets for zstd over
+/// HTTP. A frame asking for more is refused before its window is allocated, so a small body
+/// cannot make the collector reserve zstd's own maximum (2 GiB).
+const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+
+/// `answer` with `Accept-Encoding: zstd, gzip`, error or not: any answer tells a client
+/// which encodings it may send (RFC 7694).
+fn with_accepted_encodings(answer: Result<Json<Value>, ApiError>) -> Response {
+    let mut response = answer.into_response();
+    response.headers_mut().insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static(ACCEPTED_ENCODINGS),
+    );
+    response
+}
+
 /// Step 4 of the module doc.
 fn decode_body(
     headers: &HeaderMap,
@@ -490,9 +524,10 @@ fn decode_body(
     let bytes = match encoding.as_deref() {
         None | Some("" | "identity") => received.bytes,
         Some("gzip") => gunzip_capped(&received.bytes)?,
+        Some("zstd") => unzstd_capped(&received.bytes)?,
         Some(other) => {
-            return Err(ApiError::bad(format!(
-                "unsupported content-encoding {other:?}; use gzip"
+            return Err(ApiError::UnsupportedEncoding(format!(
+                "unsupported content-encoding {other:?}; use zstd or gzip"
             )));
         }
     };
@@ -501,18 +536,38 @@ fn decode_body(
 
 /// Decompresses at most [`MAX_REQUEST_BYTES`]; more is an error, whatever the ratio.
 fn gunzip_capped(compressed: &[u8]) -> Result<Vec<u8>, ApiError> {
-    let mut out = Vec::with_capacity(compressed.len() * 4);
+    read_capped(flate2::read::GzDecoder::new(compressed), compressed.len())
+        .map_err(|e| ApiError::bad(format!("body is not valid gzip: {e}")))?
+        .ok_or_else(decompressed_too_long)
+}
+
+/// Decompresses at most [`MAX_REQUEST_BYTES`], exactly as [`gunzip_capped`], with a window
+/// of at most 2^[`ZSTD_WINDOW_LOG_MAX`] bytes.
+fn unzstd_capped(compressed: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let not_zstd = |e: std::io::Error| ApiError::bad(format!("body is not valid zstd: {e}"));
+    let mut decoder = zstd::stream::read::Decoder::new(compressed).map_err(not_zstd)?;
+    decoder
+        .window_log_max(ZSTD_WINDOW_LOG_MAX)
+        .map_err(not_zstd)?;
+    read_capped(decoder, compressed.len())
+        .map_err(not_zstd)?
+        .ok_or_else(decompressed_too_long)
+}
+
+/// All of `decoder`'s output if it is at most [`MAX_REQUEST_BYTES`], `None` if longer; never
+/// reads more than one byte past the limit.
+fn read_capped(decoder: impl Read, compressed: usize) -> std::io::Result<Option<Vec<u8>>> {
+    let mut out = Vec::with_capacity(compressed.saturating_mul(4).min(MAX_REQUEST_BYTES + 1));
     let limit = MAX_REQUEST_BYTES as u64 + 1;
-    flate2::read::GzDecoder::new(compressed)
-        .take(limit)
-        .read_to_end(&mut out)
-        .map_err(|e| ApiError::bad(format!("body is not valid gzip: {e}")))?;
-    if out.len() > MAX_REQUEST_BYTES {
-        return Err(ApiError::bad(format!(
-            "decompressed body is over {MAX_REQUEST_BYTES} bytes"
-        )));
-    }
-    Ok(out)
+    decoder.take(limit).read_to_end(&mut out)?;
+    Ok((out.len() <= MAX_REQUEST_BYTES).then_some(out))
+}
+
+/// The 400 for a body that decompresses to more than [`MAX_REQUEST_BYTES`].
+fn decompressed_too_long() -> ApiError {
+    ApiError::bad(format!(
+        "decompressed body is over {MAX_REQUEST_BYTES} bytes"
+    ))
 }
 
 /// The write key of an `Authorization: Basic base64(key:)` header.

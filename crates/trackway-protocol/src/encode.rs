@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 
 use crate::json::{ObjectWriter, write_map, write_str, write_value};
 use crate::message::{Common, Message};
+use crate::object::{Form, Object};
 use crate::time::write_timestamp;
 
 /// What the encoder adds to every message it writes.
@@ -275,8 +276,8 @@ pub fn encode_message_with_id(
 trait Fields {
     /// A string field, skipped when `None`.
     fn text(&mut self, name: &str, value: Option<&String>);
-    /// A JSON field, skipped when null.
-    fn value(&mut self, name: &str, value: &Value);
+    /// An object field, skipped when absent.
+    fn object(&mut self, name: &str, value: &Object);
     /// A custom message's own fields, written as members of the message.
     fn members(&mut self, fields: &Map<String, Value>);
 }
@@ -289,24 +290,24 @@ fn visit_fields(message: &Message, fields: &mut impl Fields) {
     fields.text("userId", common.user_id.as_ref());
     fields.text("anonymousId", common.anonymous_id.as_ref());
     match message {
-        Message::Identify(m) => fields.value("traits", &m.traits),
+        Message::Identify(m) => fields.object("traits", &m.traits),
         Message::Track(m) => {
             fields.text("event", Some(&m.event));
-            fields.value("properties", &m.properties);
+            fields.object("properties", &m.properties);
         }
         Message::Page(m) => {
             fields.text("name", m.name.as_ref());
             fields.text("category", m.category.as_ref());
-            fields.value("properties", &m.properties);
+            fields.object("properties", &m.properties);
         }
         Message::Screen(m) => {
             fields.text("name", m.name.as_ref());
             fields.text("category", m.category.as_ref());
-            fields.value("properties", &m.properties);
+            fields.object("properties", &m.properties);
         }
         Message::Group(m) => {
             fields.text("groupId", Some(&m.group_id));
-            fields.value("traits", &m.traits);
+            fields.object("traits", &m.traits);
         }
         Message::Alias(m) => fields.text("previousId", Some(&m.previous_id)),
         Message::Custom(m) => fields.members(&m.fields),
@@ -321,10 +322,17 @@ impl Fields for ObjectWriter<'_> {
         }
     }
 
-    fn value(&mut self, name: &str, value: &Value) {
-        if !value.is_null() {
-            self.key(name);
-            write_value(self.out, value);
+    fn object(&mut self, name: &str, value: &Object) {
+        match value.form() {
+            Form::Absent => {}
+            Form::Value(value) => {
+                self.key(name);
+                write_value(self.out, value);
+            }
+            Form::Text(text) => {
+                self.key(name);
+                self.out.extend_from_slice(text.as_bytes());
+            }
         }
     }
 
@@ -343,10 +351,19 @@ impl Fields for Tally {
         }
     }
 
-    fn value(&mut self, name: &str, value: &Value) {
-        if !value.is_null() {
-            self.member(name);
-            Tally::value(self, value);
+    fn object(&mut self, name: &str, value: &Object) {
+        match value.form() {
+            Form::Absent => {}
+            Form::Value(value) => {
+                self.member(name);
+                Tally::value(self, value);
+            }
+            // Exact: the text is what is written.
+            Form::Text(text) => {
+                self.member(name);
+                self.fixed(text.len());
+                self.heap += heap_of(text.len());
+            }
         }
     }
 

@@ -27,6 +27,7 @@ pub mod encode;
 mod json;
 pub mod limits;
 pub mod message;
+pub mod object;
 pub mod time;
 pub mod validate;
 
@@ -36,6 +37,7 @@ pub use encode::{
 };
 pub use limits::{MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, MESSAGE_ID_CHAR_LIMIT};
 pub use message::{Alias, Common, Custom, Group, Identify, Kind, Message, Page, Screen, Track};
+pub use object::Object;
 pub use time::{format_timestamp, write_timestamp};
 pub use validate::{Checked, ValidationError, check, validate, validate_json};
 

@@ -7,7 +7,10 @@
 
 use std::time::SystemTime;
 
+use serde::Serialize;
 use serde_json::{Map, Value};
+
+use crate::object::Object;
 
 use crate::json::json_type_name;
 
@@ -172,8 +175,8 @@ macro_rules! common_options {
 pub struct Identify {
     /// Common fields.
     pub common: Common,
-    /// `traits`: a JSON object, or `Null` for none.
-    pub traits: Value,
+    /// `traits`: a JSON object, or none.
+    pub traits: Object,
 }
 
 impl Identify {
@@ -182,9 +185,11 @@ impl Identify {
         Identify::default()
     }
 
-    /// Sets `traits`, which must be a JSON object.
-    pub fn traits(mut self, traits: Value) -> Self {
-        self.traits = traits;
+    /// Sets `traits`, which must serialize to a JSON object: a [`Value`] (kept as it is) or
+    /// any owned `Serialize` value (written to JSON text now, no `Value` built; see
+    /// [`Object::new`]).
+    pub fn traits<T: Serialize + 'static>(mut self, traits: T) -> Self {
+        self.traits = Object::new(traits);
         self
     }
 }
@@ -196,8 +201,8 @@ pub struct Track {
     pub common: Common,
     /// `event`: the action's name, such as `"Order Completed"`.
     pub event: String,
-    /// `properties`: a JSON object, or `Null` for none.
-    pub properties: Value,
+    /// `properties`: a JSON object, or none.
+    pub properties: Object,
 }
 
 impl Track {
@@ -209,9 +214,11 @@ impl Track {
         }
     }
 
-    /// Sets `properties`, which must be a JSON object.
-    pub fn properties(mut self, properties: Value) -> Self {
-        self.properties = properties;
+    /// Sets `properties`, which must serialize to a JSON object: a [`Value`] (kept as it is) or
+    /// any owned `Serialize` value (written to JSON text now, no `Value` built; see
+    /// [`Object::new`]).
+    pub fn properties<T: Serialize + 'static>(mut self, properties: T) -> Self {
+        self.properties = Object::new(properties);
         self
     }
 }
@@ -225,8 +232,8 @@ pub struct Page {
     pub name: Option<String>,
     /// `category` of the page.
     pub category: Option<String>,
-    /// `properties`: a JSON object, or `Null` for none.
-    pub properties: Value,
+    /// `properties`: a JSON object, or none.
+    pub properties: Object,
 }
 
 /// `screen`: a mobile screen view.
@@ -238,8 +245,8 @@ pub struct Screen {
     pub name: Option<String>,
     /// `category` of the screen.
     pub category: Option<String>,
-    /// `properties`: a JSON object, or `Null` for none.
-    pub properties: Value,
+    /// `properties`: a JSON object, or none.
+    pub properties: Object,
 }
 
 /// Generates the shared builder of the two view types.
@@ -263,9 +270,11 @@ macro_rules! view_options {
                 self
             }
 
-            /// Sets `properties`, which must be a JSON object.
-            pub fn properties(mut self, properties: Value) -> Self {
-                self.properties = properties;
+            /// Sets `properties`, which must serialize to a JSON object: a [`Value`] (kept as
+            /// it is) or any owned `Serialize` value (written to JSON text now, no `Value`
+            /// built; see [`Object::new`]).
+            pub fn properties<T: Serialize + 'static>(mut self, properties: T) -> Self {
+                self.properties = Object::new(properties);
                 self
             }
         }
@@ -281,8 +290,8 @@ pub struct Group {
     pub common: Common,
     /// `groupId`: the group's id.
     pub group_id: String,
-    /// `traits` of the group: a JSON object, or `Null` for none.
-    pub traits: Value,
+    /// `traits` of the group: a JSON object, or none.
+    pub traits: Object,
 }
 
 impl Group {
@@ -294,9 +303,11 @@ impl Group {
         }
     }
 
-    /// Sets `traits`, which must be a JSON object.
-    pub fn traits(mut self, traits: Value) -> Self {
-        self.traits = traits;
+    /// Sets `traits`, which must serialize to a JSON object: a [`Value`] (kept as it is) or
+    /// any owned `Serialize` value (written to JSON text now, no `Value` built; see
+    /// [`Object::new`]).
+    pub fn traits<T: Serialize + 'static>(mut self, traits: T) -> Self {
+        self.traits = Object::new(traits);
         self
     }
 }

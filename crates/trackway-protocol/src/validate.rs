@@ -35,6 +35,15 @@ pub enum ValidationError {
         /// The JSON type found instead.
         found: &'static str,
     },
+    /// A typed `properties` or `traits` value could not be serialized to JSON (a map with
+    /// keys that are not strings, or a `Serialize` impl that failed).
+    #[error("`{field}` could not be serialized to JSON: {reason}")]
+    Unserializable {
+        /// The wire name of the field.
+        field: &'static str,
+        /// serde_json's error.
+        reason: String,
+    },
     /// A field that must be a string is something else.
     #[error("`{field}` must be a string, not {found}")]
     NotAString {
@@ -84,25 +93,25 @@ pub fn check(message: &Message) -> Result<Checked, ValidationError> {
     match message {
         Message::Identify(m) => {
             require_identity(&kind, common)?;
-            optional_object("traits", &m.traits)
+            m.traits.validate("traits")
         }
         Message::Track(m) => {
             require_identity(&kind, common)?;
             require_text(&kind, "event", Some(&m.event))?;
-            optional_object("properties", &m.properties)
+            m.properties.validate("properties")
         }
         Message::Page(m) => {
             require_identity(&kind, common)?;
-            optional_object("properties", &m.properties)
+            m.properties.validate("properties")
         }
         Message::Screen(m) => {
             require_identity(&kind, common)?;
-            optional_object("properties", &m.properties)
+            m.properties.validate("properties")
         }
         Message::Group(m) => {
             require_identity(&kind, common)?;
             require_text(&kind, "groupId", Some(&m.group_id))?;
-            optional_object("traits", &m.traits)
+            m.traits.validate("traits")
         }
         Message::Alias(m) => {
             require_text(&kind, "userId", common.user_id.as_deref())?;

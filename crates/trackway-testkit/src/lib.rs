@@ -58,9 +58,10 @@ pub struct Received {
     pub path: String,
     /// Headers, names in lower case, in order.
     pub headers: Vec<(String, String)>,
-    /// The body as sent (possibly gzipped).
+    /// The body as sent (possibly compressed).
     pub raw_body: Vec<u8>,
-    /// The body decompressed (if gzipped) and parsed as JSON, when that worked.
+    /// The body decompressed (if gzipped or zstd-compressed) and parsed as JSON, when that
+    /// worked.
     pub json: Option<Value>,
     /// What the fake answered.
     pub reply: Reply,
@@ -100,6 +101,7 @@ struct State {
     script: Mutex<VecDeque<Reply>>,
     rule: Mutex<Option<Rule>>,
     log: Mutex<Vec<Received>>,
+    accept_encoding: Mutex<Option<String>>,
     arrived: Condvar,
     stopping: AtomicBool,
 }
@@ -185,6 +187,12 @@ impl FakeApi {
     /// `None`).
     pub fn set_rule(&self, rule: impl Fn(&Received) -> Option<Reply> + Send + Sync + 'static) {
         *lock(&self.state.rule) = Some(Box::new(rule));
+    }
+
+    /// Answers from now on with this `Accept-Encoding` header (RFC 7694: the request
+    /// encodings the server takes), or without one.
+    pub fn set_accept_encoding(&self, value: Option<&str>) {
+        *lock(&self.state.accept_encoding) = value.map(str::to_owned);
     }
 
     /// Every request so far, in arrival order.
@@ -292,6 +300,9 @@ fn serve_connection(stream: TcpStream, state: &State) {
                 if let Some(value) = retry_after {
                     response.push_str(&format!("retry-after: {value}\r\n"));
                 }
+                if let Some(value) = lock(&state.accept_encoding).as_deref() {
+                    response.push_str(&format!("accept-encoding: {value}\r\n"));
+                }
                 response.push_str("\r\n");
                 response.push_str(&body);
                 // Record before answering, so a client that saw the answer finds it logged.
@@ -347,14 +358,16 @@ fn read_request(reader: &mut BufReader<TcpStream>, peer: SocketAddr) -> Option<R
         .unwrap_or(0);
     let mut raw_body = vec![0; length];
     reader.read_exact(&mut raw_body).ok()?;
-    let decoded = if find("content-encoding") == Some("gzip") {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw_body.as_slice())
-            .read_to_end(&mut out)
-            .ok()
-            .map(|_| out)
-    } else {
-        Some(raw_body.clone())
+    let decoded = match find("content-encoding") {
+        Some("gzip") => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(raw_body.as_slice())
+                .read_to_end(&mut out)
+                .ok()
+                .map(|_| out)
+        }
+        Some("zstd") => zstd::stream::decode_all(raw_body.as_slice()).ok(),
+        _ => Some(raw_body.clone()),
     };
     let json = decoded.and_then(|bytes| serde_json::from_slice(&bytes).ok());
     Some(Received {

@@ -1,6 +1,7 @@
 //! What the client's background work costs per event: encoding a message (at the call by
 //! default, on the encoder thread with `defer_encoding`), sizing it without encoding (the
-//! deferred call's `footprint`), and writing plus gzipping a batch body (the encoder thread).
+//! deferred call's `footprint`), and writing plus compressing (gzip or zstd) a batch body (the
+//! encoder thread).
 //!
 //! Messages are the realistic samples of `trackway-samples` with fresh ids. The baseline
 //! in the same run serialises the same messages as `serde_json::Value`s, as a naive client
@@ -127,6 +128,43 @@ fn batch_body(bencher: Bencher, level: u32) {
     eprintln!(
         "batch_body level {level}: {:.1} bytes per event",
         size as f64 / ENCODED.len() as f64
+    );
+    bencher
+        .counter(divan::counter::ItemsCount::new(ENCODED.len()))
+        .bench_local(|| write(&mut raw, &mut body));
+}
+
+/// [`batch_body`] with zstd at level 1, as the client compresses for a server that takes
+/// zstd: the same envelope, one compression context kept from body to body. Prints the
+/// body's bytes per event once.
+#[divan::bench(sample_count = 50)]
+#[expect(
+    clippy::print_stderr,
+    reason = "the size is a result; divan owns stdout"
+)]
+fn batch_body_zstd(bencher: Bencher) {
+    let mut raw = Vec::with_capacity(256 * 1024);
+    let mut body = Vec::with_capacity(256 * 1024);
+    let Ok(mut zstd) = zstd::bulk::Compressor::new(1) else {
+        eprintln!("batch_body_zstd: no zstd context");
+        return;
+    };
+    let mut write = |raw: &mut Vec<u8>, body: &mut Vec<u8>| {
+        raw.clear();
+        write_batch(
+            ENCODED.iter().map(Vec::as_slice),
+            SystemTime::now(),
+            "bench-write-key",
+            raw,
+        );
+        body.clear();
+        body.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+        zstd.compress_to_buffer(&raw[..], body).ok();
+    };
+    write(&mut raw, &mut body);
+    eprintln!(
+        "batch_body_zstd level 1: {:.1} bytes per event",
+        body.len() as f64 / ENCODED.len() as f64
     );
     bencher
         .counter(divan::counter::ItemsCount::new(ENCODED.len()))

@@ -48,6 +48,54 @@ fn track_three_properties() {
     divan::black_box(result).ok();
 }
 
+/// The same three properties as a type of the caller's own.
+#[derive(serde::Serialize)]
+struct OrderProperties {
+    revenue: f64,
+    currency: &'static str,
+    items: u32,
+}
+
+/// `track(user, event, OrderProperties {...})`: [`track_three_properties`] with a typed
+/// value, written to JSON straight from the struct (no `Value` tree).
+#[divan::bench(threads = [1, 2], sample_count = 200, sample_size = 500)]
+fn track_three_typed_properties() {
+    track_typed_with(&CLIENT);
+}
+
+/// [`track_three_properties`] on the deferring client: the `Value` baseline of
+/// [`track_three_typed_properties_deferred`] in the same run.
+#[divan::bench(threads = [1, 2], sample_count = 200, sample_size = 500)]
+fn track_three_properties_deferred() {
+    let result = DEFERRING.track(
+        divan::black_box("user-1234"),
+        "Order Completed",
+        json!({"revenue": 42.5, "currency": "EUR", "items": 3}),
+    );
+    debug_assert!(result.is_ok());
+    divan::black_box(result).ok();
+}
+
+/// [`track_three_typed_properties`] on the deferring client.
+#[divan::bench(threads = [1, 2], sample_count = 200, sample_size = 500)]
+fn track_three_typed_properties_deferred() {
+    track_typed_with(&DEFERRING);
+}
+
+fn track_typed_with(client: &Analytics) {
+    let result = client.track(
+        divan::black_box("user-1234"),
+        "Order Completed",
+        OrderProperties {
+            revenue: divan::black_box(42.5),
+            currency: "EUR",
+            items: 3,
+        },
+    );
+    debug_assert!(result.is_ok());
+    divan::black_box(result).ok();
+}
+
 /// `enqueue` of a prebuilt track with three properties: the client's share alone.
 #[divan::bench(threads = [1, 2], sample_count = 200, sample_size = 500)]
 fn enqueue_prebuilt(bencher: Bencher) {

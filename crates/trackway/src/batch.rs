@@ -150,6 +150,8 @@ pub(crate) struct Prepared {
     pub(crate) batch: Encoded,
     pub(crate) parts: VecDeque<Range<usize>>,
     pub(crate) body: Vec<u8>,
+    /// The encoding `body` was written in.
+    pub(crate) encoding: crate::compression::BodyEncoding,
     pub(crate) written_at: Instant,
 }
 
@@ -172,6 +174,7 @@ impl Prepared {
             parts: std::iter::once(0..count).collect(),
             batch,
             body: Vec::new(),
+            encoding: crate::compression::BodyEncoding::Identity,
             written_at: Instant::now(),
         }
     }

@@ -1,4 +1,5 @@
-//! Request bodies: the batch envelope around encoded messages, gzipped when configured. The
+//! Request bodies: the batch envelope around encoded messages, compressed (gzip or zstd) as
+//! [`crate::compression`] decides. The
 //! encoder writes each batch's first body ahead; the sender writes the rest (later parts,
 //! retries, bodies grown stale). [`BatchBody`] offers the same to code that sends batches
 //! itself.
@@ -16,6 +17,7 @@ use trackway_protocol::{
 };
 
 use crate::batch::{Encoded, Slot, encode_into, fill_defaults};
+use crate::compression::{BodyEncoding, ZstdWriter};
 use crate::config::{DEFAULT_GZIP_LEVEL, Validated};
 
 /// How long a body written ahead stays good: past this, its `sentAt` would be noticeably
@@ -27,42 +29,51 @@ pub(crate) const STALE_AFTER: Duration = Duration::from_millis(250);
 /// writes by default too, but for the extra-flags byte, which readers ignore.
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
-/// Writes request bodies: the envelope around encoded messages, gzipped when configured.
+/// Writes request bodies: the envelope around encoded messages, compressed as asked.
 pub(crate) struct BodyWriter {
     write_key: String,
     /// The deflate stream, kept from body to body: a new one allocates and clears about
-    /// 300 KB of tables, a cost per request that `reset` avoids. `None` sends bodies
-    /// uncompressed.
+    /// 300 KB of tables, a cost per request that `reset` avoids. Made at the first gzip body.
     deflate: Option<DeflateEncoder<Vec<u8>>>,
     /// The gzip level, for a new stream.
     level: Compression,
-    /// The uncompressed envelope, when gzipping.
+    /// The zstd context, kept from body to body likewise. Made at the first zstd body.
+    zstd: Option<ZstdWriter>,
+    /// The uncompressed envelope, when compressing.
     raw: Vec<u8>,
 }
 
 impl BodyWriter {
     pub(crate) fn new(config: &Validated) -> BodyWriter {
-        BodyWriter::with(&config.write_key, config.gzip.then_some(config.gzip_level))
+        BodyWriter::with(&config.write_key, config.gzip_level)
     }
 
-    /// Bodies for `write_key`, gzipped at `gzip_level` if given.
-    fn with(write_key: &str, gzip_level: Option<u32>) -> BodyWriter {
-        let level = Compression::new(gzip_level.unwrap_or(DEFAULT_GZIP_LEVEL));
+    /// Bodies for `write_key`, gzipped (when gzipped) at `gzip_level`.
+    fn with(write_key: &str, gzip_level: u32) -> BodyWriter {
         BodyWriter {
             write_key: write_key.to_owned(),
-            deflate: gzip_level.map(|_| DeflateEncoder::new(Vec::new(), level)),
-            level,
+            deflate: None,
+            level: Compression::new(gzip_level),
+            zstd: None,
             raw: Vec::new(),
         }
     }
 
-    /// Replaces `out` with the body for `part` of `batch`, with a `sentAt` of now.
-    pub(crate) fn write(&mut self, batch: &Encoded, part: Range<usize>, out: &mut Vec<u8>) {
+    /// Replaces `out` with the body for `part` of `batch`, with a `sentAt` of now, in
+    /// `encoding`. Returns the encoding written: gzip instead of zstd should zstd fail
+    /// (not seen; it would take running out of memory).
+    pub(crate) fn write(
+        &mut self,
+        batch: &Encoded,
+        part: Range<usize>,
+        encoding: BodyEncoding,
+        out: &mut Vec<u8>,
+    ) -> BodyEncoding {
         out.clear();
-        let envelope = if self.deflate.is_some() {
-            &mut self.raw
-        } else {
+        let envelope = if encoding == BodyEncoding::Identity {
             &mut *out
+        } else {
+            &mut self.raw
         };
         envelope.clear();
         write_batch(
@@ -71,34 +82,49 @@ impl BodyWriter {
             &self.write_key,
             envelope,
         );
-        if let Some(deflate) = &mut self.deflate
-            && gzip_into(deflate, &self.raw, out).is_err()
-        {
+        if encoding == BodyEncoding::Zstd {
+            if self.zstd.is_none() {
+                self.zstd = ZstdWriter::new();
+            }
+            if let Some(zstd) = &mut self.zstd {
+                if zstd.write(&self.raw, out).is_ok() {
+                    return BodyEncoding::Zstd;
+                }
+                // A context that failed is in no known state.
+                self.zstd = None;
+            }
+        }
+        if encoding == BodyEncoding::Identity {
+            return BodyEncoding::Identity;
+        }
+        let level = self.level;
+        let deflate = self
+            .deflate
+            .get_or_insert_with(|| DeflateEncoder::new(Vec::new(), level));
+        if gzip_into(deflate, &self.raw, out).is_err() {
             // Not seen with a Vec as the output; should the stream ever fail, a fresh one
             // keeps this body and every later one from continuing a broken stream.
-            *deflate = DeflateEncoder::new(Vec::new(), self.level);
+            *deflate = DeflateEncoder::new(Vec::new(), level);
             let _ = gzip_into(deflate, &self.raw, out);
         }
+        BodyEncoding::Gzip
     }
 }
 
 /// The headers of a batch request for `write_key`: what the client sends (without
-/// `x-retry-count`, which only a retry adds).
-pub(crate) fn request_headers(write_key: &str, gzip: bool) -> Vec<(&'static str, String)> {
+/// `content-encoding`, which depends on the body, and `x-retry-count`, which only a retry
+/// adds).
+pub(crate) fn request_headers(write_key: &str) -> Vec<(&'static str, String)> {
     use base64::Engine;
     let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{write_key}:"));
-    let mut headers = vec![
+    vec![
         ("content-type", "application/json".to_owned()),
         ("authorization", format!("Basic {credentials}")),
         (
             "user-agent",
             format!("trackway/{}", env!("CARGO_PKG_VERSION")),
         ),
-    ];
-    if gzip {
-        headers.push(("content-encoding", "gzip".to_owned()));
-    }
-    headers
+    ]
 }
 
 /// Why [`BatchBody::push`] refused a message. Nothing was added.
@@ -137,6 +163,7 @@ pub struct BatchBody {
     /// Bytes of messages (commas included) that fit one request beside the envelope.
     part_limit: usize,
     writer: BodyWriter,
+    encoding: BodyEncoding,
     headers: Vec<(&'static str, String)>,
 }
 
@@ -154,14 +181,22 @@ impl BatchBody {
     /// Requests for `write_key`, gzipped (at [`DEFAULT_GZIP_LEVEL`]) when `gzip` is true.
     pub fn new(write_key: &str, gzip: bool) -> BatchBody {
         let library = ("trackway", env!("CARGO_PKG_VERSION"));
+        let (encoding, mut headers) = (BodyEncoding::Identity, request_headers(write_key));
+        let encoding = if gzip {
+            headers.push(("content-encoding", "gzip".to_owned()));
+            BodyEncoding::Gzip
+        } else {
+            encoding
+        };
         BatchBody {
             options: EncodeOptions::new(Some(library), Map::new()),
             batch: Encoded::default(),
             parts: Vec::new(),
             last_part_bytes: 0,
             part_limit: MAX_REQUEST_BYTES - envelope_overhead(write_key),
-            writer: BodyWriter::with(write_key, gzip.then_some(DEFAULT_GZIP_LEVEL)),
-            headers: request_headers(write_key, gzip),
+            writer: BodyWriter::with(write_key, DEFAULT_GZIP_LEVEL),
+            encoding,
+            headers,
         }
     }
 
@@ -227,7 +262,10 @@ impl BatchBody {
     /// before sending it, and again for a retry). Empty past the last request.
     pub fn write_request(&mut self, index: usize, out: &mut Vec<u8>) {
         match self.parts.get(index) {
-            Some(part) => self.writer.write(&self.batch, part.clone(), out),
+            Some(part) => {
+                self.writer
+                    .write(&self.batch, part.clone(), self.encoding, out);
+            }
             None => out.clear(),
         }
     }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use serde_json::Value;
+use serde::Serialize;
 use trackway_protocol::{
     Alias, EncodeOptions, Group, Identify, MAX_MESSAGE_BYTES, Message, Page, Screen, Track,
     ValidationError, check, footprint,
@@ -18,6 +18,7 @@ use crate::budget::{Budget, LARGEST_ENCODED_COST, PER_MESSAGE_OVERHEAD};
 use crate::config::{Builder, ConfigError, Validated};
 use crate::doorbell::Doorbell;
 use crate::encoder::Encoder;
+use crate::event::{Event, User};
 use crate::ledger::Ledger;
 use crate::outcome::{DropReason, FlushReport};
 use crate::sender::{BatchSender, SenderChannels};
@@ -189,8 +190,38 @@ impl Analytics {
     }
 
     /// Records who a user is: `identify(user_id, traits)`.
-    pub fn identify(&self, user_id: impl Into<String>, traits: Value) -> Result<(), EnqueueError> {
+    pub fn identify(
+        &self,
+        user_id: impl Into<String>,
+        traits: impl Serialize + 'static,
+    ) -> Result<(), EnqueueError> {
         self.enqueue(Identify::new().user_id(user_id).traits(traits))
+    }
+
+    /// Records a typed event of your tracking plan: its name is the type's, its properties
+    /// its fields. `user` is a user id (a string, as in [`Analytics::track`]) or
+    /// [`User::anonymous`]. See [`Event`].
+    ///
+    /// ```no_run
+    /// # let analytics = trackway::Analytics::new("write-key")?;
+    /// #[derive(serde::Serialize)]
+    /// struct SignedUp {
+    ///     plan: &'static str,
+    /// }
+    /// impl trackway::Event for SignedUp {
+    ///     const NAME: &'static str = "Signed Up";
+    /// }
+    ///
+    /// analytics.track_event("user-1", SignedUp { plan: "trial" })?;
+    /// analytics.track_event(trackway::User::anonymous("anon-7"), SignedUp { plan: "trial" })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn track_event<E: Event>(
+        &self,
+        user: impl Into<User>,
+        event: E,
+    ) -> Result<(), EnqueueError> {
+        self.enqueue(user.into().on(event.into_track()))
     }
 
     /// Records what a user did: `track(user_id, event, properties)`.
@@ -198,7 +229,7 @@ impl Analytics {
         &self,
         user_id: impl Into<String>,
         event: impl Into<String>,
-        properties: Value,
+        properties: impl Serialize + 'static,
     ) -> Result<(), EnqueueError> {
         self.enqueue(Track::new(event).user_id(user_id).properties(properties))
     }
@@ -208,7 +239,7 @@ impl Analytics {
         &self,
         user_id: impl Into<String>,
         name: impl Into<String>,
-        properties: Value,
+        properties: impl Serialize + 'static,
     ) -> Result<(), EnqueueError> {
         self.enqueue(
             Page::new()
@@ -223,7 +254,7 @@ impl Analytics {
         &self,
         user_id: impl Into<String>,
         name: impl Into<String>,
-        properties: Value,
+        properties: impl Serialize + 'static,
     ) -> Result<(), EnqueueError> {
         self.enqueue(
             Screen::new()
@@ -238,7 +269,7 @@ impl Analytics {
         &self,
         user_id: impl Into<String>,
         group_id: impl Into<String>,
-        traits: Value,
+        traits: impl Serialize + 'static,
     ) -> Result<(), EnqueueError> {
         self.enqueue(Group::new(group_id).user_id(user_id).traits(traits))
     }

@@ -10,6 +10,7 @@ use trackway_protocol::{
 };
 
 use crate::budget::{LARGEST_ENCODED_COST, Overflow};
+use crate::compression::{Compression, Negotiation, ZSTD_BUILT};
 use crate::outcome::Observer;
 use crate::retry::RetryPolicy;
 use crate::transport::ProxySetting;
@@ -100,6 +101,10 @@ pub enum ConfigError {
     /// The proxy URL is invalid, or not an HTTP(S) proxy.
     #[error("{0}")]
     Proxy(String),
+    /// [`Compression::Zstd`] was chosen, but this build of the crate has no `zstd` feature:
+    /// turn it on, or choose another compression.
+    #[error("zstd compression needs trackway's `zstd` feature, which this build does not have")]
+    ZstdNotBuilt,
 }
 
 /// Configures an [`Analytics`](crate::Analytics) client. Every setting has a production-ready default.
@@ -114,7 +119,7 @@ pub struct Builder {
     pub(crate) overflow: Overflow,
     pub(crate) retry: RetryPolicy,
     pub(crate) request_timeout: Duration,
-    pub(crate) gzip: bool,
+    pub(crate) compression: Compression,
     pub(crate) gzip_level: u32,
     pub(crate) defer_encoding: bool,
     pub(crate) default_context: Value,
@@ -136,7 +141,7 @@ impl fmt::Debug for Builder {
             .field("overflow", &self.overflow)
             .field("retry", &self.retry)
             .field("request_timeout", &self.request_timeout)
-            .field("gzip", &self.gzip)
+            .field("compression", &self.compression)
             .field("gzip_level", &self.gzip_level)
             .field("defer_encoding", &self.defer_encoding)
             .field("proxy", &self.proxy.redacted())
@@ -172,7 +177,7 @@ impl Builder {
             overflow: Overflow::Reject,
             retry: RetryPolicy::default(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            gzip: true,
+            compression: Compression::Auto,
             gzip_level: DEFAULT_GZIP_LEVEL,
             defer_encoding: false,
             default_context: Value::Null,
@@ -271,9 +276,23 @@ impl Builder {
         self
     }
 
-    /// Compress request bodies with gzip (on by default; Segment and our collector accept it).
+    /// How request bodies are compressed: [`Compression::Auto`] by default, which sends gzip
+    /// (Segment and every Tracking API server take it) and moves to zstd once the server lists
+    /// it in an answer's `Accept-Encoding`, as our collector does. Compressing with zstd costs
+    /// about 0.6x gzip's CPU and writes about half the bytes (BENCHMARKS.md).
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// Compress request bodies (`true`, the default: [`Compression::Auto`]) or not (`false`:
+    /// [`Compression::None`]). Kept from before [`Builder::compression`], which says more.
     pub fn gzip(mut self, gzip: bool) -> Self {
-        self.gzip = gzip;
+        self.compression = if gzip {
+            Compression::Auto
+        } else {
+            Compression::None
+        };
         self
     }
 
@@ -375,6 +394,9 @@ impl Builder {
             (1..=9).contains(&self.gzip_level),
             "between 1 and 9".into(),
         )?;
+        if self.compression == Compression::Zstd && !ZSTD_BUILT {
+            return Err(ConfigError::ZstdNotBuilt);
+        }
         let positive = |setting, d: Duration| range(setting, !d.is_zero(), "above zero".into());
         positive("flush_interval", self.flush_interval)?;
         positive("request_timeout", self.request_timeout)?;
@@ -404,7 +426,7 @@ impl Builder {
             max_queue_bytes: self.max_queue_bytes as u64,
             overflow: self.overflow,
             retry: self.retry,
-            gzip: self.gzip,
+            negotiation: Arc::new(Negotiation::new(self.compression)),
             gzip_level: self.gzip_level,
             defer_encoding: self.defer_encoding,
             default_context,
@@ -425,7 +447,8 @@ pub(crate) struct Validated {
     pub(crate) max_queue_bytes: u64,
     pub(crate) overflow: Overflow,
     pub(crate) retry: RetryPolicy,
-    pub(crate) gzip: bool,
+    /// The encoding of the next request body, shared by the encoder and the sender.
+    pub(crate) negotiation: Arc<Negotiation>,
     pub(crate) gzip_level: u32,
     pub(crate) defer_encoding: bool,
     pub(crate) default_context: Map<String, Value>,

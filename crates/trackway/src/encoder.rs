@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -18,12 +19,14 @@ use trackway_protocol::EncodeOptions;
 
 use crate::batch::{Encoded, Handed, Payload, Pending, Prepared, Slot, encode_into};
 use crate::body::BodyWriter;
+use crate::compression::Negotiation;
 use crate::config::Validated;
 
 /// Everything the encoder thread needs.
 pub(crate) struct Encoder {
     options: EncodeOptions,
     writer: BodyWriter,
+    negotiation: Arc<Negotiation>,
     /// Bytes of messages (commas included) that fit in one request beside the envelope.
     part_bytes: usize,
 }
@@ -33,6 +36,7 @@ impl Encoder {
         Encoder {
             options,
             writer: BodyWriter::new(config),
+            negotiation: Arc::clone(&config.negotiation),
             part_bytes: config.message_bytes_per_request(),
         }
     }
@@ -44,8 +48,11 @@ impl Encoder {
             let batch = self.encode(messages, capacity.0);
             let parts = self.parts(&batch);
             let mut body = Vec::with_capacity(capacity.1);
+            let mut encoding = self.negotiation.current();
             if let Some(first) = parts.front() {
-                self.writer.write(&batch, first.clone(), &mut body);
+                encoding = self
+                    .writer
+                    .write(&batch, first.clone(), encoding, &mut body);
             }
             capacity = (
                 capacity.0.max(batch.bytes.len()),
@@ -56,6 +63,7 @@ impl Encoder {
                 batch,
                 parts,
                 body,
+                encoding,
                 written_at: Instant::now(),
             };
             // The worker keeps a receiver to take unsent batches back at a shutdown

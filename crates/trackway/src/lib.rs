@@ -47,7 +47,8 @@
 //!
 //! - A worker thread batches messages by count, bytes and age ([`Builder::flush_at`],
 //!   [`Builder::max_batch_bytes`], [`Builder::flush_interval`]); an encoder thread writes and
-//!   gzips the next batches while a sender thread posts one at a time to `<host>/v1/batch`,
+//!   compresses the next batches (gzip, or zstd once the server lists it: [`Compression`])
+//!   while a sender thread posts one at a time to `<host>/v1/batch`,
 //!   retrying transient failures with jittered backoff and obeying `Retry-After`. Messages
 //!   arrive in the order they were accepted.
 //! - Every accepted message ends delivered, rejected by the server, or dropped with a
@@ -62,6 +63,82 @@
 //!   never held longer than that. In async code prefer an explicit
 //!   `shutdown_async(...).await`, since the drop blocks its thread for up to that long.
 //! - An idle client runs no timers and uses no CPU.
+//!
+//! # Typed properties
+//!
+//! `properties` and `traits` take a [`serde_json::Value`] or any owned [`serde::Serialize`]
+//! value: your own structs, maps, enums. A typed value is written to JSON once, by serde,
+//! straight from your type (no `Value` tree is built, which is most of what a `json!` call
+//! costs), and is checked as a `Value` is: it must serialize to a JSON object (an
+//! [`EnqueueError::Invalid`] otherwise), and the message must fit in 32 KB.
+//!
+//! ```no_run
+//! # use trackway::Analytics;
+//! #[derive(serde::Serialize)]
+//! struct OrderCompleted {
+//!     order_id: String,
+//!     revenue: f64,
+//!     currency: &'static str,
+//! }
+//!
+//! # let analytics = Analytics::new("write-key")?;
+//! let order = OrderCompleted { order_id: "o-1".into(), revenue: 42.5, currency: "EUR" };
+//! analytics.track("user-id", "Order Completed", order)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Values must be `'static` (owned, or borrowing only `'static` data such as literals): the
+//! client tells a `Value` apart from other types at run time, to keep a `Value` as it is. With
+//! [`Builder::defer_encoding`] a typed value is still written to JSON at the call (only the
+//! rest of the message is deferred), so its size is known exactly and a message over 32 KB is
+//! refused at the call, as without deferral.
+//!
+//! # Typed events: a tracking plan the compiler checks
+//!
+//! With the `derive` feature, an event is a type: `#[derive(Serialize, trackway::Event)]` and
+//! `#[event(name = "...")]` give it its name, and its fields are its properties, so a misspelt
+//! event or property name no longer compiles. A team keeps its whole tracking plan in one
+//! module, reviewed like any other code, and sends with [`Analytics::track_event`] (a user id,
+//! or [`User::anonymous`]):
+//!
+//! ```
+//! # #[cfg(feature = "derive")]
+//! pub mod tracking_plan {
+//!     use serde::Serialize;
+//!
+//!     #[derive(Serialize, trackway::Event)]
+//!     #[event(name = "Signed Up")]
+//!     pub struct SignedUp {
+//!         pub plan: Plan,
+//!     }
+//!
+//!     #[derive(Serialize)]
+//!     #[serde(rename_all = "lowercase")]
+//!     pub enum Plan {
+//!         Trial,
+//!         Team,
+//!     }
+//!
+//!     #[derive(Serialize, trackway::Event)]
+//!     #[event(name = "Order Completed")]
+//!     pub struct OrderCompleted {
+//!         pub order_id: String,
+//!         pub revenue: f64,
+//!     }
+//! }
+//!
+//! # #[cfg(feature = "derive")]
+//! # fn send(analytics: &trackway::Analytics) -> Result<(), trackway::EnqueueError> {
+//! use tracking_plan::{OrderCompleted, Plan, SignedUp};
+//!
+//! analytics.track_event(trackway::User::anonymous("anon-7"), SignedUp { plan: Plan::Trial })?;
+//! analytics.track_event("user-42", OrderCompleted { order_id: "o-1".into(), revenue: 42.5 })?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Without the feature (no proc-macros built), implement [`Event`] by hand: one constant.
+//! `examples/tracking_plan.rs` is this as a program.
 //!
 //! # Logging
 //!
@@ -94,10 +171,12 @@ mod batch;
 mod body;
 mod budget;
 mod client;
+mod compression;
 mod config;
 mod deadline;
 mod doorbell;
 mod encoder;
+mod event;
 mod ledger;
 mod outcome;
 pub mod retry;
@@ -110,14 +189,19 @@ mod worker;
 pub use body::{BatchBody, PushError};
 pub use budget::Overflow;
 pub use client::{Analytics, BuildError, EnqueueError};
+pub use compression::Compression;
 pub use config::{
     Builder, ConfigError, DEFAULT_DROP_TIMEOUT, DEFAULT_FLUSH_AT, DEFAULT_FLUSH_INTERVAL,
     DEFAULT_GZIP_LEVEL, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_QUEUE_BYTES, DEFAULT_REQUEST_TIMEOUT,
     DUBLIN_HOST, OREGON_HOST, Region, batch_url, mask_write_key,
 };
+pub use event::{Event, User};
 pub use outcome::{DropCounts, DropReason, FlushReport, Observer, Outcome};
 pub use retry::RetryPolicy;
 pub use stats::Stats;
+#[cfg(feature = "derive")]
+pub use trackway_derive::Event;
 pub use trackway_protocol::{
-    Alias, Common, Custom, Group, Identify, Kind, Message, Page, Screen, Track, ValidationError,
+    Alias, Common, Custom, Group, Identify, Kind, Message, Object, Page, Screen, Track,
+    ValidationError,
 };

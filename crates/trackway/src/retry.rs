@@ -252,11 +252,7 @@ mod tests {
     use crate::transport::TransportErrorKind;
 
     fn status(code: u16) -> Result<Response, TransportError> {
-        Ok(Response {
-            status: code,
-            retry_after: None,
-            body: String::new(),
-        })
+        Ok(Response::new(code, ""))
     }
 
     #[test]
@@ -313,11 +309,7 @@ mod tests {
         let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
         assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
-        let response = Ok(Response {
-            status: 429,
-            retry_after: Some("3".into()),
-            body: String::new(),
-        });
+        let response = Ok(Response::new(429, "").with_retry_after("3"));
         assert!(matches!(
             decide(&response, now),
             Decision::Retry { after: Some(d), .. } if d == Duration::from_secs(3)

@@ -1,7 +1,9 @@
 //! The sender thread: delivers one batch at a time, retrying and splitting as needed.
 //!
 //! For each batch it writes a fresh envelope per attempt (a new `sentAt`, the same message
-//! bytes and so the same messageIds), gzips it, and asks the [`Transport`]. The outcome of each
+//! bytes and so the same messageIds), compresses it (gzip, or zstd where the server takes
+//! it: [`crate::compression`]), and asks the [`Transport`]. A 415 to a zstd body sends it
+//! again at once in gzip. The outcome of each
 //! attempt goes through [`retry::decide`]:
 //!
 //! - transient failures wait (the server's `Retry-After`, or jittered exponential backoff) and
@@ -29,6 +31,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use crate::answer;
 use crate::batch::{Encoded, Prepared};
 use crate::body::{BodyWriter, STALE_AFTER, request_headers};
+use crate::compression::{BodyEncoding, Heard, Negotiation};
 use crate::config::Validated;
 use crate::ledger::Ledger;
 use crate::outcome::{DropReason, Outcome, panic_message};
@@ -59,14 +62,17 @@ pub(crate) struct BatchSender {
     transport: Arc<dyn Transport>,
     policy: RetryPolicy,
     url: String,
-    /// Headers sent on every attempt: content type, auth, user agent, encoding.
+    /// Headers sent on every attempt: content type, auth, user agent.
     headers: Vec<(&'static str, String)>,
     writer: BodyWriter,
+    /// The encoding of the next body, which answers change.
+    negotiation: Arc<Negotiation>,
     batches: Receiver<Prepared>,
     done: Sender<u64>,
     cancel: Receiver<()>,
-    /// The body the encoder wrote for the current batch's first attempt, if still fresh.
-    prepared: Option<Vec<u8>>,
+    /// The body the encoder wrote for the current batch's first attempt, if still fresh,
+    /// and its encoding.
+    prepared: Option<(Vec<u8>, BodyEncoding)>,
     body: Vec<u8>,
 }
 
@@ -78,7 +84,7 @@ pub(crate) struct SenderChannels {
 
 impl BatchSender {
     pub(crate) fn new(config: &Validated, ledger: Arc<Ledger>, channels: SenderChannels) -> Self {
-        let headers = request_headers(&config.write_key, config.gzip);
+        let headers = request_headers(&config.write_key);
         BatchSender {
             ledger,
             transport: Arc::clone(&config.transport),
@@ -86,6 +92,7 @@ impl BatchSender {
             url: config.batch_url.clone(),
             headers,
             writer: BodyWriter::new(config),
+            negotiation: Arc::clone(&config.negotiation),
             batches: channels.batches,
             done: channels.done,
             cancel: channels.cancel,
@@ -101,10 +108,11 @@ impl BatchSender {
             batch,
             parts,
             body,
+            encoding,
             written_at,
         }) = self.batches.recv()
         {
-            self.prepared = (written_at.elapsed() <= STALE_AFTER).then_some(body);
+            self.prepared = (written_at.elapsed() <= STALE_AFTER).then_some((body, encoding));
             self.deliver(&batch, parts);
             // Once the worker is gone (every handle dropped after a shutdown), nobody reads
             // this; the batches still coming from the encoder are settled all the same: the
@@ -240,8 +248,15 @@ impl BatchSender {
                     detail: "shutdown deadline passed while retrying".into(),
                 };
             }
-            let result = self.attempt(batch, part.clone(), attempts);
+            let (result, sent) = self.attempt(batch, part.clone(), attempts);
             attempts += 1;
+            if let Ok(response) = &result
+                && self.negotiation.heard(response, sent) == Heard::SendAgain
+            {
+                // The server does not take zstd after all: the same messages go out again
+                // at once, in gzip now. Not a failure, so neither waited for nor counted.
+                continue;
+            }
             let now = SystemTime::now();
             let (wait, reason) = match retry::decide(&result, now) {
                 Decision::Delivered => {
@@ -311,21 +326,32 @@ impl BatchSender {
         }
     }
 
-    /// One HTTP request for `part`, with a `sentAt` of now.
+    /// One HTTP request for `part`, with a `sentAt` of now, and the encoding of its body.
     fn attempt(
         &mut self,
         batch: &Encoded,
         part: Range<usize>,
         previous_attempts: u32,
-    ) -> Result<crate::transport::Response, crate::transport::TransportError> {
+    ) -> (
+        Result<crate::transport::Response, crate::transport::TransportError>,
+        BodyEncoding,
+    ) {
         // The encoder's body serves the first attempt of the batch's first part (the first
-        // call here); retries and later parts are written anew, with a fresh `sentAt`.
-        match self.prepared.take() {
-            Some(prepared) if previous_attempts == 0 => self.body = prepared,
-            _ => self.writer.write(batch, part, &mut self.body),
-        }
+        // call here), unless the encoding has changed since; retries and later parts are
+        // written anew, with a fresh `sentAt`.
+        let wanted = self.negotiation.current();
+        let encoding = match self.prepared.take() {
+            Some((prepared, encoding)) if previous_attempts == 0 && encoding == wanted => {
+                self.body = prepared;
+                encoding
+            }
+            _ => self.writer.write(batch, part, wanted, &mut self.body),
+        };
         let body = &self.body;
         let mut headers = self.headers.clone();
+        if let Some(name) = encoding.header() {
+            headers.push(("content-encoding", name.to_owned()));
+        }
         if previous_attempts > 0 {
             headers.push(("x-retry-count", previous_attempts.to_string()));
         }
@@ -336,7 +362,7 @@ impl BatchSender {
             body,
         };
         // A panicking custom transport must not take the sender thread (and its batch) down.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.transport.send(&request)
         }))
         .unwrap_or_else(|panic| {
@@ -344,7 +370,8 @@ impl BatchSender {
                 crate::transport::TransportErrorKind::Other,
                 format!("the transport panicked: {}", panic_message(&*panic)),
             ))
-        })
+        });
+        (result, encoding)
     }
 
     fn cancelled(&self) -> bool {

@@ -107,12 +107,16 @@ impl Recorder {
 impl Transport for Recorder {
     fn send(&self, request: &Request<'_>) -> Result<Response, TransportError> {
         let mut raw = Vec::new();
-        if request.header("content-encoding") == Some("gzip") {
-            flate2::read::GzDecoder::new(request.body)
-                .read_to_end(&mut raw)
-                .map_err(|e| TransportError::new(TransportErrorKind::Other, e.to_string()))?;
-        } else {
-            raw.extend_from_slice(request.body);
+        let undecodable =
+            |e: std::io::Error| TransportError::new(TransportErrorKind::Other, e.to_string());
+        match request.header("content-encoding") {
+            Some("gzip") => {
+                flate2::read::GzDecoder::new(request.body)
+                    .read_to_end(&mut raw)
+                    .map_err(undecodable)?;
+            }
+            Some("zstd") => raw = crate::compression::unzstd(request.body).map_err(undecodable)?,
+            _ => raw.extend_from_slice(request.body),
         }
         let body = serde_json::from_slice(&raw)
             .map_err(|e| TransportError::new(TransportErrorKind::Other, e.to_string()))?;
@@ -129,11 +133,7 @@ impl Transport for Recorder {
                 headers,
                 body,
             });
-        Ok(Response {
-            status: 200,
-            retry_after: None,
-            body: r#"{"success":true}"#.into(),
-        })
+        Ok(Response::new(200, r#"{"success":true}"#))
     }
 }
 

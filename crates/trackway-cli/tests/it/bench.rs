@@ -46,7 +46,9 @@ fn every_event_reaches_the_null_sink_in_each_mode() {
     let gzip = report(&["--events", "3000", "--producers", "3", "--json"]);
     let plain = report(&["--events", "3000", "--no-gzip", "--json"]);
     let deferred = report(&["--events", "3000", "--defer-encoding", "--json"]);
-    for run in [&gzip, &plain, &deferred] {
+    let zstd = report(&["--events", "3000", "--compression", "zstd", "--json"]);
+    let auto = report(&["--events", "3000", "--compression", "auto", "--json"]);
+    for run in [&gzip, &plain, &deferred, &zstd, &auto] {
         assert_eq!(run["events"], 3000, "{run}");
         assert_eq!(
             run["sink_events"], 3000,
@@ -74,8 +76,14 @@ fn every_event_reaches_the_null_sink_in_each_mode() {
         assert_eq!(run["allocator"], allocator, "{run}");
         assert_eq!(run["json_maps"], maps, "{run}");
     }
-    assert_eq!(gzip["gzip"], true);
-    assert_eq!(plain["gzip"], false);
+    assert_eq!(gzip["compression"], "gzip");
+    assert_eq!(plain["compression"], "none");
+    assert_eq!(zstd["compression"], "zstd");
+    // zstd writes fewer bytes than gzip on the same events.
+    assert!(
+        zstd["wire_bytes_per_event"].as_f64() < gzip["wire_bytes_per_event"].as_f64(),
+        "{zstd} {gzip}"
+    );
     assert_eq!(deferred["defer_encoding"], true);
     let wire = |run: &Value| run["wire_bytes_per_event"].as_f64().unwrap();
     assert!(wire(&gzip) < wire(&plain) / 2.0, "{gzip} vs {plain}");

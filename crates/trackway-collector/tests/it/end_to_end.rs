@@ -3,17 +3,84 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
-use trackway::{Analytics, Identify, Message, Track};
+use std::sync::{Arc, Mutex};
+
+use trackway::transport::{HttpTransport, Request, Response, Transport, TransportError};
+use trackway::{Analytics, Compression, Identify, Message, Track};
 use trackway_protocol::{EncodeOptions, encode_message};
 
 use crate::support::{TestServer, WRITE_KEY};
 
 #[test]
 fn what_the_client_sends_is_what_the_admin_api_returns() {
+    round_trip(Compression::Auto, "gzip");
+}
+
+#[test]
+fn what_the_client_sends_in_zstd_is_what_the_admin_api_returns() {
+    round_trip(Compression::Zstd, "zstd");
+}
+
+/// A transport that notes each request's `Content-Encoding`, then sends it for real.
+struct Noting {
+    inner: HttpTransport,
+    encodings: Arc<Mutex<Vec<String>>>,
+}
+
+impl Transport for Noting {
+    fn send(&self, request: &Request<'_>) -> Result<Response, TransportError> {
+        let encoding = request.header("content-encoding").unwrap_or("none");
+        self.encodings.lock().unwrap().push(encoding.to_owned());
+        self.inner.send(request)
+    }
+}
+
+#[test]
+fn the_client_moves_to_zstd_after_the_collectors_first_answer() {
     let server = TestServer::start();
+    let encodings = Arc::new(Mutex::new(Vec::new()));
     let analytics = Analytics::builder(WRITE_KEY)
         .host(&server.url)
-        .no_proxy()
+        .transport(Noting {
+            inner: HttpTransport::with_timeout(Duration::from_secs(30)),
+            encodings: Arc::clone(&encodings),
+        })
+        .build()
+        .unwrap();
+    for n in 0..3 {
+        analytics
+            .enqueue(
+                Track::new("Step")
+                    .user_id("u1")
+                    .message_id(format!("step-{n}")),
+            )
+            .unwrap();
+        let report = analytics.flush(Duration::from_secs(30));
+        assert!(report.is_clean(), "{report}");
+    }
+    assert_eq!(*encodings.lock().unwrap(), ["gzip", "zstd", "zstd"]);
+    let stored = server.events("");
+    let mut ids: Vec<&str> = stored
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap_or_default())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["step-0", "step-1", "step-2"]);
+}
+
+/// Sends two messages compressed as `compression` says, in one request whose encoding must
+/// be `encoding` (taken at once: a 415 would make the client send it again in gzip), and
+/// checks that they are stored byte for byte.
+fn round_trip(compression: Compression, encoding: &str) {
+    let server = TestServer::start();
+    let encodings = Arc::new(Mutex::new(Vec::new()));
+    let analytics = Analytics::builder(WRITE_KEY)
+        .host(&server.url)
+        .transport(Noting {
+            inner: HttpTransport::with_timeout(Duration::from_secs(30)),
+            encodings: Arc::clone(&encodings),
+        })
+        .compression(compression)
         .build()
         .unwrap();
     let at = UNIX_EPOCH + Duration::from_millis(1_790_000_000_123);
@@ -38,6 +105,7 @@ fn what_the_client_sends_is_what_the_admin_api_returns() {
     }
     let report = analytics.shutdown(Duration::from_secs(30));
     assert!(report.is_clean(), "{report}");
+    assert_eq!(*encodings.lock().unwrap(), [encoding]);
 
     let library = ("trackway", env!("CARGO_PKG_VERSION"));
     let options = EncodeOptions::new(Some(library), Map::new());

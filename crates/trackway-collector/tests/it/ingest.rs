@@ -2,7 +2,9 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{OTHER_KEY, TestServer, WRITE_KEY, basic, gzip, post, send_body};
+use crate::support::{
+    OTHER_KEY, TestServer, WRITE_KEY, basic, gzip, post, post_for_encodings, send_body,
+};
 
 fn track(id: &str) -> Value {
     json!({"type": "track", "userId": "u1", "event": "Signed Up", "messageId": id,
@@ -279,17 +281,100 @@ fn gzip_bombs_and_broken_gzip_are_refused_with_bounded_work() {
         "{answer}"
     );
 
-    let answer = refused(
-        &server,
-        &[("content-encoding", "br")],
-        &batch_body(vec![track("t")]),
+    assert!(server.events("").is_empty());
+}
+
+#[test]
+fn zstd_bodies_are_stored_as_sent_and_every_answer_lists_zstd() {
+    let server = TestServer::start();
+    let messages = vec![track("zstd-1"), track("zstd-2")];
+    let body = batch_body(messages.clone());
+    let compressed = zstd::bulk::compress(&body, 1).unwrap();
+    let auth = basic(WRITE_KEY);
+    let (status, accepted, answer) = post_for_encodings(
+        &server.url,
+        "/v1/batch",
+        &[("authorization", &auth), ("content-encoding", "zstd")],
+        &compressed,
     );
+    assert_eq!((status, &answer), (200, &json!({"success": true})));
+    assert_eq!(accepted.as_deref(), Some("zstd, gzip"));
+    let events = server.events("");
+    assert_eq!(sorted(&events, "messageId"), ["zstd-1", "zstd-2"]);
+    for sent in &messages {
+        let stored = events
+            .iter()
+            .find(|e| e["messageId"] == sent["messageId"])
+            .unwrap();
+        for field in ["type", "userId", "event", "properties"] {
+            assert_eq!(stored[field], sent[field], "{field}");
+        }
+    }
+    // Refusals say it too, so a client learns it whatever the answer.
+    let (status, accepted, _) = post_for_encodings(
+        &server.url,
+        "/v1/identify",
+        &[("authorization", &basic("wk-unknown-0000000000"))],
+        b"{}",
+    );
+    assert_eq!(status, 401);
+    assert_eq!(accepted.as_deref(), Some("zstd, gzip"));
+}
+
+#[test]
+fn an_encoding_the_collector_does_not_take_is_415_listing_those_it_does() {
+    let server = TestServer::start();
+    let auth = basic(WRITE_KEY);
+    for path in ["/v1/batch", "/v1/track"] {
+        let (status, accepted, answer) = post_for_encodings(
+            &server.url,
+            path,
+            &[("authorization", &auth), ("content-encoding", "br")],
+            &batch_body(vec![track("t")]),
+        );
+        assert_eq!(status, 415, "{path}: {answer}");
+        assert_eq!(accepted.as_deref(), Some("zstd, gzip"), "{path}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(
+            error.contains("unsupported content-encoding \"br\""),
+            "{error}"
+        );
+    }
+    assert!(server.events("").is_empty());
+}
+
+#[test]
+fn zstd_bombs_and_broken_zstd_are_refused_with_bounded_work() {
+    let server = TestServer::start();
+    // 50 MB of zeros compresses to a few KB: decompression stops at the 500 KB cap.
+    let zeros = vec![0u8; 50 * 1024 * 1024];
+    let bomb = zstd::bulk::compress(&zeros, 19).unwrap();
+    assert!(bomb.len() < 100 * 1024);
+    let answer = refused(&server, &[("content-encoding", "zstd")], &bomb);
+    let error = |answer: &Value| answer["error"].as_str().unwrap().to_owned();
     assert!(
-        answer["error"]
-            .as_str()
-            .unwrap()
-            .contains("unsupported content-encoding")
+        error(&answer).contains("decompressed body is over"),
+        "{answer}"
     );
+
+    // A streamed frame (no content size) asking for a 128 MiB window is refused before
+    // the window is allocated.
+    let wide = {
+        use std::io::Write;
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        encoder.window_log(27).unwrap();
+        encoder.write_all(&zeros).unwrap();
+        encoder.finish().unwrap()
+    };
+    let answer = refused(&server, &[("content-encoding", "zstd")], &wide);
+    assert!(error(&answer).contains("not valid zstd"), "{answer}");
+
+    let valid = zstd::bulk::compress(&batch_body(vec![track("t")]), 1).unwrap();
+    let truncated = &valid[..valid.len() / 2];
+    let answer = refused(&server, &[("content-encoding", "zstd")], truncated);
+    assert!(error(&answer).contains("not valid zstd"), "{answer}");
+    let answer = refused(&server, &[("content-encoding", "zstd")], b"not zstd at all");
+    assert!(error(&answer).contains("not valid zstd"), "{answer}");
     assert!(server.events("").is_empty());
 }
 

@@ -185,6 +185,30 @@ pub(crate) fn post(url: &str, path: &str, headers: &[(&str, &str)], body: &[u8])
     read(request.send(body).unwrap())
 }
 
+/// POSTs `body` to `path` with `headers`; returns the status, the answer's `Accept-Encoding`
+/// header and the JSON answer.
+pub(crate) fn post_for_encodings(
+    url: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Option<String>, Value) {
+    let mut request = agent()
+        .post(format!("{url}{path}"))
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send(body).unwrap();
+    let accepted = response
+        .headers()
+        .get("accept-encoding")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (status, answer) = read(response);
+    (status, accepted, answer)
+}
+
 pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     encoder.write_all(bytes).unwrap();

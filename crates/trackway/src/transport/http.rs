@@ -229,6 +229,11 @@ impl Transport for HttpTransport {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let accept_encoding = response
+            .headers()
+            .get("accept-encoding")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let limit = if (200..300).contains(&status) {
             MAX_SUCCESS_BODY
         } else {
@@ -248,6 +253,7 @@ impl Transport for HttpTransport {
         Ok(Response {
             status,
             retry_after,
+            accept_encoding,
             body: String::from_utf8_lossy(&body).into_owned(),
         })
     }

@@ -18,7 +18,7 @@ pub struct Request<'a> {
     /// Headers to send, names in lower case: `content-type`, `authorization`, `user-agent`,
     /// and when they apply `content-encoding` and `x-retry-count`.
     pub headers: &'a [(&'static str, String)],
-    /// The body, already gzip-compressed when `content-encoding` says so.
+    /// The body, already compressed when `content-encoding` says so (gzip or zstd).
     pub body: &'a [u8],
 }
 
@@ -58,7 +58,7 @@ impl Request<'_> {
 
 /// What the server answered.
 ///
-/// Non-exhaustive, since later versions will carry more of the answer (its headers): a
+/// Non-exhaustive, since later versions may carry more of the answer (more headers): a
 /// [`Transport`] outside this crate builds one with [`Response::new`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -67,6 +67,10 @@ pub struct Response {
     pub status: u16,
     /// The `Retry-After` header, verbatim.
     pub retry_after: Option<String>,
+    /// The `Accept-Encoding` header, verbatim: the request encodings the server takes (RFC
+    /// 7694). The client moves to zstd when it lists zstd ([`crate::Compression::Auto`]), so
+    /// a transport should return it.
+    pub accept_encoding: Option<String>,
     /// The body. Of an error, its start is enough (for reports). Of a 2xx, the client reads
     /// the list of messages the server stored as rejected from it (our collector sends one),
     /// so a transport should keep at least the first megabyte.
@@ -74,11 +78,13 @@ pub struct Response {
 }
 
 impl Response {
-    /// An answer with `status` and the start of its `body`, and no `Retry-After`.
+    /// An answer with `status` and the start of its `body`, and no `Retry-After` or
+    /// `Accept-Encoding`.
     pub fn new(status: u16, body: impl Into<String>) -> Response {
         Response {
             status,
             retry_after: None,
+            accept_encoding: None,
             body: body.into(),
         }
     }
@@ -86,6 +92,12 @@ impl Response {
     /// The same answer with the server's `Retry-After` header, verbatim.
     pub fn with_retry_after(mut self, retry_after: impl Into<String>) -> Response {
         self.retry_after = Some(retry_after.into());
+        self
+    }
+
+    /// The same answer with the server's `Accept-Encoding` header, verbatim.
+    pub fn with_accept_encoding(mut self, accept_encoding: impl Into<String>) -> Response {
+        self.accept_encoding = Some(accept_encoding.into());
         self
     }
 }

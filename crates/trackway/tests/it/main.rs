@@ -8,6 +8,7 @@
 
 mod answers;
 mod batching;
+mod compression;
 mod deferred;
 mod faults;
 mod lifecycle;
@@ -16,4 +17,5 @@ mod logging;
 mod reports;
 mod retries;
 mod support;
+mod typed;
 mod wire;
