@@ -7,6 +7,7 @@
 
 mod admin;
 mod delivery;
+mod delivery_contract;
 mod durability;
 mod end_to_end;
 mod group;
