@@ -14,6 +14,7 @@ mod group;
 mod ingest;
 mod intercept;
 mod postgres;
+mod postgres_outages;
 mod slow_clients;
 mod store_contract;
 mod store_postgres;

@@ -87,9 +87,19 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request waits for one of the pool's connections.
 pub const POOL_WAIT: Duration = Duration::from_secs(5);
 
-/// Longest a group commit may take before its requests are answered 503. The database may
-/// still commit it; the clients' retries are then deduplicated.
+/// Longest an ingest request waits for its events' commit (queued behind other groups, then
+/// its own group's transaction) before it is answered 503. The database may still commit it;
+/// the clients' retries are then deduplicated. Within the 10-15 s Segment's libraries wait.
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest any other store call (a read, a step of the delivery bookkeeping, a probe, a chunk
+/// of pruning) may take before it fails. A connection whose network is black-holed answers
+/// nothing and is never reset; [`TCP_USER_TIMEOUT`] closes it only when this host's kernel
+/// sees its own data unacknowledged, which a middlebox that accepted the data (a proxy, a
+/// connection pooler) defeats. So every call is bounded here too, and a lease renewal that
+/// cannot finish counts as failed, which is how a collector cut off from the database learns
+/// that it may have lost its leases.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Unacknowledged data on a connection for this long means the database is gone (a network
 /// cut rather than a refused connection): the kernel closes the socket, and the request fails
@@ -271,12 +281,27 @@ impl PostgresStore {
         &self.collector
     }
 
-    /// Runs `work` on the store's runtime, where the pool's connections live.
+    /// Runs `work` on the store's runtime, where the pool's connections live, for at most
+    /// [`STATEMENT_TIMEOUT`] (then it is dropped, rolling back its transaction).
     fn run<T: Send + 'static>(
         &self,
         work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> BoxFuture<'_, Result<T, StoreError>> {
-        let task = self.runtime.handle().map(|h| h.spawn(work));
+        self.run_within(STATEMENT_TIMEOUT, work)
+    }
+
+    /// Runs `work` on the store's runtime for at most `limit`.
+    fn run_within<T: Send + 'static>(
+        &self,
+        limit: Duration,
+        work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> BoxFuture<'_, Result<T, StoreError>> {
+        let bounded = async move {
+            tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+                Err(StoreError(format!("postgres: no answer within {limit:?}")))
+            })
+        };
+        let task = self.runtime.handle().map(|h| h.spawn(bounded));
         Box::pin(async move {
             let Some(task) = task else {
                 return Err(StoreError("the store is closed".into()));
@@ -308,9 +333,12 @@ fn block_on<T: Send>(
 
 impl Store for PostgresStore {
     fn append(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Appended, StoreError>> {
-        Box::pin(async move {
+        let writes = self.writes.clone();
+        // Bounded as a whole, queueing included: behind a group stalled on a dead connection,
+        // a request would otherwise wait for that group's timeout and then for its own.
+        self.run_within(COMMIT_TIMEOUT, async move {
             let (reply, answer) = oneshot::channel();
-            self.writes
+            writes
                 .send(writer::WriteRequest { events, reply })
                 .await
                 .map_err(|_| StoreError("the writer stopped".into()))?;
