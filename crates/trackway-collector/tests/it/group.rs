@@ -358,3 +358,155 @@ fn a_collector_cut_off_from_the_database_loses_its_lease_and_cannot_move_the_cur
         );
     }
 }
+
+#[test]
+fn every_collector_shows_the_same_events_counts_destinations_and_dead_letters() {
+    use std::io::BufRead as _;
+    use trackway_testkit::{FakeApi, Reply};
+
+    let (_server, url) = postgres_database("oneview");
+    let hook = FakeApi::start();
+    hook.set_rule(|request| {
+        ids_in(request)
+            .iter()
+            .any(|id| id == "poison")
+            .then_some(Reply::Status(400))
+    });
+    let dirs = tempfile::tempdir().unwrap();
+    let a = webhook_collector(&url, &dirs.path().join("a"), hook.url());
+    let b = webhook_collector(&url, &dirs.path().join("b"), hook.url());
+
+    // A's live stream shows an event B stored, within a second.
+    let response = crate::support::agent()
+        .get(format!("{}/api/stream", a.url))
+        .header(
+            "authorization",
+            format!("Bearer {}", crate::support::ADMIN_TOKEN),
+        )
+        .call()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let (lines_tx, lines) = std::sync::mpsc::channel::<(String, Instant)>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(response.into_body().into_reader()).lines() {
+            let Ok(line) = line else { return };
+            if let Some(data) = line.strip_prefix("data: ") {
+                let event: Value = serde_json::from_str(data).unwrap_or_default();
+                let id = event["messageId"].as_str().unwrap_or_default().to_owned();
+                if lines_tx.send((id, Instant::now())).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    // Past A's first poll, so that the subscription is in place before B stores.
+    std::thread::sleep(Duration::from_millis(500));
+    send(&b, batch("live", 1));
+    let stored = Instant::now();
+    let heard = loop {
+        let (id, at) = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("A's stream never showed B's event");
+        if id == "live-0" {
+            break at;
+        }
+    };
+    let after = heard.saturating_duration_since(stored);
+    assert!(
+        after < Duration::from_secs(1),
+        "A's stream showed B's event after {after:?}"
+    );
+
+    // Events of every kind, spread over both collectors.
+    let track = |id: &str, user: &str, name: &str| json!({"type": "track", "event": name, "userId": user, "messageId": id});
+    send(
+        &a,
+        vec![
+            track("a1", "ann", "Signed Up"),
+            track("a2", "ann", "Clicked"),
+            json!({"type": "identify", "userId": "ann", "messageId": "a3", "traits": {"plan": "pro"}}),
+        ],
+    );
+    send(
+        &b,
+        vec![
+            track("b1", "bob", "Clicked"),
+            track("poison", "bob", "Clicked"),
+            json!({"type": "page", "userId": "bob", "name": "Home", "messageId": "b2"}),
+            // Rejected: a track without its event name is stored with the reason.
+            json!({"type": "track", "userId": "bob", "messageId": "b3"}),
+        ],
+    );
+    let jobs = json!({"batch": [track("j1", "cron", "Ran")]}).to_string();
+    let (status, _) = crate::support::post(
+        &a.url,
+        "/v1/batch",
+        &[(
+            "authorization",
+            &crate::support::basic(crate::support::OTHER_KEY),
+        )],
+        jobs.as_bytes(),
+    );
+    assert_eq!(status, 200);
+    eventually("delivery settled, the poison dead-lettered", || {
+        let (_, body) = a.admin("/api/destinations");
+        let hook = &body["destinations"][0];
+        hook["lag"] == 0 && hook["dead_lettered"] == 1
+    });
+
+    let same = |path: &str| -> Value {
+        let (status_a, on_a) = a.admin(path);
+        let (status_b, on_b) = b.admin(path);
+        assert_eq!((status_a, status_b), (200, 200), "{path}: {on_a} / {on_b}");
+        assert_eq!(on_a, on_b, "{path} differs between the collectors");
+        on_a
+    };
+    let ids = |body: &Value| -> Vec<String> {
+        body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["messageId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut all = ids(&same("/api/events?limit=100"));
+    all.sort();
+    assert_eq!(
+        all,
+        ["a1", "a2", "a3", "b1", "b2", "b3", "j1", "live-0", "poison"],
+        "both collectors' events"
+    );
+    // Paging, three at a time, newest first, page for page the same.
+    let mut paged = Vec::new();
+    let mut path = "/api/events?limit=3".to_owned();
+    loop {
+        let page = same(&path);
+        paged.extend(ids(&page));
+        match page["next_before"].as_i64() {
+            Some(before) => path = format!("/api/events?limit=3&before={before}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged.len(), 9, "{paged:?}");
+    paged.sort();
+    assert_eq!(paged, all);
+    for (filter, expected) in [
+        ("type=identify", vec!["a3"]),
+        ("userId=ann", vec!["a3", "a2", "a1"]),
+        ("q=Clicked", vec!["poison", "b1", "a2"]),
+        ("source=jobs", vec!["j1"]),
+        ("status=rejected", vec!["b3"]),
+    ] {
+        let body = same(&format!("/api/events?{filter}"));
+        assert_eq!(ids(&body), expected, "{filter}");
+    }
+    let stats = same("/api/stats");
+    assert!(stats.to_string().contains("identify"), "{stats}");
+    let destinations = same("/api/destinations");
+    assert_eq!(destinations["destinations"][0]["dead_lettered"], 1);
+    let letters = same("/api/dead-letters");
+    let letters = letters["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["event"]["messageId"], "poison");
+    same("/api/dead-letters?destination=Hook");
+}
