@@ -15,6 +15,7 @@ mod ingest;
 mod intercept;
 mod postgres;
 mod postgres_outages;
+mod postgres_tls;
 mod slow_clients;
 mod store_contract;
 mod store_postgres;

@@ -58,6 +58,7 @@ mod counts;
 mod delivery;
 mod reads;
 mod schema;
+mod tls;
 mod traffic;
 mod writer;
 
@@ -168,8 +169,36 @@ impl OwnedRuntime {
 pub(crate) fn pg_error(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
         Some(db) => StoreError(format!("postgres: {} ({})", db.message(), db.code().code())),
-        None => StoreError(format!("postgres: {e}")),
+        None => match certificate_error(&e) {
+            Some(certificate) => StoreError(format!(
+                "postgres: {e} ({}; check sslmode and sslrootcert)",
+                tls::explain(certificate)
+            )),
+            None => StoreError(format!("postgres: {e}")),
+        },
     }
+}
+
+/// The certificate rustls refused, if that is why `e` happened (tokio-postgres wraps it in an
+/// `io::Error`, whose own `source` skips it).
+fn certificate_error(e: &tokio_postgres::Error) -> Option<&rustls::CertificateError> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = next {
+        let error = match error.downcast_ref::<std::io::Error>() {
+            Some(io) => match io.get_ref() {
+                Some(inner) => inner as &(dyn std::error::Error + 'static),
+                None => error,
+            },
+            None => error,
+        };
+        if let Some(rustls::Error::InvalidCertificate(certificate)) =
+            error.downcast_ref::<rustls::Error>()
+        {
+            return Some(certificate);
+        }
+        next = error.source();
+    }
+    None
 }
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
@@ -183,13 +212,19 @@ impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/database`),
     /// creates or migrates its schema, and starts this collector's writer.
     ///
+    /// TLS follows libpq's URL parameters `sslmode` (`disable`, `prefer`, the default,
+    /// `require`, `verify-ca`, `verify-full`) and `sslrootcert` (a PEM file of the roots to
+    /// trust, or `system` for Mozilla's): see `tls`.
+    ///
     /// Fails when the database is unreachable, or when its schema was written by a newer
     /// release this one cannot work with (the message says which).
     pub fn open(url: &str, dedup_window: Duration) -> Result<PostgresStore, StoreError> {
+        let (url, tls) = tls::split(url)?;
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StoreError(format!("not a postgres url: {e}")))?;
         config
+            .ssl_mode(tls.ssl_mode())
             .connect_timeout(CONNECT_TIMEOUT)
             .keepalives(true)
             .keepalives_idle(KEEPALIVE_IDLE)
@@ -199,7 +234,7 @@ impl PostgresStore {
             .options("-c synchronous_commit=on");
         let manager = Manager::from_config(
             config,
-            tokio_postgres::NoTls,
+            tls.connector()?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
