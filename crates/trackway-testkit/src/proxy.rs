@@ -179,10 +179,6 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
 
 #[cfg(test)]
 mod tests {
-    #![expect(
-        clippy::unwrap_used,
-        reason = "a test fails loudly at the first surprise"
-    )]
 
     use super::*;
     use std::time::Duration;

@@ -299,10 +299,6 @@ pub(super) fn explain(error: &CertificateError) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    #![expect(
-        clippy::unwrap_used,
-        reason = "a test fails loudly at the first surprise"
-    )]
 
     use super::*;
 
