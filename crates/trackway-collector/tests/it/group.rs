@@ -509,4 +509,16 @@ fn every_collector_shows_the_same_events_counts_destinations_and_dead_letters() 
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0]["event"]["messageId"], "poison");
     same("/api/dead-letters?destination=Hook");
+    // A replay through B, once the receiver takes it, shows on A.
+    hook.set_rule(|_| None);
+    let (status, report) = crate::support::post_admin(&b, "/api/replay?destination=Hook");
+    assert_eq!(status, 200);
+    assert_eq!(report, json!({"replayed": 1, "failed": 0, "missing": 0}));
+    let letters = same("/api/dead-letters");
+    assert_eq!(letters["dead_letters"], json!([]));
+    let destinations = same("/api/destinations");
+    assert_eq!(destinations["destinations"][0]["dead_lettered"], 0);
+    assert_eq!(destinations["destinations"][0]["open_dead_letters"], 0);
+    let (_, report) = crate::support::post_admin(&a, "/api/replay");
+    assert_eq!(report, json!({"replayed": 0, "failed": 0, "missing": 0}));
 }
