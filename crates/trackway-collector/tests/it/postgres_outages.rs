@@ -190,6 +190,8 @@ fn a_network_cut_to_the_database_gets_503s_within_the_commit_timeout_and_recover
     );
     let data = tempfile::tempdir().unwrap();
     let collector = collector(&through, data.path());
+    // Fills the pool with connections, idle when the network is cut.
+    assert!(admin_at_once(&collector).iter().all(|s| *s == 200));
     let started = std::cell::Cell::new(None);
     outage(
         &collector,
@@ -205,6 +207,11 @@ fn a_network_cut_to_the_database_gets_503s_within_the_commit_timeout_and_recover
                 took < COMMIT_TIMEOUT * 3,
                 "the answers during the cut took {took:?}"
             );
+            // Reads are bounded too, also on the connections that sat idle in the pool when
+            // the network was cut: the admin API answers an error rather than hanging until
+            // the network returns (the test client gives up after 30 s).
+            let statuses = admin_at_once(&collector);
+            assert!(statuses.iter().all(|s| *s >= 500), "{statuses:?}");
             proxy.heal();
         },
     );
@@ -212,4 +219,14 @@ fn a_network_cut_to_the_database_gets_503s_within_the_commit_timeout_and_recover
         proxy.connections() > 0,
         "the collector never used the proxy"
     );
+}
+
+/// The statuses of as many `/api/events` requests at once as the pool has connections.
+fn admin_at_once(collector: &TestServer) -> Vec<u16> {
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..trackway_collector::storage::postgres::POOL_SIZE)
+            .map(|_| scope.spawn(|| collector.admin("/api/events").0))
+            .collect();
+        readers.into_iter().map(|r| r.join().unwrap()).collect()
+    })
 }
