@@ -368,18 +368,34 @@ fn block_on<T: Send>(
 
 impl Store for PostgresStore {
     fn append(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Appended, StoreError>> {
-        let writes = self.writes.clone();
         // Bounded as a whole, queueing included: behind a group stalled on a dead connection,
-        // a request would otherwise wait for that group's timeout and then for its own.
-        self.run_within(COMMIT_TIMEOUT, async move {
-            let (reply, answer) = oneshot::channel();
-            writes
-                .send(writer::WriteRequest { events, reply })
-                .await
-                .map_err(|_| StoreError("the writer stopped".into()))?;
-            answer
-                .await
-                .map_err(|_| StoreError("the writer stopped".into()))?
+        // a request would otherwise wait for that group's timeout and then for its own. The
+        // deadline runs on the store's timer, so the caller's runtime needs none, and the
+        // request is awaited where it was made (no task per request on the hot path).
+        let deadline = self.runtime.handle().map(|handle| {
+            let _entered = handle.enter();
+            tokio::time::sleep(COMMIT_TIMEOUT)
+        });
+        Box::pin(async move {
+            let Some(deadline) = deadline else {
+                return Err(StoreError("the store is closed".into()));
+            };
+            let appended = async {
+                let (reply, answer) = oneshot::channel();
+                self.writes
+                    .send(writer::WriteRequest { events, reply })
+                    .await
+                    .map_err(|_| StoreError("the writer stopped".into()))?;
+                answer
+                    .await
+                    .map_err(|_| StoreError("the writer stopped".into()))?
+            };
+            tokio::select! {
+                appended = appended => appended,
+                () = deadline => Err(StoreError(format!(
+                    "postgres: not committed within {COMMIT_TIMEOUT:?}"
+                ))),
+            }
         })
     }
 
