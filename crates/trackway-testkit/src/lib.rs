@@ -6,8 +6,12 @@
 //! It is deliberately written on `std::net` rather than a server framework: the faults it
 //! injects (half a response, a silent socket) are exactly what a well-behaved framework will
 //! not produce.
+//!
+//! Beside it: [`postgres::TestPostgres`], a throwaway PostgreSQL server, and
+//! [`proxy::CuttableProxy`], a TCP proxy whose network a test can cut and restore.
 
 pub mod postgres;
+pub mod proxy;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};

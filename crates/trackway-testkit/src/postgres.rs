@@ -37,6 +37,8 @@ pub struct TestPostgres {
     root: PathBuf,
     port: u16,
     running: bool,
+    /// Serves TLS with `server.crt` and `server.key` in `root` ([`TestPostgres::with_tls`]).
+    tls: bool,
 }
 
 /// Why a test server could not be made.
@@ -58,6 +60,19 @@ impl std::error::Error for PostgresUnavailable {}
 impl TestPostgres {
     /// Creates a cluster in a temporary directory and starts it on a free loopback port.
     pub fn new() -> Result<TestPostgres, PostgresUnavailable> {
+        TestPostgres::create(None)
+    }
+
+    /// Like [`TestPostgres::new`], serving TLS (`ssl = on`) with this certificate (chain) and
+    /// private key, both PEM. Clients may still connect without TLS.
+    pub fn with_tls(
+        certificate_pem: &str,
+        key_pem: &str,
+    ) -> Result<TestPostgres, PostgresUnavailable> {
+        TestPostgres::create(Some((certificate_pem, key_pem)))
+    }
+
+    fn create(tls: Option<(&str, &str)>) -> Result<TestPostgres, PostgresUnavailable> {
         let bin = bin_dir().ok_or_else(|| PostgresUnavailable("no initdb found".into()))?;
         let root =
             std::env::temp_dir().join(format!("trackway-pg-{}-{}", std::process::id(), unique()));
@@ -67,11 +82,15 @@ impl TestPostgres {
             root,
             port: 0,
             running: false,
+            tls: tls.is_some(),
         };
         if is_root() {
             // The server's user must own its directory; the temporary directory's parent is
             // world-traversable.
             server.checked(Command::new("chown").arg(SERVER_USER).arg(&server.root))?;
+        }
+        if let Some((certificate, key)) = tls {
+            server.write_tls_files(certificate, key)?;
         }
         let data = server.data_dir();
         server.checked(server.command("initdb").arg("-D").arg(&data).args([
@@ -140,15 +159,42 @@ impl TestPostgres {
         if self.running {
             return Ok(());
         }
-        let options = format!(
+        let mut options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=200 -c fsync=on",
             self.port,
             self.root.display()
         );
+        if self.tls {
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                self.root.join("server.crt").display(),
+                self.root.join("server.key").display()
+            ));
+        }
         let log = self.root.join("server.log");
         let log = log.to_string_lossy().into_owned();
         self.pg_ctl(&["start", "-l", &log, "-o", &options])?;
         self.running = true;
+        Ok(())
+    }
+
+    /// Writes the server's certificate and key where it reads them; the key readable by the
+    /// server's user alone, as PostgreSQL requires.
+    fn write_tls_files(&self, certificate: &str, key: &str) -> Result<(), PostgresUnavailable> {
+        use std::os::unix::fs::PermissionsExt;
+        let failed = |e: std::io::Error| PostgresUnavailable(format!("tls files: {e}"));
+        for (name, text, mode) in [
+            ("server.crt", certificate, 0o644),
+            ("server.key", key, 0o600),
+        ] {
+            let path = self.root.join(name);
+            std::fs::write(&path, text).map_err(failed)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .map_err(failed)?;
+            if is_root() {
+                self.checked(Command::new("chown").arg(SERVER_USER).arg(&path))?;
+            }
+        }
         Ok(())
     }
 

@@ -415,3 +415,71 @@ fn three_collectors_with_one_killed_mid_load_lose_nothing_and_hand_delivery_over
     }
     drop(collectors);
 }
+
+/// Runs `trackway serve` on `url`, expecting it to refuse to start; its exit code and stderr.
+fn refused(url: &str, dir: &Path) -> (Option<i32>, String) {
+    let mut child = Running(
+        Command::new(env!("CARGO_BIN_EXE_trackway"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-token",
+                ADMIN_TOKEN,
+            ])
+            .args(["--store", url, "--write-key", KEY])
+            .arg("--data-dir")
+            .arg(dir)
+            .env_remove("TRACKWAY_STORE")
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = child.0.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve started on a store it should refuse"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    (status.code(), reader.join().unwrap())
+}
+
+#[test]
+fn a_store_refused_for_tls_stops_serve_naming_why_and_never_the_password() {
+    // A server without TLS.
+    let server = TestPostgres::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!(
+        "postgres://trackway:{PASSWORD}@127.0.0.1:{}/postgres",
+        server.port()
+    );
+    for (query, why) in [
+        ("sslmode=require", "TLS"),
+        (
+            "sslmode=verify-full&sslrootcert=/no/such/root.pem",
+            "sslrootcert /no/such/root.pem",
+        ),
+        ("sslmode=verify-everything", "sslmode=verify-everything"),
+    ] {
+        let (code, stderr) = refused(&format!("{base}?{query}"), dir.path());
+        assert_ne!(code, Some(0), "{query}: {stderr}");
+        assert!(stderr.contains(why), "{query}: {stderr}");
+        assert!(
+            !stderr.contains(PASSWORD),
+            "{query}: the password shown: {stderr}"
+        );
+    }
+}

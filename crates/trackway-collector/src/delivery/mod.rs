@@ -28,7 +28,7 @@
 mod engine;
 pub mod kind;
 pub(crate) mod route;
-pub(crate) mod state;
+pub mod state;
 
 use std::time::Duration;
 

@@ -95,7 +95,7 @@ fn now_ms() -> i64 {
 /// so a collector that lost the lease (paused, cut off, presumed dead) cannot move it after
 /// another took over: it is fenced off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Lease {
+pub struct Lease {
     /// The fencing number.
     pub epoch: i64,
     /// Taken from another collector whose lease expired (it died, or was cut off): the
@@ -104,7 +104,11 @@ pub(crate) struct Lease {
 }
 
 /// Where delivery bookkeeping lives: the seam between the engine and a database.
-pub(crate) trait DeliveryBook: Send + Sync + 'static {
+///
+/// Two implementations: [`SqliteBook`] (one collector, its data directory) and
+/// [`PostgresBook`](crate::storage::postgres::PostgresBook) (a group sharing a database).
+/// Both are checked by one contract suite (`tests/it/delivery_contract.rs`).
+pub trait DeliveryBook: Send + Sync + 'static {
     /// The destination's progress; a new destination starts at `start`.
     fn progress(
         &self,
@@ -166,7 +170,7 @@ pub(crate) trait DeliveryBook: Send + Sync + 'static {
 
 /// One read batch's outcome, for [`DeliveryBook::advance`].
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Batch {
+pub struct Batch {
     /// Every event up to this `seq` is done.
     pub cursor: i64,
     /// Events delivered.
@@ -277,7 +281,7 @@ impl DeliveryState {
 
 /// The bookkeeping of one collector, in `delivery.sqlite3` in its data directory.
 #[derive(Clone)]
-struct SqliteBook {
+pub struct SqliteBook {
     conn: Arc<Mutex<Connection>>,
 }
 
@@ -363,7 +367,7 @@ impl DeliveryBook for SqliteBook {
 
 impl SqliteBook {
     /// Opens (creating) `delivery.sqlite3` in `data_dir`.
-    fn open(data_dir: &Path) -> Result<SqliteBook, StoreError> {
+    pub fn open(data_dir: &Path) -> Result<SqliteBook, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| StoreError::io("create the data directory", data_dir, e))?;
         let conn = Connection::open(data_dir.join(DELIVERY_FILE)).map_err(sql_error)?;

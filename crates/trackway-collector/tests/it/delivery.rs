@@ -137,6 +137,17 @@ fn a_webhook_that_fails_five_times_then_succeeds_gets_each_message_once() {
 
 #[test]
 fn a_400_becomes_a_dead_letter_and_replay_delivers_it_once_fixed() {
+    dead_letter_and_replay(None);
+}
+
+#[test]
+fn on_postgres_a_400_becomes_a_dead_letter_and_replay_delivers_it_once_fixed() {
+    let (_server, url) = crate::store_contract::postgres_database("replay");
+    dead_letter_and_replay(Some(url));
+}
+
+/// On the embedded store, or on the PostgreSQL database at `postgres`.
+fn dead_letter_and_replay(postgres: Option<String>) {
     let hook = FakeApi::start();
     let broken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let rule_broken = std::sync::Arc::clone(&broken);
@@ -149,10 +160,10 @@ fn a_400_becomes_a_dead_letter_and_replay_delivers_it_once_fixed() {
             .then_some(Reply::Status(400))
     });
     let temp = tempfile::tempdir().unwrap();
-    let server = TestServer::start_configured(
-        temp.path(),
-        with_destinations(vec![webhook("Webhook", hook.url(), None)]),
-    );
+    let server = TestServer::start_configured(temp.path(), |config| {
+        config.postgres = postgres;
+        with_destinations(vec![webhook("Webhook", hook.url(), None)])(config);
+    });
     send(&server, vec![track("ok-1"), track("poison"), track("ok-2")]);
     eventually("the good ones delivered", || acknowledged(&hook).len() == 2);
     eventually("the bad one dead-lettered", || {
@@ -541,6 +552,17 @@ fn retention_prunes_delivered_events_and_keeps_undelivered_ones() {
 
 #[test]
 fn retention_keeps_dead_lettered_events_for_replay() {
+    retention_keeps_dead_letters(None);
+}
+
+#[test]
+fn on_postgres_retention_keeps_dead_lettered_events_for_replay() {
+    let (_server, url) = crate::store_contract::postgres_database("retention");
+    retention_keeps_dead_letters(Some(url));
+}
+
+/// On the embedded store, or on the PostgreSQL database at `postgres`.
+fn retention_keeps_dead_letters(postgres: Option<String>) {
     let hook = FakeApi::start();
     let broken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let rule_broken = std::sync::Arc::clone(&broken);
@@ -552,6 +574,7 @@ fn retention_keeps_dead_lettered_events_for_replay() {
     let other = FakeApi::start();
     let temp = tempfile::tempdir().unwrap();
     let server = TestServer::start_configured(temp.path(), |config| {
+        config.postgres = postgres;
         config.sources[0].destinations = vec![webhook("Webhook", hook.url(), None)];
         config.sources[1].destinations = vec![webhook("Other", other.url(), None)];
         config.retention = Some(Duration::ZERO);

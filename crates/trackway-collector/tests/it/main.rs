@@ -7,12 +7,15 @@
 
 mod admin;
 mod delivery;
+mod delivery_contract;
 mod durability;
 mod end_to_end;
 mod group;
 mod ingest;
 mod intercept;
 mod postgres;
+mod postgres_outages;
+mod postgres_tls;
 mod slow_clients;
 mod store_contract;
 mod store_postgres;

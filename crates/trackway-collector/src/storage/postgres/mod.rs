@@ -58,6 +58,7 @@ mod counts;
 mod delivery;
 mod reads;
 mod schema;
+mod tls;
 mod traffic;
 mod writer;
 
@@ -87,9 +88,19 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request waits for one of the pool's connections.
 pub const POOL_WAIT: Duration = Duration::from_secs(5);
 
-/// Longest a group commit may take before its requests are answered 503. The database may
-/// still commit it; the clients' retries are then deduplicated.
+/// Longest an ingest request waits for its events' commit (queued behind other groups, then
+/// its own group's transaction) before it is answered 503. The database may still commit it;
+/// the clients' retries are then deduplicated. Within the 10-15 s Segment's libraries wait.
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest any other store call (a read, a step of the delivery bookkeeping, a probe, a chunk
+/// of pruning) may take before it fails. A connection whose network is black-holed answers
+/// nothing and is never reset; [`TCP_USER_TIMEOUT`] closes it only when this host's kernel
+/// sees its own data unacknowledged, which a middlebox that accepted the data (a proxy, a
+/// connection pooler) defeats. So every call is bounded here too, and a lease renewal that
+/// cannot finish counts as failed, which is how a collector cut off from the database learns
+/// that it may have lost its leases.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Unacknowledged data on a connection for this long means the database is gone (a network
 /// cut rather than a refused connection): the kernel closes the socket, and the request fails
@@ -156,7 +167,39 @@ impl OwnedRuntime {
 /// A tokio-postgres error as a [`StoreError`], with the database's own message when it gave
 /// one (never the connection URL, which may hold a password).
 pub(crate) fn pg_error(e: tokio_postgres::Error) -> StoreError {
+    if e.as_db_error().is_none() {
+        if let Some(certificate) = certificate_error(&e) {
+            return StoreError::Misconfigured {
+                detail: format!(
+                    "postgres: {e} ({}; check sslmode and sslrootcert)",
+                    tls::explain(certificate)
+                ),
+            };
+        }
+    }
     StoreError::postgres(&e)
+}
+
+/// The certificate rustls refused, if that is why `e` happened (tokio-postgres wraps it in an
+/// `io::Error`, whose own `source` skips it).
+fn certificate_error(e: &tokio_postgres::Error) -> Option<&rustls::CertificateError> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = next {
+        let error = match error.downcast_ref::<std::io::Error>() {
+            Some(io) => match io.get_ref() {
+                Some(inner) => inner as &(dyn std::error::Error + 'static),
+                None => error,
+            },
+            None => error,
+        };
+        if let Some(rustls::Error::InvalidCertificate(certificate)) =
+            error.downcast_ref::<rustls::Error>()
+        {
+            return Some(certificate);
+        }
+        next = error.source();
+    }
+    None
 }
 
 /// A pool error: a connection's own error, or no connection within the wait.
@@ -174,14 +217,20 @@ impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/database`),
     /// creates or migrates its schema, and starts this collector's writer.
     ///
+    /// TLS follows libpq's URL parameters `sslmode` (`disable`, `prefer`, the default,
+    /// `require`, `verify-ca`, `verify-full`) and `sslrootcert` (a PEM file of the roots to
+    /// trust, or `system` for Mozilla's): see `tls`.
+    ///
     /// Fails when the database is unreachable, or when its schema was written by a newer
     /// release this one cannot work with (the message says which).
     pub fn open(url: &str, dedup_window: Duration) -> Result<PostgresStore, StoreError> {
+        let (url, tls) = tls::split(url)?;
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e| StoreError::Misconfigured {
                 detail: format!("not a postgres url: {e}"),
             })?;
         config
+            .ssl_mode(tls.ssl_mode())
             .connect_timeout(CONNECT_TIMEOUT)
             .keepalives(true)
             .keepalives_idle(KEEPALIVE_IDLE)
@@ -191,7 +240,7 @@ impl PostgresStore {
             .options("-c synchronous_commit=on");
         let manager = Manager::from_config(
             config,
-            tokio_postgres::NoTls,
+            tls.connector()?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -275,12 +324,29 @@ impl PostgresStore {
         &self.collector
     }
 
-    /// Runs `work` on the store's runtime, where the pool's connections live.
+    /// Runs `work` on the store's runtime, where the pool's connections live, for at most
+    /// [`STATEMENT_TIMEOUT`] (then it is dropped, rolling back its transaction).
     fn run<T: Send + 'static>(
         &self,
         work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> BoxFuture<'_, Result<T, StoreError>> {
-        let task = self.runtime.handle().map(|h| h.spawn(work));
+        self.run_within(STATEMENT_TIMEOUT, work)
+    }
+
+    /// Runs `work` on the store's runtime for at most `limit`.
+    fn run_within<T: Send + 'static>(
+        &self,
+        limit: Duration,
+        work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> BoxFuture<'_, Result<T, StoreError>> {
+        let bounded = async move {
+            tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable {
+                    detail: format!("postgres: no answer within {limit:?}"),
+                })
+            })
+        };
+        let task = self.runtime.handle().map(|h| h.spawn(bounded));
         Box::pin(async move {
             let Some(task) = task else {
                 return Err(StoreError::stopped("runtime", "the store is closed"));
@@ -311,15 +377,34 @@ fn block_on<T: Send>(
 
 impl Store for PostgresStore {
     fn append(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        // Bounded as a whole, queueing included: behind a group stalled on a dead connection,
+        // a request would otherwise wait for that group's timeout and then for its own. The
+        // deadline runs on the store's timer, so the caller's runtime needs none, and the
+        // request is awaited where it was made (no task per request on the hot path).
+        let deadline = self.runtime.handle().map(|handle| {
+            let _entered = handle.enter();
+            tokio::time::sleep(COMMIT_TIMEOUT)
+        });
         Box::pin(async move {
-            let (reply, answer) = oneshot::channel();
-            self.writes
-                .send(writer::WriteRequest { events, reply })
-                .await
-                .map_err(|_| StoreError::stopped("writer", "its task ended"))?;
-            answer
-                .await
-                .map_err(|_| StoreError::stopped("writer", "its task ended"))?
+            let Some(deadline) = deadline else {
+                return Err(StoreError::stopped("runtime", "the store is closed"));
+            };
+            let appended = async {
+                let (reply, answer) = oneshot::channel();
+                self.writes
+                    .send(writer::WriteRequest { events, reply })
+                    .await
+                    .map_err(|_| StoreError::stopped("writer", "its task ended"))?;
+                answer
+                    .await
+                    .map_err(|_| StoreError::stopped("writer", "its task ended"))?
+            };
+            tokio::select! {
+                appended = appended => appended,
+                () = deadline => Err(StoreError::Unavailable {
+                    detail: format!("postgres: not committed within {COMMIT_TIMEOUT:?}"),
+                }),
+            }
         })
     }
 

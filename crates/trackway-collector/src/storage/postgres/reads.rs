@@ -206,7 +206,7 @@ pub(super) async fn live_loop(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let result = async {
+        let look = async {
             let client = pool.get().await.map_err(super::pool_error)?;
             if live.receiver_count() == 0 {
                 // Nobody listens: only move past what is stored, unless someone subscribed
@@ -235,8 +235,15 @@ pub(super) async fn live_loop(
                 let _ = live.send(Arc::new(event));
             }
             Ok(())
-        }
-        .await;
+        };
+        // A black-holed connection must not stop the looking for good.
+        let result = tokio::time::timeout(super::STATEMENT_TIMEOUT, look)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable {
+                    detail: "postgres: no answer".into(),
+                })
+            });
         if let Err(e) = result {
             tracing::debug!("store: looking for new events failed (will retry): {e}");
         }
