@@ -276,6 +276,11 @@ impl DeliveryEngine {
         let started = Instant::now();
         let (mut attempts, mut retries) = (0_u64, 0_u32);
         loop {
+            // The lease lost (or the collector stopping) stops the lane before its next
+            // attempt, not only between batches: another collector may be delivering.
+            if *shutdown.borrow() {
+                return Final::Stopped;
+            }
             let (after, reason) = match lane.destination.deliver(chunk).await {
                 Attempt::Delivered => return Final::Delivered,
                 Attempt::Reject { reason } => return Final::Dead(reason),
@@ -304,9 +309,11 @@ impl DeliveryEngine {
 }
 
 /// Renews `lease` every [`LEASE_RENEW`] until it is lost or the collector stops, then turns
-/// `held` true. A renewal that cannot reach the database is retried; once the lease may have
-/// expired unrenewed, the lane stops too, since another collector may be delivering by then
-/// (the epoch would refuse its cursor anyway).
+/// `held` true. The lease is counted as held only until [`LEASE_TTL`] after the last renewal
+/// was asked for, less [`LEASE_RENEW`] as a margin: a renewal that has not answered by then
+/// (a database cut off, a connection black-holed) stops the lane on this collector's own
+/// clock, before another collector can take the lease over. The epoch refuses the cursor of
+/// a holder that stops late anyway.
 async fn keep_lease(
     state: DeliveryState,
     key: String,
@@ -314,22 +321,29 @@ async fn keep_lease(
     mut shutdown: watch::Receiver<bool>,
     held: watch::Sender<bool>,
 ) {
-    let mut renewed = Instant::now();
+    // Taken just after the lease was: the database's expiry is at most this plus the TTL.
+    let mut held_until = Instant::now() + LEASE_TTL;
     loop {
         if sleep_or_stop(LEASE_RENEW, &mut shutdown).await {
             break;
         }
-        match state.renew(&key, lease).await {
-            Ok(true) => renewed = Instant::now(),
-            Ok(false) => {
+        let asked = Instant::now();
+        let give_up = held_until.checked_sub(LEASE_RENEW).unwrap_or(asked);
+        match tokio::time::timeout_at(give_up.into(), state.renew(&key, lease)).await {
+            Ok(Ok(true)) => held_until = asked + LEASE_TTL,
+            Ok(Ok(false)) => {
                 tracing::warn!(destination = %key, epoch = lease.epoch, "delivery: lease taken over");
                 break;
             }
-            Err(e) if renewed.elapsed() + LEASE_RENEW < LEASE_TTL => {
+            Ok(Err(e)) if Instant::now() + LEASE_RENEW < give_up => {
                 tracing::warn!(destination = %key, "delivery: cannot renew the lease (will retry): {e}");
             }
-            Err(e) => {
-                tracing::warn!(destination = %key, "delivery: lease expired unrenewed: {e}");
+            Ok(Err(e)) => {
+                tracing::warn!(destination = %key, "delivery: lease expiring unrenewed: {e}");
+                break;
+            }
+            Err(_) => {
+                tracing::warn!(destination = %key, "delivery: no answer to the lease's renewal before it could expire; stopping");
                 break;
             }
         }
