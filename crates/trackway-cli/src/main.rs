@@ -5,6 +5,8 @@
 //! [`Failure`] and is mapped to an exit code here, in one place: 0 success, 1 the work failed
 //! (a server refused, the deadline passed), 2 the command line was wrong and nothing was sent.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

@@ -11,6 +11,8 @@
 //! # Ok::<(), serde_json::Error>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::time::SystemTime;
 
 use serde_json::Value;

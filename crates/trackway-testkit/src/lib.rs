@@ -7,6 +7,8 @@
 //! injects (half a response, a silent socket) are exactly what a well-behaved framework will
 //! not produce.
 
+#![forbid(unsafe_code)]
+
 pub mod postgres;
 
 use std::collections::VecDeque;
