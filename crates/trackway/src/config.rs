@@ -100,6 +100,18 @@ pub enum ConfigError {
     /// The proxy URL is invalid, or not an HTTP(S) proxy.
     #[error("{0}")]
     Proxy(String),
+    /// The spool directory cannot be used: it is not a directory, or cannot be created.
+    #[error("spool directory {path}: {reason}")]
+    SpoolDir {
+        /// The directory as given.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// [`Builder::spool_dir`] and [`Builder::defer_encoding`] were both set: a call must encode
+    /// a message to write it into the spool. Choose one.
+    #[error("spool_dir and defer_encoding exclude each other: the call writes the encoded message")]
+    SpoolWithDeferredEncoding,
 }
 
 /// Configures an [`Analytics`](crate::Analytics) client. Every setting has a production-ready default.
@@ -122,6 +134,7 @@ pub struct Builder {
     pub(crate) transport: Option<Arc<dyn Transport>>,
     pub(crate) observer: Option<Arc<dyn Observer>>,
     pub(crate) drop_timeout: Duration,
+    pub(crate) spool: crate::spool::settings::SpoolSettings,
 }
 
 impl fmt::Debug for Builder {
@@ -142,6 +155,7 @@ impl fmt::Debug for Builder {
             .field("proxy", &self.proxy.redacted())
             .field("custom_transport", &self.transport.is_some())
             .field("observer", &self.observer.is_some())
+            .field("spool", &self.spool)
             .finish_non_exhaustive()
     }
 }
@@ -180,6 +194,7 @@ impl Builder {
             transport: None,
             observer: None,
             drop_timeout: DEFAULT_DROP_TIMEOUT,
+            spool: Default::default(),
         }
     }
 
@@ -346,6 +361,7 @@ impl Builder {
             return Err(ConfigError::EmptyWriteKey);
         }
         let batch_url = batch_url(&self.host)?;
+        let spool = self.spool.validate(self.defer_encoding, &batch_url)?;
         let range = |setting: &'static str, ok: bool, expected: String| {
             if ok {
                 Ok(())
@@ -411,6 +427,7 @@ impl Builder {
             transport,
             observer: self.observer,
             drop_timeout: self.drop_timeout,
+            spool,
         })
     }
 }
@@ -432,6 +449,7 @@ pub(crate) struct Validated {
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) observer: Option<Arc<dyn Observer>>,
     pub(crate) drop_timeout: Duration,
+    pub(crate) spool: Option<crate::spool::SpoolConfig>,
 }
 
 impl Validated {

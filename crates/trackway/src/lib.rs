@@ -102,6 +102,7 @@ mod ledger;
 mod outcome;
 pub mod retry;
 mod sender;
+mod spool;
 mod stats;
 pub mod testing;
 pub mod transport;
@@ -117,6 +118,10 @@ pub use config::{
 };
 pub use outcome::{DropCounts, DropReason, FlushReport, Observer, Outcome};
 pub use retry::RetryPolicy;
+pub use spool::settings::{
+    DEFAULT_SPOOL_MAX_BYTES, DEFAULT_SPOOL_SYNC_INTERVAL, MIN_SPOOL_MAX_BYTES,
+};
+pub use spool::{Recovery, SpoolError};
 pub use stats::Stats;
 pub use trackway_protocol::{
     Alias, Common, Custom, Group, Identify, Kind, Message, Page, Screen, Track, ValidationError,

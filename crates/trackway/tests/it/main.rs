@@ -15,5 +15,6 @@ mod limits;
 mod logging;
 mod reports;
 mod retries;
+mod spool;
 mod support;
 mod wire;
