@@ -530,18 +530,6 @@ fn recover(dir: &Path, identity: &Identity) -> Result<Recovered, SpoolError> {
                 return Err(SpoolError::NotASegment { path, reason });
             }
         };
-        if header.key != identity.key {
-            return Err(SpoolError::OtherWriteKey {
-                dir: dir.to_owned(),
-            });
-        }
-        if header.host != identity.host {
-            return Err(SpoolError::OtherHost {
-                dir: dir.to_owned(),
-                host: header.host,
-                expected: identity.host.clone(),
-            });
-        }
         last_id = Some(last_id.map_or(header.id, |last: u64| last.max(header.id)));
         let scan = format::scan(&map);
         if scan.torn {
@@ -559,6 +547,20 @@ fn recover(dir: &Path, identity: &Identity) -> Result<Recovered, SpoolError> {
             drop(map);
             std::fs::remove_file(&path).map_err(io_error(&path))?;
             continue;
+        }
+        // Only a segment with undelivered events must be for this key and host: a settled
+        // one (such as the empty tail of a run against another host) is just deleted.
+        if header.key != identity.key {
+            return Err(SpoolError::OtherWriteKey {
+                dir: dir.to_owned(),
+            });
+        }
+        if header.host != identity.host {
+            return Err(SpoolError::OtherHost {
+                dir: dir.to_owned(),
+                host: header.host,
+                expected: identity.host.clone(),
+            });
         }
         recovery.messages += scan.records - settled;
         let first_pos = format::offset_of(&map, settled);

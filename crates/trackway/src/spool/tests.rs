@@ -227,3 +227,17 @@ fn segments_roll_over_and_settled_ones_are_deleted() {
     let opened = Spool::open(&config(dir.path()), KEY, HOST).unwrap();
     assert_eq!(opened.recovery, Recovery::default());
 }
+
+#[test]
+fn an_empty_spool_left_for_another_host_opens_for_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let opened = Spool::open(&config(dir.path()), KEY, HOST).unwrap();
+    append(&opened.spool, 0..2);
+    let mut reader = opened.reader;
+    assert_eq!(read_all(&mut reader).len(), 2);
+    reader.settled(2);
+    drop((opened.spool, reader, opened.keeper));
+    // Everything settled: nothing ties the directory to that host or key any more.
+    let opened = Spool::open(&config(dir.path()), "a-new-key-0123", "http://new/v1/batch");
+    assert_eq!(opened.unwrap().recovery, Recovery::default());
+}
