@@ -17,6 +17,11 @@
 //! - A batch closes at `flush_at` messages, except behind batches still in flight: then it
 //!   takes everything queued meanwhile, up to the request's byte and message limits.
 //! - Control messages travel on their own channel, so a flush never queues behind data.
+//! - With a spool (`spool/mod.rs`) messages come from its segment files instead of the data
+//!   channel: the worker reads them through a mapping, at most one request's worth ahead of
+//!   the batches in flight, and writes each segment's progress there as batches settle (no
+//!   system call; the files' own I/O is the spool thread's). A flush's mark is then the count
+//!   of records written, read or not.
 //! - While nothing is queued and nobody waits, the worker sleeps in `select` with no timeout:
 //!   an idle client costs no CPU.
 //! - The worker does not sleep on the data channel itself, or every call would pay for waking
