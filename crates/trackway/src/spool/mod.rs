@@ -422,9 +422,14 @@ impl Spool {
         {
             tracing::warn!("trackway: could not sync the spool: {error}");
         }
-        self.appended.fetch_add(1, Ordering::Release);
+        // Under the writer's lock: a plain store, no contended read-modify-write.
+        self.appended.store(count, Ordering::Release);
         drop(writer);
-        if !self.sync_each_call && !self.shared.dirty.swap(true, Ordering::AcqRel) {
+        // Read before swapping: most calls find the flag set and write nothing shared.
+        if !self.sync_each_call
+            && !self.shared.dirty.load(Ordering::Acquire)
+            && !self.shared.dirty.swap(true, Ordering::AcqRel)
+        {
             // The first write since the keeper's last sync starts its timer.
             let _ = self.keeper.send(Chore::Sync);
         }
