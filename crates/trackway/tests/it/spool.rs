@@ -224,6 +224,11 @@ fn spool_child() {
     if let Ok(nth) = std::env::var("TRACKWAY_SPOOL_ABORT_AT") {
         builder = builder.spool_abort_in_write(nth.parse().unwrap());
     }
+    if mode == "in-flight" {
+        // Batches go only when a flush asks: each group of ten is one request, however
+        // slowly a loaded machine runs the calls.
+        builder = builder.flush_interval(GENEROUS * 4);
+    }
     let analytics = builder.build().unwrap();
     let mut out = std::io::stdout().lock();
     match mode.as_str() {
@@ -248,6 +253,9 @@ fn spool_child() {
             for n in 0..10 {
                 analytics.enqueue(track(&format!("b-{n}"), 10)).unwrap();
             }
+            // Sends them (the server hangs on the request); the flush gives up at once.
+            let report = analytics.flush(Duration::from_millis(50));
+            assert!(!report.completed, "{report}");
             writeln!(out, "accepted all").unwrap();
             out.flush().unwrap();
             std::thread::sleep(GENEROUS * 4);
