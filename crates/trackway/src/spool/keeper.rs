@@ -20,8 +20,12 @@ pub(super) enum Chore {
     /// Records were written since the last sync.
     Sync,
     /// The writer moved to `tail` (the spare, or one it made); `old` is its mapping of the
-    /// segment before.
-    Rolled { old: MmapMut, tail: Arc<Segment> },
+    /// segment before, `sealed` that segment.
+    Rolled {
+        old: MmapMut,
+        sealed: Arc<Segment>,
+        tail: Arc<Segment>,
+    },
     /// Every record of the segment at `path` is settled.
     Release { map: MmapMut, path: PathBuf },
 }
@@ -31,6 +35,8 @@ pub(crate) struct Keeper {
     shared: Arc<Shared>,
     tail: Arc<Segment>,
     chores: Receiver<Chore>,
+    /// Segments the writer left since the last sync.
+    unsynced: Vec<Arc<Segment>>,
     interval: Duration,
     /// Held for the spool's whole life: the lock is released when this closes.
     _lock: File,
@@ -48,6 +54,7 @@ impl Keeper {
             shared,
             tail,
             chores,
+            unsynced: Vec::new(),
             interval,
             _lock: lock,
         };
@@ -69,11 +76,11 @@ impl Keeper {
                             timer = crossbeam_channel::after(self.interval);
                         }
                     }
-                    Ok(Chore::Rolled { old, tail }) => {
-                        if let Err(error) = old.flush() {
-                            tracing::warn!("trackway: could not sync a spool segment: {error}");
-                        }
+                    Ok(Chore::Rolled { old, sealed, tail }) => {
+                        // Unmapped at once (its pages leave the process's memory); its records
+                        // are synced with the tail's at the next tick.
                         drop(old);
+                        self.unsynced.push(sealed);
                         self.tail = tail;
                         // Writes to the new tail may have found the dirty flag already set.
                         if !armed {
@@ -103,13 +110,25 @@ impl Keeper {
         self.sync();
     }
 
-    /// Syncs the tail's written records to disk.
-    fn sync(&self) {
+    /// Syncs the tail's written records to disk, and the directory (the names of segments
+    /// made since the last sync).
+    fn sync(&mut self) {
         self.shared.dirty.store(false, Ordering::SeqCst);
-        if let Err(error) = self.tail.file.sync_data() {
+        for segment in std::mem::take(&mut self.unsynced)
+            .iter()
+            .chain([&self.tail])
+        {
+            if let Err(error) = segment.file.sync_data() {
+                tracing::warn!(
+                    "trackway: could not sync the spool segment {}: {error}",
+                    segment.path.display()
+                );
+            }
+        }
+        if let Err(error) = File::open(&self.shared.dir).and_then(|dir| dir.sync_all()) {
             tracing::warn!(
-                "trackway: could not sync the spool segment {}: {error}",
-                self.tail.path.display()
+                "trackway: could not sync the spool directory {}: {error}",
+                self.shared.dir.display()
             );
         }
     }

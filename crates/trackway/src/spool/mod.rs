@@ -18,8 +18,8 @@
 //! - Records are appended under one lock, so a torn record (a crash mid-write) can only be the
 //!   last of the segment being written. A segment is never appended to after its process
 //!   ends: the next process starts a new one, so a torn tail is cut off by ignoring it.
-//! - Segments are created whole (header, then zeros to their full size, synced, renamed into
-//!   place) by the keeper thread, ahead of need: a full disk shows as a refused call at a
+//! - Segments are created whole (header, then zeros to their full size, renamed into place;
+//!   synced with their first records) by the keeper thread, ahead of need: a full disk shows as a refused call at a
 //!   segment's creation, never as a fault in the middle of a write, and a call makes no system
 //!   call (unless the spare is not ready yet, when it creates the segment itself).
 //! - The worker numbers records in the order written (recovered ones first), the same order
@@ -147,7 +147,7 @@ pub(crate) struct SpoolConfig {
 }
 
 impl SpoolConfig {
-    /// The size of each segment: an eighth of the limit, between 256 KiB and 4 MiB. Small
+    /// The size of each segment: an eighth of the limit, between 256 KiB and 2 MiB. Small
     /// enough that a settled segment is deleted soon and the mapped pages stay few; large
     /// enough that segment creation is rare.
     fn segment_bytes(&self) -> usize {
@@ -157,7 +157,7 @@ impl SpoolConfig {
 }
 
 const MIN_SEGMENT_BYTES: usize = 256 * 1024;
-const MAX_SEGMENT_BYTES: usize = 4 * 1024 * 1024;
+const MAX_SEGMENT_BYTES: usize = 2 * 1024 * 1024;
 
 /// Who the events are for, as each segment's header records it.
 #[derive(Debug, Clone)]
@@ -205,6 +205,8 @@ struct Shared {
     spare: Mutex<Option<Fresh>>,
     /// Records were written since the keeper last synced.
     dirty: AtomicBool,
+    /// Each call syncs its record (`spool_sync_interval` zero).
+    sync_each_call: bool,
 }
 
 /// The spool, as the calls see it.
@@ -263,9 +265,16 @@ impl Shared {
                 }
                 left -= n;
             }
-            file.sync_all()?;
+            // Synced now only if each call syncs its record: otherwise the keeper's next sync
+            // of the tail (and the directory) makes the segment durable with its first
+            // records, and an unsynced one found after power loss holds none (`recover`).
+            if self.sync_each_call {
+                file.sync_all()?;
+            }
             std::fs::rename(&temporary, &path)?;
-            File::open(&self.dir)?.sync_all()?;
+            if self.sync_each_call {
+                File::open(&self.dir)?.sync_all()?;
+            }
             Ok(file)
         })();
         let file = match written {
@@ -348,6 +357,7 @@ impl Spool {
             next_id: AtomicU64::new(last_id.map_or(1, |id| id + 1)),
             spare: Mutex::new(None),
             dirty: AtomicBool::new(false),
+            sync_each_call: config.sync_interval.is_zero(),
         });
         let first = shared.create_segment().map_err(io_error(&dir))?;
         let mut unread: VecDeque<Arc<Segment>> = recovered.into();
@@ -465,6 +475,7 @@ impl Spool {
         // The keeper syncs and unmaps the old one (off the call's path) and makes a spare.
         let _ = self.keeper.send(Chore::Rolled {
             old: old.map,
+            sealed: old.segment,
             tail: fresh.segment,
         });
         Ok(())
@@ -519,11 +530,23 @@ fn recover(dir: &Path, identity: &Identity) -> Result<Recovered, SpoolError> {
             .open(&path)
             .map_err(io_error(&path))?;
         let len = file.metadata().map_err(io_error(&path))?.len();
-        if len < HEADER_LEN as u64 {
-            return Err(SpoolError::NotASegment {
-                path,
-                reason: "shorter than a segment header",
-            });
+        let mut head = [0; HEADER_LEN];
+        let unwritten = len < HEADER_LEN as u64
+            || (std::io::Read::read_exact(&mut &file, &mut head).is_ok()
+                && head.iter().all(|b| *b == 0));
+        // Ids keep rising past every file seen, written or not.
+        let named = path
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .and_then(|stem| u64::from_str_radix(stem, 16).ok());
+        if let Some(id) = named {
+            last_id = Some(last_id.map_or(id, |last: u64| last.max(id)));
+        }
+        if unwritten {
+            // Made ahead, then power was lost before anything synced it: no record in it was
+            // ever synced either (a sync of its records writes its header too).
+            std::fs::remove_file(&path).map_err(io_error(&path))?;
+            continue;
         }
         let mut map = map::map_segment(&file).map_err(io_error(&path))?;
         let header = match format::read_header(&map) {

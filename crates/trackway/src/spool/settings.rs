@@ -115,7 +115,7 @@ impl Builder {
     /// The spool's size limit: bytes of accepted events not yet settled (each event's
     /// encoded size plus 12). With a spool it replaces [`Builder::max_queue_bytes`] as the
     /// bound on what is queued; when it is full, a call does what [`Builder::overflow`] says.
-    /// The files take up to two segments (at most 8 MiB) more.
+    /// The files take up to two segments (at most 4 MiB) more.
     pub fn spool_max_bytes(mut self, bytes: u64) -> Self {
         self.spool.max_bytes = bytes;
         self

@@ -241,3 +241,20 @@ fn an_empty_spool_left_for_another_host_opens_for_a_new_one() {
     let opened = Spool::open(&config(dir.path()), "a-new-key-0123", "http://new/v1/batch");
     assert_eq!(opened.unwrap().recovery, Recovery::default());
 }
+
+#[test]
+fn a_segment_power_loss_left_unwritten_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    // Made ahead and renamed into place, then power was lost before anything synced it: its
+    // name survived, its contents did not.
+    std::fs::write(dir.path().join("0000000000000007.seg"), vec![0; 4096]).unwrap();
+    std::fs::write(dir.path().join("0000000000000008.seg"), b"").unwrap();
+    let opened = Spool::open(&config(dir.path()), KEY, HOST).unwrap();
+    assert_eq!(opened.recovery, Recovery::default());
+    let left = segments(dir.path());
+    assert!(
+        left.iter()
+            .all(|p| p.file_name().unwrap() > "0000000000000008.seg"),
+        "{left:?}"
+    );
+}
