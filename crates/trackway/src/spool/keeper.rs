@@ -1,7 +1,8 @@
 //! The spool's thread: every system call the spool needs besides the ones at build, so that
-//! neither the calls nor the worker make them. It syncs written records to disk every
-//! `spool_sync_interval` while there are any, makes the next segment ahead of need, unmaps
-//! and syncs a segment the writer left, and deletes settled segments. It holds the
+//! neither the calls nor the worker make them. It has written records synced to disk every
+//! `spool_sync_interval` while there are any (by a thread of its own, `trackway-fsync`),
+//! makes the next segment ahead of need, unmaps a segment the writer left, and deletes
+//! settled segments. It holds the
 //! directory's lock, and ends (syncing a last time, then unlocking) when the client is gone.
 
 use std::fs::File;
@@ -63,6 +64,22 @@ impl Keeper {
 
     /// Runs until the spool's last user is gone.
     pub(crate) fn run(mut self) {
+        // The syncs go to a thread of their own: an fsync can take a second on a busy disk,
+        // and meanwhile the keeper must go on unmapping the segments the writer leaves (each
+        // holds its written pages in memory until then) and making spares.
+        let (syncs, to_sync) = crossbeam_channel::unbounded::<Vec<Arc<Segment>>>();
+        let dir = self.shared.dir.clone();
+        let syncer = std::thread::Builder::new()
+            .name("trackway-fsync".into())
+            .spawn(move || {
+                for segments in to_sync {
+                    sync(&segments, &dir);
+                }
+            })
+            .map_err(|error| {
+                tracing::warn!("trackway: no spool sync thread, syncing inline: {error}");
+            })
+            .ok();
         self.make_spare();
         let mut timer = never();
         let mut armed = false;
@@ -103,34 +120,30 @@ impl Keeper {
                 recv(timer) -> _ => {
                     armed = false;
                     timer = never();
-                    self.sync();
+                    let segments = self.take_unsynced();
+                    if syncer.is_none() {
+                        sync(&segments, &self.shared.dir);
+                    } else if let Err(unsent) = syncs.send(segments) {
+                        sync(&unsent.0, &self.shared.dir);
+                    }
                 }
             }
         }
-        self.sync();
+        // A last sync after the ones queued, then the lock is released (with `self`).
+        drop(syncs);
+        if let Some(syncer) = syncer {
+            let _ = syncer.join();
+        }
+        sync(&self.take_unsynced(), &self.shared.dir);
     }
 
-    /// Syncs the tail's written records to disk, and the directory (the names of segments
-    /// made since the last sync).
-    fn sync(&mut self) {
+    /// What the next sync covers: the segments left since the last one, and the tail. Clears
+    /// the dirty flag first, so a record written from here on asks for another.
+    fn take_unsynced(&mut self) -> Vec<Arc<Segment>> {
         self.shared.dirty.store(false, Ordering::SeqCst);
-        for segment in std::mem::take(&mut self.unsynced)
-            .iter()
-            .chain([&self.tail])
-        {
-            if let Err(error) = segment.file.sync_data() {
-                tracing::warn!(
-                    "trackway: could not sync the spool segment {}: {error}",
-                    segment.path.display()
-                );
-            }
-        }
-        if let Err(error) = File::open(&self.shared.dir).and_then(|dir| dir.sync_all()) {
-            tracing::warn!(
-                "trackway: could not sync the spool directory {}: {error}",
-                self.shared.dir.display()
-            );
-        }
+        let mut segments = std::mem::take(&mut self.unsynced);
+        segments.push(Arc::clone(&self.tail));
+        segments
     }
 
     /// Makes the next segment, unless one is ready. Under the spare's lock, so that a call
@@ -148,5 +161,24 @@ impl Keeper {
                 self.shared.dir.display()
             ),
         }
+    }
+}
+
+/// Syncs the records of `segments` to disk, and `dir` (the names of segments made since the
+/// last sync).
+fn sync(segments: &[Arc<Segment>], dir: &std::path::Path) {
+    for segment in segments {
+        if let Err(error) = segment.file.sync_data() {
+            tracing::warn!(
+                "trackway: could not sync the spool segment {}: {error}",
+                segment.path.display()
+            );
+        }
+    }
+    if let Err(error) = File::open(dir).and_then(|dir| dir.sync_all()) {
+        tracing::warn!(
+            "trackway: could not sync the spool directory {}: {error}",
+            dir.display()
+        );
     }
 }
