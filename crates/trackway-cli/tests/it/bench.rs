@@ -46,7 +46,12 @@ fn every_event_reaches_the_null_sink_in_each_mode() {
     let gzip = report(&["--events", "3000", "--producers", "3", "--json"]);
     let plain = report(&["--events", "3000", "--no-gzip", "--json"]);
     let deferred = report(&["--events", "3000", "--defer-encoding", "--json"]);
-    for run in [&gzip, &plain, &deferred] {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().to_str().unwrap();
+    let spooled = report(&["--events", "3000", "--spool", spool, "--json"]);
+    // Again on the same directory, which the first run left empty (for another null sink).
+    let spooled_again = report(&["--events", "3000", "--spool", spool, "--json"]);
+    for run in [&gzip, &plain, &deferred, &spooled, &spooled_again] {
         assert_eq!(run["events"], 3000, "{run}");
         assert_eq!(
             run["sink_events"], 3000,
@@ -77,6 +82,10 @@ fn every_event_reaches_the_null_sink_in_each_mode() {
     assert_eq!(gzip["gzip"], true);
     assert_eq!(plain["gzip"], false);
     assert_eq!(deferred["defer_encoding"], true);
+    assert_eq!(
+        (&spooled["spool"], &gzip["spool"]),
+        (&Value::Bool(true), &Value::Bool(false))
+    );
     let wire = |run: &Value| run["wire_bytes_per_event"].as_f64().unwrap();
     assert!(wire(&gzip) < wire(&plain) / 2.0, "{gzip} vs {plain}");
 }
