@@ -157,7 +157,16 @@ fn start_spool(
     if (recovery.messages > 0 || recovery.truncated_tails > 0)
         && let Some(observer) = &config.observer
     {
-        observer.on_spool_recovered(&recovery);
+        // The user's code: a panic in it must not fail the build.
+        let told = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            observer.on_spool_recovered(&recovery);
+        }));
+        if let Err(panic) = told {
+            tracing::error!(
+                "trackway: the observer panicked: {}",
+                crate::outcome::panic_message(&*panic)
+            );
+        }
     }
     Ok(spool)
 }

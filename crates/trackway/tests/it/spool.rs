@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use trackway::{
-    Analytics, BuildError, Builder, ConfigError, DropReason, EnqueueError, Overflow, SpoolError,
-    Track,
+    Analytics, BuildError, Builder, ConfigError, DropReason, EnqueueError, Observer, Outcome,
+    Overflow, Recovery, SpoolError, Track,
 };
 use trackway_testkit::{FakeApi, Reply};
 
@@ -82,6 +82,20 @@ fn a_spooled_client_delivers_everything_and_keeps_nothing() {
     assert_eq!((stats.spooled, stats.pending(), stats.recovered), (0, 0, 0));
 }
 
+/// An observer that keeps what it was told at start.
+#[derive(Clone, Default)]
+struct Told {
+    recovered: std::sync::Arc<std::sync::Mutex<Option<(u64, u64)>>>,
+}
+
+impl Observer for Told {
+    fn on_outcome(&self, _: &str, _: &Outcome<'_>) {}
+
+    fn on_spool_recovered(&self, recovery: &Recovery) {
+        *self.recovered.lock().unwrap() = Some((recovery.messages, recovery.truncated_tails));
+    }
+}
+
 #[test]
 fn what_a_shutdown_leaves_is_delivered_by_the_next_client() {
     let addr = FakeApi::unused_addr();
@@ -99,8 +113,15 @@ fn what_a_shutdown_leaves_is_delivered_by_the_next_client() {
     drop(analytics);
 
     let api = FakeApi::start_at(addr);
-    let analytics = build_when_free(|| spooled(&host, dir.path()));
+    let told = Told::default();
+    let analytics = build_when_free(|| spooled(&host, dir.path()).observer(told.clone()));
     assert_eq!(analytics.stats().recovered, 50);
+    // The observer heard of the recovery before build() returned, then of each delivery.
+    assert_eq!(
+        *told.recovered.lock().unwrap(),
+        Some((50, 0)),
+        "on_spool_recovered"
+    );
     let report = analytics.flush(GENEROUS);
     assert!(report.is_clean(), "{report}");
     assert_eq!(report.recovered, 50);
