@@ -235,7 +235,8 @@ impl Builder {
 
     /// The memory budget: bytes of messages held at once, queued, in flight or waiting to
     /// retry. Each message costs its encoded size (or, with [`Builder::defer_encoding`], an
-    /// estimate of the heap memory it holds) plus its slot in the queue.
+    /// estimate of the heap memory it holds) plus its slot in the queue. With a spool,
+    /// [`Builder::spool_max_bytes`] bounds what is queued instead.
     pub fn max_queue_bytes(mut self, bytes: usize) -> Self {
         self.max_queue_bytes = bytes;
         self

@@ -54,7 +54,8 @@
 //! - Every accepted message ends delivered, rejected by the server, or dropped with a
 //!   [`DropReason`]; see [`Analytics::stats`] and [`Observer`].
 //! - Everything queued, in flight or waiting to retry counts against one memory budget
-//!   ([`Builder::max_queue_bytes`]), so an outage cannot grow the process without bound.
+//!   ([`Builder::max_queue_bytes`]; with a spool, its size limit on disk,
+//!   [`Builder::spool_max_bytes`]), so an outage cannot grow the process without bound.
 //! - [`Analytics::flush`] waits until what was accepted before it has an outcome or its
 //!   deadline passes, and returns a [`FlushReport`]; [`Analytics::shutdown`] does the same and
 //!   then stops. Both have async twins that need no particular runtime.
@@ -79,8 +80,10 @@
 //! ```
 //!
 //! The call copies the encoded message into a preallocated segment file through a memory
-//! mapping before it returns: still no system call (the operating system writes the pages
-//! back), about the cost of a call without a spool (BENCHMARKS.md). The worker reads the
+//! mapping before it returns: no system call (the operating system writes the pages back;
+//! only the first call after each sync wakes the spool's thread, and a call that finds no
+//! next segment ready, which the spool's thread makes ahead, makes it), about the cost of a
+//! call without a spool (BENCHMARKS.md). The worker reads the
 //! events back in order, a request's worth at a time, so memory holds only the batches in
 //! flight however much the spool holds; its size limit ([`Builder::spool_max_bytes`], 256 MiB
 //! by default) replaces the memory budget, and a full spool makes a call do what
