@@ -28,6 +28,8 @@ fn spooled(host: &str, dir: &Path) -> Builder {
         .max_retries(1_000_000)
         .request_timeout(Duration::from_secs(5))
         .flush_interval(Duration::from_millis(20))
+        // Events left undelivered stay in the spool: dropping a client need not wait.
+        .drop_timeout(Duration::from_millis(100))
         .spool_dir(dir)
         .unwrap()
 }
@@ -418,4 +420,42 @@ fn a_batch_in_flight_at_a_crash_is_sent_again_once_with_the_same_ids() {
         .flat_map(|r| ids(&r.messages()))
         .collect();
     assert_eq!(resent, in_flight);
+}
+
+#[test]
+fn a_spool_that_cannot_make_a_segment_refuses_calls_and_counts_them() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("spool");
+    let addr = FakeApi::unused_addr();
+    let analytics = spooled(&format!("http://{addr}"), &dir)
+        .spool_max_bytes(16 * 1024 * 1024)
+        .build()
+        .unwrap();
+    // The directory disappears (as a full disk would refuse a new file): segments already
+    // made stay usable, and the first call that needs a new one is refused, saying why.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let mut accepted = 0;
+    let error = loop {
+        match analytics.enqueue(track(&format!("d-{accepted}"), 1000)) {
+            Ok(()) => accepted += 1,
+            Err(error) => break error,
+        }
+        assert!(accepted < 20_000, "never refused");
+    };
+    assert!(
+        matches!(error, EnqueueError::SpoolUnavailable(_)),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("could not create a spool segment"),
+        "{error}"
+    );
+    assert_eq!(error.reason(), DropReason::SpoolUnavailable);
+    let stats = analytics.stats();
+    assert_eq!(stats.dropped.get(DropReason::SpoolUnavailable), 1);
+    assert_eq!(stats.enqueued, accepted);
+    // Every accepted event is still held: none was lost to the failure.
+    assert_eq!(stats.spooled, accepted);
 }
