@@ -11,7 +11,7 @@ pub enum DropReason {
     Invalid,
     /// Refused at the call: the encoded message was over 32 KB.
     TooLarge,
-    /// Refused at the call: the memory budget was full.
+    /// Refused at the call: the memory budget (with a spool, the spool's size limit) was full.
     BudgetFull,
     /// Refused at the call: the client was shut down.
     Closed,
