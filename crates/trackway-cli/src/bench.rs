@@ -57,6 +57,10 @@ pub(crate) struct BenchArgs {
     /// Leave encoding to the library's background thread (`Builder::defer_encoding`).
     #[arg(long)]
     defer_encoding: bool,
+    /// Keep accepted events in a spool in this directory (`Builder::spool_dir`), to measure
+    /// what durability costs.
+    #[arg(long, value_name = "DIR")]
+    spool: Option<std::path::PathBuf>,
     /// gzip level, 1 (fastest) to 9 (smallest).
     #[arg(long, default_value_t = trackway::DEFAULT_GZIP_LEVEL)]
     gzip_level: u32,
@@ -204,6 +208,11 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
     if let Some(n) = args.flush_at {
         builder = builder.flush_at(n);
     }
+    if let Some(dir) = &args.spool {
+        builder = builder
+            .spool_dir(dir)
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+    }
     let analytics = builder
         .host(&host)
         .compression(compression.setting())
@@ -293,9 +302,13 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
     }
     let percentile = |p: f64| latencies.value_at_quantile(p);
     // The library's threads, plus the producers' CPU less their cloning of messages.
-    let client_cpu =
-        thread_cpu_seconds(&["trackway-worker", "trackway-encoder", "trackway-sender"])
-            + callers_cpu;
+    let client_cpu = thread_cpu_seconds(&[
+        "trackway-worker",
+        "trackway-encoder",
+        "trackway-sender",
+        "trackway-spool",
+        "trackway-fsync",
+    ]) + callers_cpu;
     let result = json!({
         "events": sent,
         "producers": args.producers,
@@ -303,6 +316,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
         "compression": compression.name(),
         "gzip_level": args.gzip_level,
         "defer_encoding": args.defer_encoding,
+        "spool": args.spool.is_some(),
         "allocator": crate::ALLOCATOR_NAME,
         "json_maps": json_maps(),
         "caller_ns_p50": percentile(0.50),
@@ -330,13 +344,14 @@ fn print(args: &BenchArgs, result: &Value) {
     } else {
         let f = |k: &str| result[k].as_f64().unwrap_or(0.0);
         format!(
-            "{} events, {} producers, target {}, compression {} (gzip level {}), defer encoding {}\n  process:    {} allocator, {} serde_json maps\n  caller:     p50 {:.0} ns, p99 {:.0} ns per call\n  end to end: {:.0} events/s\n  cpu:        {:.2} s process: client {:.2} s ({:.2} µs per event), sink {:.2} s, harness (building, timing and dropping messages) {:.2} s\n  memory:     {:.1} MiB peak RSS\n  wire:       {:.1} bytes per event",
+            "{} events, {} producers, target {}, compression {} (gzip level {}), defer encoding {}, spool {}\n  process:    {} allocator, {} serde_json maps\n  caller:     p50 {:.0} ns, p99 {:.0} ns per call\n  end to end: {:.0} events/s\n  cpu:        {:.2} s process: client {:.2} s ({:.2} µs per event), sink {:.2} s, harness (building, timing and dropping messages) {:.2} s\n  memory:     {:.1} MiB peak RSS\n  wire:       {:.1} bytes per event",
             result["events"],
             result["producers"],
             args.target,
             result["compression"].as_str().unwrap_or_default(),
             result["gzip_level"],
             result["defer_encoding"],
+            result["spool"],
             result["allocator"].as_str().unwrap_or_default(),
             result["json_maps"].as_str().unwrap_or_default(),
             f("caller_ns_p50"),

@@ -1,9 +1,11 @@
 //! `trackway`: send one event from a shell (Segment's cross-library test contract), run the
-//! collector or the demo, follow events, replay dead letters, import files.
+//! collector or the demo, follow events, replay dead letters, import files, drain a spool.
 //!
 //! Arguments are parsed by clap into a validated command; every failure becomes a
 //! [`Failure`] and is mapped to an exit code here, in one place: 0 success, 1 the work failed
 //! (a server refused, the deadline passed), 2 the command line was wrong and nothing was sent.
+
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
@@ -28,6 +30,7 @@ mod logging;
 mod replay;
 mod send;
 mod serve;
+mod spool;
 mod tail;
 
 /// Product analytics for Rust: the Trackway command line.
@@ -55,6 +58,8 @@ enum Command {
     /// Load-generate through the library and report caller cost, throughput, CPU, memory and
     /// wire bytes.
     Bench(bench::BenchArgs),
+    /// Work on a client's spool directory: `drain` delivers what an application left in it.
+    Spool(spool::SpoolArgs),
 }
 
 /// Why a command failed, and so its exit code.
@@ -73,6 +78,7 @@ fn main() -> ExitCode {
     logging::init(match cli.command {
         // `import` reports every outcome itself, by line number.
         Command::Send(_) | Command::Import(_) => "off",
+        Command::Spool(_) => "warn",
         Command::Serve(_) | Command::Demo(_) => "warn",
         Command::Tail(_) | Command::Replay(_) | Command::Bench(_) => "error",
     });
@@ -84,6 +90,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::run(args),
         Command::Import(args) => import::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Spool(args) => spool::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -30,6 +30,8 @@
 //! included) at TRACE: hold the `ureq_proto` target at DEBUG in that subscriber, as the
 //! `trackway` command does (the `trackway` crate's docs, "Logging", show how).
 
+#![forbid(unsafe_code)]
+
 mod admin;
 mod client_ip;
 pub mod config;

@@ -22,6 +22,8 @@
 //! assert!(message.get("messageId").is_none() && message.get("timestamp").is_none());
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::ops::RangeInclusive;
 use std::time::SystemTime;
 

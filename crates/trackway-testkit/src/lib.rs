@@ -10,6 +10,8 @@
 //! Beside it: [`postgres::TestPostgres`], a throwaway PostgreSQL server, and
 //! [`proxy::CuttableProxy`], a TCP proxy whose network a test can cut and restore.
 
+#![forbid(unsafe_code)]
+
 pub mod postgres;
 pub mod proxy;
 

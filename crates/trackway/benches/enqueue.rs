@@ -130,11 +130,34 @@ fn enqueue_prebuilt_deferred(bencher: Bencher) {
     enqueue_prebuilt_with(bencher, &DEFERRING);
 }
 
+/// The same client with a spool ([`trackway::Builder::spool_dir`]): the call copies the
+/// encoded message into a mapped segment file instead of queueing it in memory. The spool is
+/// in the build's temporary directory (on the same disk as the build).
+static SPOOLING: LazyLock<Analytics> = LazyLock::new(|| {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("enqueue-bench-spool");
+    // A spool left by an interrupted run would be delivered first: start empty.
+    let _ = std::fs::remove_dir_all(&dir);
+    Analytics::builder("bench-write-key")
+        .transport(NullSink)
+        .spool_dir(dir)
+        .expect("spool directory")
+        .spool_max_bytes(1 << 30)
+        .build()
+        .expect("client")
+});
+
+/// `enqueue` of a prebuilt track with three properties, written into a spool.
+#[divan::bench(threads = [1, 2], sample_count = 200, sample_size = 500)]
+fn enqueue_prebuilt_spooled(bencher: Bencher) {
+    enqueue_prebuilt_with(bencher, &SPOOLING);
+}
+
 /// Keeps the sender busy-free between benches: drain what the previous one queued.
 #[divan::bench]
 fn flush_between() {
     let _ = CLIENT.flush(Duration::from_secs(10));
     let _ = DEFERRING.flush(Duration::from_secs(10));
+    let _ = SPOOLING.flush(Duration::from_secs(10));
 }
 
 /// Baseline for ratios in the same run: build the same message as a `json!` value and

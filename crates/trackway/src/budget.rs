@@ -100,6 +100,11 @@ impl Budget {
             .ok()
     }
 
+    /// Reserves `cost` whether it fits or not: what a client finds in its spool at start.
+    pub(crate) fn charge(&self, cost: u64) {
+        self.used.fetch_add(cost, Ordering::AcqRel);
+    }
+
     pub(crate) fn release(&self, cost: u64) {
         self.used.fetch_sub(cost, Ordering::AcqRel);
         if self.waiters.load(Ordering::SeqCst) > 0 {

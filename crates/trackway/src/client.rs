@@ -22,6 +22,7 @@ use crate::event::{Event, User};
 use crate::ledger::Ledger;
 use crate::outcome::{DropReason, FlushReport};
 use crate::sender::{BatchSender, SenderChannels};
+use crate::spool::{Spool, SpoolError};
 use crate::stats::Stats;
 use crate::worker::{Control, Reply, Worker};
 
@@ -51,6 +52,17 @@ pub enum EnqueueError {
     /// The client was shut down.
     #[error("the client is shut down")]
     Closed,
+    /// The spool is full ([`Builder::spool_max_bytes`]), typically because the server has
+    /// been unreachable; the message can be retried later or dropped.
+    #[error("the client's {limit}-byte spool is full")]
+    SpoolFull {
+        /// The configured limit.
+        limit: u64,
+    },
+    /// The spool could not take the message: a new segment file could not be created (the
+    /// disk is full, or the directory is gone). Counted as [`DropReason::SpoolUnavailable`].
+    #[error("the spool is unavailable: {0}")]
+    SpoolUnavailable(String),
 }
 
 impl EnqueueError {
@@ -61,6 +73,8 @@ impl EnqueueError {
             EnqueueError::TooLarge { .. } => DropReason::TooLarge,
             EnqueueError::BudgetFull { .. } => DropReason::BudgetFull,
             EnqueueError::Closed => DropReason::Closed,
+            EnqueueError::SpoolFull { .. } => DropReason::BudgetFull,
+            EnqueueError::SpoolUnavailable(_) => DropReason::SpoolUnavailable,
         }
     }
 }
@@ -89,6 +103,8 @@ struct Inner {
     encode: EncodeOptions,
     defer_encoding: bool,
     drop_timeout: Duration,
+    /// Where the call writes, with a spool ([`Builder::spool_dir`]).
+    spool: Option<Arc<Spool>>,
 }
 
 thread_local! {
@@ -114,6 +130,46 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    /// The spool directory could not be opened; the error says why and what to do.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+}
+
+/// Hands the opened spool's reader to the worker, charges what it recovered to the budget,
+/// tells the observer, and starts the spool's thread; returns the calls' side.
+fn start_spool(
+    opened: crate::spool::Opened,
+    ledger: &Ledger,
+    worker: &mut Worker,
+    config: &Validated,
+) -> Result<Arc<Spool>, BuildError> {
+    let crate::spool::Opened {
+        spool,
+        reader,
+        keeper,
+        recovery,
+    } = opened;
+    ledger.counters.spool_opened(&recovery);
+    // What earlier processes left counts against the limit like anything accepted; it may
+    // exceed it (a smaller limit than theirs): calls then wait or are refused until it drains.
+    ledger.budget.charge(reader.recovered_bytes());
+    worker.read_spool(reader);
+    spawn_thread("spool", move || keeper.run())?;
+    if (recovery.messages > 0 || recovery.truncated_tails > 0)
+        && let Some(observer) = &config.observer
+    {
+        // The user's code: a panic in it must not fail the build.
+        let told = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            observer.on_spool_recovered(&recovery);
+        }));
+        if let Err(panic) = told {
+            tracing::error!(
+                "trackway: the observer panicked: {}",
+                crate::outcome::panic_message(&*panic)
+            );
+        }
+    }
+    Ok(spool)
 }
 
 /// Starts one of the client's threads, named `trackway-{name}`.
@@ -150,11 +206,25 @@ impl Analytics {
     }
 
     pub(crate) fn start(config: Validated) -> Result<Analytics, BuildError> {
-        let ledger = Arc::new(Ledger::new(
-            Budget::new(config.max_queue_bytes, config.overflow),
-            config.observer.clone(),
-        ));
-        let (worker, doorbell, ends) = Worker::wired(&config, Arc::clone(&ledger));
+        let opened = match &config.spool {
+            Some(spool) => Some(Spool::open(spool, &config.write_key, &config.batch_url)?),
+            None => None,
+        };
+        // With a spool, its size limit bounds what is queued instead of the memory budget.
+        let limit = config
+            .spool
+            .as_ref()
+            .map_or(config.max_queue_bytes, |s| s.max_bytes);
+        let mut ledger = Ledger::new(Budget::new(limit, config.overflow), config.observer.clone());
+        if opened.is_some() {
+            ledger = ledger.with_spool();
+        }
+        let ledger = Arc::new(ledger);
+        let (mut worker, doorbell, ends) = Worker::wired(&config, Arc::clone(&ledger));
+        let spool = match opened {
+            Some(opened) => Some(start_spool(opened, &ledger, &mut worker, &config)?),
+            None => None,
+        };
         let (prepared_tx, prepared_rx) = ends.prepared;
         let sender = BatchSender::new(
             &config,
@@ -185,6 +255,7 @@ impl Analytics {
                 encode,
                 defer_encoding: config.defer_encoding,
                 drop_timeout: config.drop_timeout,
+                spool,
             }),
         })
     }
@@ -305,6 +376,9 @@ impl Analytics {
         }
         let checked = check(&message)?;
         let generated_id = fill_defaults(&mut message, checked);
+        if let Some(spool) = &inner.spool {
+            return self.spool_here(spool, &message, generated_id);
+        }
         let pending = if inner.defer_encoding {
             // The call only sizes the message; the encoder thread writes it. What it may not
             // exceed is bounded without writing anything; only a message too big for the
@@ -345,6 +419,41 @@ impl Analytics {
         inner.ledger.counters.enqueued();
         inner.doorbell.sent(used_before, cost);
         Ok(())
+    }
+
+    /// Encodes `message` into the spool ([`Builder::spool_dir`]): the same checks and counts
+    /// as the memory path, with the spool's size limit as the budget. The worker reads it
+    /// back from the spool, so nothing goes through the data channel.
+    fn spool_here(
+        &self,
+        spool: &Spool,
+        message: &Message,
+        generated_id: Option<u128>,
+    ) -> Result<(), EnqueueError> {
+        let inner = &*self.inner;
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            let id = encode_into(message, generated_id, &inner.encode, scratch);
+            if scratch.len() > MAX_MESSAGE_BYTES {
+                return Err(EnqueueError::TooLarge {
+                    size: scratch.len(),
+                    limit: MAX_MESSAGE_BYTES,
+                });
+            }
+            let cost = Spool::cost(scratch.len());
+            let Some(used_before) = inner.ledger.budget.acquire(cost) else {
+                return Err(EnqueueError::SpoolFull {
+                    limit: inner.ledger.budget.limit(),
+                });
+            };
+            if let Err(error) = spool.append(scratch, &id) {
+                inner.ledger.budget.release(cost);
+                return Err(EnqueueError::SpoolUnavailable(error.0));
+            }
+            inner.ledger.counters.enqueued();
+            inner.doorbell.sent(used_before, cost);
+            Ok(())
+        })
     }
 
     /// Encodes `message` on the calling thread, with the messageId made of `generated_id`

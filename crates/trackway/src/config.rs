@@ -105,6 +105,18 @@ pub enum ConfigError {
     /// turn it on, or choose another compression.
     #[error("zstd compression needs trackway's `zstd` feature, which this build does not have")]
     ZstdNotBuilt,
+    /// The spool directory cannot be used: it is not a directory, or cannot be created.
+    #[error("spool directory {path}: {reason}")]
+    SpoolDir {
+        /// The directory as given.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// [`Builder::spool_dir`] and [`Builder::defer_encoding`] were both set: a call must encode
+    /// a message to write it into the spool. Choose one.
+    #[error("spool_dir and defer_encoding exclude each other: the call writes the encoded message")]
+    SpoolWithDeferredEncoding,
 }
 
 /// Configures an [`Analytics`](crate::Analytics) client. Every setting has a production-ready default.
@@ -127,6 +139,7 @@ pub struct Builder {
     pub(crate) transport: Option<Arc<dyn Transport>>,
     pub(crate) observer: Option<Arc<dyn Observer>>,
     pub(crate) drop_timeout: Duration,
+    pub(crate) spool: crate::spool::settings::SpoolSettings,
 }
 
 impl fmt::Debug for Builder {
@@ -147,6 +160,7 @@ impl fmt::Debug for Builder {
             .field("proxy", &self.proxy.redacted())
             .field("custom_transport", &self.transport.is_some())
             .field("observer", &self.observer.is_some())
+            .field("spool", &self.spool)
             .finish_non_exhaustive()
     }
 }
@@ -185,6 +199,7 @@ impl Builder {
             transport: None,
             observer: None,
             drop_timeout: DEFAULT_DROP_TIMEOUT,
+            spool: Default::default(),
         }
     }
 
@@ -225,7 +240,8 @@ impl Builder {
 
     /// The memory budget: bytes of messages held at once, queued, in flight or waiting to
     /// retry. Each message costs its encoded size (or, with [`Builder::defer_encoding`], an
-    /// estimate of the heap memory it holds) plus its slot in the queue.
+    /// estimate of the heap memory it holds) plus its slot in the queue. With a spool,
+    /// [`Builder::spool_max_bytes`] bounds what is queued instead.
     pub fn max_queue_bytes(mut self, bytes: usize) -> Self {
         self.max_queue_bytes = bytes;
         self
@@ -365,6 +381,7 @@ impl Builder {
             return Err(ConfigError::EmptyWriteKey);
         }
         let batch_url = batch_url(&self.host)?;
+        let spool = self.spool.validate(self.defer_encoding, &batch_url)?;
         let range = |setting: &'static str, ok: bool, expected: String| {
             if ok {
                 Ok(())
@@ -433,6 +450,7 @@ impl Builder {
             transport,
             observer: self.observer,
             drop_timeout: self.drop_timeout,
+            spool,
         })
     }
 }
@@ -455,6 +473,7 @@ pub(crate) struct Validated {
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) observer: Option<Arc<dyn Observer>>,
     pub(crate) drop_timeout: Duration,
+    pub(crate) spool: Option<crate::spool::SpoolConfig>,
 }
 
 impl Validated {

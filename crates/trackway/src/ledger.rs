@@ -20,6 +20,8 @@ pub(crate) struct Ledger {
     pub(crate) budget: Budget,
     pub(crate) closed: AtomicBool,
     observer: Option<Arc<dyn Observer>>,
+    /// With a spool, a message a shutdown gives up on stays in it: not a drop.
+    spool: bool,
     /// Why messages failed to arrive, for [`FlushReport`]'s one line.
     errors: Mutex<ErrorLog>,
 }
@@ -41,8 +43,16 @@ impl Ledger {
             budget,
             closed: AtomicBool::new(false),
             observer,
+            spool: false,
             errors: Mutex::default(),
         }
+    }
+
+    /// The ledger of a client with a spool: messages a shutdown abandons stay in the spool,
+    /// unsettled, for the next start.
+    pub(crate) fn with_spool(mut self) -> Ledger {
+        self.spool = true;
+        self
     }
 
     /// The report of what happened since `start`, with the last error behind each count.
@@ -137,6 +147,19 @@ impl Ledger {
         ids: impl FnOnce() -> I,
     ) {
         let n = count as u64;
+        if self.spool
+            && matches!(
+                outcome,
+                Outcome::Dropped {
+                    reason: DropReason::Shutdown,
+                    ..
+                }
+            )
+        {
+            // Still in the spool: pending here, delivered by the next start.
+            self.budget.release(cost);
+            return;
+        }
         match outcome {
             Outcome::Delivered => self.counters.delivered(n),
             Outcome::Rejected { .. } => self.counters.rejected(n),

@@ -37,7 +37,8 @@
 //!
 //! [`Analytics::track`] and its siblings validate the message, give it a UUID `messageId` and
 //! a `timestamp` unless you set them, encode it (or, with [`Builder::defer_encoding`], only
-//! size it), and hand it to a background thread. They never
+//! size it), and hand it to a background thread (or, with a spool, write it to a mapped file:
+//! see "The spool" below). They never
 //! block, never do I/O and need no async runtime, so they are safe in request handlers,
 //! async tasks and signal-free hot loops alike. A call that cannot accept a message says why
 //! with an [`EnqueueError`] (invalid, over 32 KB, memory budget full, client closed); nothing
@@ -54,7 +55,8 @@
 //! - Every accepted message ends delivered, rejected by the server, or dropped with a
 //!   [`DropReason`]; see [`Analytics::stats`] and [`Observer`].
 //! - Everything queued, in flight or waiting to retry counts against one memory budget
-//!   ([`Builder::max_queue_bytes`]), so an outage cannot grow the process without bound.
+//!   ([`Builder::max_queue_bytes`]; with a spool, its size limit on disk,
+//!   [`Builder::spool_max_bytes`]), so an outage cannot grow the process without bound.
 //! - [`Analytics::flush`] waits until what was accepted before it has an outcome or its
 //!   deadline passes, and returns a [`FlushReport`]; [`Analytics::shutdown`] does the same and
 //!   then stops. Both have async twins that need no particular runtime.
@@ -139,6 +141,54 @@
 //!
 //! Without the feature (no proc-macros built), implement [`Event`] by hand: one constant.
 //! `examples/tracking_plan.rs` is this as a program.
+//! # The spool: events that survive a crash
+//!
+//! By default accepted events wait in memory, like every Segment server library's: a crash,
+//! an OOM kill or a deploy that kills the process loses what was queued. With a spool they
+//! wait on disk instead, and the next client on the same directory delivers them:
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let analytics = trackway::Analytics::builder("YOUR_WRITE_KEY")
+//!     .spool_dir("/var/lib/myapp/trackway")?
+//!     .build()?;
+//! # Ok(()) }
+//! ```
+//!
+//! The call copies the encoded message into a preallocated segment file through a memory
+//! mapping before it returns: no system call (the operating system writes the pages back;
+//! only the first call after each sync wakes the spool's thread, and a call that finds no
+//! next segment ready, which the spool's thread makes ahead, makes it), about the cost of a
+//! call without a spool (BENCHMARKS.md). The worker reads the
+//! events back in order, a request's worth at a time, so memory holds only the batches in
+//! flight however much the spool holds; its size limit ([`Builder::spool_max_bytes`], 256 MiB
+//! by default) replaces the memory budget, and a full spool makes a call do what
+//! [`Builder::overflow`] says. What survives what:
+//!
+//! | what happens | what is lost | why |
+//! |---|---|---|
+//! | the process dies at any instant: `kill -9`, `panic = "abort"`, an OOM kill | nothing a call accepted | the event was in the page cache before the call returned; the next client on the directory delivers it, in order, and sends again at most the batch that was in flight, with the same messageIds (our collector and Segment store it once) |
+//! | power loss, or the kernel crashes | at most the last [`Builder::spool_sync_interval`] (1 s) of accepted events; none with `Duration::ZERO` | the spool's thread syncs written events every interval while they arrive; `ZERO` makes each call sync before it returns (milliseconds: for rare, precious events only) |
+//! | the disk is full | nothing accepted; new events are refused | segments are preallocated when created, ahead of need, so a full disk is a refused call ([`EnqueueError::SpoolUnavailable`]), never a failed write of an accepted event |
+//! | a torn or corrupt record at a segment's tail (a crash in the middle of a write) | that record only, which no call had accepted | checksums find it at start; it is cut off, counted ([`Stats::truncated`]), logged, and told to [`Observer::on_spool_recovered`], never a panic |
+//!
+//! Also:
+//! - Acknowledged events are not sent again: each segment's header records how many of its
+//!   events are settled as batches are acknowledged, and a segment is deleted once all are.
+//!   An event the server rejected, or one given up after retries, is settled too (with its
+//!   reason); a shutdown leaves what it could not deliver in the spool
+//!   ([`FlushReport::spooled`]) instead of dropping it.
+//! - One client per directory: a second one, in this process or another, gets
+//!   [`SpoolError::Locked`] from [`Builder::build`]. A spool records the host and a
+//!   fingerprint of the write key (never the key), and refuses to open for another; files
+//!   are readable by their owner only, since events carry personal data. A spool written by
+//!   a newer version of this crate is refused, not misread.
+//! - [`Stats::spooled`] and [`FlushReport::spooled`] count the events in the spool,
+//!   [`Stats::recovered`] those found at start.
+//! - `trackway spool drain DIR --host ... --write-key ...` delivers a spool whose application
+//!   will not come back.
+//! - The spool excludes [`Builder::defer_encoding`] (the call must encode what it writes):
+//!   [`Builder::build`] refuses both.
 //!
 //! # Logging
 //!
@@ -181,6 +231,7 @@ mod ledger;
 mod outcome;
 pub mod retry;
 mod sender;
+mod spool;
 mod stats;
 pub mod testing;
 pub mod transport;
@@ -198,6 +249,10 @@ pub use config::{
 pub use event::{Event, User};
 pub use outcome::{DropCounts, DropReason, FlushReport, Observer, Outcome};
 pub use retry::RetryPolicy;
+pub use spool::settings::{
+    DEFAULT_SPOOL_MAX_BYTES, DEFAULT_SPOOL_SYNC_INTERVAL, MIN_SPOOL_MAX_BYTES,
+};
+pub use spool::{Recovery, SpoolError};
 pub use stats::Stats;
 #[cfg(feature = "derive")]
 pub use trackway_derive::Event;

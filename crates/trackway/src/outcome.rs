@@ -11,7 +11,7 @@ pub enum DropReason {
     Invalid,
     /// Refused at the call: the encoded message was over 32 KB.
     TooLarge,
-    /// Refused at the call: the memory budget was full.
+    /// Refused at the call: the memory budget (with a spool, the spool's size limit) was full.
     BudgetFull,
     /// Refused at the call: the client was shut down.
     Closed,
@@ -19,8 +19,12 @@ pub enum DropReason {
     RetriesExhausted,
     /// Accepted, then given up because retrying its batch took longer than allowed.
     RetryWindowExceeded,
-    /// Accepted, but still undelivered when a shutdown's deadline passed.
+    /// Accepted, but still undelivered when a shutdown's deadline passed. (Not with a spool:
+    /// there such messages stay in the spool, for the next start to deliver.)
     Shutdown,
+    /// Refused at the call: the spool could not take the message (a new segment could not be
+    /// created: the disk is full, or the directory is gone).
+    SpoolUnavailable,
 }
 
 impl DropReason {
@@ -34,6 +38,7 @@ impl DropReason {
         DropReason::RetriesExhausted,
         DropReason::RetryWindowExceeded,
         DropReason::Shutdown,
+        DropReason::SpoolUnavailable,
     ];
 
     pub(crate) fn index(self) -> usize {
@@ -50,6 +55,7 @@ impl DropReason {
             DropReason::RetriesExhausted => "retries_exhausted",
             DropReason::RetryWindowExceeded => "retry_window_exceeded",
             DropReason::Shutdown => "shutdown",
+            DropReason::SpoolUnavailable => "spool_unavailable",
         }
     }
 }
@@ -144,6 +150,13 @@ pub enum Outcome<'a> {
 pub trait Observer: Send + Sync + 'static {
     /// `message_id` has reached `outcome`.
     fn on_outcome(&self, message_id: &str, outcome: &Outcome<'_>);
+
+    /// The client found messages in its spool at start ([`crate::Builder::spool_dir`]),
+    /// or torn records it cut off. Called once, by [`crate::Builder::build`], before it
+    /// returns; the messages' outcomes follow through [`Observer::on_outcome`].
+    fn on_spool_recovered(&self, recovery: &crate::Recovery) {
+        let _ = recovery;
+    }
 }
 
 /// What a [`crate::Analytics::flush`] or [`crate::Analytics::shutdown`] saw happen.
@@ -166,6 +179,11 @@ pub struct FlushReport {
     pub dropped: DropCounts,
     /// Accepted messages with no outcome yet when the call returned.
     pub pending: u64,
+    /// With a spool: messages in it not yet settled when the call returned (after a shutdown,
+    /// what the next start delivers). Zero without one.
+    pub spooled: u64,
+    /// Messages the client found in its spool at start ([`crate::Stats::recovered`]).
+    pub recovered: u64,
     /// Every message accepted before the call reached an outcome before it returned. `false`
     /// means the deadline passed first.
     pub completed: bool,
@@ -228,6 +246,9 @@ impl fmt::Display for FlushReport {
             }
         }
         write!(f, ", {} pending", self.pending)?;
+        if self.spooled > 0 {
+            write!(f, ", {} in the spool", self.spooled)?;
+        }
         if !self.completed {
             f.write_str(" (deadline passed)")?;
         }

@@ -29,6 +29,14 @@ pub struct Stats {
     pub bytes_queued: u64,
     /// Request body bytes sent, as on the wire (compressed when gzip is on), retries included.
     pub bytes_sent: u64,
+    /// With a spool ([`crate::Builder::spool_dir`]): messages in it not yet settled, recovered
+    /// ones included (what a crash now would leave for the next start). Zero without one.
+    pub spooled: u64,
+    /// Messages found in the spool at start, left by earlier processes (counted in
+    /// `pending` until they are settled).
+    pub recovered: u64,
+    /// Torn records cut off the spool at start: writes a crash interrupted.
+    pub truncated: u64,
 }
 
 impl Stats {
@@ -42,7 +50,7 @@ impl Stats {
         .into_iter()
         .map(|r| self.dropped.get(r))
         .sum();
-        self.enqueued
+        (self.enqueued + self.recovered)
             .saturating_sub(self.delivered + self.rejected + accepted_drops)
     }
 
@@ -53,6 +61,8 @@ impl Stats {
             rejected: self.rejected.saturating_sub(earlier.rejected),
             dropped: self.dropped.saturating_sub(&earlier.dropped),
             pending: self.pending(),
+            spooled: self.spooled,
+            recovered: self.recovered,
             completed,
             errors: Default::default(),
         }
@@ -69,6 +79,9 @@ pub(crate) struct Counters {
     rejected: AtomicU64,
     duplicates: AtomicU64,
     dropped: [AtomicU64; DropReason::ALL.len()],
+    recovered: AtomicU64,
+    truncated: AtomicU64,
+    spool: std::sync::atomic::AtomicBool,
 }
 
 impl Counters {
@@ -100,8 +113,16 @@ impl Counters {
         self.dropped[reason.index()].fetch_add(n, Ordering::Relaxed);
     }
 
+    /// The client has a spool, from which it recovered `recovery`.
+    pub(crate) fn spool_opened(&self, recovery: &crate::spool::Recovery) {
+        self.spool.store(true, Ordering::Relaxed);
+        self.recovered.store(recovery.messages, Ordering::Relaxed);
+        self.truncated
+            .store(recovery.truncated_tails, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self, bytes_queued: u64) -> Stats {
-        Stats {
+        let mut stats = Stats {
             enqueued: self.enqueued.load(Ordering::Relaxed),
             delivered: self.delivered.load(Ordering::Relaxed),
             retried: self.retried.load(Ordering::Relaxed),
@@ -112,6 +133,14 @@ impl Counters {
             })),
             bytes_queued,
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            spooled: 0,
+            recovered: self.recovered.load(Ordering::Relaxed),
+            truncated: self.truncated.load(Ordering::Relaxed),
+        };
+        if self.spool.load(Ordering::Relaxed) {
+            // Every accepted message is in the spool until it is settled.
+            stats.spooled = stats.pending();
         }
+        stats
     }
 }

@@ -17,6 +17,11 @@
 //! - A batch closes at `flush_at` messages, except behind batches still in flight: then it
 //!   takes everything queued meanwhile, up to the request's byte and message limits.
 //! - Control messages travel on their own channel, so a flush never queues behind data.
+//! - With a spool (`spool/mod.rs`) messages come from its segment files instead of the data
+//!   channel: the worker reads them through a mapping, at most one request's worth ahead of
+//!   the batches in flight, and writes each segment's progress there as batches settle (no
+//!   system call; the files' own I/O is the spool thread's). A flush's mark is then the count
+//!   of records written, read or not.
 //! - While nothing is queued and nobody waits, the worker sleeps in `select` with no timeout:
 //!   an idle client costs no CPU.
 //! - The worker does not sleep on the data channel itself, or every call would pay for waking
@@ -44,6 +49,7 @@ use crate::deadline::later;
 use crate::doorbell::Doorbell;
 use crate::ledger::Ledger;
 use crate::outcome::{DropReason, FlushReport, Outcome};
+use crate::spool::SpoolReader;
 use crate::stats::Stats;
 
 /// A request from a handle to the worker.
@@ -126,6 +132,8 @@ pub(crate) struct Worker {
     shut_down: bool,
     /// The sender (and so the encoder) thread is gone: batches are settled as dropped here.
     pipeline_gone: bool,
+    /// With a spool, where messages come from instead of `data` (`spool/mod.rs`).
+    spool: Option<SpoolReader>,
 }
 
 /// The other ends of the worker's channels: for the callers (`data`, `control`), the encoder
@@ -193,6 +201,7 @@ impl Worker {
             waiters: Vec::new(),
             shut_down: false,
             pipeline_gone: false,
+            spool: None,
         };
         let ends = WorkerEnds {
             data: data_tx,
@@ -203,6 +212,38 @@ impl Worker {
             cancel: cancel_rx,
         };
         (worker, doorbell, ends)
+    }
+
+    /// Takes messages from the spool (the calls write there instead of the data channel).
+    pub(crate) fn read_spool(&mut self, reader: SpoolReader) {
+        self.spool = Some(reader);
+    }
+
+    /// Reads messages from the spool into the queue, up to one request's worth (the rest
+    /// stays on disk: memory holds only what is about to be sent). Returns how many of them
+    /// this process's calls wrote (not recovered), and whether it stopped for lack of room.
+    fn read_from_spool(&mut self) -> (usize, bool) {
+        let Some(mut reader) = self.spool.take() else {
+            return (0, false);
+        };
+        let mut new = 0;
+        let full = loop {
+            if self.shut_down {
+                // What is left stays in the spool for the next start.
+                break true;
+            }
+            if self.queue.len() >= MAX_BATCH_MESSAGES || self.queue_bytes >= self.limits.batch_bytes
+            {
+                break true;
+            }
+            let Some(spooled) = reader.next() else {
+                break false;
+            };
+            new += usize::from(!spooled.recovered);
+            self.accept(spooled.pending);
+        };
+        self.spool = Some(reader);
+        (new, full)
     }
 
     /// Runs until every handle is gone.
@@ -299,6 +340,15 @@ impl Worker {
         while self.flights.front().is_some_and(|f| f.settled) {
             self.flights.pop_front();
         }
+        // Progress is recorded only while batches settle for good: after a shutdown (or with
+        // the sender gone) they are abandoned, and stay in the spool for the next start.
+        let prefix = self.settled_prefix();
+        if !self.shut_down
+            && !self.pipeline_gone
+            && let Some(reader) = &mut self.spool
+        {
+            reader.settled(prefix);
+        }
     }
 
     /// Takes every message sent so far (see [`Doorbell`] for why it loops).
@@ -313,7 +363,11 @@ impl Worker {
                 self.accept(message);
                 drained += 1;
             }
-            if !self.doorbell.claim(drained) {
+            let (spooled, full) = self.read_from_spool();
+            drained += spooled;
+            // Full: the rest waits in the spool, and the worker looks again when a batch
+            // settles (it always has one in flight or due then).
+            if !self.doorbell.claim(drained) || full {
                 return;
             }
         }
@@ -348,8 +402,13 @@ impl Worker {
             start,
             shutdown,
         } = request;
+        // With a spool, messages written but not read yet (they wait on disk) count too.
+        let target = self
+            .spool
+            .as_ref()
+            .map_or(self.received, |spool| spool.appended().max(self.received));
         self.waiters.push(Waiter {
-            target: self.received,
+            target,
             deadline,
             reply,
             start,

@@ -48,7 +48,20 @@ fn every_event_reaches_the_null_sink_in_each_mode() {
     let deferred = report(&["--events", "3000", "--defer-encoding", "--json"]);
     let zstd = report(&["--events", "3000", "--compression", "zstd", "--json"]);
     let auto = report(&["--events", "3000", "--compression", "auto", "--json"]);
-    for run in [&gzip, &plain, &deferred, &zstd, &auto] {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().to_str().unwrap();
+    let spooled = report(&["--events", "3000", "--spool", spool, "--json"]);
+    // Again on the same directory, which the first run left empty (for another null sink).
+    let spooled_again = report(&["--events", "3000", "--spool", spool, "--json"]);
+    for run in [
+        &gzip,
+        &plain,
+        &deferred,
+        &zstd,
+        &auto,
+        &spooled,
+        &spooled_again,
+    ] {
         assert_eq!(run["events"], 3000, "{run}");
         assert_eq!(
             run["sink_events"], 3000,
@@ -85,6 +98,10 @@ fn every_event_reaches_the_null_sink_in_each_mode() {
         "{zstd} {gzip}"
     );
     assert_eq!(deferred["defer_encoding"], true);
+    assert_eq!(
+        (&spooled["spool"], &gzip["spool"]),
+        (&Value::Bool(true), &Value::Bool(false))
+    );
     let wire = |run: &Value| run["wire_bytes_per_event"].as_f64().unwrap();
     assert!(wire(&gzip) < wire(&plain) / 2.0, "{gzip} vs {plain}");
 }

@@ -16,4 +16,5 @@ mod replay;
 mod secrets;
 mod send;
 mod serve;
+mod spool;
 mod stdout;

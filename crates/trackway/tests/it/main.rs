@@ -16,6 +16,7 @@ mod limits;
 mod logging;
 mod reports;
 mod retries;
+mod spool;
 mod support;
 mod typed;
 mod wire;
