@@ -167,15 +167,15 @@ impl OwnedRuntime {
 /// A tokio-postgres error as a [`StoreError`], with the database's own message when it gave
 /// one (never the connection URL, which may hold a password).
 pub(crate) fn pg_error(e: tokio_postgres::Error) -> StoreError {
-    if e.as_db_error().is_none() {
-        if let Some(certificate) = certificate_error(&e) {
-            return StoreError::Misconfigured {
-                detail: format!(
-                    "postgres: {e} ({}; check sslmode and sslrootcert)",
-                    tls::explain(certificate)
-                ),
-            };
-        }
+    if e.as_db_error().is_none()
+        && let Some(certificate) = certificate_error(&e)
+    {
+        return StoreError::Misconfigured {
+            detail: format!(
+                "postgres: {e} ({}; check sslmode and sslrootcert)",
+                tls::explain(certificate)
+            ),
+        };
     }
     StoreError::postgres(&e)
 }
