@@ -222,7 +222,7 @@ impl Traffic {
             self.sessions[open] = self.new_session();
         }
         let template = self.templates[self.rng.usize(..self.templates.len())];
-        let mut message = fill(template, &mut self.rng).unwrap_or_else(|_| Value::Null);
+        let mut message = fill(template, &mut self.rng).unwrap_or(Value::Null);
         if let Some(fields) = message.as_object_mut() {
             fields.remove("messageId");
             fields.remove("timestamp");
