@@ -24,12 +24,15 @@ struct Args {
     segment_first: bool,
     /// Diagnostic: send trackway's batches uncompressed.
     trackway_no_gzip: bool,
+    /// trackway compresses with zstd instead of gzip (the sink does not list zstd, so the
+    /// library's default would keep gzip).
+    trackway_zstd: bool,
     /// Diagnostic: trackway's `flush_at` (default: the library's).
     trackway_flush_at: Option<usize>,
 }
 
 const USAGE: &str = "usage: peers [--events N] [--pool N] [--sink-threads N] [--segment-first] \
-                     [--trackway-no-gzip] [--trackway-flush-at N]";
+                     [--trackway-no-gzip] [--trackway-zstd] [--trackway-flush-at N]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -38,6 +41,7 @@ fn parse_args() -> anyhow::Result<Args> {
         sink_threads: 2,
         segment_first: false,
         trackway_no_gzip: false,
+        trackway_zstd: false,
         trackway_flush_at: None,
     };
     let mut it = std::env::args().skip(1);
@@ -58,6 +62,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--sink-threads" => args.sink_threads = value("--sink-threads")?.parse()?,
             "--segment-first" => args.segment_first = true,
             "--trackway-no-gzip" => args.trackway_no_gzip = true,
+            "--trackway-zstd" => args.trackway_zstd = true,
             "--trackway-flush-at" => {
                 args.trackway_flush_at = Some(value("--trackway-flush-at")?.parse()?);
             }
@@ -172,6 +177,9 @@ fn run_trackway(pool: &[trackway::Message], args: &Args, sink: &Sink) -> anyhow:
         .overflow(trackway::Overflow::Wait(Duration::from_secs(60)));
     if args.trackway_no_gzip {
         builder = builder.gzip(false);
+    }
+    if args.trackway_zstd {
+        builder = builder.compression(trackway::Compression::Zstd);
     }
     if let Some(flush_at) = args.trackway_flush_at {
         builder = builder.flush_at(flush_at);
