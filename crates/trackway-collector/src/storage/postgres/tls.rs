@@ -151,14 +151,15 @@ impl Tls {
             // libpq: `require` with a root file given checks the chain as `verify-ca` does.
             (Mode::VerifyCa | Mode::Require, Some(roots)) => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(ChainOnly {
-                    roots,
+                .with_custom_certificate_verifier(Arc::new(Verifier {
+                    roots: Some(roots),
                     algorithms: provider.signature_verification_algorithms,
                 }))
                 .with_no_client_auth(),
             _ => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Unchecked {
+                .with_custom_certificate_verifier(Arc::new(Verifier {
+                    roots: None,
                     algorithms: provider.signature_verification_algorithms,
                 }))
                 .with_no_client_auth(),
@@ -188,14 +189,19 @@ fn roots(root: &str) -> Result<RootCertStore, StoreError> {
     Ok(store)
 }
 
-/// `verify-ca`: the chain must lead to a root; the host name is not checked.
+/// The checks of `verify-ca`, `require` and `prefer`, which rustls's own verifier (always
+/// checking the host name) does not make. With roots (`verify-ca`, or `require` given
+/// `sslrootcert`): the chain must lead to one of them; the host name is not checked. Without
+/// (`prefer`, `require`): encrypted, the certificate not checked (libpq's meaning: protection
+/// from eavesdropping, not from an impostor). Either way the handshake's signatures are
+/// checked, so the session is bound to the certificate shown.
 #[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
+struct Verifier {
+    roots: Option<Arc<RootCertStore>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -204,57 +210,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let certificate = ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(
-            &certificate,
-            &self.roots,
-            intermediates,
-            now,
-            self.algorithms.all,
-        )?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// `prefer` and `require` without roots: encrypted, the certificate not checked (libpq's
-/// meaning: protection from eavesdropping, not from an impostor). The handshake's signatures
-/// are still checked, so the session is bound to the certificate shown.
-#[derive(Debug)]
-struct Unchecked {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(roots) = &self.roots {
+            let certificate = ParsedCertificate::try_from(end_entity)?;
+            verify_server_cert_signed_by_trust_anchor(
+                &certificate,
+                roots,
+                intermediates,
+                now,
+                self.algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
