@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 use serde_json::{Value, json};
 use trackway_testkit::postgres::TestPostgres;
 
+use crate::serve_command;
+
 const ADMIN_TOKEN: &str = "group-test-admin-token-0123";
 const KEY: &str = "group-test-write-key";
 const PASSWORD: &str = "s3cr3t-pw-never-logged";
@@ -14,17 +16,8 @@ const PASSWORD: &str = "s3cr3t-pw-never-logged";
 /// A `trackway serve` on a free port, with `store` given as `how` says; its URL.
 fn serve(how: &str, url: &str, dir: &Path) -> (Child, String) {
     let data_dir = dir.join(format!("data-{how}"));
-    let mut command = Command::new(env!("CARGO_BIN_EXE_trackway"));
+    let mut command = serve_command(ADMIN_TOKEN, &data_dir);
     command
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-token",
-            ADMIN_TOKEN,
-        ])
-        .arg("--data-dir")
-        .arg(&data_dir)
         .env_remove("TRACKWAY_STORE")
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
@@ -160,18 +153,9 @@ impl Drop for Running {
 /// Starts `trackway serve` with `config` (a TOML file naming the store and the sources);
 /// returns the process and its base URL.
 fn serve_config(config: &Path, data_dir: &Path) -> (Running, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trackway"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-token",
-            ADMIN_TOKEN,
-        ])
+    let mut child = serve_command(ADMIN_TOKEN, data_dir)
         .arg("--config")
         .arg(config)
-        .arg("--data-dir")
-        .arg(data_dir)
         .env_remove("TRACKWAY_STORE")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -419,17 +403,8 @@ fn three_collectors_with_one_killed_mid_load_lose_nothing_and_hand_delivery_over
 /// Runs `trackway serve` on `url`, expecting it to refuse to start; its exit code and stderr.
 fn refused(url: &str, dir: &Path) -> (Option<i32>, String) {
     let mut child = Running(
-        Command::new(env!("CARGO_BIN_EXE_trackway"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-token",
-                ADMIN_TOKEN,
-            ])
+        serve_command(ADMIN_TOKEN, dir)
             .args(["--store", url, "--write-key", KEY])
-            .arg("--data-dir")
-            .arg(dir)
             .env_remove("TRACKWAY_STORE")
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use trackway_testkit::{FakeApi, Reply};
 
+use crate::serve_command;
+
 const ADMIN_TOKEN: &str = "replay-test-admin-token-0123";
 const KEY: &str = "replay-test-write-key";
 
@@ -49,18 +51,9 @@ fn replay(url: &str, destination: &str) -> std::process::Output {
 }
 
 fn serve(config: &std::path::Path, data: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trackway"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-token",
-            ADMIN_TOKEN,
-        ])
+    let mut child = serve_command(ADMIN_TOKEN, data)
         .arg("--config")
         .arg(config)
-        .arg("--data-dir")
-        .arg(data)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use trackway::Analytics;
 
+use crate::serve_command;
+
 const ADMIN_TOKEN: &str = "serve-test-admin-token-0123";
 const KEY: &str = "serve-test-write-key";
 
@@ -22,17 +24,8 @@ struct Served {
 /// Starts `trackway serve` on a free port with `sources` (flags naming write keys or a config
 /// file) and the store in `data_dir`.
 fn spawn_serve<S: AsRef<OsStr>>(sources: impl IntoIterator<Item = S>, data_dir: &Path) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trackway"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-token",
-            ADMIN_TOKEN,
-        ])
+    let mut child = serve_command(ADMIN_TOKEN, data_dir)
         .args(sources)
-        .arg("--data-dir")
-        .arg(data_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

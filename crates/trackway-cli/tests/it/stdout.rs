@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use trackway_testkit::FakeApi;
 
+use crate::serve_command;
+
 const ADMIN_TOKEN: &str = "stdout-test-admin-token-0123";
 const KEY: &str = "stdout-test-write-key";
 /// Events sent: with two stdout destinations, far more than a pipe holds (64 KiB on Linux).
@@ -73,18 +75,9 @@ fn a_stalled_stdout_stops_only_the_stdout_destinations() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trackway"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-token",
-            ADMIN_TOKEN,
-        ])
+    let mut child = serve_command(ADMIN_TOKEN, temp.path().join("data"))
         .arg("--config")
         .arg(&config)
-        .arg("--data-dir")
-        .arg(temp.path().join("data"))
         // As many runtime workers as stdout destinations: writing on a worker, they took
         // every one (whatever the machine's core count).
         .env("TOKIO_WORKER_THREADS", "2")
