@@ -1,6 +1,7 @@
 //! Everything configurable, with named defaults and the reason for each.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,8 @@ use crate::budget::{LARGEST_ENCODED_COST, Overflow};
 use crate::compression::{Compression, Negotiation, ZSTD_BUILT};
 use crate::outcome::Observer;
 use crate::retry::RetryPolicy;
+use crate::spool::settings::{MIN_SPOOL_MAX_BYTES, SpoolSettings};
+use crate::spool::{HOST_MAX, SpoolConfig, create_dir_private};
 use crate::transport::ProxySetting;
 use crate::transport::Transport;
 
@@ -139,7 +142,7 @@ pub struct Builder {
     pub(crate) transport: Option<Arc<dyn Transport>>,
     pub(crate) observer: Option<Arc<dyn Observer>>,
     pub(crate) drop_timeout: Duration,
-    pub(crate) spool: crate::spool::settings::SpoolSettings,
+    pub(crate) spool: SpoolSettings,
 }
 
 impl fmt::Debug for Builder {
@@ -381,7 +384,7 @@ impl Builder {
             return Err(ConfigError::EmptyWriteKey);
         }
         let batch_url = batch_url(&self.host)?;
-        let spool = self.spool.validate(self.defer_encoding, &batch_url)?;
+        let spool = validate_spool(self.spool, self.defer_encoding, &batch_url)?;
         let range = |setting: &'static str, ok: bool, expected: String| {
             if ok {
                 Ok(())
@@ -510,6 +513,94 @@ pub fn batch_url(host: &str) -> Result<String, ConfigError> {
         }
     };
     Ok(format!("{base}/v1/batch"))
+}
+
+impl Builder {
+    /// Keep accepted events in files in `dir` until they are delivered, so that they survive
+    /// the process dying at any instant (off by default). The crate documentation's "The
+    /// spool" says what survives what. Creates `dir` (readable by its owner only) if it does
+    /// not exist; refuses a path that exists and is not a directory. [`Builder::build`] then
+    /// takes the directory (one client per directory), delivers what earlier processes left
+    /// in it, and refuses a spool written for another write key or host.
+    ///
+    /// Excludes [`Builder::defer_encoding`]: the call must encode a message to write it.
+    pub fn spool_dir(mut self, dir: impl Into<PathBuf>) -> Result<Self, ConfigError> {
+        let dir = dir.into();
+        let refuse = |reason: String| ConfigError::SpoolDir {
+            path: dir.clone(),
+            reason,
+        };
+        if dir.as_os_str().is_empty() {
+            return Err(refuse("the path is empty".into()));
+        }
+        if dir.exists() && !dir.is_dir() {
+            return Err(refuse("it exists and is not a directory".into()));
+        }
+        create_dir_private(&dir).map_err(|error| refuse(error.to_string()))?;
+        self.spool.dir = Some(dir);
+        Ok(self)
+    }
+
+    /// How often accepted events are synced to disk while they arrive: what power loss (not
+    /// a crash of the process, which loses nothing) may cost. `Duration::ZERO` syncs before
+    /// each call returns: nothing accepted is lost to power loss, but every call waits for the
+    /// disk (milliseconds on most disks), so use it only for rare, precious events.
+    pub fn spool_sync_interval(mut self, interval: Duration) -> Self {
+        self.spool.sync_interval = interval;
+        self
+    }
+
+    /// The spool's size limit: bytes of accepted events not yet settled (each event's
+    /// encoded size plus 12). With a spool it replaces [`Builder::max_queue_bytes`] as the
+    /// bound on what is queued; when it is full, a call does what [`Builder::overflow`] says.
+    /// The files take up to two segments (at most 4 MiB) more.
+    pub fn spool_max_bytes(mut self, bytes: u64) -> Self {
+        self.spool.max_bytes = bytes;
+        self
+    }
+
+    /// For the crash test only: the call writing the `nth` event into the spool (counting
+    /// from 1, recovered ones included) writes half of it and aborts the process.
+    #[doc(hidden)]
+    pub fn spool_abort_in_write(mut self, nth: u64) -> Self {
+        self.spool.abort_in_write = Some(nth);
+        self
+    }
+}
+
+/// The spool's configuration, if there is one, checked against the rest of the settings.
+fn validate_spool(
+    settings: SpoolSettings,
+    defer_encoding: bool,
+    batch_url: &str,
+) -> Result<Option<SpoolConfig>, ConfigError> {
+    let Some(dir) = settings.dir else {
+        return Ok(None);
+    };
+    if defer_encoding {
+        return Err(ConfigError::SpoolWithDeferredEncoding);
+    }
+    if settings.max_bytes < MIN_SPOOL_MAX_BYTES {
+        return Err(ConfigError::OutOfRange {
+            setting: "spool_max_bytes",
+            expected: format!("at least {MIN_SPOOL_MAX_BYTES}"),
+        });
+    }
+    if batch_url.len() > HOST_MAX {
+        return Err(ConfigError::OutOfRange {
+            setting: "host",
+            expected: format!(
+                "at most {} bytes long with a spool (its files record it)",
+                HOST_MAX - "/v1/batch".len()
+            ),
+        });
+    }
+    Ok(Some(SpoolConfig {
+        dir,
+        sync_interval: settings.sync_interval,
+        max_bytes: settings.max_bytes,
+        abort_in_write: settings.abort_in_write,
+    }))
 }
 
 #[cfg(test)]

@@ -483,7 +483,7 @@ impl Spool {
 }
 
 /// Creates the directory (owner only) if it does not exist.
-fn create_dir_private(dir: &Path) -> Result<(), SpoolError> {
+pub(crate) fn create_dir_private(dir: &Path) -> Result<(), SpoolError> {
     if dir.is_dir() {
         return Ok(());
     }
