@@ -805,19 +805,19 @@ mod tests {
 
     #[test]
     fn under_steady_writes_the_log_is_restarted_instead_of_growing() {
-        let checkpoint_interval = Duration::from_millis(5);
-        let growing = wal_after_steady_writes(Tuning {
-            checkpoint_interval,
-            restart_pages: i64::MAX,
-        });
+        // 20,000 events of about 1 KB, with their indexes: the log grew to 95 MB when it was
+        // never restarted (measured with `restart_pages: i64::MAX`). Any checkpoint pass
+        // counts as caught up, so that a loaded machine's slow passes still lead to a restart.
+        // Restarted, it peaked at 2.4 to 7.8 MB with three CPU hogs on two cores: the bound
+        // leaves room for a starved checkpointer thread, and is a quarter of the unrestarted.
         let restarted = wal_after_steady_writes(Tuning {
-            checkpoint_interval,
+            checkpoint_interval: Duration::from_millis(5),
             restart_pages: 64,
+            caught_up: Duration::from_secs(60),
         });
-        // 20,000 events of about 1 KB: about 20 MB of log without restarts.
         assert!(
-            restarted * 3 < growing,
-            "restarted {restarted} bytes, growing {growing} bytes"
+            restarted < 24 * 1024 * 1024,
+            "the log grew to {restarted} bytes"
         );
     }
 }
