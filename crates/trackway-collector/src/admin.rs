@@ -20,7 +20,9 @@
 //!   dead-lettered counts.
 //! - `GET /api/dead-letters?destination=&limit=`: open dead letters, with reason and event.
 //! - `POST /api/replay?destination=&id=`: re-deliver open dead letters (all, one
-//!   destination's, or one); a destination that does not exist is a 404 naming those that do.
+//!   destination's, or one).
+//!
+//! In both, a destination that does not exist is a 404 naming those that do.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -39,7 +41,7 @@ use serde_json::{Map, Value, json};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use crate::delivery::{DeadLetterView, EventDelivery, ReplayError};
+use crate::delivery::{DeadLetterView, EventDelivery};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::storage::{self, StoredEvent, TRAFFIC_BUCKET_MS, TRAFFIC_RETENTION};
@@ -427,7 +429,8 @@ pub(crate) async fn dead_letters(
     let letters = state
         .delivery
         .dead_letters(params.destination.as_deref(), limit)
-        .await?;
+        .await
+        .map_err(ApiError::from)?;
     let letters: Vec<Value> = letters.iter().map(dead_letter_json).collect();
     Ok(Json(json!({ "dead_letters": letters })))
 }
@@ -440,9 +443,6 @@ pub(crate) async fn replay(
         .delivery
         .replay(params.destination.as_deref(), params.id)
         .await
-        .map_err(|e| match e {
-            ReplayError::UnknownDestination { .. } => ApiError::NotFound(e.to_string()),
-            ReplayError::Store(e) => ApiError::from(e),
-        })?;
+        .map_err(ApiError::from)?;
     Ok(Json(json!(report)))
 }

@@ -5,6 +5,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::delivery::DeadLetterError;
 use crate::storage::StoreError;
 
 /// Seconds a client should wait after a 503 before retrying, sent as both `Retry-After` and
@@ -83,6 +84,15 @@ impl From<StoreError> for ApiError {
         } else {
             tracing::error!("admin: {error}");
             ApiError::Internal(error.to_string())
+        }
+    }
+}
+
+impl From<DeadLetterError> for ApiError {
+    fn from(error: DeadLetterError) -> ApiError {
+        match error {
+            DeadLetterError::UnknownDestination { .. } => ApiError::NotFound(error.to_string()),
+            DeadLetterError::Store(error) => ApiError::from(error),
         }
     }
 }

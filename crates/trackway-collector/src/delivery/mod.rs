@@ -33,7 +33,7 @@ pub mod state;
 use std::time::Duration;
 
 pub use engine::{
-    DeadLetterView, DeliveryEngine, DestinationStatus, EventDelivery, LEASE_TTL, ReplayError,
+    DeadLetterError, DeadLetterView, DeliveryEngine, DestinationStatus, EventDelivery, LEASE_TTL,
     ReplayReport,
 };
 // The admin API's types; the store they come from stays inside the crate.

@@ -291,7 +291,7 @@ fn a_page_of_events_says_delivered_dead_letter_or_pending_per_destination() {
 }
 
 #[test]
-fn replaying_an_unknown_destination_is_a_404_naming_the_destinations() {
+fn an_unknown_destination_is_a_404_naming_the_destinations_in_replay_and_listing() {
     let hook = FakeApi::start();
     let temp = tempfile::tempdir().unwrap();
     let server = TestServer::start_configured(
@@ -301,13 +301,20 @@ fn replaying_an_unknown_destination_is_a_404_naming_the_destinations() {
             file("Archive", &temp.path().join("archive"), 1 << 20),
         ]),
     );
-    let (status, body) = crate::support::post_admin(&server, "/api/replay?destination=Nope");
-    assert_eq!(status, 404, "{body}");
-    let error = body["error"].as_str().unwrap();
-    assert!(
-        error.contains("\"Nope\"") && error.contains("Archive, Webhook"),
-        "{error}"
-    );
+    let replayed = crate::support::post_admin(&server, "/api/replay?destination=Nope");
+    // An empty list would read as "nothing failed" for a misspelt name.
+    let listed = server.admin("/api/dead-letters?destination=Nope");
+    for (status, body) in [replayed, listed] {
+        assert_eq!(status, 404, "{body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.contains("\"Nope\"") && error.contains("Archive, Webhook"),
+            "{error}"
+        );
+    }
+    let (status, body) = server.admin("/api/dead-letters?destination=Archive");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["dead_letters"], serde_json::json!([]));
 }
 
 #[test]

@@ -17,7 +17,7 @@ mod replay;
 mod report;
 mod retention;
 
-pub use replay::{ReplayError, ReplayReport};
+pub use replay::{DeadLetterError, ReplayReport};
 pub use report::{DeadLetterView, DestinationStatus, EventDelivery};
 
 use std::sync::Arc;

@@ -18,11 +18,12 @@ pub struct ReplayReport {
     pub missing: u64,
 }
 
-/// Why a replay was not done.
+/// Why dead letters were not listed or replayed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ReplayError {
-    /// No destination has that name: nothing was replayed. `known` lists the names there are.
+pub enum DeadLetterError {
+    /// No destination has that name: nothing was listed or replayed. `known` lists the names
+    /// there are.
     #[error("{}", unknown_destination(name, known))]
     UnknownDestination {
         /// The name asked for.
@@ -47,24 +48,30 @@ fn unknown_destination(name: &str, known: &[String]) -> String {
 }
 
 impl DeliveryEngine {
+    /// `Ok` for no name or the name of a configured destination; otherwise the error that
+    /// lists the names there are.
+    pub(super) fn known_destination(&self, name: Option<&str>) -> Result<(), DeadLetterError> {
+        let Some(name) = name else { return Ok(()) };
+        if self.lane_named(name).is_some() {
+            return Ok(());
+        }
+        let mut known: Vec<String> = self.lanes.iter().map(|l| l.name.clone()).collect();
+        known.sort();
+        known.dedup();
+        Err(DeadLetterError::UnknownDestination {
+            name: name.to_owned(),
+            known,
+        })
+    }
+
     /// Re-delivers open dead letters (of one destination, or one by id), one attempt each.
     /// A destination name no destination has is an error, not an empty report.
     pub async fn replay(
         &self,
         destination: Option<&str>,
         id: Option<i64>,
-    ) -> Result<ReplayReport, ReplayError> {
-        if let Some(name) = destination
-            && self.lane_named(name).is_none()
-        {
-            let mut known: Vec<String> = self.lanes.iter().map(|l| l.name.clone()).collect();
-            known.sort();
-            known.dedup();
-            return Err(ReplayError::UnknownDestination {
-                name: name.to_owned(),
-                known,
-            });
-        }
+    ) -> Result<ReplayReport, DeadLetterError> {
+        self.known_destination(destination)?;
         let mut report = ReplayReport::default();
         for lane in self.lanes.iter() {
             if destination.is_some_and(|name| name != lane.name && name != lane.name_key()) {

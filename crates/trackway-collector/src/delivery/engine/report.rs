@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{DeliveryEngine, REPLAY_LIMIT};
+use super::{DeadLetterError, DeliveryEngine, REPLAY_LIMIT};
 use crate::delivery::route::{enabled, integrations};
 use crate::delivery::state::{DeadLetter, Progress};
 use crate::storage::{StoreError, StoredEvent};
@@ -78,18 +78,17 @@ impl DeliveryEngine {
         Ok(all)
     }
 
-    /// Open dead letters with their events, optionally of one destination.
+    /// Open dead letters with their events, optionally of one destination. A destination
+    /// name no destination has is an error (naming the ones there are), not an empty list.
     pub async fn dead_letters(
         &self,
         destination: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<DeadLetterView>, StoreError> {
+    ) -> Result<Vec<DeadLetterView>, DeadLetterError> {
+        self.known_destination(destination)?;
         let key = destination
             .and_then(|name| self.lane_named(name))
             .map(|l| l.name_key());
-        if destination.is_some() && key.is_none() {
-            return Ok(Vec::new());
-        }
         let letters = self.state.dead_letters(key, None, limit).await?;
         let events = self
             .store
