@@ -9,7 +9,7 @@
     reason = "a test fails loudly at the first surprise"
 )]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use trackway_testkit::FakeApi;
@@ -50,9 +50,6 @@ fn an_idle_client_sleeps() {
         .unwrap();
     analytics.track("u1", "Once", json!({})).unwrap();
     assert!(analytics.flush(Duration::from_secs(30)).is_clean());
-    // Let the threads finish the round that answered the flush (a reply, a loop back to
-    // their channels) before counting.
-    std::thread::sleep(Duration::from_millis(200));
     let threads = ["trackway-worker", "trackway-encoder", "trackway-sender"];
     for thread in threads {
         assert!(
@@ -60,10 +57,28 @@ fn an_idle_client_sleeps() {
             "{thread} exists and has run"
         );
     }
-    let before: u64 = threads.iter().map(|t| wakeups_of_threads(t)).sum();
+    let wakeups = || -> u64 { threads.iter().map(|t| wakeups_of_threads(t)).sum() };
+    // Let the threads finish the round that answered the flush (a reply, a loop back to
+    // their channels) before counting: on a busy machine that round can be preempted and
+    // take a while, so wait until the count holds still for 100 ms rather than a fixed time.
+    // A ticking timer never holds still, and fails here.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut before = wakeups();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = wakeups();
+        if now == before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "background threads kept waking up for 30 s after the flush"
+        );
+        before = now;
+    }
     // A timer ticking at the 1 ms flush interval would wake the worker hundreds of times
     // here; a parked worker never wakes.
     std::thread::sleep(Duration::from_millis(500));
-    let after: u64 = threads.iter().map(|t| wakeups_of_threads(t)).sum();
+    let after = wakeups();
     assert_eq!(before, after, "background threads woke up while idle");
 }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use trackway::{Observer, Outcome, Track};
@@ -82,7 +83,12 @@ fn a_long_list_past_the_first_4_kb_is_read_whole() {
     let api = FakeApi::start();
     // 100 rejections of about 300 bytes each: a 30 KB answer.
     api.set_rule(|request| Some(answer_rejecting_bad(request, 250)));
-    let analytics = client_for(&api).flush_at(200).build().unwrap();
+    // No age limit: the 200 make one batch however slowly they are enqueued.
+    let analytics = client_for(&api)
+        .flush_at(200)
+        .flush_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
     for n in 0..100 {
         analytics.track("u", format!("Bad {n}"), json!({})).unwrap();
         analytics

@@ -121,6 +121,8 @@ fn the_encoder_thread_writes_the_same_bytes_as_the_call() {
             .gzip(false)
             .default_context(json!({"app": {"name": "shop"}, "ip": "ignored"}))
             .defer_encoding(defer)
+            // No age limit: the messages make one request however slowly they are enqueued.
+            .flush_interval(Duration::from_secs(3600))
             .build()
             .unwrap();
         for message in every_type() {

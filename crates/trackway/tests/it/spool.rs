@@ -114,9 +114,12 @@ fn what_a_shutdown_leaves_is_delivered_by_the_next_client() {
     assert!(report.to_string().contains("50 in the spool"), "{report}");
     drop(analytics);
 
-    let api = FakeApi::start_at(addr);
     let told = Told::default();
     let analytics = build_when_free(|| spooled(&host, dir.path()).observer(told.clone()));
+    // The server comes up only now: the old client's sender is not joined by its drop, and
+    // the later it could still reach a server, the longer a stall it would take for it to send
+    // a batch the new client sends too. Until then the new client retries.
+    let api = FakeApi::start_at(addr);
     assert_eq!(analytics.stats().recovered, 50);
     // The observer heard of the recovery before build() returned, then of each delivery.
     assert_eq!(

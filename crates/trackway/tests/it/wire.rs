@@ -307,7 +307,12 @@ fn the_gzip_level_trades_bytes_for_cpu_and_not_content() {
     let mut sent = Vec::new();
     for level in [1, 9] {
         let api = FakeApi::start();
-        let analytics = client_for(&api).gzip_level(level).build().unwrap();
+        // No age limit: the 200 make one request however slowly they are enqueued.
+        let analytics = client_for(&api)
+            .gzip_level(level)
+            .flush_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap();
         for n in 0..200 {
             analytics
                 .enqueue(
