@@ -330,7 +330,10 @@ fn a_stopped_import_resumes_after_its_last_periodic_checkpoint() {
     let lines: Vec<Value> = (1..=LINES).map(unnamed).collect();
     let file = jsonl(temp.path(), &lines);
 
-    let stopped = import(&file, &failing.url(), KEY, &["--retry-for", "2s"]);
+    // `--retry-for` is also how long the checkpoint at line 5,000 may take to flush what is
+    // still queued to the healthy server: a debug build on a loaded machine needs seconds for
+    // that, so it is 10 s (the stop at line 10,000 waits that long against the 503s).
+    let stopped = import(&file, &failing.url(), KEY, &["--retry-for", "10s"]);
     let stderr = text(&stopped.stderr);
     assert_eq!(stopped.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("recorded up to line 5000"), "{stderr}");
