@@ -445,6 +445,9 @@ fn import_loads_a_file_reports_bad_lines_and_resumes() {
 
 #[test]
 fn tail_follows_events_with_filters() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     let temp = tempfile::tempdir().unwrap();
     let (mut server, url) = start(temp.path());
     let mut tail = Command::new(env!("CARGO_BIN_EXE_trackway"))
@@ -461,10 +464,22 @@ fn tail_follows_events_with_filters() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
-    // Keep sending until tail (which connects asynchronously) has seen one.
+    // tail's lines through a channel, so that a tail that prints nothing fails the test
+    // rather than hanging it.
+    let (lines, tailed) = std::sync::mpsc::channel();
+    let stdout = tail.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Keep sending until tail (which connects asynchronously, after an unknown delay) has
+    // seen one.
+    let stop = Arc::new(AtomicBool::new(false));
     let sender = {
-        let url = url.clone();
+        let (url, stop) = (url.clone(), Arc::clone(&stop));
         std::thread::spawn(move || {
             let analytics = Analytics::builder(KEY)
                 .host(&url)
@@ -472,17 +487,23 @@ fn tail_follows_events_with_filters() {
                 .flush_at(1)
                 .build()
                 .unwrap();
-            for n in 0..200 {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
                 analytics.identify("someone", json!({"n": n})).unwrap();
                 analytics
                     .track("someone", "Tailed", json!({"n": n}))
                     .unwrap();
                 let _ = analytics.flush(Duration::from_secs(5));
                 std::thread::sleep(Duration::from_millis(25));
+                n += 1;
             }
         })
     };
-    let line = lines.next().unwrap().unwrap();
+    // Generous: tail prints within milliseconds of connecting; a tail that never does is
+    // the defect.
+    let line = tailed.recv_timeout(Duration::from_secs(60));
+    stop.store(true, Ordering::SeqCst);
+    let line = line.expect("tail printed nothing within 60 s").unwrap();
     assert!(
         line.contains("track") && line.contains("Tailed") && line.contains("user=someone"),
         "{line}"
@@ -490,7 +511,7 @@ fn tail_follows_events_with_filters() {
     assert!(!line.contains("identify"), "filtered by type: {line}");
     tail.kill().unwrap();
     let _ = tail.wait();
-    drop(sender);
+    sender.join().unwrap();
     assert_eq!(terminate(&mut server).code(), Some(0));
 }
 
