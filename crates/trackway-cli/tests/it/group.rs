@@ -230,14 +230,21 @@ fn three_collectors_with_one_killed_mid_load_lose_nothing_and_hand_delivery_over
     let data = |n: usize| temp.path().join(format!("data-{n}"));
     // The first collector takes both leases before the others start: it is the one killed.
     let (mut first, first_url) = serve_config(&config, &data(0));
+    // A destination's row is inserted at epoch 0 just before the lease is taken (epoch 1):
+    // wait for both leases taken, and keep their epochs, which only a takeover raises
+    // (renewals do not).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while epochs(&server).len() < 2 {
+    let before = loop {
+        let now = epochs(&server);
+        if now.len() == 2 && now.iter().all(|epoch| *epoch > 0) {
+            break now;
+        }
         assert!(
             Instant::now() < deadline,
-            "the first collector took no lease"
+            "the first collector did not take both leases: epochs {now:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
-    }
+    };
     let mut collectors = vec![(first_url.clone(), None::<Running>)];
     for n in 1..3 {
         let (child, url) = serve_config(&config, &data(n));
@@ -307,7 +314,6 @@ fn three_collectors_with_one_killed_mid_load_lose_nothing_and_hand_delivery_over
             .collect()
     });
     let killed_at = killed_at.into_inner().unwrap().unwrap();
-    let before = epochs(&server);
     // The takeover: both leases taken again by a surviving collector.
     let mut taken_over = None;
     while taken_over.is_none() {
@@ -338,24 +344,27 @@ fn three_collectors_with_one_killed_mid_load_lose_nothing_and_hand_delivery_over
         }
         seen
     };
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
+    // What each destination got twice, against what /api/destinations counts as sent again:
+    // the fake records a request before answering it and the count is committed after the
+    // batch, so both are read until they agree (or the deadline says they never do).
+    let sent_again = || {
         let (webhook, file) = (hooked(), archived(&archive));
-        if expected
+        if !expected
             .iter()
             .all(|id| webhook.contains_key(*id) && file.contains_key(*id))
         {
-            // Sent again after the takeover: at most the batch in flight (1,000 events), and
-            // counted in /api/destinations.
-            let response = ureq::get(format!("{}/api/destinations", urls[1]))
-                .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
-                .call()
-                .unwrap();
-            let status: Value =
-                serde_json::from_str(&response.into_body().read_to_string().unwrap()).unwrap();
-            for (name, seen) in [("Webhook", &webhook), ("File", &file)] {
+            return None;
+        }
+        let response = ureq::get(format!("{}/api/destinations", urls[1]))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .call()
+            .unwrap();
+        let status: Value =
+            serde_json::from_str(&response.into_body().read_to_string().unwrap()).unwrap();
+        let counts: Vec<(&str, usize, usize)> = [("Webhook", &webhook), ("File", &file)]
+            .into_iter()
+            .map(|(name, seen)| {
                 let again: usize = seen.values().map(|n| n - 1).sum();
-                assert!(again <= 1000, "{name}: {again} events sent again");
                 let counted = status["destinations"]
                     .as_array()
                     .unwrap()
@@ -363,16 +372,28 @@ fn three_collectors_with_one_killed_mid_load_lose_nothing_and_hand_delivery_over
                     .find(|d| d["name"] == name)
                     .and_then(|d| d["redelivered"].as_u64())
                     .unwrap();
-                assert!(
-                    counted as usize >= again,
-                    "{name}: {again} sent again, {counted} counted"
-                );
+                (name, again, counted as usize)
+            })
+            .collect();
+        Some(counts)
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let counts = sent_again();
+        if let Some(counts) = &counts {
+            // Sent again after the takeover: at most the batch in flight (1,000 events),
+            // and counted in /api/destinations.
+            for (name, again, _) in counts {
+                assert!(*again <= 1000, "{name}: {again} events sent again");
             }
-            break;
+            if counts.iter().all(|(_, again, counted)| counted >= again) {
+                break;
+            }
         }
         assert!(
             Instant::now() < deadline,
-            "not every acknowledged event was delivered"
+            "not every acknowledged event was delivered and counted: \
+             (destination, sent again, counted) {counts:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
