@@ -2,19 +2,19 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 use trackway_testkit::postgres::TestPostgres;
 
-use crate::serve_command;
+use crate::{Running, serve_command};
 
 const ADMIN_TOKEN: &str = "group-test-admin-token-0123";
 const KEY: &str = "group-test-write-key";
 const PASSWORD: &str = "s3cr3t-pw-never-logged";
 
 /// A `trackway serve` on a free port, with `store` given as `how` says; its URL.
-fn serve(how: &str, url: &str, dir: &Path) -> (Child, String) {
+fn serve(how: &str, url: &str, dir: &Path) -> (Running, String) {
     let data_dir = dir.join(format!("data-{how}"));
     let mut command = serve_command(ADMIN_TOKEN, &data_dir);
     command
@@ -41,7 +41,7 @@ fn serve(how: &str, url: &str, dir: &Path) -> (Child, String) {
             command.arg("--config").arg(file);
         }
     }
-    let mut child = command.spawn().unwrap();
+    let mut child = Running(command.spawn().unwrap());
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
@@ -107,7 +107,7 @@ fn collectors_given_one_database_by_flag_env_or_file_share_it_and_never_log_its_
         server.port()
     );
     let dir = tempfile::tempdir().unwrap();
-    let mut collectors: Vec<(Child, String)> = ["flag", "env", "file"]
+    let mut collectors: Vec<(Running, String)> = ["flag", "env", "file"]
         .iter()
         .map(|how| serve(how, &url, dir.path()))
         .collect();
@@ -137,16 +137,6 @@ fn collectors_given_one_database_by_flag_env_or_file_share_it_and_never_log_its_
             .read_to_string(&mut logs)
             .unwrap();
         assert!(!logs.contains(PASSWORD), "the password was logged: {logs}");
-    }
-}
-
-/// A collector process, killed when dropped: a failing test leaves none running.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -9,14 +9,14 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use trackway::Analytics;
 
-use crate::serve_command;
+use crate::{Running, serve_command};
 
 const ADMIN_TOKEN: &str = "serve-test-admin-token-0123";
 const KEY: &str = "serve-test-write-key";
 
 /// A running `trackway serve`, its base URL, and the rest of its standard output.
 struct Served {
-    child: Child,
+    child: Running,
     url: String,
     stdout: Lines<BufReader<ChildStdout>>,
 }
@@ -24,12 +24,14 @@ struct Served {
 /// Starts `trackway serve` on a free port with `sources` (flags naming write keys or a config
 /// file) and the store in `data_dir`.
 fn spawn_serve<S: AsRef<OsStr>>(sources: impl IntoIterator<Item = S>, data_dir: &Path) -> Served {
-    let mut child = serve_command(ADMIN_TOKEN, data_dir)
-        .args(sources)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        serve_command(ADMIN_TOKEN, data_dir)
+            .args(sources)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = stdout.next().unwrap().unwrap();
     let url = first.rsplit(' ').next().unwrap().to_owned();
@@ -38,7 +40,7 @@ fn spawn_serve<S: AsRef<OsStr>>(sources: impl IntoIterator<Item = S>, data_dir: 
 }
 
 /// Starts `trackway serve` accepting `KEY`; returns the process and its base URL.
-fn start(data_dir: &Path) -> (Child, String) {
+fn start(data_dir: &Path) -> (Running, String) {
     let Served { child, url, stdout } = spawn_serve(["--write-key", KEY], data_dir);
     let rest: Vec<String> = stdout.take(3).map(Result::unwrap).collect();
     assert!(
@@ -450,20 +452,22 @@ fn tail_follows_events_with_filters() {
 
     let temp = tempfile::tempdir().unwrap();
     let (mut server, url) = start(temp.path());
-    let mut tail = Command::new(env!("CARGO_BIN_EXE_trackway"))
-        .args([
-            "tail",
-            "--url",
-            &url,
-            "--admin-token",
-            ADMIN_TOKEN,
-            "--type",
-            "track",
-        ])
-        .env("NO_PROXY", "*")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut tail = Running(
+        Command::new(env!("CARGO_BIN_EXE_trackway"))
+            .args([
+                "tail",
+                "--url",
+                &url,
+                "--admin-token",
+                ADMIN_TOKEN,
+                "--type",
+                "track",
+            ])
+            .env("NO_PROXY", "*")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // tail's lines through a channel, so that a tail that prints nothing fails the test
     // rather than hanging it.
     let (lines, tailed) = std::sync::mpsc::channel();
@@ -682,16 +686,6 @@ fn the_stdout_destination_prints_each_event() {
     assert_eq!(terminate(&mut child).code(), Some(0));
 }
 
-/// A child process killed when dropped.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs `trackway serve` expecting it to refuse to start; returns its standard error. One
 /// that starts instead prints its address first: it is stopped and the test fails.
 fn refused_serve(args: &[&OsStr]) -> String {
@@ -735,7 +729,7 @@ fn a_second_collector_on_the_same_files_is_refused_until_the_first_stops() {
     );
     let url = served.url;
     // Stopped even when an assertion fails, so no collector outlives the test.
-    let mut first = KillOnDrop(served.child);
+    let mut first = served.child;
     let pid = first.0.id();
 
     let text = refused_serve(&[OsStr::new("--data-dir"), data.as_os_str()]);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use trackway_testkit::FakeApi;
 
-use crate::serve_command;
+use crate::{Running, serve_command};
 
 const ADMIN_TOKEN: &str = "stdout-test-admin-token-0123";
 const KEY: &str = "stdout-test-write-key";
@@ -76,16 +76,18 @@ fn a_stalled_stdout_stops_only_the_stdout_destinations() {
         ),
     )
     .unwrap();
-    let mut child = serve_command(ADMIN_TOKEN, temp.path().join("data"))
-        .arg("--config")
-        .arg(&config)
-        // As many runtime workers as stdout destinations: writing on a worker, they took
-        // every one (whatever the machine's core count).
-        .env("TOKIO_WORKER_THREADS", "2")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        serve_command(ADMIN_TOKEN, temp.path().join("data"))
+            .arg("--config")
+            .arg(&config)
+            // As many runtime workers as stdout destinations: writing on a worker, they took
+            // every one (whatever the machine's core count).
+            .env("TOKIO_WORKER_THREADS", "2")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // Read the address, then never read again: the pipe fills and writes to it block.
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
