@@ -140,7 +140,17 @@ fn no_output_to_a_pipe_carries_escape_codes() {
             .spawn()
             .unwrap(),
     );
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(tail.stdout.take().unwrap()));
+    // tail's lines through a channel, so that a tail that prints nothing fails the test
+    // rather than hanging it.
+    let (lines, tailed) = std::sync::mpsc::channel();
+    let stdout = tail.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sender = {
         let (url, stop) = (url.clone(), stop.clone());
@@ -161,8 +171,10 @@ fn no_output_to_a_pipe_carries_escape_codes() {
             }
         })
     };
-    let line = lines.next().unwrap().unwrap();
+    // Generous: tail prints within milliseconds of connecting; one that never does is a defect.
+    let line = tailed.recv_timeout(Duration::from_secs(60));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let line = line.expect("tail printed nothing within 60 s").unwrap();
     sender.join().unwrap();
     assert!(line.contains("Red"), "{line}");
     assert_plain("tail's output", line.as_bytes());
