@@ -202,13 +202,14 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), Failure> {
         .map(|days| Duration::from_secs(days * 24 * 60 * 60));
     run(async move {
         let (collector, listener) = open(&config, args.listen).await?;
+        let stop = stop_signal();
         announce(
             listener.local_addr().unwrap_or(args.listen),
             &config,
             token_shown,
         );
         collector
-            .serve(listener, stop_signal())
+            .serve(listener, stop)
             .await
             .map_err(|e| Failure::Failed(e.to_string()))
     })
@@ -220,6 +221,7 @@ pub(crate) fn demo(args: DemoArgs) -> Result<(), Failure> {
     run(async move {
         let (collector, listener) = open(&config, args.listen).await?;
         let addr = listener.local_addr().unwrap_or(args.listen);
+        let stop = stop_signal();
         announce_demo(addr, &config);
         let analytics = Analytics::builder(DEMO_WRITE_KEY)
             .host(format!("http://{addr}"))
@@ -228,7 +230,7 @@ pub(crate) fn demo(args: DemoArgs) -> Result<(), Failure> {
             .map_err(|e| Failure::Failed(e.to_string()))?;
         let rate = args.rate;
         let traffic = std::thread::spawn(move || send_samples(&analytics, rate));
-        let result = collector.serve(listener, stop_signal()).await;
+        let result = collector.serve(listener, stop).await;
         drop(traffic);
         result.map_err(|e| Failure::Failed(e.to_string()))
     })
@@ -426,24 +428,34 @@ fn run(work: impl std::future::Future<Output = Result<(), Failure>>) -> Result<(
     result
 }
 
-/// Resolves on ctrl-c or SIGTERM.
-async fn stop_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on ctrl-c or SIGTERM. The handlers are installed by this call, not when the
+/// future is first polled: called before the URL is announced, it makes a SIGTERM sent by
+/// whoever read the URL (a supervisor, a test) a clean stop rather than a death by signal.
+/// Needs the runtime.
+fn stop_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        // A signal that cannot be listened for never stops the collector.
+        let received = |signal: std::io::Result<Signal>| async move {
+            match signal {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        async move {
+            tokio::select! {
+                () = received(interrupt) => {}
+                () = received(terminate) => {}
+            }
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -2,21 +2,13 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// Kills the process when the test ends, however it ends.
-pub(crate) struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::Running;
 
 /// The directory of the binary under test, so that `trackway` on `PATH` is that binary.
 fn bin_dir() -> &'static Path {
@@ -136,9 +128,12 @@ fn the_demo_prints_its_key_and_commands_that_work_as_pasted() {
         }
     });
     // The stream may not be open yet when the first event arrives: send until tail shows one
-    // (among the demo's own sample events, which may still be arriving).
+    // (among the demo's own sample events, which may still be arriving). Bounded by time,
+    // not by a count of sends: on a loaded machine tail can take seconds to connect, and only
+    // a tail that never shows the event reaches the deadline.
     let mut shown = None;
-    'sending: for _ in 0..20 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    'sending: while Instant::now() < deadline {
         let output = shell(send, true).output().unwrap();
         assert!(
             output.status.success(),

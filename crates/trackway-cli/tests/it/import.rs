@@ -3,9 +3,10 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::Running;
 use serde_json::{Value, json};
 use trackway_testkit::{FakeApi, Reply};
 
@@ -14,33 +15,28 @@ const ADMIN_TOKEN: &str = "import-test-admin-token";
 
 /// A `trackway serve` accepting [`KEY`], killed when dropped.
 struct Collector {
-    child: Child,
+    _child: Running,
     url: String,
 }
 
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn collector(data_dir: &Path) -> Collector {
-    let mut child = trackway()
-        .args(["serve", "--listen", "127.0.0.1:0", "--write-key", KEY])
-        .args(["--admin-token", ADMIN_TOKEN])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        trackway()
+            .args(["serve", "--listen", "127.0.0.1:0", "--write-key", KEY])
+            .args(["--admin-token", ADMIN_TOKEN])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut first = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut first)
         .unwrap();
     let url = first.trim().rsplit(' ').next().unwrap().to_owned();
     assert!(url.starts_with("http://127.0.0.1:"), "{first}");
-    Collector { child, url }
+    Collector { _child: child, url }
 }
 
 fn trackway() -> Command {
@@ -330,7 +326,10 @@ fn a_stopped_import_resumes_after_its_last_periodic_checkpoint() {
     let lines: Vec<Value> = (1..=LINES).map(unnamed).collect();
     let file = jsonl(temp.path(), &lines);
 
-    let stopped = import(&file, &failing.url(), KEY, &["--retry-for", "2s"]);
+    // `--retry-for` is also how long the checkpoint at line 5,000 may take to flush what is
+    // still queued to the healthy server: a debug build on a loaded machine needs seconds for
+    // that, so it is 10 s (the stop at line 10,000 waits that long against the 503s).
+    let stopped = import(&file, &failing.url(), KEY, &["--retry-for", "10s"]);
     let stderr = text(&stopped.stderr);
     assert_eq!(stopped.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("recorded up to line 5000"), "{stderr}");

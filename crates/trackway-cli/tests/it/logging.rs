@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use trackway_testkit::FakeApi;
 
+use crate::Running;
+
 fn trackway() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_trackway"));
     command
@@ -41,16 +43,18 @@ fn logs_to_a_pipe_or_a_file_carry_no_colour_codes() {
     // `serve` into a file.
     let temp = tempfile::tempdir().unwrap();
     let log_path = temp.path().join("serve.log");
-    let mut child = trackway()
-        .args(["serve", "--listen", "127.0.0.1:0", "--write-key", "k"])
-        .args(["--admin-token", "logging-test-token"])
-        .arg("--data-dir")
-        .arg(temp.path().join("data"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        trackway()
+            .args(["serve", "--listen", "127.0.0.1:0", "--write-key", "k"])
+            .args(["--admin-token", "logging-test-token"])
+            .arg("--data-dir")
+            .arg(temp.path().join("data"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let mut first = String::new();
     std::io::BufRead::read_line(
         &mut std::io::BufReader::new(child.stdout.take().unwrap()),
@@ -102,15 +106,17 @@ fn no_output_to_a_pipe_carries_escape_codes() {
 
     // A collector, and events whose names carry escape codes (anyone with a key can send them).
     let temp = tempfile::tempdir().unwrap();
-    let mut server = piped()
-        .args(["serve", "--listen", "127.0.0.1:0", "--write-key", "k"])
-        .args(["--admin-token", "logging-test-token"])
-        .arg("--data-dir")
-        .arg(temp.path().join("data"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut server = Running(
+        piped()
+            .args(["serve", "--listen", "127.0.0.1:0", "--write-key", "k"])
+            .args(["--admin-token", "logging-test-token"])
+            .arg("--data-dir")
+            .arg(temp.path().join("data"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut first = String::new();
     std::io::BufRead::read_line(
         &mut std::io::BufReader::new(server.stdout.take().unwrap()),
@@ -120,19 +126,31 @@ fn no_output_to_a_pipe_carries_escape_codes() {
     let url = first.trim().rsplit(' ').next().unwrap().to_owned();
 
     // `tail` into a pipe.
-    let mut tail = piped()
-        .args([
-            "tail",
-            "--host",
-            &url,
-            "--admin-token",
-            "logging-test-token",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(tail.stdout.take().unwrap()));
+    let mut tail = Running(
+        piped()
+            .args([
+                "tail",
+                "--host",
+                &url,
+                "--admin-token",
+                "logging-test-token",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // tail's lines through a channel, so that a tail that prints nothing fails the test
+    // rather than hanging it.
+    let (lines, tailed) = std::sync::mpsc::channel();
+    let stdout = tail.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sender = {
         let (url, stop) = (url.clone(), stop.clone());
@@ -153,8 +171,10 @@ fn no_output_to_a_pipe_carries_escape_codes() {
             }
         })
     };
-    let line = lines.next().unwrap().unwrap();
+    // Generous: tail prints within milliseconds of connecting; one that never does is a defect.
+    let line = tailed.recv_timeout(Duration::from_secs(60));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let line = line.expect("tail printed nothing within 60 s").unwrap();
     sender.join().unwrap();
     assert!(line.contains("Red"), "{line}");
     assert_plain("tail's output", line.as_bytes());

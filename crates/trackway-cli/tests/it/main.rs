@@ -19,6 +19,32 @@ mod serve;
 mod spool;
 mod stdout;
 
+/// A child process (a collector, a `tail`), killed and reaped when dropped: a test that fails
+/// part-way leaves nothing running to keep retrying, burn CPU or hold the test log's pipe
+/// open. Derefs to the [`Child`](std::process::Child).
+pub(crate) struct Running(pub(crate) std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
 /// `trackway serve` on a free loopback port, with `admin_token` and its store in `data_dir`;
 /// the caller adds the sources, the environment and where the output goes. The collector
 /// prints its URL as the first line of its stdout.

@@ -2,7 +2,7 @@
 //! error naming the real ones, and a replay moves the counts.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use trackway_testkit::{FakeApi, Reply};
 
-use crate::serve_command;
+use crate::{Running, serve_command};
 
 const ADMIN_TOKEN: &str = "replay-test-admin-token-0123";
 const KEY: &str = "replay-test-write-key";
@@ -50,14 +50,16 @@ fn replay(url: &str, destination: &str) -> std::process::Output {
         .unwrap()
 }
 
-fn serve(config: &std::path::Path, data: &std::path::Path) -> (Child, String) {
-    let mut child = serve_command(ADMIN_TOKEN, data)
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+fn serve(config: &std::path::Path, data: &std::path::Path) -> (Running, String) {
+    let mut child = Running(
+        serve_command(ADMIN_TOKEN, data)
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut first = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut first)

@@ -4,9 +4,10 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::Running;
 use base64::Engine;
 use trackway_testkit::{FakeApi, basic_auth_write_key};
 
@@ -25,16 +26,6 @@ fn trackway() -> Command {
         .env_remove("TRACKWAY_ADMIN_TOKEN")
         .env_remove("TRACKWAY_FORWARD_WRITE_KEY");
     command
-}
-
-/// A child process killed when dropped, so a failing test leaves no collector behind.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Starts `command` (a `trackway serve` on port 0) and returns it with its four lines of

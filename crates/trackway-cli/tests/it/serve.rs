@@ -9,14 +9,14 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use trackway::Analytics;
 
-use crate::serve_command;
+use crate::{Running, serve_command};
 
 const ADMIN_TOKEN: &str = "serve-test-admin-token-0123";
 const KEY: &str = "serve-test-write-key";
 
 /// A running `trackway serve`, its base URL, and the rest of its standard output.
 struct Served {
-    child: Child,
+    child: Running,
     url: String,
     stdout: Lines<BufReader<ChildStdout>>,
 }
@@ -24,12 +24,14 @@ struct Served {
 /// Starts `trackway serve` on a free port with `sources` (flags naming write keys or a config
 /// file) and the store in `data_dir`.
 fn spawn_serve<S: AsRef<OsStr>>(sources: impl IntoIterator<Item = S>, data_dir: &Path) -> Served {
-    let mut child = serve_command(ADMIN_TOKEN, data_dir)
-        .args(sources)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        serve_command(ADMIN_TOKEN, data_dir)
+            .args(sources)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = stdout.next().unwrap().unwrap();
     let url = first.rsplit(' ').next().unwrap().to_owned();
@@ -38,7 +40,7 @@ fn spawn_serve<S: AsRef<OsStr>>(sources: impl IntoIterator<Item = S>, data_dir: 
 }
 
 /// Starts `trackway serve` accepting `KEY`; returns the process and its base URL.
-fn start(data_dir: &Path) -> (Child, String) {
+fn start(data_dir: &Path) -> (Running, String) {
     let Served { child, url, stdout } = spawn_serve(["--write-key", KEY], data_dir);
     let rest: Vec<String> = stdout.take(3).map(Result::unwrap).collect();
     assert!(
@@ -445,26 +447,43 @@ fn import_loads_a_file_reports_bad_lines_and_resumes() {
 
 #[test]
 fn tail_follows_events_with_filters() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     let temp = tempfile::tempdir().unwrap();
     let (mut server, url) = start(temp.path());
-    let mut tail = Command::new(env!("CARGO_BIN_EXE_trackway"))
-        .args([
-            "tail",
-            "--url",
-            &url,
-            "--admin-token",
-            ADMIN_TOKEN,
-            "--type",
-            "track",
-        ])
-        .env("NO_PROXY", "*")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
-    // Keep sending until tail (which connects asynchronously) has seen one.
+    let mut tail = Running(
+        Command::new(env!("CARGO_BIN_EXE_trackway"))
+            .args([
+                "tail",
+                "--url",
+                &url,
+                "--admin-token",
+                ADMIN_TOKEN,
+                "--type",
+                "track",
+            ])
+            .env("NO_PROXY", "*")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // tail's lines through a channel, so that a tail that prints nothing fails the test
+    // rather than hanging it.
+    let (lines, tailed) = std::sync::mpsc::channel();
+    let stdout = tail.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Keep sending until tail (which connects asynchronously, after an unknown delay) has
+    // seen one.
+    let stop = Arc::new(AtomicBool::new(false));
     let sender = {
-        let url = url.clone();
+        let (url, stop) = (url.clone(), Arc::clone(&stop));
         std::thread::spawn(move || {
             let analytics = Analytics::builder(KEY)
                 .host(&url)
@@ -472,17 +491,23 @@ fn tail_follows_events_with_filters() {
                 .flush_at(1)
                 .build()
                 .unwrap();
-            for n in 0..200 {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
                 analytics.identify("someone", json!({"n": n})).unwrap();
                 analytics
                     .track("someone", "Tailed", json!({"n": n}))
                     .unwrap();
                 let _ = analytics.flush(Duration::from_secs(5));
                 std::thread::sleep(Duration::from_millis(25));
+                n += 1;
             }
         })
     };
-    let line = lines.next().unwrap().unwrap();
+    // Generous: tail prints within milliseconds of connecting; a tail that never does is
+    // the defect.
+    let line = tailed.recv_timeout(Duration::from_secs(60));
+    stop.store(true, Ordering::SeqCst);
+    let line = line.expect("tail printed nothing within 60 s").unwrap();
     assert!(
         line.contains("track") && line.contains("Tailed") && line.contains("user=someone"),
         "{line}"
@@ -490,7 +515,7 @@ fn tail_follows_events_with_filters() {
     assert!(!line.contains("identify"), "filtered by type: {line}");
     tail.kill().unwrap();
     let _ = tail.wait();
-    drop(sender);
+    sender.join().unwrap();
     assert_eq!(terminate(&mut server).code(), Some(0));
 }
 
@@ -563,7 +588,9 @@ fn a_collector_killed_under_load_keeps_every_acknowledged_event_exactly_once() {
             scope.spawn(move || {
                 let agent: ureq::Agent = ureq::Agent::config_builder()
                     .http_status_as_error(false)
-                    .timeout_global(Some(Duration::from_secs(10)))
+                    // One slow answer on a loaded machine must not stop a client for
+                    // good; the server's death ends every request at once anyway.
+                    .timeout_global(Some(Duration::from_secs(30)))
                     .proxy(None)
                     .build()
                     .into();
@@ -586,8 +613,9 @@ fn a_collector_killed_under_load_keeps_every_acknowledged_event_exactly_once() {
                 }
             });
         }
-        // Kill -9 part-way through the 100,000 events.
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        // Kill -9 part-way through the 100,000 events (the deadline only ends a run whose
+        // load never got there, which the assertion below reports).
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
         while count.load(Ordering::SeqCst) < 30_000 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -658,16 +686,6 @@ fn the_stdout_destination_prints_each_event() {
     assert_eq!(terminate(&mut child).code(), Some(0));
 }
 
-/// A child process killed when dropped.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs `trackway serve` expecting it to refuse to start; returns its standard error. One
 /// that starts instead prints its address first: it is stopped and the test fails.
 fn refused_serve(args: &[&OsStr]) -> String {
@@ -711,7 +729,7 @@ fn a_second_collector_on_the_same_files_is_refused_until_the_first_stops() {
     );
     let url = served.url;
     // Stopped even when an assertion fails, so no collector outlives the test.
-    let mut first = KillOnDrop(served.child);
+    let mut first = served.child;
     let pid = first.0.id();
 
     let text = refused_serve(&[OsStr::new("--data-dir"), data.as_os_str()]);

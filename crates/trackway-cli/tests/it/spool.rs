@@ -2,7 +2,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use trackway::Analytics;
@@ -28,8 +28,35 @@ fn leave_events(dir: &Path, host: &str, events: usize) {
     let report = analytics.shutdown(Duration::from_millis(100));
     assert_eq!(report.spooled, events as u64, "{report}");
     drop(analytics);
-    // The spool's thread ends just after the last handle; the command must find it free.
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until_released(dir);
+}
+
+/// Waits for the spool's thread to release the `LOCK` file: it is not joined, and syncs the
+/// segments and the directory after the last handle drops, which can take seconds on a busy
+/// disk. The command must find the spool free, so the test waits on the lock itself; the
+/// deadline is generous because only a thread that never ends would reach it.
+fn wait_until_released(dir: &Path) {
+    let lock = std::fs::File::open(dir.join("LOCK")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match lock.try_lock() {
+            Ok(()) => {
+                lock.unlock().unwrap();
+                return;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the spool in {} is still locked 30 s after its last handle dropped",
+                    dir.display()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::Error(error)) => {
+                panic!("cannot test the LOCK file: {error}")
+            }
+        }
+    }
 }
 
 fn trackway() -> Command {
