@@ -9,7 +9,7 @@ use trackway_collector::storage::sqlite::{DEFAULT_DEDUP_WINDOW, SqliteStore};
 use trackway_collector::storage::{Appended, BoxFuture, NewEvent, Store, StoreError};
 
 use crate::intercept::{Intercept, Intercepted};
-use crate::support::{TestServer, WRITE_KEY, basic, post};
+use crate::support::{TestServer, WRITE_KEY, basic, post, short_timeouts};
 
 /// Writes `request` raw and returns everything the server answers before closing.
 fn exchange(server: &TestServer, request: &[u8]) -> String {
@@ -50,7 +50,7 @@ fn still_serves(server: &TestServer) {
 
 #[test]
 fn a_client_that_never_finishes_its_headers_is_disconnected() {
-    let server = TestServer::start();
+    let server = TestServer::start_with(short_timeouts);
     let answer = exchange(
         &server,
         b"POST /v1/batch HTTP/1.1\r\nhost: x\r\ncontent-type: app",
@@ -64,7 +64,7 @@ fn a_client_that_never_finishes_its_headers_is_disconnected() {
 
 #[test]
 fn a_client_that_stalls_mid_body_is_disconnected() {
-    let server = TestServer::start();
+    let server = TestServer::start_with(short_timeouts);
     let head = format!(
         "POST /v1/batch HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\ncontent-length: 1000\r\n\r\n{{\"batch\":[",
         basic(WRITE_KEY)
@@ -99,7 +99,7 @@ fn huge_headers_are_refused() {
 
 #[test]
 fn a_client_that_trickles_its_body_is_cut_off_at_the_body_timeout() {
-    let server = TestServer::start();
+    let server = TestServer::start_with(short_timeouts);
     let address = server.url.trim_start_matches("http://");
     let mut stream = TcpStream::connect(address).unwrap();
     stream
@@ -189,11 +189,9 @@ fn when_slow_commits_hold_every_ingest_slot_others_get_503_and_bad_keys_401() {
             waiting: Arc::clone(&held),
         },
     };
-    // Hundreds of connections at once on a busy machine: the test's 300 ms for a head could
-    // drop some before they are read.
-    let server = TestServer::with_store_configured(temp.path(), Arc::new(store), |config| {
-        config.header_timeout = Duration::from_secs(10);
-    });
+    // The default time limits (not `short_timeouts`): hundreds of connections at once on a
+    // busy machine could wait 300 ms before their heads are read.
+    let server = TestServer::with_store(temp.path(), Arc::new(store));
     let address = server.url.trim_start_matches("http://").to_owned();
     let body = br#"{"batch":[{"type":"track","userId":"u","event":"E"}]}"#;
     let head = format!(
@@ -416,7 +414,7 @@ fn a_stalled_body_is_408_whichever_timeout_fires_never_a_final_400() {
     // The test configuration's idle (between frames) and whole-body timeouts are equal, so
     // either may fire first; several uploads at once make both happen. Every Segment library
     // drops a batch answered 400, and this one was never stored.
-    let server = TestServer::start();
+    let server = TestServer::start_with(short_timeouts);
     let address = server.url.trim_start_matches("http://").to_owned();
     let head = format!(
         "POST /v1/batch HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\ncontent-length: 1000\r\n\r\n{{\"batch\":[",

@@ -260,12 +260,7 @@ fn stopping_the_database_for_5_s_under_load_loses_nothing_acknowledged() {
     let mut server = TestPostgres::new().unwrap();
     let store = PostgresStore::open(&server.url(), WINDOW).unwrap();
     let data = tempfile::tempdir().unwrap();
-    // The default time limits: under load on a shared machine the tests' short ones would
-    // answer 408, which says nothing about the database.
-    let collector = TestServer::with_store_configured(data.path(), Arc::new(store), |config| {
-        config.header_timeout = trackway_collector::DEFAULT_HEADER_TIMEOUT;
-        config.body_timeout = trackway_collector::DEFAULT_BODY_TIMEOUT;
-    });
+    let collector = TestServer::with_store(data.path(), Arc::new(store));
     const SENDERS: usize = 4;
     // Bounded in count and in time: each sender stops at whichever comes first.
     const MAX_REQUESTS: usize = 2000;
