@@ -180,8 +180,20 @@ impl Intercept for SlowCommits {
     }
 }
 
+/// Held by the tests that open hundreds of connections: each needs about 600 file
+/// descriptors, so together they could pass the common soft limit of 1024.
+static MANY_CONNECTIONS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes [`MANY_CONNECTIONS`], whether or not a test that held it panicked.
+fn many_connections() -> std::sync::MutexGuard<'static, ()> {
+    MANY_CONNECTIONS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn when_slow_commits_hold_every_ingest_slot_others_get_503_and_bad_keys_401() {
+    let _alone = many_connections();
     let temp = tempfile::tempdir().unwrap();
     let (open, opened) = tokio::sync::watch::channel(false);
     let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -236,7 +248,7 @@ fn when_slow_commits_hold_every_ingest_slot_others_get_503_and_bad_keys_401() {
 
 /// Connections the trickling attacker keeps open, as in the review. Each costs this process
 /// two file descriptors (the test's end and the server's), 600 in all: within even the
-/// common soft limit of 1024, so the test needs no higher limit.
+/// common soft limit of 1024 while no other test holds hundreds (see [`MANY_CONNECTIONS`]).
 const TRICKLERS: usize = 300;
 
 /// Keeps [`TRICKLERS`] connections open, each declaring a 500 KB body with no key and sending
@@ -306,6 +318,7 @@ fn timed_probe(server: &TestServer, key_in_body: bool) -> (u16, Duration) {
 
 #[test]
 fn trickling_unauthenticated_uploads_cannot_starve_keyed_requests() {
+    let _alone = many_connections();
     let temp = tempfile::tempdir().unwrap();
     // Bodies may take their time: only the collector's own defences can free the tricklers'
     // connections.
@@ -331,15 +344,12 @@ fn trickling_unauthenticated_uploads_cannot_starve_keyed_requests() {
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         attacker.join().unwrap();
-        // The broken collector answered 503 after its 2 s slot wait. Each answer must come
-        // before that wait could have passed, and the typical one within the 1 s (a
-        // median, so that one slow fsync on a loaded machine does not fail the test).
-        for (how, (status, took)) in &answers {
+        // The broken collector answered 503 after its 2 s slot wait: every answer must be a
+        // 200. No single answer is timed (one descheduled probe on a loaded machine says
+        // nothing about the tricklers); the typical one must come within the 1 s, half
+        // the slot wait a starved request would spend.
+        for (how, (status, _)) in &answers {
             assert_eq!(*status, 200, "key in {how}: {answers:?}");
-            assert!(
-                *took < trackway_collector::INGEST_SLOT_WAIT,
-                "key in {how} took {took:?}: {answers:?}"
-            );
         }
         let mut took: Vec<Duration> = answers.iter().map(|(_, (_, took))| *took).collect();
         took.sort();
