@@ -3,7 +3,8 @@
 //! ```text
 //!  new() ─▶ initdb (as `postgres` when run as root) ─▶ pg_ctl start -w ─▶ url()
 //!                  into a temporary directory            on 127.0.0.1:<free port>
-//!  stop() / start(): the same cluster down and up again (outage tests)
+//!  stop() / start(): the same cluster down and up again (outage tests), on the same port
+//!                    (a start retried while another socket briefly holds it)
 //!  drop: pg_ctl stop -m immediate, the directory removed, even when a test panics
 //! ```
 //!
@@ -30,6 +31,14 @@ const PG_CTL_WAIT_SECONDS: &str = "60";
 
 /// How many times a start is tried on a fresh port when the chosen one was taken meanwhile.
 const PORT_ATTEMPTS: usize = 5;
+
+/// How many times a restart ([`TestPostgres::start`] after [`TestPostgres::stop`]) is tried on
+/// the server's port: during the outage another socket may have been given that port for a
+/// moment (a client's outgoing connection, say).
+const RESTART_ATTEMPTS: usize = 5;
+
+/// The pause between two restart attempts.
+const RESTART_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A PostgreSQL server for one test (or one test binary); stopped and deleted when dropped.
 pub struct TestPostgres {
@@ -104,7 +113,7 @@ impl TestPostgres {
         let mut last = None;
         for _ in 0..PORT_ATTEMPTS {
             server.port = free_port()?;
-            match server.start() {
+            match server.start_once() {
                 Ok(()) => return Ok(server),
                 Err(e) => last = Some(e),
             }
@@ -154,8 +163,30 @@ impl TestPostgres {
         Ok(())
     }
 
-    /// Starts the server again (on the same port) after [`TestPostgres::stop`].
+    /// Starts the server again (on the same port) after [`TestPostgres::stop`]; tries a few
+    /// times, and says so when another socket holds the port.
     pub fn start(&mut self) -> Result<(), PostgresUnavailable> {
+        let mut attempt = 1;
+        loop {
+            match self.start_once() {
+                Ok(()) => return Ok(()),
+                Err(_) if attempt < RESTART_ATTEMPTS => {
+                    attempt += 1;
+                    std::thread::sleep(RESTART_PAUSE);
+                }
+                Err(e) if port_taken(self.port) => {
+                    return Err(PostgresUnavailable(format!(
+                        "port {} was taken by another socket while the server was stopped: {}",
+                        self.port, e.0
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Starts the server on its port, once.
+    fn start_once(&mut self) -> Result<(), PostgresUnavailable> {
         if self.running {
             return Ok(());
         }
@@ -292,6 +323,11 @@ fn free_port() -> Result<u16, PostgresUnavailable> {
         .map_err(|e| PostgresUnavailable(e.to_string()))
 }
 
+/// Whether something else listens on (or holds) loopback `port` now.
+fn port_taken(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_err()
+}
+
 /// A number no other server of this process has had.
 fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -359,5 +395,28 @@ impl TestPostgres {
             }
         }
         ticks as f64 / TICKS_PER_SECOND
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restart_on_a_port_another_socket_took_says_so() {
+        let mut server = TestPostgres::new().unwrap();
+        server.stop().unwrap();
+        let squatter = TcpListener::bind(("127.0.0.1", server.port())).unwrap();
+        let error = server.start().unwrap_err();
+        assert!(
+            error
+                .0
+                .contains(&format!("port {} was taken", server.port())),
+            "{}",
+            error.0
+        );
+        drop(squatter);
+        server.start().unwrap();
+        server.psql("SELECT 1").unwrap();
     }
 }

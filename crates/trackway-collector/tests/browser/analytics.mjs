@@ -19,11 +19,12 @@ function check(condition, message) {
   if (!condition) throw new Error("check failed: " + message);
 }
 
-/// How long the next page takes to arrive when leaving one: an ordinary real-world
-/// navigation, and room for analytics.js to start its request on a loaded CI machine (only
-/// then can keepalive carry it past the page's end; the batching mode starts its own on
-/// pagehide).
-const NAVIGATION_LATENCY_MS = 1000;
+/// How long the next page takes to arrive when leaving one: a slow real-world navigation,
+/// and room for analytics.js to start its request even when a loaded CI machine holds the
+/// renderer back (only then can keepalive carry it past the page's end; the batching mode
+/// starts its own on pagehide). The scenarios end when the event arrives, so the wait costs
+/// little: about 2 s a run next to 1000 ms.
+const NAVIGATION_LATENCY_MS = 3000;
 
 // The page's origin: a page that loads analytics.js, and a second page to navigate to.
 const html = (body) => `<!doctype html><html><head><title>shop</title>

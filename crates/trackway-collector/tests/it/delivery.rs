@@ -94,6 +94,12 @@ fn a_webhook_that_fails_five_times_then_succeeds_gets_each_message_once() {
     eventually("three messages acknowledged", || {
         acknowledged(&hook).len() == 3
     });
+    // The fake logs each request before answering it, and the collector books the batch only
+    // after the last answer: wait for the bookkeeping, not just the traffic.
+    eventually("three messages booked as delivered", || {
+        let (_, status) = server.admin("/api/destinations");
+        destination(&status, "Webhook")["delivered"] == 3
+    });
     let seen = acknowledged(&hook);
     assert!(seen.values().all(|n| *n == 1), "each once: {seen:?}");
     let requests = hook.requests();
@@ -464,6 +470,12 @@ fn forward_relays_to_a_second_collector() {
     original["timestamp"] = json!("2026-01-01T00:00:00.000Z");
     send(&edge, vec![original, track("fw-2")]);
     eventually("the upstream has both", || upstream.events("").len() == 2);
+    // The upstream stores the events before it answers, and the edge books them only after
+    // that answer: wait for the edge's bookkeeping before reading its delivery state.
+    eventually("the edge booked both as delivered", || {
+        let (_, status) = edge.admin("/api/destinations");
+        destination(&status, "Upstream")["delivered"] == 2
+    });
     let events = upstream.events("");
     let relayed = events.iter().find(|e| e["messageId"] == "fw-1").unwrap();
     assert_eq!(
@@ -655,7 +667,10 @@ fn events_past_the_retry_window_become_dead_letters() {
     hook.set_rule(|_| Some(Reply::Status(503)));
     let temp = tempfile::tempdir().unwrap();
     let mut destination = webhook("Webhook", hook.url(), None);
-    destination.retry_window = Some(Duration::from_millis(50));
+    // Long enough for several tries even when the first connection is slow on a loaded
+    // machine (a 50 ms window could run out during the first try); short enough that the
+    // test does not wait long for the dead letter.
+    destination.retry_window = Some(Duration::from_secs(1));
     let server = TestServer::start_configured(temp.path(), with_destinations(vec![destination]));
     send(&server, vec![track("too-late")]);
     eventually("dead-lettered once the window ran out", || {

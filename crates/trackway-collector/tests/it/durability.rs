@@ -420,5 +420,9 @@ fn readyz_is_503_while_the_store_cannot_write_and_healthz_stays_200() {
 #[test]
 fn readyz_of_an_idle_sqlite_store_is_200_after_a_probe_write() {
     let server = TestServer::start();
-    assert_eq!(status_of(&server, "/readyz"), 200);
+    // One probe may outlast its 2 s limit when an fsync is slow on a loaded machine; a store
+    // that cannot write never answers 200.
+    crate::support::eventually("an idle store is ready", || {
+        status_of(&server, "/readyz") == 200
+    });
 }

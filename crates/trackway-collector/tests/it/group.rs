@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use trackway_collector::delivery::LEASE_TTL;
 use trackway_collector::delivery::kind::{DestinationConfig, Kind};
+use trackway_collector::storage::postgres::LIVE_POLL;
 
 use crate::store_contract::postgres_database;
 use crate::support::{TestServer, eventually, send};
@@ -82,11 +83,14 @@ fn each_destination_is_delivered_by_one_collector_at_a_time() {
     std::thread::sleep(Duration::from_millis(1500));
     let archived = lines_in(&archive("a"));
     assert_eq!(archived, 20, "archived twice or more: {archived} lines");
-    // Both collectors show the one shared progress.
+    // Both collectors show the one shared progress, once the deliverer has committed its
+    // cursor (just after it writes the lines).
     for collector in [&a, &b] {
-        let (status, body) = collector.admin("/api/destinations");
-        assert_eq!(status, 200);
-        assert_eq!(body["destinations"][0]["delivered"], 20, "{body}");
+        eventually("the shared progress shows every event", || {
+            let (status, body) = collector.admin("/api/destinations");
+            assert_eq!(status, 200);
+            body["destinations"][0]["delivered"] == 20
+        });
     }
 }
 
@@ -102,6 +106,8 @@ fn a_dead_holders_lease_is_taken_over_within_15_s() {
         )
         .unwrap(),
     );
+    // Before the lease is written, so that the time since is never less than the lease's age.
+    let inserted = Instant::now();
     sql(
         &url,
         &format!(
@@ -113,18 +119,21 @@ fn a_dead_holders_lease_is_taken_over_within_15_s() {
     let dirs = tempfile::tempdir().unwrap();
     let archive = dirs.path().join("archive");
     let live = collector(&url, &dirs.path().join("live"), archive.clone());
+    // After the live collector started, so that its start-up on a loaded machine does not
+    // count against the 15 s.
     let died = Instant::now();
     send(&live, batch("m", 5));
     eventually("the live collector takes the lease over", || {
         lines_in(&archive) == 5
     });
-    let took = died.elapsed();
     // Not before the dead holder's lease expired (it might only be paused), and well within
     // 15 s of its last renewal.
+    let since_inserted = inserted.elapsed();
     assert!(
-        took >= LEASE_TTL - Duration::from_millis(500),
-        "taken early: {took:?}"
+        since_inserted >= LEASE_TTL - Duration::from_millis(500),
+        "taken early: {since_inserted:?} after the lease was written"
     );
+    let took = died.elapsed();
     assert!(took <= Duration::from_secs(15), "taken over after {took:?}");
     // The first batch after the takeover may repeat the dead holder's: counted as such (its
     // cursor is stored just after its lines are written).
@@ -281,7 +290,16 @@ fn a_collector_cut_off_from_the_database_loses_its_lease_and_cannot_move_the_cur
             .count()
             == 10
     });
-    let took = cut.elapsed();
+    // Measured at the takeover itself, B's first request (it starts again with A's slow
+    // chunk): delivering the rest afterwards is not what the bound is about.
+    let took = hook
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/b")
+        .map(|r| r.arrived)
+        .min()
+        .expect("B delivered")
+        .saturating_duration_since(cut);
     // Not before A's lease could have expired (it renews every 3 s, for 10 s), and within
     // 15 s.
     assert!(
@@ -376,7 +394,7 @@ fn every_collector_shows_the_same_events_counts_destinations_and_dead_letters() 
     let a = webhook_collector(&url, &dirs.path().join("a"), hook.url());
     let b = webhook_collector(&url, &dirs.path().join("b"), hook.url());
 
-    // A's live stream shows an event B stored, within a second.
+    // A's live stream shows an event B stored, within a few polls.
     let response = crate::support::agent()
         .get(format!("{}/api/stream", a.url))
         .header(
@@ -411,9 +429,12 @@ fn every_collector_shows_the_same_events_counts_destinations_and_dead_letters() 
             break at;
         }
     };
+    // Many polls' worth, so that a commit or a poll query slowed by a loaded machine does
+    // not fail the test; a stream that only heard of B's events some other way (or never)
+    // takes far longer.
     let after = heard.saturating_duration_since(stored);
     assert!(
-        after < Duration::from_secs(1),
+        after < LIVE_POLL * 10,
         "A's stream showed B's event after {after:?}"
     );
 

@@ -9,7 +9,7 @@ use trackway_collector::storage::sqlite::{DEFAULT_DEDUP_WINDOW, SqliteStore};
 use trackway_collector::storage::{Appended, BoxFuture, NewEvent, Store, StoreError};
 
 use crate::intercept::{Intercept, Intercepted};
-use crate::support::{TestServer, WRITE_KEY, basic, post};
+use crate::support::{TestServer, WRITE_KEY, basic, post, short_timeouts};
 
 /// Writes `request` raw and returns everything the server answers before closing.
 fn exchange(server: &TestServer, request: &[u8]) -> String {
@@ -50,7 +50,7 @@ fn still_serves(server: &TestServer) {
 
 #[test]
 fn a_client_that_never_finishes_its_headers_is_disconnected() {
-    let server = TestServer::start();
+    let server = TestServer::start_with(short_timeouts);
     let answer = exchange(
         &server,
         b"POST /v1/batch HTTP/1.1\r\nhost: x\r\ncontent-type: app",
@@ -64,7 +64,7 @@ fn a_client_that_never_finishes_its_headers_is_disconnected() {
 
 #[test]
 fn a_client_that_stalls_mid_body_is_disconnected() {
-    let server = TestServer::start();
+    let server = TestServer::start_with(short_timeouts);
     let head = format!(
         "POST /v1/batch HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\ncontent-length: 1000\r\n\r\n{{\"batch\":[",
         basic(WRITE_KEY)
@@ -99,7 +99,7 @@ fn huge_headers_are_refused() {
 
 #[test]
 fn a_client_that_trickles_its_body_is_cut_off_at_the_body_timeout() {
-    let server = TestServer::start();
+    let server = TestServer::start_with(short_timeouts);
     let address = server.url.trim_start_matches("http://");
     let mut stream = TcpStream::connect(address).unwrap();
     stream
@@ -114,6 +114,9 @@ fn a_client_that_trickles_its_body_is_cut_off_at_the_body_timeout() {
     let mut answer = Vec::new();
     for _ in 0..100 {
         if stream.write_all(b" ").is_err() {
+            // The server answered and closed since the last read: its answer may still wait
+            // in the socket (blocking again here, under the 20 s read limit).
+            let _ = stream.read_to_end(&mut answer);
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -177,8 +180,20 @@ impl Intercept for SlowCommits {
     }
 }
 
+/// Held by the tests that open hundreds of connections: each needs about 600 file
+/// descriptors, so together they could pass the common soft limit of 1024.
+static MANY_CONNECTIONS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes [`MANY_CONNECTIONS`], whether or not a test that held it panicked.
+fn many_connections() -> std::sync::MutexGuard<'static, ()> {
+    MANY_CONNECTIONS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn when_slow_commits_hold_every_ingest_slot_others_get_503_and_bad_keys_401() {
+    let _alone = many_connections();
     let temp = tempfile::tempdir().unwrap();
     let (open, opened) = tokio::sync::watch::channel(false);
     let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -189,11 +204,9 @@ fn when_slow_commits_hold_every_ingest_slot_others_get_503_and_bad_keys_401() {
             waiting: Arc::clone(&held),
         },
     };
-    // Hundreds of connections at once on a busy machine: the test's 300 ms for a head could
-    // drop some before they are read.
-    let server = TestServer::with_store_configured(temp.path(), Arc::new(store), |config| {
-        config.header_timeout = Duration::from_secs(10);
-    });
+    // The default time limits (not `short_timeouts`): hundreds of connections at once on a
+    // busy machine could wait 300 ms before their heads are read.
+    let server = TestServer::with_store(temp.path(), Arc::new(store));
     let address = server.url.trim_start_matches("http://").to_owned();
     let body = br#"{"batch":[{"type":"track","userId":"u","event":"E"}]}"#;
     let head = format!(
@@ -235,7 +248,7 @@ fn when_slow_commits_hold_every_ingest_slot_others_get_503_and_bad_keys_401() {
 
 /// Connections the trickling attacker keeps open, as in the review. Each costs this process
 /// two file descriptors (the test's end and the server's), 600 in all: within even the
-/// common soft limit of 1024, so the test needs no higher limit.
+/// common soft limit of 1024 while no other test holds hundreds (see [`MANY_CONNECTIONS`]).
 const TRICKLERS: usize = 300;
 
 /// Keeps [`TRICKLERS`] connections open, each declaring a 500 KB body with no key and sending
@@ -305,6 +318,7 @@ fn timed_probe(server: &TestServer, key_in_body: bool) -> (u16, Duration) {
 
 #[test]
 fn trickling_unauthenticated_uploads_cannot_starve_keyed_requests() {
+    let _alone = many_connections();
     let temp = tempfile::tempdir().unwrap();
     // Bodies may take their time: only the collector's own defences can free the tricklers'
     // connections.
@@ -330,15 +344,12 @@ fn trickling_unauthenticated_uploads_cannot_starve_keyed_requests() {
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         attacker.join().unwrap();
-        // The broken collector answered 503 after its 2 s slot wait. Each answer must come
-        // before that wait could have passed, and the typical one within the issue's 1 s (a
-        // median, so that one slow fsync on a loaded machine does not fail the test).
-        for (how, (status, took)) in &answers {
+        // The broken collector answered 503 after its 2 s slot wait: every answer must be a
+        // 200. No single answer is timed (one descheduled probe on a loaded machine says
+        // nothing about the tricklers); the typical one must come within the issue's 1 s, half
+        // the slot wait a starved request would spend.
+        for (how, (status, _)) in &answers {
             assert_eq!(*status, 200, "key in {how}: {answers:?}");
-            assert!(
-                *took < trackway_collector::INGEST_SLOT_WAIT,
-                "key in {how} took {took:?}: {answers:?}"
-            );
         }
         let mut took: Vec<Duration> = answers.iter().map(|(_, (_, took))| *took).collect();
         took.sort();
@@ -416,7 +427,7 @@ fn a_stalled_body_is_408_whichever_timeout_fires_never_a_final_400() {
     // The test configuration's idle (between frames) and whole-body timeouts are equal, so
     // either may fire first; several uploads at once make both happen. Every Segment library
     // drops a batch answered 400, and this one was never stored.
-    let server = TestServer::start();
+    let server = TestServer::start_with(short_timeouts);
     let address = server.url.trim_start_matches("http://").to_owned();
     let head = format!(
         "POST /v1/batch HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\ncontent-length: 1000\r\n\r\n{{\"batch\":[",
