@@ -1,16 +1,19 @@
-//! The checkpointer thread: copies committed WAL frames into the database file every second
-//! in PASSIVE mode, never inside a commit, and asks the writer to restart a log grown too long
-//! (DESIGN.md: "Why does the writer restart the WAL itself?").
+//! The checkpointer thread: copies committed WAL frames into the database file ten times a
+//! second in PASSIVE mode, never inside a commit, and asks the writer to restart a log grown
+//! too long (DESIGN.md: "Why does the writer restart the WAL itself?").
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-/// How often committed WAL frames are copied into the database file.
-pub(super) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often committed WAL frames are copied into the database file. Short, so that each
+/// pass and each restart of the log has little to copy and sync: at 1 s (with restarts at
+/// 64 MiB) the ingest bench's half-load ack p99 was 46-60 ms, at 100 ms (with restarts at
+/// 4 MiB) 7-9 ms (bench/HISTORY.md, "Small restarts, often").
+pub(super) const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 
-/// WAL pages (4 KiB each) past which the log is started again from its beginning: 64 MiB.
+/// WAL pages (4 KiB each) past which the log is started again from its beginning: 4 MiB.
 ///
 /// SQLite reuses the WAL from its start only when a write transaction begins with every frame
 /// already copied into the database. Under steady ingest the writer commits again before the
@@ -18,7 +21,7 @@ pub(super) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// after 300,000 events in the ingest benchmark, and on for as long as the load lasts). So once
 /// a checkpoint finds the log this long, the writer, between two commits, copies the few frames
 /// committed since and restarts the log itself (see `Writer::restart_log`).
-pub(super) const WAL_RESTART_PAGES: i64 = 16_384;
+pub(super) const WAL_RESTART_PAGES: i64 = 1024;
 
 /// Most extra checkpoint passes before the writer is asked to restart the log.
 pub(super) const MAX_CATCH_UP_PASSES: usize = 4;
@@ -28,6 +31,10 @@ pub(super) const CAUGHT_UP: Duration = Duration::from_millis(3);
 
 /// How long the writer waits for readers of old frames when it restarts the log.
 pub(super) const RESTART_WAIT: Duration = Duration::from_millis(50);
+
+/// How long the writer ignores restart requests after readers kept it from restarting: a long
+/// admin query would otherwise cost the writer [`RESTART_WAIT`] on every checkpoint pass.
+pub(super) const RESTART_BACKOFF: Duration = Duration::from_secs(1);
 
 /// When the checkpointer runs and when it has the log restarted; tests make the first two
 /// small, and `caught_up` large so that a loaded test machine still restarts the log.

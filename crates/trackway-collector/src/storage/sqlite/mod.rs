@@ -90,6 +90,8 @@ pub struct SqliteStore {
     reader: Arc<Mutex<Connection>>,
     counts: Arc<Mutex<Counts>>,
     live: broadcast::Sender<Arc<StoredEvent>>,
+    #[cfg(test)]
+    restarts_tried: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SqliteStore {
@@ -136,7 +138,11 @@ impl SqliteStore {
             live: live.clone(),
             dedup,
             restart_wanted,
+            restart_not_before: None,
+            restarts_tried: Arc::default(),
         };
+        #[cfg(test)]
+        let restarts_tried = Arc::clone(&thread.restarts_tried);
         std::thread::Builder::new()
             .name("trackway-store".into())
             .spawn(move || thread.run())
@@ -147,6 +153,8 @@ impl SqliteStore {
             reader: Arc::new(Mutex::new(reader)),
             counts,
             live,
+            #[cfg(test)]
+            restarts_tried,
         })
     }
 }
@@ -819,5 +827,60 @@ mod tests {
             restarted < 24 * 1024 * 1024,
             "the log grew to {restarted} bytes"
         );
+    }
+
+    #[test]
+    fn a_reader_that_holds_the_log_back_costs_the_writer_one_wait_a_backoff() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // A restart asked for on every checkpoint pass, every 5 ms.
+        let store = SqliteStore::open_tuned(
+            dir.path(),
+            WINDOW,
+            Tuning {
+                checkpoint_interval: Duration::from_millis(5),
+                restart_pages: 1,
+                caught_up: Duration::from_secs(60),
+            },
+            Keys::seeded(),
+        )
+        .expect("store");
+        let runtime = runtime();
+        let chunk = |n: usize| {
+            (0..20)
+                .map(|i| {
+                    let mut e = event(i);
+                    e.message_id = format!("{n}-{i}");
+                    e
+                })
+                .collect::<Vec<_>>()
+        };
+        runtime.block_on(store.append(chunk(0))).expect("append");
+        // A long admin query: a read transaction that stays open keeps the log from restarting.
+        let reader = Connection::open(dir.path().join(DATABASE_FILE)).expect("database");
+        reader.execute_batch("BEGIN").expect("begin");
+        let _: i64 = reader
+            .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
+            .expect("read");
+        let before = store
+            .restarts_tried
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        for n in 1..=30 {
+            runtime.block_on(store.append(chunk(n))).expect("append");
+            // Every commit comes after at least one pass asking for a restart.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let tried = store
+            .restarts_tried
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - before;
+        let backoffs = started.elapsed().as_secs_f64() / RESTART_BACKOFF.as_secs_f64();
+        // Without the backoff, each of the 30 commits waits RESTART_WAIT for the reader first.
+        assert!(
+            tried >= 1 && (tried as f64) <= backoffs.ceil() + 1.0,
+            "{tried} restarts tried in {:?}",
+            started.elapsed()
+        );
+        reader.execute_batch("COMMIT").expect("commit");
     }
 }

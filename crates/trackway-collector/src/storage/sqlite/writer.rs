@@ -2,14 +2,15 @@
 //! first waiting request and every one queued behind it), the dedup check, retention's
 //! deletes, readiness probes, and the log's restart between two commits.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{broadcast, oneshot};
 
 use super::MAX_GROUP_EVENTS;
-use super::checkpoint::RESTART_WAIT;
+use super::checkpoint::{RESTART_BACKOFF, RESTART_WAIT};
 use super::connection::{BUSY_TIMEOUT, sql_error};
 use super::counts::{Counts, change_counts, count_events, count_key};
 use super::dedup::Dedup;
@@ -49,6 +50,11 @@ pub(super) struct Writer {
     pub(super) dedup: Dedup,
     /// Set by the checkpointer when the log has grown past [`WAL_RESTART_PAGES`].
     pub(super) restart_wanted: Arc<AtomicBool>,
+    /// Until when restart requests are ignored, after readers kept the log from restarting
+    /// ([`RESTART_BACKOFF`]).
+    pub(super) restart_not_before: Option<Instant>,
+    /// Restarts tried, counted for the tests.
+    pub(super) restarts_tried: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -56,7 +62,9 @@ impl Writer {
     pub(super) fn run(mut self) {
         let mut deferred: Option<Job> = None;
         loop {
-            if self.restart_wanted.swap(false, Ordering::Relaxed) {
+            if self.restart_wanted.swap(false, Ordering::Relaxed)
+                && self.restart_not_before.is_none_or(|t| Instant::now() >= t)
+            {
                 self.restart_log();
             }
             let first = match deferred.take() {
@@ -118,8 +126,10 @@ impl Writer {
     /// Only the writer can do this under load: no commit can come in between.
     ///
     /// Readers are waited for [`RESTART_WAIT`] at most, since ingest waits too; a reader still
-    /// busy then (a long admin query) leaves the restart to the checkpointer's next pass.
-    fn restart_log(&self) {
+    /// busy then (a long admin query) leaves the restart for [`RESTART_BACKOFF`], to the
+    /// checkpointer's first request after it.
+    fn restart_log(&mut self) {
+        self.restarts_tried.fetch_add(1, Ordering::Relaxed);
         let restarted = self.conn.busy_timeout(RESTART_WAIT).and_then(|()| {
             self.conn
                 .query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| {
@@ -129,9 +139,13 @@ impl Writer {
         if let Err(e) = self.conn.busy_timeout(BUSY_TIMEOUT) {
             tracing::warn!("store: cannot set the busy timeout back: {e}");
         }
+        self.restart_not_before = None;
         match restarted {
             Ok(0) => {}
-            Ok(_) => tracing::debug!("store: the log could not be restarted yet (readers)"),
+            Ok(_) => {
+                tracing::debug!("store: the log could not be restarted yet (readers)");
+                self.restart_not_before = Some(Instant::now() + RESTART_BACKOFF);
+            }
             Err(e) => tracing::warn!("store: restarting the log failed (will retry): {e}"),
         }
     }
