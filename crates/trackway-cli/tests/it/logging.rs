@@ -140,17 +140,7 @@ fn no_output_to_a_pipe_carries_escape_codes() {
             .spawn()
             .unwrap(),
     );
-    // tail's lines through a channel, so that a tail that prints nothing fails the test
-    // rather than hanging it.
-    let (lines, tailed) = std::sync::mpsc::channel();
-    let stdout = tail.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let tailed = crate::lines_of(tail.stdout.take().unwrap());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sender = {
         let (url, stop) = (url.clone(), stop.clone());

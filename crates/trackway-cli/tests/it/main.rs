@@ -45,6 +45,22 @@ impl std::ops::DerefMut for Running {
     }
 }
 
+/// The lines `output` prints, through a channel, so that a process that prints nothing fails
+/// its test at a `recv_timeout` rather than hanging it on a read.
+pub(crate) fn lines_of(
+    output: impl std::io::Read + Send + 'static,
+) -> std::sync::mpsc::Receiver<std::io::Result<String>> {
+    let (lines, printed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(output)) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    printed
+}
+
 /// `trackway serve` on a free loopback port, with `admin_token` and its store in `data_dir`;
 /// the caller adds the sources, the environment and where the output goes. The collector
 /// prints its URL as the first line of its stdout.

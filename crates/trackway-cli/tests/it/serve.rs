@@ -468,17 +468,7 @@ fn tail_follows_events_with_filters() {
             .spawn()
             .unwrap(),
     );
-    // tail's lines through a channel, so that a tail that prints nothing fails the test
-    // rather than hanging it.
-    let (lines, tailed) = std::sync::mpsc::channel();
-    let stdout = tail.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let tailed = crate::lines_of(tail.stdout.take().unwrap());
     // Keep sending until tail (which connects asynchronously, after an unknown delay) has
     // seen one.
     let stop = Arc::new(AtomicBool::new(false));
