@@ -54,7 +54,9 @@ pub(super) const TUNING: Tuning = Tuning {
 /// Copies committed WAL frames into the database file every [`CHECKPOINT_INTERVAL`], in
 /// PASSIVE mode: it never blocks the writer, and the writer never waits for it. (SQLite's
 /// default runs checkpoints inside the committing transaction, which stalls ingest.)
-/// A log found longer than [`WAL_RESTART_PAGES`] sets `restart`, for the writer.
+/// A log found longer than [`WAL_RESTART_PAGES`] sets `restart`, for the writer; while it is
+/// set, no pass runs, so that a pass never holds the checkpoint lock the writer's restart needs
+/// (SQLite answers that restart busy at once, and the writer would take it for readers).
 /// Stops when the store is dropped (`stop`'s sender goes away).
 pub(super) fn checkpoint_loop(
     conn: &Connection,
@@ -65,6 +67,9 @@ pub(super) fn checkpoint_loop(
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
         stop.recv_timeout(tuning.checkpoint_interval)
     {
+        if restart.load(Ordering::Acquire) {
+            continue;
+        }
         if passive_checkpoint(conn).is_some_and(|pages| pages >= tuning.restart_pages) {
             // Each further pass copies what was committed during the one before, a fraction
             // of it, until a pass is quick: the writer is then left little to copy.
@@ -73,7 +78,7 @@ pub(super) fn checkpoint_loop(
                 passive_checkpoint(conn).is_some() && started.elapsed() < tuning.caught_up
             });
             if caught_up {
-                restart.store(true, Ordering::Relaxed);
+                restart.store(true, Ordering::Release);
             }
         }
     }

@@ -48,7 +48,8 @@ pub(super) struct Writer {
     pub(super) live: broadcast::Sender<Arc<StoredEvent>>,
     /// The window's events, for the duplicate check (the writer's alone: `dedup.rs`).
     pub(super) dedup: Dedup,
-    /// Set by the checkpointer when the log has grown past [`WAL_RESTART_PAGES`].
+    /// Set by the checkpointer when the log has grown past [`WAL_RESTART_PAGES`], cleared by
+    /// the writer once it has tried.
     pub(super) restart_wanted: Arc<AtomicBool>,
     /// Until when restart requests are ignored, after readers kept the log from restarting
     /// ([`RESTART_BACKOFF`]).
@@ -62,10 +63,12 @@ impl Writer {
     pub(super) fn run(mut self) {
         let mut deferred: Option<Job> = None;
         loop {
-            if self.restart_wanted.swap(false, Ordering::Relaxed)
-                && self.restart_not_before.is_none_or(|t| Instant::now() >= t)
-            {
-                self.restart_log();
+            if self.restart_wanted.load(Ordering::Acquire) {
+                if self.restart_not_before.is_none_or(|t| Instant::now() >= t) {
+                    self.restart_log();
+                }
+                // Cleared only now: the checkpointer runs no pass while a restart is wanted.
+                self.restart_wanted.store(false, Ordering::Release);
             }
             let first = match deferred.take() {
                 Some(job) => job,
