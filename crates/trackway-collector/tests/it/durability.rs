@@ -377,7 +377,7 @@ fn readyz_is_503_while_the_store_cannot_write_and_healthz_stays_200() {
     };
     let server = TestServer::with_store(temp.path(), Arc::new(store));
     // Idle and full from the start: no request has written, so a probe write decides.
-    assert_eq!(status_of(&server, "/readyz"), 503);
+    assert_eq!(server.ready(), 503);
     assert_eq!(
         status_of(&server, "/healthz"),
         200,
@@ -386,7 +386,7 @@ fn readyz_is_503_while_the_store_cannot_write_and_healthz_stays_200() {
     assert!(probes.load(Ordering::Relaxed) >= 1);
     // Room again: the next probe, once the failure has aged, puts it back in rotation.
     full.store(false, Ordering::Relaxed);
-    crate::support::eventually("ready again", || status_of(&server, "/readyz") == 200);
+    crate::support::eventually("ready again", || server.ready() == 200);
     // A real write's success is evidence: no probe while it is fresh.
     let auth = basic(WRITE_KEY);
     let (status, _) = post(
@@ -397,7 +397,7 @@ fn readyz_is_503_while_the_store_cannot_write_and_healthz_stays_200() {
     );
     assert_eq!(status, 200);
     let probed = probes.load(Ordering::Relaxed);
-    assert_eq!(status_of(&server, "/readyz"), 200);
+    assert_eq!(server.ready(), 200);
     assert_eq!(
         probes.load(Ordering::Relaxed),
         probed,
@@ -413,7 +413,7 @@ fn readyz_is_503_while_the_store_cannot_write_and_healthz_stays_200() {
         &batch("b", 1),
     );
     assert_eq!(status, 503);
-    assert_eq!(status_of(&server, "/readyz"), 503);
+    assert_eq!(server.ready(), 503);
     assert_eq!(status_of(&server, "/healthz"), 200);
 }
 
@@ -422,7 +422,5 @@ fn readyz_of_an_idle_sqlite_store_is_200_after_a_probe_write() {
     let server = TestServer::start();
     // One probe may outlast its 2 s limit when an fsync is slow on a loaded machine; a store
     // that cannot write never answers 200.
-    crate::support::eventually("an idle store is ready", || {
-        status_of(&server, "/readyz") == 200
-    });
+    crate::support::eventually("an idle store is ready", || server.ready() == 200);
 }

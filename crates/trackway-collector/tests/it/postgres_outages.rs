@@ -31,15 +31,6 @@ fn ingest(collector: &TestServer, id: &str) -> (u16, bool) {
     (response.status().as_u16(), retry)
 }
 
-fn ready(collector: &TestServer) -> u16 {
-    agent()
-        .get(format!("{}/readyz", collector.url))
-        .call()
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 /// A collector (a group of one) on the database at `url`.
 fn collector(url: &str, data: &std::path::Path) -> TestServer {
     let url = url.to_owned();
@@ -56,7 +47,7 @@ fn collector(url: &str, data: &std::path::Path) -> TestServer {
 /// checks that every acknowledged event is stored exactly once.
 fn outage(collector: &TestServer, fault: impl FnOnce(), heal: impl FnOnce()) {
     assert_eq!(ingest(collector, "before"), (200, false));
-    assert_eq!(ready(collector), 200);
+    assert_eq!(collector.ready(), 200);
     fault();
     let during: Vec<(u16, bool)> = std::thread::scope(|scope| {
         let senders: Vec<_> = (0..DURING)
@@ -68,7 +59,7 @@ fn outage(collector: &TestServer, fault: impl FnOnce(), heal: impl FnOnce()) {
         during.iter().all(|answer| *answer == (503, true)),
         "during the fault, each request a 503 with Retry-After: {during:?}"
     );
-    assert_eq!(ready(collector), 503, "ready during the fault");
+    assert_eq!(collector.ready(), 503, "ready during the fault");
     heal();
     let healed = Instant::now();
     let mut statuses = Vec::new();
@@ -85,7 +76,7 @@ fn outage(collector: &TestServer, fault: impl FnOnce(), heal: impl FnOnce()) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    crate::support::eventually("ready again", || ready(collector) == 200);
+    crate::support::eventually("ready again", || collector.ready() == 200);
     let mut stored: HashMap<String, usize> = HashMap::new();
     for event in collector.events("") {
         *stored

@@ -142,6 +142,16 @@ impl TestServer {
             .unwrap();
         read(response)
     }
+
+    /// The status of `GET /readyz`.
+    pub(crate) fn ready(&self) -> u16 {
+        agent()
+            .get(format!("{}/readyz", self.url))
+            .call()
+            .unwrap()
+            .status()
+            .as_u16()
+    }
 }
 
 impl Drop for TestServer {
